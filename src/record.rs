@@ -1,0 +1,325 @@
+//! Records: the replicated metadata of one key, content ids, versions (hybrid logical clocks)
+//! and the last-writer-wins order that every node applies the same way.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Fixed size of a content chunk; the last chunk of a file may be shorter.
+pub const CHUNK_SIZE: usize = 1 << 20;
+/// Longest key accepted, in bytes of UTF-8.
+pub const MAX_KEY_LEN: usize = 1024;
+/// Largest file a record may describe (1 TiB): anything larger is rejected as impossible.
+pub const MAX_FILE_SIZE: u64 = 1 << 40;
+/// Longest author (peer id bytes) accepted in a record.
+pub const MAX_AUTHOR_LEN: usize = 64;
+/// How far in the future a record's clock may be before it is refused (milliseconds).
+pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+/// Domain prefix of the content id hash, so that a content id never equals a chunk hash.
+const CONTENT_ID_DOMAIN: &[u8] = b"dfs/content/1\0";
+
+/// Why a key or record was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidRecord {
+    #[error("invalid key: the key is empty")]
+    EmptyKey,
+    #[error("invalid key: {0} bytes, the limit is {MAX_KEY_LEN}")]
+    KeyTooLong(usize),
+    #[error("invalid key: it contains a NUL character")]
+    KeyHasNul,
+    #[error("invalid record: size {0} is larger than the limit of {MAX_FILE_SIZE} bytes")]
+    TooLarge(u64),
+    #[error("invalid record: a tombstone must have size 0")]
+    TombstoneWithSize,
+    #[error("invalid record: author is not a valid peer id")]
+    BadAuthor,
+    #[error("invalid record: its clock is more than {MAX_CLOCK_SKEW_MS} ms in the future")]
+    FromTheFuture,
+}
+
+/// Checks a key: UTF-8 (guaranteed by `&str`), not empty, at most [`MAX_KEY_LEN`] bytes, no NUL.
+/// Keys are names, never file paths: `../../etc/passwd` is an ordinary key.
+pub fn validate_key(key: &str) -> Result<(), InvalidRecord> {
+    if key.is_empty() {
+        return Err(InvalidRecord::EmptyKey);
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(InvalidRecord::KeyTooLong(key.len()));
+    }
+    if key.contains('\0') {
+        return Err(InvalidRecord::KeyHasNul);
+    }
+    Ok(())
+}
+
+/// A BLAKE3 hash: of one chunk's bytes, or (as a [`ContentId`]) of a whole file's chunk list.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Hash(pub [u8; 32]);
+
+impl Hash {
+    /// The hash of a chunk's bytes.
+    pub fn of(bytes: &[u8]) -> Hash {
+        Hash(*blake3::hash(bytes).as_bytes())
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Option<Hash> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(Hash(out))
+    }
+
+    pub fn from_slice(b: &[u8]) -> Option<Hash> {
+        Some(Hash(b.try_into().ok()?))
+    }
+}
+
+impl fmt::Display for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", &self.to_hex()[..12])
+    }
+}
+
+impl Serialize for Hash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Hash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let b: serde_bytes::ByteBuf = Deserialize::deserialize(d)?;
+        Hash::from_slice(&b).ok_or_else(|| serde::de::Error::invalid_length(b.len(), &"32 bytes"))
+    }
+}
+
+/// The content id of a file: `BLAKE3("dfs/content/1\0" || size as u64 big-endian || chunk
+/// hashes in order)`. It commits to the size and to every chunk, so a chunk list received from a
+/// peer is checked against it before a single chunk is fetched.
+pub type ContentId = Hash;
+
+/// Number of chunks a file of `size` bytes has.
+pub fn chunk_count(size: u64) -> u64 {
+    size.div_ceil(CHUNK_SIZE as u64)
+}
+
+/// Length of chunk `index` of a file of `size` bytes.
+pub fn chunk_len(size: u64, index: u64) -> usize {
+    let start = index * CHUNK_SIZE as u64;
+    (size.saturating_sub(start)).min(CHUNK_SIZE as u64) as usize
+}
+
+/// Derives the content id from the file size and its chunk hashes.
+pub fn content_id(size: u64, chunks: &[Hash]) -> ContentId {
+    let mut h = blake3::Hasher::new();
+    h.update(CONTENT_ID_DOMAIN);
+    h.update(&size.to_be_bytes());
+    for c in chunks {
+        h.update(&c.0);
+    }
+    Hash(*h.finalize().as_bytes())
+}
+
+/// True when `chunks` is a chunk list that a file of `size` bytes with content id `cid` can have.
+pub fn chunk_list_matches(cid: &ContentId, size: u64, chunks: &[Hash]) -> bool {
+    chunks.len() as u64 == chunk_count(size) && content_id(size, chunks) == *cid
+}
+
+/// The replicated metadata of one key. `cid == None` is a tombstone (a delete).
+///
+/// Versions are hybrid logical clocks (`time`: milliseconds since the epoch in the upper 48
+/// bits, a logical counter in the lower 16) with ties broken by author peer id; see
+/// [`Record::cmp_version`]. The record with the larger version wins everywhere.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Record {
+    pub key: String,
+    pub cid: Option<ContentId>,
+    pub size: u64,
+    pub time: u64,
+    #[serde(with = "serde_bytes")]
+    pub author: Vec<u8>,
+}
+
+impl Record {
+    pub fn is_tombstone(&self) -> bool {
+        self.cid.is_none()
+    }
+
+    /// The total order of last-writer-wins: clock, then author, then (only for records a faulty
+    /// author gave the same version) content id and size, so the order is total and every node
+    /// picks the same winner whatever the order of arrival.
+    pub fn cmp_version(&self, other: &Record) -> Ordering {
+        (self.time, &self.author, &self.cid, self.size).cmp(&(
+            other.time,
+            &other.author,
+            &other.cid,
+            other.size,
+        ))
+    }
+
+    /// True when `self` wins over `other` (for the same key).
+    pub fn supersedes(&self, other: &Record) -> bool {
+        self.cmp_version(other) == Ordering::Greater
+    }
+
+    /// The author as a peer id, if it is one.
+    pub fn author_peer(&self) -> Option<libp2p::PeerId> {
+        libp2p::PeerId::from_bytes(&self.author).ok()
+    }
+
+    /// Checks everything a record from the network or disk must satisfy.
+    pub fn validate(&self) -> Result<(), InvalidRecord> {
+        validate_key(&self.key)?;
+        if self.size > MAX_FILE_SIZE {
+            return Err(InvalidRecord::TooLarge(self.size));
+        }
+        if self.cid.is_none() && self.size != 0 {
+            return Err(InvalidRecord::TombstoneWithSize);
+        }
+        if self.author.len() > MAX_AUTHOR_LEN || self.author_peer().is_none() {
+            return Err(InvalidRecord::BadAuthor);
+        }
+        if physical_ms(self.time) > wall_ms() + MAX_CLOCK_SKEW_MS {
+            return Err(InvalidRecord::FromTheFuture);
+        }
+        Ok(())
+    }
+
+    /// A short digest of the whole record, used by anti-entropy to compare record sets.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = blake3::Hasher::new();
+        h.update(&(self.key.len() as u64).to_be_bytes());
+        h.update(self.key.as_bytes());
+        h.update(&self.time.to_be_bytes());
+        h.update(&(self.author.len() as u64).to_be_bytes());
+        h.update(&self.author);
+        match &self.cid {
+            Some(c) => h.update(&[1]).update(&c.0),
+            None => h.update(&[0]),
+        };
+        h.update(&self.size.to_be_bytes());
+        u64::from_be_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
+    }
+}
+
+/// A 64-bit hash of a key; anti-entropy buckets records by it.
+pub fn key_hash(key: &str) -> u64 {
+    let h = blake3::hash(key.as_bytes());
+    u64::from_be_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The physical part (milliseconds) of a hybrid logical clock value.
+pub fn physical_ms(time: u64) -> u64 {
+    time >> 16
+}
+
+/// A hybrid logical clock: never goes backwards, stays close to wall time, and moves past every
+/// clock value it observes, so a write made after seeing a record always wins over it.
+#[derive(Debug, Default)]
+pub struct Clock {
+    last: Mutex<u64>,
+}
+
+impl Clock {
+    /// A clock that continues after `last` (the largest value issued or seen before a restart).
+    pub fn starting_after(last: u64) -> Clock {
+        Clock {
+            last: Mutex::new(last),
+        }
+    }
+
+    /// The next clock value, larger than every value issued or observed so far.
+    pub fn tick(&self) -> u64 {
+        let mut last = self.last.lock().expect("clock lock");
+        *last = (wall_ms() << 16).max(*last + 1);
+        *last
+    }
+
+    /// Moves the clock past a value seen in a record (which was validated not to be far ahead).
+    pub fn observe(&self, time: u64) {
+        let mut last = self.last.lock().expect("clock lock");
+        *last = (*last).max(time);
+    }
+
+    /// The largest value issued or observed.
+    pub fn last(&self) -> u64 {
+        *self.last.lock().expect("clock lock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key: &str, time: u64, author: u8, cid: Option<u8>) -> Record {
+        Record {
+            key: key.into(),
+            cid: cid.map(|c| Hash([c; 32])),
+            size: if cid.is_some() { 1 } else { 0 },
+            time,
+            author: vec![author],
+        }
+    }
+
+    #[test]
+    fn keys_are_validated() {
+        assert_eq!(validate_key(""), Err(InvalidRecord::EmptyKey));
+        assert_eq!(validate_key("a\0b"), Err(InvalidRecord::KeyHasNul));
+        assert!(validate_key(&"x".repeat(MAX_KEY_LEN)).is_ok());
+        assert_eq!(
+            validate_key(&"x".repeat(MAX_KEY_LEN + 1)),
+            Err(InvalidRecord::KeyTooLong(MAX_KEY_LEN + 1))
+        );
+        assert!(validate_key("../../etc/passwd").is_ok());
+    }
+
+    #[test]
+    fn version_order_is_clock_then_author_then_content() {
+        assert!(rec("k", 2, 0, Some(1)).supersedes(&rec("k", 1, 9, Some(1))));
+        assert!(rec("k", 1, 2, None).supersedes(&rec("k", 1, 1, Some(1))));
+        assert!(rec("k", 1, 1, Some(2)).supersedes(&rec("k", 1, 1, Some(1))));
+        assert!(!rec("k", 1, 1, Some(1)).supersedes(&rec("k", 1, 1, Some(1))));
+    }
+
+    #[test]
+    fn clock_is_monotonic_and_moves_past_observed_values() {
+        let c = Clock::default();
+        let a = c.tick();
+        let b = c.tick();
+        assert!(b > a);
+        c.observe(b + 1000);
+        assert!(c.tick() > b + 1000);
+    }
+
+    #[test]
+    fn content_id_commits_to_size_and_chunks() {
+        let chunks = [Hash::of(b"a"), Hash::of(b"b")];
+        let cid = content_id(CHUNK_SIZE as u64 + 1, &chunks);
+        assert!(chunk_list_matches(&cid, CHUNK_SIZE as u64 + 1, &chunks));
+        assert!(!chunk_list_matches(&cid, CHUNK_SIZE as u64 + 2, &chunks));
+        assert!(!chunk_list_matches(&cid, CHUNK_SIZE as u64 + 1, &chunks[..1]));
+        assert_eq!(chunk_count(0), 0);
+        assert_eq!(chunk_count(CHUNK_SIZE as u64), 1);
+        assert_eq!(chunk_len(CHUNK_SIZE as u64 + 1, 1), 1);
+    }
+}

@@ -3,4 +3,15 @@
 //! # Layout
 //! - [`record`]: the replicated metadata of a key, content ids, hybrid logical clocks and the
 //!   last-writer-wins order.
+//! - [`store`]: the local store: content-addressed chunks and a transactional index. No
+//!   networking.
+//! - [`protocols`]: one module per network protocol (record gossip, peer announcements, fetch,
+//!   sync) with its wire types and limits.
+//! - [`node`]: the running peer: one task owns the libp2p swarm; a cloneable [`node::Client`]
+//!   talks to it. Replication, anti-entropy and downloads live here.
+//! - [`identity`]: the persisted ed25519 keypair.
+pub mod identity;
+pub mod node;
+pub mod protocols;
 pub mod record;
+pub mod store;

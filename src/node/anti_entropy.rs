@@ -1,0 +1,280 @@
+//! Anti-entropy sessions over [`crate::protocols::sync`]: the initiator walks the digest tree
+//! of both record sets down to the differing leaves and exchanges just those records; the
+//! responder answers from its store. Both sides merge by last-writer-wins.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use libp2p::PeerId;
+
+use super::replicate::Replicator;
+use super::{blocking, Error, Network, SyncStats};
+use crate::protocols::sync::{self, Request, Response, Tree};
+use crate::record::{key_hash, Record};
+use crate::store::{Applied, Store, StoreError};
+
+fn protocol_error(peer: PeerId, reason: &str) -> Error {
+    Error::Request {
+        peer,
+        reason: format!("sync protocol violation: {reason}"),
+    }
+}
+
+async fn tree(store: &Store) -> Result<Tree, Error> {
+    let store = store.clone();
+    blocking(move || Tree::new(store.sync_leaves(), store.record_count())).await
+}
+
+/// Merges records received from `peer`, queueing the content of new live records for fetching.
+/// Returns how many records changed the store.
+async fn merge(
+    store: &Store,
+    replicator: &Replicator,
+    peer: PeerId,
+    records: Vec<Record>,
+) -> Result<usize, Error> {
+    let store = store.clone();
+    let applied = blocking(move || -> Result<Vec<(Record, bool)>, StoreError> {
+        let mut out = Vec::new();
+        for record in records {
+            if let Err(e) = record.validate() {
+                tracing::debug!(%peer, error = %e, "ignoring invalid record from sync");
+                continue;
+            }
+            if let Applied::Updated { fetch, .. } = store.apply(record.clone())? {
+                out.push((record, fetch));
+            }
+        }
+        Ok(out)
+    })
+    .await??;
+    let changed = applied.len();
+    for (record, fetch) in applied {
+        if fetch {
+            replicator.enqueue(record, vec![peer]);
+        }
+    }
+    Ok(changed)
+}
+
+/// One sync session that this node starts with `peer`.
+pub(crate) struct Session {
+    pub(crate) network: Network,
+    pub(crate) store: Store,
+    pub(crate) replicator: Replicator,
+    pub(crate) stats: Arc<SyncStats>,
+    pub(crate) peer: PeerId,
+}
+
+impl Session {
+    async fn request(&self, request: Request) -> Result<Response, Error> {
+        self.stats.requests_sent.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bytes_sent
+            .fetch_add(sync::encoded_len(&request) as u64, Ordering::Relaxed);
+        let response = self.network.sync(self.peer, request).await?;
+        self.stats
+            .bytes_received
+            .fetch_add(sync::encoded_len(&response) as u64, Ordering::Relaxed);
+        if let Response::Error { message } = &response {
+            return Err(protocol_error(self.peer, message));
+        }
+        Ok(response)
+    }
+
+    /// Runs rounds until both record sets have the same digest, nothing more can be settled,
+    /// or the round limit is reached (the next session continues).
+    pub(crate) async fn run(self) -> Result<(), Error> {
+        self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+        let peer = self.peer;
+        let mut seen_states = HashSet::new();
+        for _ in 0..sync::MAX_ROUNDS {
+            let mine = tree(&self.store).await?;
+            let Response::Root { root, count } = self.request(Request::Root).await? else {
+                return Err(protocol_error(peer, "expected root"));
+            };
+            if root == mine.root() && count == mine.count {
+                return Ok(());
+            }
+            if !seen_states.insert((mine.root(), root)) {
+                tracing::debug!(%peer, "sync made no progress; leaving the rest for later");
+                return Ok(());
+            }
+            let Response::Branches { hashes } = self.request(Request::Branches).await? else {
+                return Err(protocol_error(peer, "expected branches"));
+            };
+            if hashes.len() != sync::FANOUT {
+                return Err(protocol_error(peer, "wrong number of branches"));
+            }
+            let branches: Vec<u16> = (0..sync::FANOUT)
+                .filter(|&b| hashes[b] != mine.branch(b))
+                .map(|b| b as u16)
+                .collect();
+            if branches.is_empty() {
+                return Ok(());
+            }
+            let Response::Leaves { hashes } = self
+                .request(Request::Leaves {
+                    branches: branches.clone(),
+                })
+                .await?
+            else {
+                return Err(protocol_error(peer, "expected leaves"));
+            };
+            if hashes.len() != branches.len() || hashes.iter().any(|h| h.len() != sync::FANOUT) {
+                return Err(protocol_error(peer, "wrong number of leaves"));
+            }
+            let mut leaves = Vec::new();
+            for (b, theirs) in branches.iter().zip(&hashes) {
+                let base = *b as usize * sync::FANOUT;
+                for (j, h) in theirs.iter().enumerate() {
+                    if *h != mine.leaves[base + j] {
+                        leaves.push((base + j) as u16);
+                    }
+                }
+            }
+            leaves.truncate(sync::MAX_NODES_PER_REQUEST);
+            let Response::Entries { entries } = self
+                .request(Request::Entries {
+                    leaves: leaves.clone(),
+                })
+                .await?
+            else {
+                return Err(protocol_error(peer, "expected entries"));
+            };
+            if entries.len() != leaves.len() {
+                return Err(protocol_error(peer, "wrong number of entry lists"));
+            }
+            let store = self.store.clone();
+            let (push, want) = blocking(move || -> Result<_, StoreError> {
+                let mut push_hashes = Vec::new();
+                let mut want = Vec::new();
+                for (leaf, theirs) in leaves.iter().zip(entries) {
+                    let mine: HashMap<u64, u64> =
+                        store.sync_entries(*leaf)?.into_iter().collect();
+                    let theirs: HashMap<u64, u64> = theirs.into_iter().collect();
+                    for (k, fp) in &theirs {
+                        if mine.get(k) != Some(fp) && sync::leaf_of(*k) == *leaf {
+                            want.push(*k);
+                        }
+                    }
+                    for (k, fp) in &mine {
+                        if theirs.get(k) != Some(fp) {
+                            push_hashes.push(*k);
+                        }
+                    }
+                }
+                push_hashes.truncate(sync::MAX_RECORDS_PER_EXCHANGE);
+                want.truncate(sync::MAX_RECORDS_PER_EXCHANGE);
+                let push = store.records_by_key_hash(&push_hashes)?;
+                Ok((push, want))
+            })
+            .await??;
+            if push.is_empty() && want.is_empty() {
+                return Ok(());
+            }
+            let wanted: HashSet<u64> = want.iter().copied().collect();
+            self.stats
+                .records_sent
+                .fetch_add(push.len() as u64, Ordering::Relaxed);
+            let Response::Records { records } =
+                self.request(Request::Exchange { push, want }).await?
+            else {
+                return Err(protocol_error(peer, "expected records"));
+            };
+            if records.len() > wanted.len() {
+                return Err(protocol_error(peer, "more records than asked for"));
+            }
+            let records: Vec<Record> = records
+                .into_iter()
+                .filter(|r| wanted.contains(&key_hash(&r.key)))
+                .collect();
+            self.stats
+                .records_received
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            let changed = merge(&self.store, &self.replicator, peer, records).await?;
+            tracing::debug!(%peer, changed, "sync round done");
+        }
+        Ok(())
+    }
+}
+
+/// Answers the sync requests of one peer.
+pub(crate) struct Responder {
+    pub(crate) store: Store,
+    pub(crate) replicator: Replicator,
+    pub(crate) stats: Arc<SyncStats>,
+    pub(crate) peer: PeerId,
+}
+
+impl Responder {
+    pub(crate) async fn serve(self, request: Request) -> Response {
+        match self.answer(request).await {
+            Ok(r) => r,
+            Err(e) => Response::Error {
+                message: e.to_string(),
+            },
+        }
+    }
+
+    async fn answer(&self, request: Request) -> Result<Response, Error> {
+        let invalid = |m: &str| Error::Request {
+            peer: self.peer,
+            reason: m.to_string(),
+        };
+        Ok(match request {
+            Request::Root => {
+                let t = tree(&self.store).await?;
+                Response::Root {
+                    root: t.root(),
+                    count: t.count,
+                }
+            }
+            Request::Branches => Response::Branches {
+                hashes: tree(&self.store).await?.branches(),
+            },
+            Request::Leaves { branches } => {
+                if branches.len() > sync::FANOUT
+                    || branches.iter().any(|b| *b as usize >= sync::FANOUT)
+                {
+                    return Err(invalid("bad branch list"));
+                }
+                let t = tree(&self.store).await?;
+                Response::Leaves {
+                    hashes: branches.iter().map(|b| t.leaves_of(*b as usize)).collect(),
+                }
+            }
+            Request::Entries { leaves } => {
+                if leaves.len() > sync::MAX_NODES_PER_REQUEST
+                    || leaves.iter().any(|l| *l as usize >= sync::LEAVES)
+                {
+                    return Err(invalid("bad leaf list"));
+                }
+                let store = self.store.clone();
+                let entries = blocking(move || -> Result<_, StoreError> {
+                    leaves.iter().map(|l| store.sync_entries(*l)).collect()
+                })
+                .await??;
+                Response::Entries { entries }
+            }
+            Request::Exchange { push, want } => {
+                if push.len() > sync::MAX_RECORDS_PER_EXCHANGE
+                    || want.len() > sync::MAX_RECORDS_PER_EXCHANGE
+                {
+                    return Err(invalid("too many records in one exchange"));
+                }
+                self.stats
+                    .records_received
+                    .fetch_add(push.len() as u64, Ordering::Relaxed);
+                merge(&self.store, &self.replicator, self.peer, push).await?;
+                let store = self.store.clone();
+                let records = blocking(move || store.records_by_key_hash(&want)).await??;
+                self.stats
+                    .records_sent
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+                Response::Records { records }
+            }
+        })
+    }
+}

@@ -1,0 +1,278 @@
+//! Peer discovery state: the bootstrap peers (re-dialled with exponential back-off when lost),
+//! and the peers learned from gossip announcements and identify, dialled up to the limit.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::ConnectionId;
+use libp2p::{Multiaddr, PeerId};
+use tokio::time::Instant;
+
+/// First delay before re-dialling a lost or unreachable bootstrap peer.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Longest delay between attempts.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Most peers remembered from announcements (the oldest is forgotten first).
+pub const MAX_KNOWN: usize = 1024;
+/// Least time between two dials of the same discovered peer.
+pub const REDIAL_DISCOVERED: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct Bootstrap {
+    addr: Multiaddr,
+    peer: Option<PeerId>,
+    connected: bool,
+    pending: Option<ConnectionId>,
+    next_attempt: Instant,
+    backoff: Duration,
+    warned: bool,
+}
+
+#[derive(Debug)]
+struct Known {
+    addrs: Vec<Multiaddr>,
+    last_dial: Option<Instant>,
+    learned: Instant,
+}
+
+/// What the event loop keeps about other peers for discovery.
+#[derive(Debug)]
+pub struct Discovery {
+    local: PeerId,
+    bootstrap: Vec<Bootstrap>,
+    known: HashMap<PeerId, Known>,
+}
+
+/// Splits `/ip4/../tcp/../p2p/<id>` into the address and the peer id.
+pub fn split_peer(addr: &Multiaddr) -> (Multiaddr, Option<PeerId>) {
+    let mut a = addr.clone();
+    match a.pop() {
+        Some(Protocol::P2p(peer)) => (a, Some(peer)),
+        _ => (addr.clone(), None),
+    }
+}
+
+/// True for addresses worth giving to others: not `0.0.0.0`/`::` and with a port.
+pub fn is_dialable(addr: &Multiaddr) -> bool {
+    !addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        Protocol::Tcp(port) => port == 0,
+        _ => false,
+    })
+}
+
+impl Discovery {
+    pub fn new(local: PeerId, bootstrap: &[Multiaddr]) -> Discovery {
+        let now = Instant::now();
+        let bootstrap = bootstrap
+            .iter()
+            .map(split_peer)
+            .filter(|(_, peer)| *peer != Some(local))
+            .map(|(addr, peer)| Bootstrap {
+                addr,
+                peer,
+                connected: false,
+                pending: None,
+                next_attempt: now,
+                backoff: BACKOFF_MIN,
+                warned: false,
+            })
+            .collect();
+        Discovery {
+            local,
+            bootstrap,
+            known: HashMap::new(),
+        }
+    }
+
+    /// The bootstrap dials due now.
+    pub fn due_bootstrap_dials(&mut self, now: Instant) -> Vec<DialOpts> {
+        let mut dials = Vec::new();
+        for b in &mut self.bootstrap {
+            if b.connected || b.pending.is_some() || b.next_attempt > now {
+                continue;
+            }
+            let opts = match b.peer {
+                Some(peer) => DialOpts::peer_id(peer)
+                    .addresses(vec![b.addr.clone()])
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build(),
+                None => DialOpts::unknown_peer_id().address(b.addr.clone()).build(),
+            };
+            b.pending = Some(opts.connection_id());
+            dials.push(opts);
+        }
+        dials
+    }
+
+    /// A dial could not even start (the connection id will see no further event).
+    pub fn dial_not_started(&mut self, connection: ConnectionId, now: Instant) {
+        self.on_dial_failure(connection, None, now, "dial refused");
+    }
+
+    pub fn on_connected(&mut self, peer: PeerId, connection: ConnectionId) {
+        for b in &mut self.bootstrap {
+            if b.pending == Some(connection) || b.peer == Some(peer) {
+                if b.pending == Some(connection) {
+                    b.pending = None;
+                }
+                if b.peer.is_none() || b.peer == Some(peer) {
+                    b.peer = Some(peer);
+                    b.connected = true;
+                    b.backoff = BACKOFF_MIN;
+                    if b.warned {
+                        tracing::info!(addr = %b.addr, %peer, "bootstrap peer reachable again");
+                        b.warned = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The last connection to `peer` closed.
+    pub fn on_disconnected(&mut self, peer: PeerId, now: Instant) {
+        for b in &mut self.bootstrap {
+            if b.peer == Some(peer) && b.connected {
+                b.connected = false;
+                b.next_attempt = now + b.backoff;
+                tracing::debug!(addr = %b.addr, %peer, "bootstrap peer lost; will re-dial");
+            }
+        }
+    }
+
+    /// An outgoing connection failed.
+    pub fn on_dial_failure(
+        &mut self,
+        connection: ConnectionId,
+        peer: Option<PeerId>,
+        now: Instant,
+        error: &str,
+    ) {
+        for b in &mut self.bootstrap {
+            if b.pending != Some(connection) && (peer.is_none() || b.peer != peer || b.connected)
+            {
+                continue;
+            }
+            b.pending = None;
+            b.next_attempt = now + b.backoff;
+            if !b.warned {
+                tracing::warn!(addr = %b.addr, %error, "bootstrap peer unreachable; will keep retrying");
+                b.warned = true;
+            } else {
+                tracing::debug!(addr = %b.addr, %error, retry_in = ?b.backoff, "bootstrap dial failed");
+            }
+            b.backoff = (b.backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Records addresses learned for a peer (from an announcement or identify). Returns true
+    /// if the peer was not known before.
+    pub fn learn(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, now: Instant) -> bool {
+        if peer == self.local {
+            return false;
+        }
+        let addrs: Vec<Multiaddr> = addrs
+            .into_iter()
+            .map(|a| split_peer(&a).0)
+            .filter(is_dialable)
+            .take(crate::protocols::peers::MAX_ADDRS)
+            .collect();
+        if addrs.is_empty() {
+            return false;
+        }
+        if let Some(k) = self.known.get_mut(&peer) {
+            k.addrs = addrs;
+            return false;
+        }
+        if self.known.len() >= MAX_KNOWN {
+            if let Some(oldest) = self
+                .known
+                .iter()
+                .min_by_key(|(_, k)| k.learned)
+                .map(|(p, _)| *p)
+            {
+                self.known.remove(&oldest);
+            }
+        }
+        self.known.insert(
+            peer,
+            Known {
+                addrs,
+                last_dial: None,
+                learned: now,
+            },
+        );
+        true
+    }
+
+    /// Addresses known for a peer.
+    pub fn addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        self.known
+            .get(peer)
+            .map(|k| k.addrs.clone())
+            .unwrap_or_default()
+    }
+
+    /// A dial to a discovered peer, if it is not connected and not dialled too recently.
+    pub fn dial_discovered(&mut self, peer: PeerId, now: Instant) -> Option<DialOpts> {
+        let k = self.known.get_mut(&peer)?;
+        if k.last_dial.is_some_and(|t| now.duration_since(t) < REDIAL_DISCOVERED) {
+            return None;
+        }
+        k.last_dial = Some(now);
+        Some(
+            DialOpts::peer_id(peer)
+                .addresses(k.addrs.clone())
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build(),
+        )
+    }
+
+    /// Discovered peers, for periodic re-dialling of those not connected.
+    pub fn known_peers(&self) -> Vec<PeerId> {
+        self.known.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_backs_off_and_resets() {
+        let local = PeerId::random();
+        let addr: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        let mut d = Discovery::new(local, std::slice::from_ref(&addr));
+        let t0 = Instant::now();
+        let dials = d.due_bootstrap_dials(t0);
+        assert_eq!(dials.len(), 1);
+        assert!(d.due_bootstrap_dials(t0).is_empty(), "one dial at a time");
+        d.on_dial_failure(dials[0].connection_id(), None, t0, "refused");
+        assert!(d.due_bootstrap_dials(t0).is_empty());
+        let dials = d.due_bootstrap_dials(t0 + BACKOFF_MIN);
+        assert_eq!(dials.len(), 1);
+        d.on_dial_failure(dials[0].connection_id(), None, t0, "refused");
+        assert!(d.due_bootstrap_dials(t0 + BACKOFF_MIN).is_empty(), "back-off doubled");
+        let dials = d.due_bootstrap_dials(t0 + BACKOFF_MIN * 2);
+        let peer = PeerId::random();
+        d.on_connected(peer, dials[0].connection_id());
+        d.on_disconnected(peer, t0);
+        assert_eq!(d.due_bootstrap_dials(t0 + BACKOFF_MIN).len(), 1);
+    }
+
+    #[test]
+    fn never_learns_itself_or_unspecified_addresses() {
+        let local = PeerId::random();
+        let mut d = Discovery::new(local, &[]);
+        let now = Instant::now();
+        assert!(!d.learn(local, vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()], now));
+        let other = PeerId::random();
+        assert!(!d.learn(other, vec!["/ip4/0.0.0.0/tcp/1".parse().unwrap()], now));
+        assert!(d.learn(other, vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()], now));
+        assert!(d.dial_discovered(other, now).is_some());
+        assert!(d.dial_discovered(other, now).is_none());
+    }
+}

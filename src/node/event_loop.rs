@@ -1,0 +1,747 @@
+//! The one task that owns the libp2p swarm. It carries out [`Command`]s from clients, answers
+//! inbound requests (computed off the loop, on blocking threads, and sent back through a bounded
+//! channel), validates gossip, and drives discovery, anti-entropy and replication on a timer.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{gossipsub, identify, identity::Keypair, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::Instant;
+
+use super::behaviour::{Behaviour, BehaviourEvent};
+use super::discovery::{self, Discovery};
+use super::replicate::Replicator;
+use super::{anti_entropy, blocking, Command, Config, Error, Network, NodeInfo, PeerInfo, SyncStats};
+use crate::protocols::{fetch, peers, records, sync};
+use crate::record::{validate_key, wall_ms, Record};
+use crate::store::{Applied, Store, StoreError};
+
+/// How often the loop looks at its timers.
+const TICK: Duration = Duration::from_millis(250);
+/// Inbound requests answered at once (each may read a 1 MiB chunk).
+const MAX_INBOUND_WORK: usize = 64;
+/// Bound of the channel of computed responses back into the loop.
+const REPLY_QUEUE: usize = 256;
+/// Least time between two announcements triggered by newcomers.
+const ANNOUNCE_MIN_GAP: Duration = Duration::from_millis(500);
+/// How long start-up waits for the listeners to report their addresses.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A response computed off the loop, to be sent on its channel.
+enum Reply {
+    Fetch(ResponseChannel<fetch::Response>, fetch::Response),
+    Sync(ResponseChannel<sync::Response>, sync::Response),
+}
+
+#[derive(Debug, Default)]
+struct Connected {
+    addrs: Vec<Multiaddr>,
+    remote: Option<Multiaddr>,
+    agent: Option<String>,
+    /// The peer announced the dfs sync protocol through identify.
+    dfs: bool,
+}
+
+pub(crate) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    config: Config,
+    store: Store,
+    network: Network,
+    replicator: Replicator,
+    stats: Arc<SyncStats>,
+    commands: mpsc::Receiver<Command>,
+    shutdown: oneshot::Receiver<()>,
+    replies: mpsc::Receiver<Reply>,
+    replies_tx: mpsc::Sender<Reply>,
+    inbound_work: Arc<Semaphore>,
+    pending_fetch: HashMap<OutboundRequestId, oneshot::Sender<Result<fetch::Response, Error>>>,
+    pending_sync: HashMap<OutboundRequestId, oneshot::Sender<Result<sync::Response, Error>>>,
+    discovery: Discovery,
+    records_topic: gossipsub::IdentTopic,
+    peers_topic: gossipsub::IdentTopic,
+    connected: HashMap<PeerId, Connected>,
+    listen_addrs: Vec<Multiaddr>,
+    syncing: Arc<Mutex<HashSet<PeerId>>>,
+    announce_due: bool,
+    last_announce: Option<Instant>,
+    last_sync_round: Instant,
+    last_retry: Instant,
+}
+
+impl EventLoop {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn new(
+        keypair: Keypair,
+        config: Config,
+        store: Store,
+        network: Network,
+        replicator: Replicator,
+        stats: Arc<SyncStats>,
+        commands: mpsc::Receiver<Command>,
+        shutdown: oneshot::Receiver<()>,
+    ) -> Result<EventLoop, Error> {
+        let local = keypair.public().to_peer_id();
+        let records_topic = records::topic(&config.network);
+        let peers_topic = peers::topic(&config.network);
+        let topics = [records_topic.hash(), peers_topic.hash()];
+        let max_peers = config.max_peers;
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| Error::Start(format!("transport: {e}")))?
+            .with_behaviour(|key| {
+                Behaviour::new(key, max_peers, &topics)
+                    .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+            })
+            .map_err(|e| Error::Start(format!("behaviour: {e}")))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+            .build();
+        for topic in [&records_topic, &peers_topic] {
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .subscribe(topic)
+                .map_err(|e| Error::Start(format!("subscribe: {e}")))?;
+        }
+        let mut listeners = HashSet::new();
+        for addr in &config.listen {
+            let id = swarm
+                .listen_on(addr.clone())
+                .map_err(|e| Error::Start(format!("cannot listen on {addr}: {e}")))?;
+            listeners.insert(id);
+        }
+        // Wait until every listener is bound, so callers (and tests) see the real addresses.
+        let mut listen_addrs = Vec::new();
+        let deadline = Instant::now() + LISTEN_TIMEOUT;
+        while !listeners.is_empty() {
+            let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
+                .await
+                .map_err(|_| Error::Start("listeners did not start in time".into()))?;
+            match event {
+                SwarmEvent::NewListenAddr {
+                    listener_id,
+                    address,
+                } => {
+                    tracing::info!("listening on {address}/p2p/{local}");
+                    listen_addrs.push(address);
+                    listeners.remove(&listener_id);
+                }
+                SwarmEvent::ListenerClosed {
+                    addresses, reason, ..
+                } => {
+                    return Err(Error::Start(format!(
+                        "listener {addresses:?} closed: {reason:?}"
+                    )))
+                }
+                SwarmEvent::ListenerError { error, .. } => {
+                    return Err(Error::Start(format!("listener failed: {error}")))
+                }
+                other => tracing::trace!(?other, "event during start-up"),
+            }
+        }
+        tracing::info!(peer_id = %local, network = %config.network, "dfs node started");
+        let (replies_tx, replies) = mpsc::channel(REPLY_QUEUE);
+        let now = Instant::now();
+        Ok(EventLoop {
+            discovery: Discovery::new(local, &config.bootstrap),
+            swarm,
+            config,
+            store,
+            network,
+            replicator,
+            stats,
+            commands,
+            shutdown,
+            replies,
+            replies_tx,
+            inbound_work: Arc::new(Semaphore::new(MAX_INBOUND_WORK)),
+            pending_fetch: HashMap::new(),
+            pending_sync: HashMap::new(),
+            records_topic,
+            peers_topic,
+            connected: HashMap::new(),
+            listen_addrs,
+            syncing: Arc::new(Mutex::new(HashSet::new())),
+            announce_due: true,
+            last_announce: None,
+            last_sync_round: now,
+            last_retry: now,
+        })
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+                Some(reply) = self.replies.recv() => self.on_reply(reply),
+                _ = tick.tick() => self.on_tick(),
+                _ = &mut self.shutdown => break,
+            }
+        }
+        tracing::info!("dfs node stopping");
+        for (_, reply) in self.pending_fetch.drain() {
+            let _ = reply.send(Err(Error::Stopped));
+        }
+        for (_, reply) in self.pending_sync.drain() {
+            let _ = reply.send(Err(Error::Stopped));
+        }
+    }
+
+    fn local(&self) -> PeerId {
+        *self.swarm.local_peer_id()
+    }
+
+    fn dial(&mut self, opts: libp2p::swarm::dial_opts::DialOpts) {
+        let connection = opts.connection_id();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(error = %e, "dial not started");
+            self.discovery.dial_not_started(connection, Instant::now());
+        }
+    }
+
+    // ---- timers ----
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        for opts in self.discovery.due_bootstrap_dials(now) {
+            self.dial(opts);
+        }
+        let announce_every = self.config.announce_interval;
+        let announce = match self.last_announce {
+            None => true,
+            Some(t) => {
+                now.duration_since(t) >= announce_every
+                    || (self.announce_due && now.duration_since(t) >= ANNOUNCE_MIN_GAP)
+            }
+        };
+        if announce {
+            self.announce();
+        }
+        if now.duration_since(self.last_sync_round) >= self.config.sync_interval {
+            self.last_sync_round = now;
+            let peers: Vec<PeerId> = self
+                .connected
+                .iter()
+                .filter(|(_, c)| c.dfs)
+                .map(|(p, _)| *p)
+                .collect();
+            for peer in peers {
+                self.start_sync(peer);
+            }
+        }
+        if now.duration_since(self.last_retry) >= self.config.retry_interval {
+            self.last_retry = now;
+            self.replicator.resume();
+            for peer in self.discovery.known_peers() {
+                if self.connected.len() >= self.config.max_peers as usize {
+                    break;
+                }
+                if !self.connected.contains_key(&peer) {
+                    if let Some(opts) = self.discovery.dial_discovered(peer, now) {
+                        self.dial(opts);
+                    }
+                }
+            }
+        }
+    }
+
+    fn announce(&mut self) {
+        let now = Instant::now();
+        self.announce_due = false;
+        self.last_announce = Some(now);
+        let addrs: Vec<Multiaddr> = self
+            .listen_addrs
+            .iter()
+            .filter(|a| discovery::is_dialable(a))
+            .cloned()
+            .collect();
+        let message = peers::encode(&peers::Announcement {
+            peer_id: self.local(),
+            addrs,
+            time: wall_ms(),
+        });
+        let topic = self.peers_topic.clone();
+        match self.swarm.behaviour_mut().gossipsub.publish(topic, message) {
+            Ok(_) => tracing::trace!("announced ourselves"),
+            Err(e) => tracing::trace!(error = %e, "announcement not sent"),
+        }
+    }
+
+    fn start_sync(&mut self, peer: PeerId) {
+        if !self.syncing.lock().expect("sync set").insert(peer) {
+            return;
+        }
+        let syncing = self.syncing.clone();
+        let session = anti_entropy::Session {
+            network: self.network.clone(),
+            store: self.store.clone(),
+            replicator: self.replicator.clone(),
+            stats: self.stats.clone(),
+            peer,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = session.run().await {
+                tracing::debug!(%peer, error = %e, "sync session ended early");
+            }
+            syncing.lock().expect("sync set").remove(&peer);
+        });
+    }
+
+    // ---- commands ----
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Publish { record } => {
+                let topic = self.records_topic.clone();
+                let data = records::encode(&record);
+                match self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
+                    Ok(_) => tracing::debug!(key = %record.key, "record published"),
+                    Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                        tracing::debug!(key = %record.key, "no peers to publish to; sync will carry it")
+                    }
+                    Err(e) => tracing::warn!(key = %record.key, error = %e, "record not published; sync will carry it"),
+                }
+            }
+            Command::Fetch {
+                peer,
+                request,
+                reply,
+            } => {
+                if !self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Err(Error::Request {
+                        peer,
+                        reason: "not connected".into(),
+                    }));
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().fetch.send_request(&peer, request);
+                self.pending_fetch.insert(id, reply);
+            }
+            Command::Sync {
+                peer,
+                request,
+                reply,
+            } => {
+                if !self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Err(Error::Request {
+                        peer,
+                        reason: "not connected".into(),
+                    }));
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                self.pending_sync.insert(id, reply);
+            }
+            Command::Info { reply } => {
+                let local = self.local();
+                let addrs = self
+                    .listen_addrs
+                    .iter()
+                    .filter(|a| discovery::is_dialable(a))
+                    .map(|a| a.clone().with(libp2p::multiaddr::Protocol::P2p(local)))
+                    .collect();
+                let _ = reply.send(NodeInfo {
+                    peer_id: local,
+                    addrs,
+                });
+            }
+            Command::Peers { reply } => {
+                let mut peers: Vec<PeerInfo> = self
+                    .connected
+                    .iter()
+                    .map(|(peer, c)| PeerInfo {
+                        peer_id: *peer,
+                        addrs: if c.addrs.is_empty() {
+                            c.remote.iter().cloned().collect()
+                        } else {
+                            c.addrs.clone()
+                        },
+                        agent: c.agent.clone(),
+                    })
+                    .collect();
+                peers.sort_by_key(|p| p.peer_id.to_base58());
+                let _ = reply.send(peers);
+            }
+            Command::Dial { addr, reply } => {
+                let (plain, peer) = discovery::split_peer(&addr);
+                if peer == Some(self.local()) {
+                    let _ = reply.send(Err(Error::Start("refusing to dial ourselves".into())));
+                    return;
+                }
+                let opts = match peer {
+                    Some(p) => libp2p::swarm::dial_opts::DialOpts::peer_id(p)
+                        .addresses(vec![plain])
+                        .build(),
+                    None => libp2p::swarm::dial_opts::DialOpts::unknown_peer_id()
+                        .address(plain)
+                        .build(),
+                };
+                let result = self
+                    .swarm
+                    .dial(opts)
+                    .map_err(|e| Error::Start(format!("cannot dial {addr}: {e}")));
+                let _ = reply.send(result);
+            }
+            Command::Block { peer, blocked } => {
+                let list = &mut self.swarm.behaviour_mut().blocked;
+                if blocked {
+                    list.block_peer(peer);
+                } else {
+                    list.unblock_peer(peer);
+                }
+            }
+        }
+    }
+
+    fn on_reply(&mut self, reply: Reply) {
+        let sent = match reply {
+            Reply::Fetch(channel, response) => self
+                .swarm
+                .behaviour_mut()
+                .fetch
+                .send_response(channel, response)
+                .is_ok(),
+            Reply::Sync(channel, response) => self
+                .swarm
+                .behaviour_mut()
+                .sync
+                .send_response(channel, response)
+                .is_ok(),
+        };
+        if !sent {
+            tracing::debug!("response not sent: the peer went away or the request timed out");
+        }
+    }
+
+    // ---- swarm events ----
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!("listening on {address}/p2p/{}", self.local());
+                if !self.listen_addrs.contains(&address) {
+                    self.listen_addrs.push(address);
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| a != &address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                self.discovery.on_connected(peer_id, connection_id);
+                let entry = self.connected.entry(peer_id).or_default();
+                if entry.remote.is_none() {
+                    entry.remote = Some(endpoint.get_remote_address().clone());
+                }
+                if num_established.get() == 1 {
+                    tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                if num_established == 0 {
+                    tracing::debug!(peer = %peer_id, ?cause, "disconnected");
+                    self.connected.remove(&peer_id);
+                    self.discovery.on_disconnected(peer_id, Instant::now());
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                tracing::debug!(peer = ?peer_id, error = %error, "dial failed");
+                self.discovery.on_dial_failure(
+                    connection_id,
+                    peer_id,
+                    Instant::now(),
+                    &error.to_string(),
+                );
+            }
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                tracing::debug!(error = %error, "incoming connection failed");
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                self.on_identified(peer_id, info)
+            }
+            BehaviourEvent::Identify(_) | BehaviourEvent::Ping(_) => {}
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => self.on_gossip(propagation_source, message_id, message),
+            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, topic }) => {
+                if topic == self.peers_topic.hash() {
+                    tracing::trace!(peer = %peer_id, "peer joined the peers topic");
+                    self.announce_due = true;
+                }
+            }
+            BehaviourEvent::Gossipsub(_) => {}
+            BehaviourEvent::Fetch(event) => self.on_fetch_event(event),
+            BehaviourEvent::Sync(event) => self.on_sync_event(event),
+            BehaviourEvent::Blocked(never) => match never {},
+            BehaviourEvent::Limits(never) => match never {},
+        }
+    }
+
+    fn on_identified(&mut self, peer: PeerId, info: identify::Info) {
+        let addrs: Vec<Multiaddr> = info
+            .listen_addrs
+            .iter()
+            .filter(|a| discovery::is_dialable(a))
+            .take(peers::MAX_ADDRS)
+            .cloned()
+            .collect();
+        self.discovery.learn(peer, addrs.clone(), Instant::now());
+        let speaks_dfs = info.protocols.contains(&sync::PROTOCOL);
+        let Some(c) = self.connected.get_mut(&peer) else {
+            return;
+        };
+        c.addrs = addrs;
+        c.agent = Some(info.agent_version.chars().take(128).collect());
+        if speaks_dfs && !c.dfs {
+            c.dfs = true;
+            tracing::debug!(%peer, agent = %info.agent_version, "dfs peer identified; syncing");
+            self.start_sync(peer);
+            self.replicator.peer_available();
+        }
+    }
+
+    fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
+        let acceptance = if message.topic == self.records_topic.hash() {
+            match records::decode(&message.data) {
+                Ok(record) => {
+                    let hint = message.source.into_iter().chain([source]).collect();
+                    self.apply_remote(record, hint);
+                    gossipsub::MessageAcceptance::Accept
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %source, error = %e, "rejecting record message");
+                    gossipsub::MessageAcceptance::Reject
+                }
+            }
+        } else if message.topic == self.peers_topic.hash() {
+            match peers::decode(&message.data, message.source.as_ref()) {
+                Ok(a) => {
+                    self.on_announcement(a);
+                    gossipsub::MessageAcceptance::Accept
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %source, error = %e, "rejecting peer announcement");
+                    gossipsub::MessageAcceptance::Reject
+                }
+            }
+        } else {
+            gossipsub::MessageAcceptance::Ignore
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&id, &source, acceptance);
+    }
+
+    fn on_announcement(&mut self, a: peers::Announcement) {
+        let now = Instant::now();
+        if a.peer_id == self.local() {
+            return;
+        }
+        let new = self.discovery.learn(a.peer_id, a.addrs, now);
+        if new {
+            // Let the newcomer learn about us without waiting for the next period.
+            self.announce_due = true;
+        }
+        if !self.connected.contains_key(&a.peer_id)
+            && self.connected.len() < self.config.max_peers as usize
+        {
+            if let Some(opts) = self.discovery.dial_discovered(a.peer_id, now) {
+                tracing::debug!(peer = %a.peer_id, "dialling discovered peer");
+                self.dial(opts);
+            }
+        }
+    }
+
+    /// Merges a record from the network (off the loop) and queues its content for fetching.
+    fn apply_remote(&self, record: Record, hint: Vec<PeerId>) {
+        let store = self.store.clone();
+        let replicator = self.replicator.clone();
+        tokio::spawn(async move {
+            let r = record.clone();
+            match blocking(move || store.apply(r)).await {
+                Ok(Ok(Applied::Updated { fetch: true, .. })) => {
+                    replicator.enqueue(record, hint);
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(key = %record.key, error = %e, "cannot apply record"),
+                Err(e) => tracing::warn!(error = %e, "apply task failed"),
+            }
+        });
+    }
+
+    fn on_fetch_event(&mut self, event: request_response::Event<fetch::Request, fetch::Response>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let store = self.store.clone();
+                    let tx = self.replies_tx.clone();
+                    let work = self.inbound_work.clone();
+                    tokio::spawn(async move {
+                        let _permit = work.acquire_owned().await;
+                        let response = blocking(move || serve_fetch(&store, request))
+                            .await
+                            .unwrap_or_else(|e| fetch::Response::Error {
+                                message: e.to_string(),
+                            });
+                        let _ = tx.send(Reply::Fetch(channel, response)).await;
+                    });
+                    tracing::trace!(%peer, "fetch request");
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.pending_fetch.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.pending_fetch.remove(&request_id) {
+                    let _ = reply.send(Err(Error::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound fetch request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_sync_event(&mut self, event: request_response::Event<sync::Request, sync::Response>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let responder = anti_entropy::Responder {
+                        store: self.store.clone(),
+                        replicator: self.replicator.clone(),
+                        stats: self.stats.clone(),
+                        peer,
+                    };
+                    let tx = self.replies_tx.clone();
+                    let work = self.inbound_work.clone();
+                    tokio::spawn(async move {
+                        let _permit = work.acquire_owned().await;
+                        let response = responder.serve(request).await;
+                        let _ = tx.send(Reply::Sync(channel, response)).await;
+                    });
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.pending_sync.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.pending_sync.remove(&request_id) {
+                    let _ = reply.send(Err(Error::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound sync request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+/// Answers one fetch request from the store.
+fn serve_fetch(store: &Store, request: fetch::Request) -> fetch::Response {
+    let result: Result<fetch::Response, StoreError> = (|| match request {
+        fetch::Request::Record { key } => {
+            validate_key(&key)?;
+            Ok(match store.record(&key)? {
+                Some(record) => fetch::Response::Record { record },
+                None => fetch::Response::NotFound,
+            })
+        }
+        fetch::Request::Manifest { cid, offset } => Ok(match store.chunk_list(&cid)? {
+            Some(chunks) if offset <= chunks.len() as u64 => {
+                let start = offset as usize;
+                let end = (start + fetch::MANIFEST_PAGE).min(chunks.len());
+                fetch::Response::Manifest {
+                    total: chunks.len() as u64,
+                    offset,
+                    chunks: chunks[start..end].to_vec(),
+                }
+            }
+            Some(_) => fetch::Response::Error {
+                message: "offset beyond the end of the chunk list".into(),
+            },
+            None => fetch::Response::NotFound,
+        }),
+        fetch::Request::Chunk { hash } => Ok(match store.read_chunk(&hash) {
+            Ok(Some(data)) => fetch::Response::Chunk { data },
+            Ok(None) => fetch::Response::NotFound,
+            Err(e) => {
+                tracing::warn!(chunk = %hash, error = %e, "not serving a damaged chunk");
+                fetch::Response::NotFound
+            }
+        }),
+    })();
+    result.unwrap_or_else(|e| fetch::Response::Error {
+        message: e.to_string(),
+    })
+}

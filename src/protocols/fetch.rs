@@ -1,0 +1,81 @@
+//! The fetch protocol, `/dfs/fetch/1` (request-response, CBOR): ask a peer for a key's record,
+//! a file's chunk list, or one chunk. One request and one response per stream.
+//!
+//! A receiver trusts nothing it gets: a chunk list is checked against the content id
+//! ([`crate::record::chunk_list_matches`]) and every chunk against its hash before it is written,
+//! so a peer that sends bad bytes is caught within one chunk and the chunk is fetched elsewhere.
+
+use std::time::Duration;
+
+use libp2p::StreamProtocol;
+use serde::{Deserialize, Serialize};
+
+use crate::record::{Hash, Record, CHUNK_SIZE};
+
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/dfs/fetch/1");
+/// Largest request accepted (a record lookup carries a key of at most 1 KiB).
+pub const MAX_REQUEST_SIZE: u64 = 4 * 1024;
+/// Largest response accepted: one chunk plus framing.
+pub const MAX_RESPONSE_SIZE: u64 = CHUNK_SIZE as u64 + 64 * 1024;
+/// Most chunk hashes in one chunk-list page (about 560 KiB of response).
+pub const MANIFEST_PAGE: usize = 16 * 1024;
+/// How long a request may take before it fails with a timeout.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most concurrent streams per connection (inbound and outbound).
+pub const MAX_CONCURRENT_STREAMS: usize = 64;
+
+/// A fetch request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    /// The peer's current record for a key (live or tombstone).
+    Record { key: String },
+    /// A page of the chunk list of a content id, starting at chunk `offset`.
+    Manifest { cid: Hash, offset: u64 },
+    /// One chunk's bytes.
+    Chunk { hash: Hash },
+}
+
+/// A fetch response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Record {
+        record: Record,
+    },
+    /// `chunks` holds at most [`MANIFEST_PAGE`] hashes from `offset`; `total` is the number of
+    /// chunks of the whole list. The receiver checks the assembled list against the content id
+    /// and the size from the record it holds.
+    Manifest {
+        total: u64,
+        offset: u64,
+        chunks: Vec<Hash>,
+    },
+    Chunk {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// The peer does not have what was asked for (or not all of it, for a chunk list).
+    NotFound,
+    /// The request was malformed or refused; the text says why.
+    Error {
+        message: String,
+    },
+}
+
+/// The request-response behaviour of this protocol with its limits.
+pub type Behaviour = libp2p::request_response::Behaviour<Codec>;
+pub type Codec = libp2p::request_response::cbor::codec::Codec<Request, Response>;
+
+pub fn behaviour() -> Behaviour {
+    let codec = Codec::default()
+        .set_request_size_maximum(MAX_REQUEST_SIZE)
+        .set_response_size_maximum(MAX_RESPONSE_SIZE);
+    Behaviour::with_codec(
+        codec,
+        [(PROTOCOL, libp2p::request_response::ProtocolSupport::Full)],
+        libp2p::request_response::Config::default()
+            .with_request_timeout(REQUEST_TIMEOUT)
+            .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS),
+    )
+}

@@ -210,7 +210,8 @@ impl<'t> Tables<'t> {
         if let Some(cid) = old.and_then(|o| o.cid.as_ref()) {
             self.release_content_ref(cid, freed)?;
         }
-        self.records.insert(new.key.as_str(), encode(new).as_slice())?;
+        self.records
+            .insert(new.key.as_str(), encode(new).as_slice())?;
         self.by_hash
             .insert(hash_key(&new.key).as_slice(), new.fingerprint())?;
         Ok(())

@@ -317,7 +317,11 @@ mod tests {
         let cid = content_id(CHUNK_SIZE as u64 + 1, &chunks);
         assert!(chunk_list_matches(&cid, CHUNK_SIZE as u64 + 1, &chunks));
         assert!(!chunk_list_matches(&cid, CHUNK_SIZE as u64 + 2, &chunks));
-        assert!(!chunk_list_matches(&cid, CHUNK_SIZE as u64 + 1, &chunks[..1]));
+        assert!(!chunk_list_matches(
+            &cid,
+            CHUNK_SIZE as u64 + 1,
+            &chunks[..1]
+        ));
         assert_eq!(chunk_count(0), 0);
         assert_eq!(chunk_count(CHUNK_SIZE as u64), 1);
         assert_eq!(chunk_len(CHUNK_SIZE as u64 + 1, 1), 1);

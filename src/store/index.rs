@@ -1,0 +1,219 @@
+//! The redb index: records, content chunk lists, reference counts and the clock, changed only
+//! in transactions so that a crash leaves the old state or the new.
+//!
+//! Tables:
+//! - `records`: key -> CBOR [`Record`] (tombstones included).
+//! - `by_hash`: `key_hash` (8 bytes, big-endian) ++ key -> record fingerprint, for anti-entropy.
+//! - `contents`: content id -> CBOR [`Content`] (size, chunk list, complete flag); present only
+//!   while some live record references the content id.
+//! - `content_refs`: content id -> number of live records with that content id.
+//! - `chunk_refs`: chunk hash -> number of references from the chunk lists in `contents`.
+//!   A chunk file whose hash is not here is garbage.
+//! - `meta`: `"clock"` -> the largest clock value issued or observed.
+
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use crate::record::{key_hash, ContentId, Hash, Record};
+
+pub(crate) const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
+pub(crate) const BY_HASH: TableDefinition<&[u8], u64> = TableDefinition::new("by_hash");
+pub(crate) const CONTENTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("contents");
+pub(crate) const CONTENT_REFS: TableDefinition<&[u8; 32], u64> =
+    TableDefinition::new("content_refs");
+pub(crate) const CHUNK_REFS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("chunk_refs");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Key of the clock's last value in `meta`.
+pub(crate) const CLOCK: &str = "clock";
+
+/// What the index knows of one content id.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Content {
+    pub size: u64,
+    /// Every chunk is verified and durable on this node.
+    pub complete: bool,
+    pub chunks: Vec<Hash>,
+}
+
+macro_rules! index_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> StoreError {
+                StoreError::Index(e.to_string())
+            }
+        }
+    )*};
+}
+index_errors!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(value, &mut out).expect("encoding to a Vec cannot fail");
+    out
+}
+
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
+    ciborium::from_reader(bytes).map_err(|e| StoreError::Index(format!("corrupt entry: {e}")))
+}
+
+/// The `by_hash` key of a record key.
+pub(crate) fn hash_key(key: &str) -> Vec<u8> {
+    let mut k = key_hash(key).to_be_bytes().to_vec();
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// All tables, opened in one write transaction.
+pub(crate) struct Tables<'t> {
+    records: Table<'t, &'static str, &'static [u8]>,
+    by_hash: Table<'t, &'static [u8], u64>,
+    contents: Table<'t, &'static [u8; 32], &'static [u8]>,
+    content_refs: Table<'t, &'static [u8; 32], u64>,
+    chunk_refs: Table<'t, &'static [u8; 32], u64>,
+    meta: Table<'t, &'static str, u64>,
+}
+
+impl<'t> Tables<'t> {
+    pub fn open(txn: &'t WriteTransaction) -> Result<Tables<'t>, StoreError> {
+        Ok(Tables {
+            records: txn.open_table(RECORDS)?,
+            by_hash: txn.open_table(BY_HASH)?,
+            contents: txn.open_table(CONTENTS)?,
+            content_refs: txn.open_table(CONTENT_REFS)?,
+            chunk_refs: txn.open_table(CHUNK_REFS)?,
+            meta: txn.open_table(META)?,
+        })
+    }
+
+    pub fn record(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        match self.records.get(key)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn content(&self, cid: &ContentId) -> Result<Option<Content>, StoreError> {
+        match self.contents.get(&cid.0)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn content_refs(&self, cid: &ContentId) -> Result<u64, StoreError> {
+        Ok(self.content_refs.get(&cid.0)?.map_or(0, |v| v.value()))
+    }
+
+    pub fn set_clock(&mut self, last: u64) -> Result<(), StoreError> {
+        let stored = self.meta.get(CLOCK)?.map_or(0, |v| v.value());
+        if last > stored {
+            self.meta.insert(CLOCK, last)?;
+        }
+        Ok(())
+    }
+
+    /// Records a chunk list (adding its chunk references) if the content id has none yet.
+    /// With `complete`, also marks existing content complete.
+    pub fn add_content(
+        &mut self,
+        cid: &ContentId,
+        size: u64,
+        chunks: &[Hash],
+        complete: bool,
+    ) -> Result<(), StoreError> {
+        if let Some(mut c) = self.content(cid)? {
+            if complete && !c.complete {
+                c.complete = true;
+                self.contents.insert(&cid.0, encode(&c).as_slice())?;
+            }
+            return Ok(());
+        }
+        for h in chunks {
+            let n = self.chunk_refs.get(&h.0)?.map_or(0, |v| v.value());
+            self.chunk_refs.insert(&h.0, n + 1)?;
+        }
+        let c = Content {
+            size,
+            complete,
+            chunks: chunks.to_vec(),
+        };
+        self.contents.insert(&cid.0, encode(&c).as_slice())?;
+        Ok(())
+    }
+
+    /// Marks known content complete; false if the content id has no chunk list.
+    pub fn set_complete(&mut self, cid: &ContentId) -> Result<bool, StoreError> {
+        match self.content(cid)? {
+            Some(c) if c.complete => Ok(true),
+            Some(mut c) => {
+                c.complete = true;
+                self.contents.insert(&cid.0, encode(&c).as_slice())?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn add_content_ref(&mut self, cid: &ContentId) -> Result<(), StoreError> {
+        let n = self.content_refs(cid)?;
+        self.content_refs.insert(&cid.0, n + 1)?;
+        Ok(())
+    }
+
+    /// Drops one reference to a content id; at zero, drops its chunk list and pushes the chunks
+    /// left without any reference onto `freed`.
+    fn release_content_ref(
+        &mut self,
+        cid: &ContentId,
+        freed: &mut Vec<Hash>,
+    ) -> Result<(), StoreError> {
+        let n = self.content_refs(cid)?;
+        if n > 1 {
+            self.content_refs.insert(&cid.0, n - 1)?;
+            return Ok(());
+        }
+        self.content_refs.remove(&cid.0)?;
+        let Some(content) = self.content(cid)? else {
+            return Ok(());
+        };
+        self.contents.remove(&cid.0)?;
+        for h in &content.chunks {
+            let n = self.chunk_refs.get(&h.0)?.map_or(0, |v| v.value());
+            if n > 1 {
+                self.chunk_refs.insert(&h.0, n - 1)?;
+            } else {
+                self.chunk_refs.remove(&h.0)?;
+                freed.push(*h);
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces `old` (the key's current record, if any) by `new`, moving content references.
+    pub fn replace(
+        &mut self,
+        old: Option<&Record>,
+        new: &Record,
+        freed: &mut Vec<Hash>,
+    ) -> Result<(), StoreError> {
+        if let Some(cid) = &new.cid {
+            self.add_content_ref(cid)?;
+        }
+        if let Some(cid) = old.and_then(|o| o.cid.as_ref()) {
+            self.release_content_ref(cid, freed)?;
+        }
+        self.records
+            .insert(new.key.as_str(), encode(new).as_slice())?;
+        self.by_hash
+            .insert(hash_key(&new.key).as_slice(), new.fingerprint())?;
+        Ok(())
+    }
+}

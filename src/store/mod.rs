@@ -1,0 +1,688 @@
+//! The local store: content-addressed chunks on disk plus a transactional index of records,
+//! behind a cloneable, thread-safe handle. No networking here.
+//!
+//! On disk, under the store directory:
+//! - `index.redb`: the index (see [`index`](self::index) for its tables);
+//! - `chunks/<xx>/<hash hex>`: one file per distinct chunk, named by its BLAKE3 hash (`xx` is
+//!   its first byte), never by a key;
+//! - `tmp/`: chunks being written; anything left here after a crash is removed by [`Store::gc`].
+//!
+//! Durability: a put writes its chunks to temp files while a background thread fsyncs them and
+//! renames them into place; the chunk directories are fsynced once, then the record commits in a
+//! redb transaction (fsynced). Only then is the put acknowledged. A chunk file at its final path
+//! was always fsynced before its rename, so it is safe to dedupe against.
+
+mod chunks;
+mod gc;
+mod index;
+
+use std::collections::HashSet;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+
+use redb::{Database, ReadTransaction, ReadableTable, ReadableTableMetadata};
+
+use crate::record::{
+    content_id, key_hash, validate_key, Clock, ContentId, Hash, InvalidRecord, Record, CHUNK_SIZE,
+};
+use chunks::ChunkDir;
+use gc::Pins;
+use index::{decode, Content, Tables};
+
+/// Number of leaves of the anti-entropy tree (the top 12 bits of a key hash).
+pub const SYNC_LEAVES: usize = 4096;
+/// Chunks a put may have written but not yet fsynced and renamed (bounds memory and open files).
+const SYNC_QUEUE: usize = 32;
+/// How often `get` retries when the content it found is freed before it could pin it.
+const GET_ATTEMPTS: usize = 3;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidRecord),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("content of {0} is not complete on this node")]
+    Incomplete(String),
+    #[error("integrity error: chunk {chunk} of {key} does not match its hash")]
+    Integrity { key: String, chunk: Hash },
+    #[error("chunk does not match its hash {0}")]
+    BadChunk(Hash),
+    #[error("chunk list does not match content id {0}")]
+    BadChunkList(Hash),
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    #[error("index error: {0}")]
+    Index(String),
+}
+
+/// A record with its local state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub record: Record,
+    /// The whole content is verified and durable here (false for tombstones).
+    pub local: bool,
+}
+
+/// What [`Store::apply`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The record was newer than what this node had and is now stored. `fetch` is true when it
+    /// is a live record whose content is not complete locally (the caller fetches it).
+    Updated {
+        previous: Option<Record>,
+        fetch: bool,
+    },
+    /// This node already had this record or a newer one: nothing changed.
+    Unchanged,
+}
+
+/// The handle of a local store; clones share it.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    db: Database,
+    chunks: ChunkDir,
+    pins: Pins,
+    clock: Clock,
+    author: Vec<u8>,
+    /// XOR of the fingerprints of the records in each leaf. Updated by XOR after each commit,
+    /// so concurrent updates commute.
+    leaves: Box<[AtomicU64]>,
+    count: AtomicU64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn leaf_of(key: &str) -> usize {
+    (key_hash(key) >> 52) as usize
+}
+
+/// Fills `buf` from `reader` as far as it can; returns the bytes read (less only at the end).
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+fn read_record(txn: &ReadTransaction, key: &str) -> Result<Option<Record>, StoreError> {
+    let t = txn.open_table(index::RECORDS)?;
+    let r = t.get(key)?;
+    r.map(|v| decode(v.value())).transpose()
+}
+
+fn read_content(txn: &ReadTransaction, cid: &ContentId) -> Result<Option<Content>, StoreError> {
+    let t = txn.open_table(index::CONTENTS)?;
+    let r = t.get(&cid.0)?;
+    r.map(|v| decode(v.value())).transpose()
+}
+
+fn is_complete(txn: &ReadTransaction, cid: &ContentId) -> Result<bool, StoreError> {
+    Ok(read_content(txn, cid)?.is_some_and(|c| c.complete))
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `dir`. `author` is this node's peer id bytes,
+    /// used in the records of local puts and deletes. Runs a full [`gc`](Store::gc).
+    pub fn open(dir: &Path, author: Vec<u8>) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let chunks = ChunkDir::open(dir)?;
+        let db = Database::create(dir.join("index.redb"))?;
+        let txn = db.begin_write()?;
+        drop(Tables::open(&txn)?);
+        txn.commit()?;
+
+        let leaves: Box<[AtomicU64]> = (0..SYNC_LEAVES).map(|_| AtomicU64::new(0)).collect();
+        let txn = db.begin_read()?;
+        let records = txn.open_table(index::RECORDS)?;
+        let mut count = 0;
+        let mut last = txn
+            .open_table(index::META)?
+            .get(index::CLOCK)?
+            .map_or(0, |v| v.value());
+        for item in records.iter()? {
+            let (_, v) = item?;
+            let r: Record = decode(v.value())?;
+            leaves[leaf_of(&r.key)].fetch_xor(r.fingerprint(), Ordering::Relaxed);
+            last = last.max(r.time);
+            count += 1;
+        }
+        drop(records);
+        drop(txn);
+
+        let store = Store {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                db,
+                chunks,
+                pins: Pins::default(),
+                clock: Clock::starting_after(last),
+                author,
+                leaves,
+                count: AtomicU64::new(count),
+            }),
+        };
+        store.gc()?;
+        Ok(store)
+    }
+
+    /// The directory of this store.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// True when the key has a live record whose content is complete here.
+    pub fn has(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.stat(key)?.is_some_and(|s| s.local))
+    }
+
+    /// The key's record (tombstones included) and whether its content is complete here.
+    pub fn stat(&self, key: &str) -> Result<Option<Stat>, StoreError> {
+        validate_key(key)?;
+        let txn = self.inner.db.begin_read()?;
+        let Some(record) = read_record(&txn, key)? else {
+            return Ok(None);
+        };
+        let local = match &record.cid {
+            Some(cid) => is_complete(&txn, cid)?,
+            None => false,
+        };
+        Ok(Some(Stat { record, local }))
+    }
+
+    /// The key's record (tombstones included).
+    pub fn record(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        validate_key(key)?;
+        let txn = self.inner.db.begin_read()?;
+        read_record(&txn, key)
+    }
+
+    /// Every record, tombstones included, sorted by key.
+    pub fn list(&self) -> Result<Vec<Stat>, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let records = txn.open_table(index::RECORDS)?;
+        let contents = txn.open_table(index::CONTENTS)?;
+        let mut out = Vec::new();
+        for item in records.iter()? {
+            let (_, v) = item?;
+            let record: Record = decode(v.value())?;
+            let local = match &record.cid {
+                Some(cid) => match contents.get(&cid.0)? {
+                    Some(c) => decode::<Content>(c.value())?.complete,
+                    None => false,
+                },
+                None => false,
+            };
+            out.push(Stat { record, local });
+        }
+        Ok(out)
+    }
+
+    /// Streams `reader` into chunks, writes them durably and commits the record with a new
+    /// version. Returns only once the put is durable. If the reader fails, nothing of this put
+    /// stays and the key's previous record is untouched.
+    pub fn put(&self, key: &str, mut reader: impl Read) -> Result<Record, StoreError> {
+        validate_key(key)?;
+        let inner = &*self.inner;
+        let mut hashes = Vec::new();
+        let mut pinned = HashSet::new();
+        let mut size = 0u64;
+
+        let (tx, rx) = sync_channel(SYNC_QUEUE);
+        let (streamed, synced) = std::thread::scope(|s| {
+            let syncer = s.spawn(|| chunks::sync_pending(&inner.chunks, rx));
+            let streamed = (|| -> Result<(), StoreError> {
+                let mut buf = vec![0u8; CHUNK_SIZE];
+                loop {
+                    let n = read_full(&mut reader, &mut buf)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    let hash = Hash::of(&buf[..n]);
+                    size += n as u64;
+                    hashes.push(hash);
+                    // Pin before looking at the file, so gc cannot remove it from under us.
+                    if pinned.insert(hash) {
+                        inner.pins.pin(hash);
+                        if !inner.chunks.exists(&hash) {
+                            let pending = inner.chunks.write_tmp(&hash, &buf[..n])?;
+                            if let Err(e) = tx.send(pending) {
+                                // The syncer failed; its error is the one reported.
+                                e.0.discard();
+                                return Ok(());
+                            }
+                        }
+                    }
+                    if n < CHUNK_SIZE {
+                        return Ok(());
+                    }
+                }
+            })();
+            drop(tx);
+            (streamed, syncer.join().expect("chunk syncer panicked"))
+        });
+
+        let durable = streamed
+            .and(synced.result.map_err(StoreError::from))
+            .and_then(|()| Ok(inner.chunks.sync_dirs(&hashes)?));
+        let committed = durable.and_then(|()| self.commit_put(key, size, &hashes));
+        inner.pins.unpin_all(&pinned);
+        match committed {
+            Ok((record, freed)) => {
+                self.free(&freed);
+                Ok(record)
+            }
+            Err(e) => {
+                self.free(&synced.renamed);
+                Err(e)
+            }
+        }
+    }
+
+    fn commit_put(
+        &self,
+        key: &str,
+        size: u64,
+        hashes: &[Hash],
+    ) -> Result<(Record, Vec<Hash>), StoreError> {
+        let inner = &*self.inner;
+        let cid = content_id(size, hashes);
+        let txn = inner.db.begin_write()?;
+        let mut freed = Vec::new();
+        let (record, old) = {
+            let mut t = Tables::open(&txn)?;
+            let old = t.record(key)?;
+            // Ticking inside the write transaction orders it after every record applied before.
+            let record = Record {
+                key: key.to_string(),
+                cid: Some(cid),
+                size,
+                time: inner.clock.tick(),
+                author: inner.author.clone(),
+            };
+            t.add_content(&cid, size, hashes, true)?;
+            t.replace(old.as_ref(), &record, &mut freed)?;
+            t.set_clock(inner.clock.last())?;
+            (record, old)
+        };
+        txn.commit()?;
+        self.sync_update(old.as_ref(), &record);
+        Ok((record, freed))
+    }
+
+    /// A reader over the key's content that verifies every chunk as it reads it.
+    pub fn get(&self, key: &str) -> Result<Reader, StoreError> {
+        validate_key(key)?;
+        for _ in 0..GET_ATTEMPTS {
+            let txn = self.inner.db.begin_read()?;
+            let record = match read_record(&txn, key)? {
+                Some(r) if !r.is_tombstone() => r,
+                _ => return Err(StoreError::NotFound(key.to_string())),
+            };
+            let cid = record.cid.expect("live record");
+            let content = match read_content(&txn, &cid)? {
+                Some(c) if c.complete => c,
+                _ => return Err(StoreError::Incomplete(key.to_string())),
+            };
+            drop(txn);
+            // Pin, then check the content is still referenced: from then on gc keeps it.
+            self.inner.pins.pin_all(&content.chunks);
+            if is_complete(&self.inner.db.begin_read()?, &cid)? {
+                return Ok(Reader {
+                    store: self.clone(),
+                    record,
+                    chunks: content.chunks,
+                    next: 0,
+                    buf: Vec::new(),
+                    pos: 0,
+                });
+            }
+            self.inner.pins.unpin_all(&content.chunks);
+        }
+        Err(StoreError::Incomplete(key.to_string()))
+    }
+
+    /// Writes a tombstone with a new version, freeing the content. NotFound if the key has no
+    /// live record.
+    pub fn delete(&self, key: &str) -> Result<Record, StoreError> {
+        validate_key(key)?;
+        let inner = &*self.inner;
+        let txn = inner.db.begin_write()?;
+        let mut freed = Vec::new();
+        let (record, old) = {
+            let mut t = Tables::open(&txn)?;
+            let old = match t.record(key)? {
+                Some(r) if !r.is_tombstone() => r,
+                _ => return Err(StoreError::NotFound(key.to_string())),
+            };
+            let record = Record {
+                key: key.to_string(),
+                cid: None,
+                size: 0,
+                time: inner.clock.tick(),
+                author: inner.author.clone(),
+            };
+            t.replace(Some(&old), &record, &mut freed)?;
+            t.set_clock(inner.clock.last())?;
+            (record, old)
+        };
+        txn.commit()?;
+        self.sync_update(Some(&old), &record);
+        self.free(&freed);
+        Ok(record)
+    }
+
+    /// Merges a record from elsewhere by last-writer-wins, freeing content no longer referenced.
+    pub fn apply(&self, record: Record) -> Result<Applied, StoreError> {
+        record.validate()?;
+        let inner = &*self.inner;
+        inner.clock.observe(record.time);
+        let txn = inner.db.begin_write()?;
+        let mut freed = Vec::new();
+        let (old, fetch) = {
+            let mut t = Tables::open(&txn)?;
+            let old = t.record(&record.key)?;
+            if old.as_ref().is_some_and(|o| !record.supersedes(o)) {
+                return Ok(Applied::Unchanged);
+            }
+            t.replace(old.as_ref(), &record, &mut freed)?;
+            let fetch = match &record.cid {
+                None => false,
+                // Empty content has nothing to fetch.
+                Some(cid) if record.size == 0 && *cid == content_id(0, &[]) => {
+                    t.add_content(cid, 0, &[], true)?;
+                    false
+                }
+                Some(cid) => !t.content(cid)?.is_some_and(|c| c.complete),
+            };
+            t.set_clock(inner.clock.last())?;
+            (old, fetch)
+        };
+        txn.commit()?;
+        self.sync_update(old.as_ref(), &record);
+        self.free(&freed);
+        Ok(Applied::Updated {
+            previous: old,
+            fetch,
+        })
+    }
+
+    /// The chunk list known for this content id (complete or not), if any.
+    pub fn chunk_list(&self, cid: &ContentId) -> Result<Option<Vec<Hash>>, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        Ok(read_content(&txn, cid)?.map(|c| c.chunks))
+    }
+
+    /// Stores a chunk list received from a peer, after checking it against the content id.
+    /// Kept only while some live record references `cid`: `Ok(false)` if none does.
+    pub fn set_chunk_list(
+        &self,
+        cid: &ContentId,
+        size: u64,
+        chunks: &[Hash],
+    ) -> Result<bool, StoreError> {
+        if !crate::record::chunk_list_matches(cid, size, chunks) {
+            return Err(StoreError::BadChunkList(*cid));
+        }
+        let txn = self.inner.db.begin_write()?;
+        {
+            let mut t = Tables::open(&txn)?;
+            if t.content_refs(cid)? == 0 {
+                return Ok(false);
+            }
+            t.add_content(cid, size, chunks, false)?;
+        }
+        txn.commit()?;
+        Ok(true)
+    }
+
+    /// True when the chunk's file is in place.
+    pub fn has_chunk(&self, hash: &Hash) -> bool {
+        self.inner.chunks.exists(hash)
+    }
+
+    /// Verifies a chunk against its hash, then writes it atomically and durably (idempotent).
+    pub fn write_chunk(&self, hash: &Hash, bytes: &[u8]) -> Result<(), StoreError> {
+        if Hash::of(bytes) != *hash {
+            return Err(StoreError::BadChunk(*hash));
+        }
+        let pins = &self.inner.pins;
+        pins.pin(*hash);
+        let written = if self.inner.chunks.exists(hash) {
+            Ok(())
+        } else {
+            self.inner.chunks.write_durable(hash, bytes)
+        };
+        pins.unpin_all([hash]);
+        Ok(written?)
+    }
+
+    /// Reads and verifies a chunk: `BadChunk` if it is damaged on disk, `Ok(None)` if absent.
+    pub fn read_chunk(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut buf = Vec::new();
+        if !self.inner.chunks.read_into(hash, &mut buf)? {
+            return Ok(None);
+        }
+        if Hash::of(&buf) != *hash {
+            return Err(StoreError::BadChunk(*hash));
+        }
+        Ok(Some(buf))
+    }
+
+    /// Marks content complete when every chunk is present (making their directories durable
+    /// first); returns whether it is complete now.
+    pub fn mark_complete(&self, cid: &ContentId) -> Result<bool, StoreError> {
+        let inner = &*self.inner;
+        let content = match read_content(&inner.db.begin_read()?, cid)? {
+            None => return Ok(false),
+            Some(c) if c.complete => return Ok(true),
+            Some(c) => c,
+        };
+        if !content.chunks.iter().all(|h| inner.chunks.exists(h)) {
+            return Ok(false);
+        }
+        inner.chunks.sync_dirs(&content.chunks)?;
+        let txn = inner.db.begin_write()?;
+        let complete = Tables::open(&txn)?.set_complete(cid)?;
+        txn.commit()?;
+        Ok(complete)
+    }
+
+    /// Live records whose content is not complete here (to resume fetching after a restart).
+    pub fn incomplete(&self) -> Result<Vec<Record>, StoreError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|s| !s.local && !s.record.is_tombstone())
+            .map(|s| s.record)
+            .collect())
+    }
+
+    /// The [`SYNC_LEAVES`] leaf hashes of the anti-entropy tree: a key's leaf is the top 12 bits
+    /// of its key hash, a leaf's hash the XOR of the fingerprints of its records.
+    pub fn sync_leaves(&self) -> Vec<u64> {
+        self.inner
+            .leaves
+            .iter()
+            .map(|l| l.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Number of records, tombstones included.
+    pub fn record_count(&self) -> u64 {
+        self.inner.count.load(Ordering::Relaxed)
+    }
+
+    /// `(key_hash, fingerprint)` of every record in a leaf, sorted.
+    pub fn sync_entries(&self, leaf: u16) -> Result<Vec<(u64, u64)>, StoreError> {
+        if leaf as usize >= SYNC_LEAVES {
+            return Ok(Vec::new());
+        }
+        let lo = ((leaf as u64) << 52).to_be_bytes();
+        let txn = self.inner.db.begin_read()?;
+        let t = txn.open_table(index::BY_HASH)?;
+        let mut out = Vec::new();
+        for item in t.range::<&[u8]>(&lo[..]..)? {
+            let (k, v) = item?;
+            let h = u64::from_be_bytes(k.value()[..8].try_into().expect("8-byte prefix"));
+            if (h >> 52) as u16 != leaf {
+                break;
+            }
+            out.push((h, v.value()));
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// The records whose key hash is one of `hashes`.
+    pub fn records_by_key_hash(&self, hashes: &[u64]) -> Result<Vec<Record>, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let by_hash = txn.open_table(index::BY_HASH)?;
+        let records = txn.open_table(index::RECORDS)?;
+        let wanted: std::collections::BTreeSet<u64> = hashes.iter().copied().collect();
+        let mut out = Vec::new();
+        for h in wanted {
+            let lo = h.to_be_bytes();
+            for item in by_hash.range::<&[u8]>(&lo[..]..)? {
+                let (k, _) = item?;
+                let k = k.value();
+                if k[..8] != lo {
+                    break;
+                }
+                let key = std::str::from_utf8(&k[8..])
+                    .map_err(|e| StoreError::Index(format!("corrupt key: {e}")))?;
+                if let Some(v) = records.get(key)? {
+                    out.push(decode(v.value())?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Full mark-and-sweep of chunk files not referenced by any content and not pinned by a
+    /// running put, fetch or reader, and of stale temp files. Returns the number of files removed.
+    pub fn gc(&self) -> Result<usize, StoreError> {
+        gc::sweep(&self.inner.db, &self.inner.chunks, &self.inner.pins)
+    }
+
+    /// Removes the chunks that a commit left without references (best effort: a failure only
+    /// leaves garbage for the next sweep).
+    fn free(&self, hashes: &[Hash]) {
+        let inner = &*self.inner;
+        if let Err(e) = gc::free(&inner.db, &inner.chunks, &inner.pins, hashes) {
+            tracing::warn!(cause = %e, "failed to free chunks");
+        }
+    }
+
+    fn sync_update(&self, old: Option<&Record>, new: &Record) {
+        let inner = &*self.inner;
+        let mut delta = new.fingerprint();
+        match old {
+            Some(o) => delta ^= o.fingerprint(),
+            None => {
+                inner.count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        inner.leaves[leaf_of(&new.key)].fetch_xor(delta, Ordering::Relaxed);
+    }
+
+    /// Number of records in the index (for checks; equals [`record_count`](Store::record_count)).
+    pub fn index_len(&self) -> Result<u64, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        Ok(txn.open_table(index::RECORDS)?.len()?)
+    }
+}
+
+/// A reader over one record's content, verifying every chunk against its hash before serving
+/// any of its bytes. Keeps its chunks pinned (safe from gc) until dropped.
+pub struct Reader {
+    store: Store,
+    record: Record,
+    chunks: Vec<Hash>,
+    next: usize,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Reader {
+    /// The record whose content this is.
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    fn integrity(&self, chunk: Hash) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            StoreError::Integrity {
+                key: self.record.key.clone(),
+                chunk,
+            },
+        )
+    }
+
+    fn load_next(&mut self) -> io::Result<()> {
+        let hash = self.chunks[self.next];
+        let present = self.store.inner.chunks.read_into(&hash, &mut self.buf)?;
+        if !present || Hash::of(&self.buf) != hash {
+            self.buf.clear();
+            return Err(self.integrity(hash));
+        }
+        self.next += 1;
+        self.pos = 0;
+        Ok(())
+    }
+}
+
+impl Read for Reader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        while self.pos == self.buf.len() {
+            if self.next == self.chunks.len() {
+                return Ok(0);
+            }
+            self.load_next()?;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.store.inner.pins.unpin_all(&self.chunks);
+    }
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("key", &self.record.key)
+            .field("next_chunk", &self.next)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,715 @@
+//! Tests of the local store: round trips, last-writer-wins merging, crash safety (a child
+//! process killed mid-put), garbage collection, integrity checks, replication and sync support.
+
+use std::collections::BTreeSet;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dfs::record::{chunk_len, content_id, Hash, Record, CHUNK_SIZE};
+use dfs::store::{Applied, Stat, Store, StoreError, SYNC_LEAVES};
+use proptest::prelude::*;
+
+const MIB: usize = CHUNK_SIZE;
+
+/// File sizes where chunking can go wrong.
+const SIZES: &[usize] = &[
+    0,            // no chunk at all
+    1,            // one tiny chunk
+    MIB - 1,      // one chunk, one byte short of full
+    MIB,          // exactly one full chunk
+    MIB + 1,      // a full chunk and a one-byte chunk
+    3 * MIB + 17, // several chunks and a short tail
+];
+
+fn author() -> Vec<u8> {
+    libp2p::PeerId::random().to_bytes()
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, author()).unwrap()
+}
+
+/// Deterministic, non-repeating bytes (so distinct chunks of one file differ).
+fn data(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut i = 0u64;
+    while out.len() < len {
+        out.extend_from_slice(
+            blake3::hash(&[seed.to_le_bytes(), i.to_le_bytes()].concat()).as_bytes(),
+        );
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+fn read_all(store: &Store, key: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    store.get(key).unwrap().read_to_end(&mut out).unwrap();
+    out
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn chunk_files(dir: &Path) -> BTreeSet<String> {
+    files_under(&dir.join("chunks"))
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn chunk_path(dir: &Path, h: &Hash) -> std::path::PathBuf {
+    dir.join("chunks").join(&h.to_hex()[..2]).join(h.to_hex())
+}
+
+#[test]
+fn round_trips_at_interesting_sizes() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let (sa, sb) = (open(a.path()), open(b.path()));
+    for (i, &size) in SIZES.iter().enumerate() {
+        let bytes = data(i as u64, size);
+        let key = format!("file-{size}");
+        let ra = sa.put(&key, &bytes[..]).unwrap();
+        assert_eq!(ra.size, size as u64);
+        assert_eq!(read_all(&sa, &key), bytes, "size {size}");
+        assert!(sa.has(&key).unwrap());
+        let st = sa.stat(&key).unwrap().unwrap();
+        assert!(st.local);
+        let chunks = sa.chunk_list(&ra.cid.unwrap()).unwrap().unwrap();
+        assert_eq!(chunks.len(), size.div_ceil(MIB));
+        for (j, c) in chunks.iter().enumerate() {
+            assert_eq!(
+                sa.read_chunk(c).unwrap().unwrap().len(),
+                chunk_len(size as u64, j as u64)
+            );
+        }
+        // Same bytes, other store, other key: same content id.
+        let rb = sb.put(&format!("other-{size}"), &bytes[..]).unwrap();
+        assert_eq!(ra.cid, rb.cid, "size {size}");
+    }
+    // Reopening keeps everything readable.
+    drop(sa);
+    let sa = open(a.path());
+    for (i, &size) in SIZES.iter().enumerate() {
+        assert_eq!(read_all(&sa, &format!("file-{size}")), data(i as u64, size));
+    }
+    assert_eq!(sa.record_count(), SIZES.len() as u64);
+}
+
+#[test]
+fn bad_keys_are_rejected() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    for key in ["", "a\0b", &"x".repeat(1025)] {
+        assert!(
+            matches!(s.put(key, &b"x"[..]), Err(StoreError::Invalid(_))),
+            "{key:?}"
+        );
+        assert!(matches!(s.get(key), Err(StoreError::Invalid(_))));
+        assert!(matches!(s.delete(key), Err(StoreError::Invalid(_))));
+    }
+    // A path-like key is an ordinary key and never touches the file system outside the store.
+    s.put("../../etc/passwd", &b"not a path"[..]).unwrap();
+    assert_eq!(read_all(&s, "../../etc/passwd"), b"not a path");
+    assert!(files_under(d.path())
+        .iter()
+        .all(|p| !p.to_string_lossy().contains("passwd")));
+}
+
+#[test]
+fn overwrite_delete_and_reput() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let r1 = s.put("k", &b"one"[..]).unwrap();
+    let r2 = s.put("k", &b"two"[..]).unwrap();
+    assert!(r2.supersedes(&r1));
+    assert_eq!(read_all(&s, "k"), b"two");
+    let t = s.delete("k").unwrap();
+    assert!(t.is_tombstone() && t.supersedes(&r2));
+    assert!(matches!(s.get("k"), Err(StoreError::NotFound(_))));
+    assert!(matches!(s.delete("k"), Err(StoreError::NotFound(_))));
+    assert!(matches!(s.delete("never"), Err(StoreError::NotFound(_))));
+    assert!(!s.has("k").unwrap());
+    assert_eq!(
+        s.stat("k").unwrap(),
+        Some(Stat {
+            record: t.clone(),
+            local: false
+        })
+    );
+    let r3 = s.put("k", &b"three"[..]).unwrap();
+    assert!(r3.supersedes(&t));
+    assert_eq!(read_all(&s, "k"), b"three");
+    assert_eq!(s.list().unwrap().len(), 1);
+    // Versions stay monotonic across a restart.
+    drop(s);
+    let s = open(d.path());
+    let r4 = s.put("k", &b"four"[..]).unwrap();
+    assert!(r4.time > r3.time);
+}
+
+fn rec(key: &str, time: u64, author: &[u8], cid: Option<Hash>, size: u64) -> Record {
+    Record {
+        key: key.into(),
+        cid,
+        size,
+        time,
+        author: author.to_vec(),
+    }
+}
+
+/// A clock value a little in the past, so records validate.
+fn base_time() -> u64 {
+    (dfs::record::wall_ms() - 60_000) << 16
+}
+
+#[test]
+fn tombstone_wins_over_older_write_and_loses_to_newer() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let (a, t0) = (author(), base_time());
+    let cid = Some(Hash::of(b"content"));
+    let w1 = rec("k", t0 + 1, &a, cid, 7);
+    let tomb = rec("k", t0 + 2, &a, None, 0);
+    let w3 = rec("k", t0 + 3, &a, cid, 7);
+    assert_eq!(
+        s.apply(w1.clone()).unwrap(),
+        Applied::Updated {
+            previous: None,
+            fetch: true
+        }
+    );
+    assert_eq!(
+        s.apply(tomb.clone()).unwrap(),
+        Applied::Updated {
+            previous: Some(w1.clone()),
+            fetch: false
+        }
+    );
+    assert_eq!(s.apply(w1.clone()).unwrap(), Applied::Unchanged);
+    assert_eq!(s.apply(tomb.clone()).unwrap(), Applied::Unchanged);
+    assert_eq!(s.record("k").unwrap(), Some(tomb.clone()));
+    assert!(matches!(
+        s.apply(w3.clone()).unwrap(),
+        Applied::Updated { fetch: true, .. }
+    ));
+    assert_eq!(s.record("k").unwrap(), Some(w3.clone()));
+    assert!(matches!(s.get("k"), Err(StoreError::Incomplete(_))));
+    assert_eq!(s.incomplete().unwrap(), vec![w3]);
+    // A local write after seeing a remote record always wins over it.
+    let mine = s.put("k", &b"local"[..]).unwrap();
+    assert!(mine.time > t0 + 3);
+    // Bad records are refused.
+    let bad = rec("", t0, &a, None, 0);
+    assert!(matches!(s.apply(bad), Err(StoreError::Invalid(_))));
+    let bad = rec("k", t0 + 10, b"not a peer id", None, 0);
+    assert!(matches!(s.apply(bad), Err(StoreError::Invalid(_))));
+}
+
+fn arb_records(authors: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<Record>> {
+    let t0 = base_time();
+    let one = (
+        0..3usize,
+        0..6u64,
+        0..authors.len(),
+        prop::option::of(0..3u8),
+    )
+        .prop_map(move |(k, t, a, c)| {
+            rec(
+                &format!("key{k}"),
+                t0 + t,
+                &authors[a],
+                c.map(|c| Hash([c; 32])),
+                c.map_or(0, |c| c as u64 + 1),
+            )
+        });
+    prop::collection::vec(one, 1..12)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Merging is commutative, associative and idempotent: any order, with duplicates, gives
+    /// the same records and the same sync digest.
+    #[test]
+    fn apply_order_does_not_matter(
+        (records, order) in arb_records((0..3).map(|_| author()).collect())
+            .prop_flat_map(|r| {
+                let n = r.len();
+                let idx = prop::collection::vec(0..n, n..3 * n).prop_shuffle();
+                (Just(r), idx)
+            })
+    ) {
+        let d1 = tempfile::tempdir().unwrap();
+        let d2 = tempfile::tempdir().unwrap();
+        let (s1, s2) = (open(d1.path()), open(d2.path()));
+        for r in &records {
+            s1.apply(r.clone()).unwrap();
+        }
+        for &i in &order {
+            s2.apply(records[i].clone()).unwrap();
+        }
+        // Every record was applied at least once in s2.
+        for r in &records {
+            s2.apply(r.clone()).unwrap();
+        }
+        prop_assert_eq!(s1.list().unwrap(), s2.list().unwrap());
+        prop_assert_eq!(s1.sync_leaves(), s2.sync_leaves());
+        prop_assert_eq!(s1.record_count(), s2.record_count());
+        // The winner of each key is the largest version.
+        for stat in s1.list().unwrap() {
+            let best = records.iter().filter(|r| r.key == stat.record.key)
+                .max_by(|a, b| a.cmp_version(b)).unwrap();
+            prop_assert_eq!(&stat.record, best);
+        }
+    }
+}
+
+#[test]
+fn shared_chunks_survive_one_delete_and_go_with_the_second() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let shared = data(1, 2 * MIB);
+    let mut other = shared.clone();
+    other.extend_from_slice(&data(2, MIB + 5)); // two shared chunks, two of its own
+    let ra = s.put("a", &shared[..]).unwrap();
+    let rb = s.put("b", &other[..]).unwrap();
+    let ca = s.chunk_list(&ra.cid.unwrap()).unwrap().unwrap();
+    let cb = s.chunk_list(&rb.cid.unwrap()).unwrap().unwrap();
+    assert_eq!(ca[..], cb[..2]);
+    assert_eq!(
+        chunk_files(d.path()).len(),
+        4,
+        "shared chunks are stored once"
+    );
+
+    s.delete("a").unwrap();
+    assert_eq!(read_all(&s, "b"), other);
+    assert!(ca.iter().all(|h| chunk_path(d.path(), h).exists()));
+    assert_eq!(s.chunk_list(&ra.cid.unwrap()).unwrap(), None);
+
+    s.delete("b").unwrap();
+    assert!(
+        chunk_files(d.path()).is_empty(),
+        "{:?}",
+        chunk_files(d.path())
+    );
+    assert_eq!(s.gc().unwrap(), 0);
+}
+
+#[test]
+fn overwrite_frees_the_old_content() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    s.put("k", &data(1, MIB + 1)[..]).unwrap();
+    let r = s.put("k", &data(2, 10)[..]).unwrap();
+    let kept = s.chunk_list(&r.cid.unwrap()).unwrap().unwrap();
+    let expect: BTreeSet<String> = kept.iter().map(|h| h.to_hex()).collect();
+    assert_eq!(chunk_files(d.path()), expect);
+}
+
+#[test]
+fn a_reader_keeps_its_chunks_until_dropped() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let bytes = data(3, 2 * MIB + 3);
+    s.put("k", &bytes[..]).unwrap();
+    let mut reader = s.get("k").unwrap();
+    s.delete("k").unwrap();
+    assert_eq!(s.gc().unwrap(), 0, "pinned chunks are kept");
+    let mut out = Vec::new();
+    reader.read_to_end(&mut out).unwrap();
+    assert_eq!(out, bytes);
+    drop(reader);
+    assert_eq!(s.gc().unwrap(), 3);
+    assert!(chunk_files(d.path()).is_empty());
+}
+
+/// Yields `good` bytes, then fails.
+struct Failing {
+    good: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Failing {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.good.len() {
+            return Err(io::Error::other("the disk fell off"));
+        }
+        let n = buf.len().min(self.good.len() - self.pos).min(100_000);
+        buf[..n].copy_from_slice(&self.good[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_reader_failing_midway_leaves_the_old_version() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let old = data(1, MIB + 100);
+    let r = s.put("k", &old[..]).unwrap();
+    let before = chunk_files(d.path());
+    let err = s
+        .put(
+            "k",
+            Failing {
+                good: data(2, 3 * MIB + 7),
+                pos: 0,
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Io(_)), "{err}");
+    assert_eq!(s.record("k").unwrap(), Some(r));
+    assert_eq!(read_all(&s, "k"), old);
+    s.gc().unwrap();
+    assert_eq!(chunk_files(d.path()), before);
+    assert!(files_under(&d.path().join("tmp")).is_empty());
+    // A failing put of a new key leaves no record at all.
+    assert!(s
+        .put(
+            "new",
+            Failing {
+                good: data(3, 10),
+                pos: 0
+            }
+        )
+        .is_err());
+    assert_eq!(s.record("new").unwrap(), None);
+    assert_eq!(s.record_count(), 1);
+}
+
+#[test]
+fn a_damaged_chunk_is_reported_never_served() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let key = "damaged/key";
+    let r = s.put(key, &data(4, 3 * MIB)[..]).unwrap();
+    let chunks = s.chunk_list(&r.cid.unwrap()).unwrap().unwrap();
+    let path = chunk_path(d.path(), &chunks[1]);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[1000] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let mut reader = s.get(key).unwrap();
+    let mut first = vec![0u8; MIB];
+    reader.read_exact(&mut first).unwrap(); // the first chunk is intact
+    let mut rest = Vec::new();
+    let err = reader.read_to_end(&mut rest).unwrap_err();
+    assert!(rest.is_empty(), "no byte of the damaged chunk is served");
+    let msg = err.to_string();
+    assert!(msg.contains("integrity") && msg.contains(key), "{msg}");
+    let inner = err.into_inner().unwrap().downcast::<StoreError>().unwrap();
+    assert!(matches!(*inner, StoreError::Integrity { ref chunk, .. } if *chunk == chunks[1]));
+    assert!(matches!(s.read_chunk(&chunks[1]), Err(StoreError::BadChunk(h)) if h == chunks[1]));
+}
+
+#[test]
+fn replication_path() {
+    let src_dir = tempfile::tempdir().unwrap();
+    let dst_dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (open(src_dir.path()), open(dst_dir.path()));
+    let bytes = data(5, 2 * MIB + 9);
+    let r = src.put("k", &bytes[..]).unwrap();
+    let cid = r.cid.unwrap();
+    let list = src.chunk_list(&cid).unwrap().unwrap();
+
+    // Without a record referencing it, a chunk list is not kept.
+    assert!(!dst.set_chunk_list(&cid, r.size, &list).unwrap());
+    assert_eq!(
+        dst.apply(r.clone()).unwrap(),
+        Applied::Updated {
+            previous: None,
+            fetch: true
+        }
+    );
+    assert!(!dst.stat("k").unwrap().unwrap().local);
+
+    let mut wrong = list.clone();
+    wrong.swap(0, 1);
+    assert!(matches!(
+        dst.set_chunk_list(&cid, r.size, &wrong),
+        Err(StoreError::BadChunkList(_))
+    ));
+    assert!(matches!(
+        dst.set_chunk_list(&cid, r.size + 1, &list),
+        Err(StoreError::BadChunkList(_))
+    ));
+    assert!(dst.set_chunk_list(&cid, r.size, &list).unwrap());
+    assert_eq!(dst.chunk_list(&cid).unwrap(), Some(list.clone()));
+
+    assert!(matches!(
+        dst.write_chunk(&list[0], b"not it"),
+        Err(StoreError::BadChunk(_))
+    ));
+    assert!(!dst.has_chunk(&list[0]));
+    for (i, h) in list.iter().enumerate() {
+        assert!(!dst.mark_complete(&cid).unwrap());
+        let chunk = src.read_chunk(h).unwrap().unwrap();
+        dst.write_chunk(h, &chunk).unwrap();
+        dst.write_chunk(h, &chunk).unwrap(); // idempotent
+        assert!(dst.has_chunk(h), "chunk {i}");
+    }
+    assert!(dst.mark_complete(&cid).unwrap());
+    assert!(dst.stat("k").unwrap().unwrap().local);
+    assert!(dst.incomplete().unwrap().is_empty());
+    assert_eq!(read_all(&dst, "k"), bytes);
+    // A node that already has the content needs no fetch for another key with it.
+    let mut other = r.clone();
+    other.key = "k2".into();
+    assert_eq!(
+        dst.apply(other).unwrap(),
+        Applied::Updated {
+            previous: None,
+            fetch: false
+        }
+    );
+    // Empty content needs no fetch either.
+    let empty = rec("e", base_time(), &author(), Some(content_id(0, &[])), 0);
+    assert_eq!(
+        dst.apply(empty).unwrap(),
+        Applied::Updated {
+            previous: None,
+            fetch: false
+        }
+    );
+    assert_eq!(read_all(&dst, "e"), b"");
+}
+
+#[test]
+fn sync_support() {
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let (s1, s2) = (open(d1.path()), open(d2.path()));
+    assert_eq!(s1.sync_leaves().len(), SYNC_LEAVES);
+    let mut records = Vec::new();
+    for i in 0..50 {
+        records.push(s1.put(&format!("key {i}"), &data(i, 10)[..]).unwrap());
+    }
+    records.push(s1.delete("key 7").unwrap());
+    for r in &records {
+        s2.apply(r.clone()).unwrap();
+    }
+    assert_eq!(s1.sync_leaves(), s2.sync_leaves());
+    assert_eq!(s1.record_count(), 50);
+    assert_eq!(s2.record_count(), 50);
+
+    let changed = s2.put("key 3", &b"changed"[..]).unwrap();
+    let (l1, l2) = (s1.sync_leaves(), s2.sync_leaves());
+    let diff: Vec<usize> = (0..SYNC_LEAVES).filter(|&i| l1[i] != l2[i]).collect();
+    let leaf = (dfs::record::key_hash("key 3") >> 52) as usize;
+    assert_eq!(diff, vec![leaf]);
+
+    let e1 = s1.sync_entries(leaf as u16).unwrap();
+    let e2 = s2.sync_entries(leaf as u16).unwrap();
+    let kh = dfs::record::key_hash("key 3");
+    assert!(e2.contains(&(kh, changed.fingerprint())));
+    assert!(e1.contains(&(kh, records[3].fingerprint())));
+    assert!(e1.windows(2).all(|w| w[0] <= w[1]));
+    let found = s2.records_by_key_hash(&[kh, 12345]).unwrap();
+    assert_eq!(found, vec![changed.clone()]);
+    s1.apply(changed).unwrap();
+    assert_eq!(s1.sync_leaves(), s2.sync_leaves());
+
+    // Every record is in the leaf its key hash says, and the digest is rebuilt at open.
+    let total: usize = (0..SYNC_LEAVES as u16)
+        .map(|l| s1.sync_entries(l).unwrap().len())
+        .sum();
+    assert_eq!(total, 50);
+    let leaves = s1.sync_leaves();
+    drop(s1);
+    assert_eq!(open(d1.path()).sync_leaves(), leaves);
+}
+
+#[test]
+fn concurrent_puts_deletes_and_gc() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let shared = data(9, MIB); // every thread writes this chunk
+    std::thread::scope(|scope| {
+        for t in 0..4u64 {
+            let s = s.clone();
+            let shared = &shared;
+            scope.spawn(move || {
+                for i in 0..6u64 {
+                    let key = format!("t{t}");
+                    let mut bytes = shared.clone();
+                    bytes.extend_from_slice(&data(t * 100 + i, 1000));
+                    s.put(&key, &bytes[..]).unwrap();
+                    assert_eq!(read_all(&s, &key), bytes);
+                    if i % 2 == 1 {
+                        s.delete(&key).unwrap();
+                    }
+                    s.gc().unwrap();
+                }
+            });
+        }
+    });
+    // All keys were deleted last: nothing may remain, and nothing was lost before.
+    s.gc().unwrap();
+    assert!(chunk_files(d.path()).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kill test: a child process (this test binary, running `kill_child`) puts versions of one key
+// from a slow reader and is killed with SIGKILL at some point.
+
+const CHILD_DIR: &str = "DFS_STORE_KILL_DIR";
+const CHILD_START: &str = "DFS_STORE_KILL_START";
+/// Size of version `n` of the killed child's file.
+fn version_size(n: u64) -> usize {
+    4 * MIB + (n as usize * 7919) % MIB
+}
+
+/// The content of version `n`: its number in the first 8 bytes, then deterministic bytes.
+fn version_bytes(n: u64) -> Vec<u8> {
+    let mut b = data(n, version_size(n));
+    b[..8].copy_from_slice(&n.to_le_bytes());
+    b
+}
+
+/// Yields `bytes` a little at a time, slowly.
+struct Slow {
+    bytes: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Slow {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        std::thread::sleep(Duration::from_millis(1));
+        let n = buf.len().min(self.bytes.len() - self.pos).min(128 * 1024);
+        buf[..n].copy_from_slice(&self.bytes[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[test]
+#[ignore = "run by kill_during_put_leaves_old_or_new in a child process"]
+fn kill_child() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return;
+    };
+    let start: u64 = std::env::var(CHILD_START).unwrap().parse().unwrap();
+    let s = open(Path::new(&dir));
+    for n in start.. {
+        s.put(
+            "file",
+            Slow {
+                bytes: version_bytes(n),
+                pos: 0,
+            },
+        )
+        .unwrap();
+        // Another key every time, to have more records at stake.
+        s.put(&format!("small {n}"), &n.to_le_bytes()[..]).unwrap();
+        println!("acked {n}");
+    }
+}
+
+#[test]
+fn kill_during_put_leaves_old_or_new() {
+    let d = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    const ROUNDS: u64 = 6;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last_acked = 0u64;
+    let mut acked = Vec::new();
+    let mut next = 1u64;
+    let mut killed_mid_put = 0;
+    for round in 0..ROUNDS {
+        let mut child = Command::new(&exe)
+            .args([
+                "kill_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_DIR, d.path())
+            .env(CHILD_START, next.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        // Wait for a first acknowledged put, then kill at a different point each round.
+        let want = round % 2 + 1;
+        let mut acked_here = 0;
+        while acked_here < want {
+            assert!(Instant::now() < deadline, "child too slow");
+            let line = lines.next().expect("child exited").unwrap();
+            if let Some(n) = line.strip_prefix("acked ") {
+                last_acked = n.parse().unwrap();
+                acked.push(last_acked);
+                acked_here += 1;
+            }
+        }
+        let pause = Instant::now() + Duration::from_millis(rand::random::<u64>() % 120);
+        while Instant::now() < pause {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        // Lines printed before the kill count as acknowledged too.
+        for line in lines.map_while(Result::ok) {
+            if let Some(n) = line.strip_prefix("acked ") {
+                last_acked = n.parse().unwrap();
+                acked.push(last_acked);
+            }
+        }
+
+        let leftovers = files_under(&d.path().join("tmp")).len();
+        let chunks_before = chunk_files(d.path());
+        let s = open(d.path());
+        let rec = s
+            .record("file")
+            .unwrap()
+            .expect("an acknowledged put survives");
+        let bytes = read_all(&s, "file");
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+        assert!(
+            n == last_acked || n == last_acked + 1,
+            "version {n}, acked {last_acked}"
+        );
+        assert_eq!(bytes, version_bytes(n), "never a partial file");
+        assert_eq!(rec.size, bytes.len() as u64);
+        for &i in &acked {
+            assert_eq!(read_all(&s, &format!("small {i}")), i.to_le_bytes());
+        }
+        // Open ran gc: no temp files, and only the chunks of live content remain.
+        assert!(files_under(&d.path().join("tmp")).is_empty());
+        let mut live = BTreeSet::new();
+        for st in s.list().unwrap() {
+            assert!(st.local);
+            for h in s.chunk_list(&st.record.cid.unwrap()).unwrap().unwrap() {
+                live.insert(h.to_hex());
+            }
+        }
+        assert_eq!(chunk_files(d.path()), live);
+        if leftovers > 0 || chunks_before != live {
+            killed_mid_put += 1;
+        }
+        next = n + 1;
+    }
+    assert!(acked.len() >= ROUNDS as usize, "{acked:?}");
+    // The kills did land inside puts (chunks were written but not committed).
+    assert!(killed_mid_put > 0);
+}

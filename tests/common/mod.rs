@@ -1,0 +1,184 @@
+//! Shared test helpers: start real nodes on 127.0.0.1:0 with temporary data dirs, and wait for
+//! conditions with deadlines (never fixed sleeps).
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dfs::node::{Client, Config, Node};
+use libp2p::Multiaddr;
+
+/// A node of a test, with its data dir (kept across restarts).
+pub struct TestNode {
+    pub node: Option<Node>,
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+    pub addr: Multiaddr,
+    pub network: String,
+    pub bootstrap: Vec<Multiaddr>,
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// The configuration of a test node: loopback, random port, fast timers.
+pub fn config(dir: PathBuf, bootstrap: Vec<Multiaddr>, network: &str) -> Config {
+    let mut c = Config::new(dir);
+    c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    c.bootstrap = bootstrap;
+    c.network = network.to_string();
+    c.announce_interval = Duration::from_millis(500);
+    c.sync_interval = Duration::from_secs(1);
+    c.retry_interval = Duration::from_secs(1);
+    c.lookup_timeout = Duration::from_secs(3);
+    c
+}
+
+impl TestNode {
+    pub async fn start(bootstrap: Vec<Multiaddr>) -> TestNode {
+        Self::start_in("test", bootstrap).await
+    }
+
+    pub async fn start_in(network: &str, bootstrap: Vec<Multiaddr>) -> TestNode {
+        init_tracing();
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_with(dir, network, bootstrap).await
+    }
+
+    pub async fn start_with(
+        dir: tempfile::TempDir,
+        network: &str,
+        bootstrap: Vec<Multiaddr>,
+    ) -> TestNode {
+        let node = start_node(config(dir.path().to_path_buf(), bootstrap.clone(), network)).await;
+        let client = node.client();
+        let addr = client.info().await.unwrap().addrs[0].clone();
+        TestNode {
+            node: Some(node),
+            client,
+            dir,
+            addr,
+            network: network.to_string(),
+            bootstrap,
+        }
+    }
+
+    /// Stops the node and releases every handle on its store; returns the data dir.
+    pub async fn stop(self) -> (tempfile::TempDir, String, Vec<Multiaddr>) {
+        let TestNode {
+            node,
+            client,
+            dir,
+            network,
+            bootstrap,
+            ..
+        } = self;
+        drop(client);
+        if let Some(node) = node {
+            node.shutdown().await;
+        }
+        (dir, network, bootstrap)
+    }
+
+    /// Stops and starts the node on the same data dir (and a new port).
+    pub async fn restart(self) -> TestNode {
+        let (dir, network, bootstrap) = self.stop().await;
+        TestNode::start_with(dir, &network, bootstrap).await
+    }
+
+    pub async fn peer_count(&self) -> usize {
+        self.client.peers().await.map(|p| p.len()).unwrap_or(0)
+    }
+}
+
+/// Starts a node; retries for a few seconds while the previous owner of the data dir (a node
+/// just shut down, whose background tasks are finishing) still holds the store open.
+pub async fn start_node(config: Config) -> Node {
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Node::start(config.clone()).await {
+            Ok(node) => return node,
+            Err(e) if e.to_string().contains("already open") && tokio::time::Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("node does not start: {e}"),
+        }
+    }
+}
+
+/// Starts `n` nodes, node k bootstrapping only to node k-1.
+pub async fn chain(n: usize) -> Vec<TestNode> {
+    let mut nodes: Vec<TestNode> = Vec::new();
+    for _ in 0..n {
+        let bootstrap = nodes.last().map(|p| vec![p.addr.clone()]).unwrap_or_default();
+        nodes.push(TestNode::start(bootstrap).await);
+    }
+    nodes
+}
+
+/// Polls `check` every 25 ms until it is true or `deadline` passes.
+pub async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits until every node is connected to all the others.
+pub async fn fully_connected(nodes: &[TestNode], deadline: Duration) -> bool {
+    let want = nodes.len() - 1;
+    eventually(deadline, || async {
+        for n in nodes {
+            if n.peer_count().await < want {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Puts bytes under a key through a client.
+pub async fn put(client: &Client, key: &str, bytes: Vec<u8>) -> dfs::record::Record {
+    client
+        .put(key.to_string(), std::io::Cursor::new(bytes))
+        .await
+        .expect("put succeeds")
+}
+
+/// Reads a key through a client.
+pub async fn get(client: &Client, key: &str) -> Option<Vec<u8>> {
+    client.get(key.to_string(), None).await.ok()?.bytes().await.ok()
+}

@@ -23,7 +23,10 @@ async fn restarted_node_keeps_its_peer_id() {
     let node = node.restart().await;
     assert_eq!(node.client.peer_id(), before);
     let info = node.client.info().await.unwrap();
-    assert!(info.addrs.iter().all(|a| a.to_string().ends_with(&format!("/p2p/{before}"))));
+    assert!(info
+        .addrs
+        .iter()
+        .all(|a| a.to_string().ends_with(&format!("/p2p/{before}"))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,7 +35,12 @@ async fn networks_do_not_mix() {
     let b = TestNode::start_in("beta", vec![a.addr.clone()]).await;
     let c = TestNode::start_in("beta", vec![b.addr.clone()]).await;
     // b and c share a network and find each other; a is connected to b only by bootstrap.
-    assert!(eventually(Duration::from_secs(10), || async { c.peer_count().await >= 1 }).await);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            c.peer_count().await >= 1
+        })
+        .await
+    );
     // Give gossip a few announcement periods: a must never learn of c.
     let never = eventually(Duration::from_secs(3), || async {
         a.client
@@ -43,10 +51,17 @@ async fn networks_do_not_mix() {
             .any(|p| p.peer_id == c.client.peer_id())
     })
     .await;
-    assert!(!never, "a node of network alpha learned of a beta node by gossip");
+    assert!(
+        !never,
+        "a node of network alpha learned of a beta node by gossip"
+    );
     // And a record written in beta does not reach alpha.
     put(&c.client, "beta-only", b"x".to_vec()).await;
-    assert!(b.client.wait_for("beta-only", false, Duration::from_secs(10)).await);
+    assert!(
+        b.client
+            .wait_for("beta-only", false, Duration::from_secs(10))
+            .await
+    );
     assert!(a.client.stat("beta-only".into()).await.is_err());
 }
 
@@ -61,7 +76,12 @@ async fn unreachable_bootstrap_does_not_stop_the_node() {
     };
     let a = TestNode::start(vec![dead]).await;
     let b = TestNode::start(vec![a.addr.clone()]).await;
-    assert!(eventually(Duration::from_secs(10), || async { a.peer_count().await == 1 }).await);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            a.peer_count().await == 1
+        })
+        .await
+    );
     put(&b.client, "k", b"v".to_vec()).await;
     assert!(a.client.wait_for("k", false, Duration::from_secs(10)).await);
 }
@@ -71,7 +91,12 @@ async fn lost_bootstrap_peer_is_redialled() {
     let a = TestNode::start(vec![]).await;
     let a_dir_addr = a.addr.clone();
     let b = TestNode::start(vec![a_dir_addr]).await;
-    assert!(eventually(Duration::from_secs(10), || async { b.peer_count().await == 1 }).await);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            b.peer_count().await == 1
+        })
+        .await
+    );
     // a restarts on a new port: b only knows its old address, so use a fixed port instead.
     let port = match a.addr.iter().find_map(|p| match p {
         libp2p::multiaddr::Protocol::Tcp(p) => Some(p),
@@ -81,7 +106,12 @@ async fn lost_bootstrap_peer_is_redialled() {
         None => panic!("tcp address"),
     };
     let (dir, _, _) = a.stop().await;
-    assert!(eventually(Duration::from_secs(10), || async { b.peer_count().await == 0 }).await);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            b.peer_count().await == 0
+        })
+        .await
+    );
     let mut cfg = config(dir.path().to_path_buf(), vec![], "test");
     cfg.listen = vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()];
     let a2 = start_node(cfg).await;

@@ -36,17 +36,15 @@ async fn merge(
 ) -> Result<usize, Error> {
     let store = store.clone();
     let applied = blocking(move || -> Result<Vec<(Record, bool)>, StoreError> {
-        let mut out = Vec::new();
-        for record in records {
-            if let Err(e) = record.validate() {
-                tracing::debug!(%peer, error = %e, "ignoring invalid record from sync");
-                continue;
-            }
-            if let Applied::Updated { fetch, .. } = store.apply(record.clone())? {
-                out.push((record, fetch));
-            }
-        }
-        Ok(out)
+        let outcomes = store.apply_batch(records.clone())?;
+        Ok(records
+            .into_iter()
+            .zip(outcomes)
+            .filter_map(|(r, o)| match o {
+                Applied::Updated { fetch, .. } => Some((r, fetch)),
+                Applied::Unchanged => None,
+            })
+            .collect())
     })
     .await??;
     let changed = applied.len();
@@ -151,8 +149,7 @@ impl Session {
                 let mut push_hashes = Vec::new();
                 let mut want = Vec::new();
                 for (leaf, theirs) in leaves.iter().zip(entries) {
-                    let mine: HashMap<u64, u64> =
-                        store.sync_entries(*leaf)?.into_iter().collect();
+                    let mine: HashMap<u64, u64> = store.sync_entries(*leaf)?.into_iter().collect();
                     let theirs: HashMap<u64, u64> = theirs.into_iter().collect();
                     for (k, fp) in &theirs {
                         if mine.get(k) != Some(fp) && sync::leaf_of(*k) == *leaf {

@@ -44,7 +44,10 @@ impl Behaviour {
             gossip_config,
         )?;
         gossipsub
-            .with_peer_score(score_params(topics), gossipsub::PeerScoreThresholds::default())
+            .with_peer_score(
+                score_params(topics),
+                gossipsub::PeerScoreThresholds::default(),
+            )
             .map_err(|e| format!("gossipsub scoring: {e}"))?;
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_established(Some(max_peers.saturating_mul(2).max(8)))

@@ -152,8 +152,7 @@ impl Discovery {
         error: &str,
     ) {
         for b in &mut self.bootstrap {
-            if b.pending != Some(connection) && (peer.is_none() || b.peer != peer || b.connected)
-            {
+            if b.pending != Some(connection) && (peer.is_none() || b.peer != peer || b.connected) {
                 continue;
             }
             b.pending = None;
@@ -219,7 +218,9 @@ impl Discovery {
     /// A dial to a discovered peer, if it is not connected and not dialled too recently.
     pub fn dial_discovered(&mut self, peer: PeerId, now: Instant) -> Option<DialOpts> {
         let k = self.known.get_mut(&peer)?;
-        if k.last_dial.is_some_and(|t| now.duration_since(t) < REDIAL_DISCOVERED) {
+        if k.last_dial
+            .is_some_and(|t| now.duration_since(t) < REDIAL_DISCOVERED)
+        {
             return None;
         }
         k.last_dial = Some(now);
@@ -229,6 +230,19 @@ impl Discovery {
                 .condition(PeerCondition::DisconnectedAndNotDialing)
                 .build(),
         )
+    }
+
+    /// A peer was unblocked: forget back-offs so that it is dialled again at once.
+    pub fn unblocked(&mut self, peer: PeerId, now: Instant) {
+        for b in &mut self.bootstrap {
+            if b.peer == Some(peer) {
+                b.backoff = BACKOFF_MIN;
+                b.next_attempt = now;
+            }
+        }
+        if let Some(k) = self.known.get_mut(&peer) {
+            k.last_dial = None;
+        }
     }
 
     /// Discovered peers, for periodic re-dialling of those not connected.
@@ -255,7 +269,10 @@ mod tests {
         let dials = d.due_bootstrap_dials(t0 + BACKOFF_MIN);
         assert_eq!(dials.len(), 1);
         d.on_dial_failure(dials[0].connection_id(), None, t0, "refused");
-        assert!(d.due_bootstrap_dials(t0 + BACKOFF_MIN).is_empty(), "back-off doubled");
+        assert!(
+            d.due_bootstrap_dials(t0 + BACKOFF_MIN).is_empty(),
+            "back-off doubled"
+        );
         let dials = d.due_bootstrap_dials(t0 + BACKOFF_MIN * 2);
         let peer = PeerId::random();
         d.on_connected(peer, dials[0].connection_id());

@@ -53,7 +53,9 @@ pub(crate) async fn start(
     record: Record,
     range: Option<(u64, u64)>,
 ) -> Result<Download, Error> {
-    let cid = record.cid.ok_or_else(|| Error::NotFound(record.key.clone()))?;
+    let cid = record
+        .cid
+        .ok_or_else(|| Error::NotFound(record.key.clone()))?;
     let size = record.size;
     let (start, end) = range.unwrap_or((0, size));
     if start > end || end > size {
@@ -121,12 +123,16 @@ pub(crate) async fn start(
 /// Waits for a transfer to move; an error if it failed.
 async fn wait(rx: &mut watch::Receiver<Progress>, key: &str) -> Result<(), Error> {
     if let Progress::Failed(reason) = &*rx.borrow() {
-        return Err(Error::NotFound(format!("{key} (content unavailable: {reason})")));
+        return Err(Error::NotFound(format!(
+            "{key} (content unavailable: {reason})"
+        )));
     }
     if rx.changed().await.is_err() {
         // The transfer ended; its last state is final.
         if let Progress::Failed(reason) = &*rx.borrow() {
-            return Err(Error::NotFound(format!("{key} (content unavailable: {reason})")));
+            return Err(Error::NotFound(format!(
+                "{key} (content unavailable: {reason})"
+            )));
         }
     }
     Ok(())
@@ -160,15 +166,15 @@ impl State {
                     let ended = match self.progress.as_mut() {
                         Some(rx) => {
                             wait(rx, &self.key).await.map_err(store_err)?;
-                            matches!(*rx.borrow(), Progress::Complete)
-                                && rx.has_changed().is_err()
+                            matches!(*rx.borrow(), Progress::Complete) && rx.has_changed().is_err()
                         }
                         None => true,
                     };
                     if ended {
                         let store = self.store.clone();
-                        if let Ok(Some(data)) =
-                            blocking(move || store.read_chunk(&hash)).await.map_err(store_err)?
+                        if let Ok(Some(data)) = blocking(move || store.read_chunk(&hash))
+                            .await
+                            .map_err(store_err)?
                         {
                             return Ok(self.slice(data));
                         }

@@ -16,7 +16,9 @@ use tokio::time::Instant;
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::discovery::{self, Discovery};
 use super::replicate::Replicator;
-use super::{anti_entropy, blocking, Command, Config, Error, Network, NodeInfo, PeerInfo, SyncStats};
+use super::{
+    anti_entropy, blocking, Command, Config, Error, Network, NodeInfo, PeerInfo, SyncStats,
+};
 use crate::protocols::{fetch, peers, records, sync};
 use crate::record::{validate_key, wall_ms, Record};
 use crate::store::{Applied, Store, StoreError};
@@ -314,7 +316,9 @@ impl EventLoop {
                     Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
                         tracing::debug!(key = %record.key, "no peers to publish to; sync will carry it")
                     }
-                    Err(e) => tracing::warn!(key = %record.key, error = %e, "record not published; sync will carry it"),
+                    Err(e) => {
+                        tracing::warn!(key = %record.key, error = %e, "record not published; sync will carry it")
+                    }
                 }
             }
             Command::Fetch {
@@ -329,7 +333,11 @@ impl EventLoop {
                     }));
                     return;
                 }
-                let id = self.swarm.behaviour_mut().fetch.send_request(&peer, request);
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .fetch
+                    .send_request(&peer, request);
                 self.pending_fetch.insert(id, reply);
             }
             Command::Sync {
@@ -403,6 +411,11 @@ impl EventLoop {
                     list.block_peer(peer);
                 } else {
                     list.unblock_peer(peer);
+                    let now = Instant::now();
+                    self.discovery.unblocked(peer, now);
+                    if let Some(opts) = self.discovery.dial_discovered(peer, now) {
+                        self.dial(opts);
+                    }
                 }
             }
         }
@@ -459,15 +472,13 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 cause,
                 ..
             } => {
-                if num_established == 0 {
-                    tracing::debug!(peer = %peer_id, ?cause, "disconnected");
-                    self.connected.remove(&peer_id);
-                    self.discovery.on_disconnected(peer_id, Instant::now());
-                }
+                tracing::debug!(peer = %peer_id, ?cause, "disconnected");
+                self.connected.remove(&peer_id);
+                self.discovery.on_disconnected(peer_id, Instant::now());
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,

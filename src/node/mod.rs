@@ -186,7 +186,10 @@ pub(crate) struct Network {
 
 impl Network {
     async fn send(&self, command: Command) -> Result<(), Error> {
-        self.commands.send(command).await.map_err(|_| Error::Stopped)
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| Error::Stopped)
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
@@ -316,13 +319,7 @@ impl Client {
             Some(r) if !r.is_tombstone() => r,
             _ => return Err(Error::NotFound(key)),
         };
-        download::start(
-            self.store.clone(),
-            self.replicator.clone(),
-            record,
-            range,
-        )
-        .await
+        download::start(self.store.clone(), self.replicator.clone(), record, range).await
     }
 
     /// Asks the connected peers for a key's record, merges the winner into the store.
@@ -330,7 +327,9 @@ impl Client {
         let peers = self.network.peers().await?;
         let asks = peers.into_iter().map(|p| {
             let network = self.network.clone();
-            let request = fetch::Request::Record { key: key.to_string() };
+            let request = fetch::Request::Record {
+                key: key.to_string(),
+            };
             async move {
                 match network.fetch(p.peer_id, request).await {
                     Ok(fetch::Response::Record { record }) => Some((p.peer_id, record)),
@@ -393,7 +392,10 @@ impl Client {
         loop {
             let store = self.store.clone();
             let k = key.to_string();
-            let state = blocking(move || store.stat(&k)).await.ok().and_then(|r| r.ok());
+            let state = blocking(move || store.stat(&k))
+                .await
+                .ok()
+                .and_then(|r| r.ok());
             let done = match state.flatten() {
                 Some(s) if deleted => s.record.is_tombstone(),
                 Some(s) => s.local,

@@ -38,7 +38,9 @@ const MAX_HINTS: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
     /// Running; `chunks` is the number of chunks written so far (changes on each).
-    Running { chunks: u64 },
+    Running {
+        chunks: u64,
+    },
     Complete,
     Failed(String),
 }
@@ -120,7 +122,11 @@ impl Replicator {
         tokio::spawn(async move {
             let slot = inner.slots.clone().acquire_owned().await;
             let outcome = match slot {
-                Ok(_permit) => Transfer::new(inner.clone(), record.clone(), &tx).run().await,
+                Ok(_permit) => {
+                    Transfer::new(inner.clone(), record.clone(), &tx)
+                        .run()
+                        .await
+                }
                 Err(_) => Err("replicator stopped".to_string()),
             };
             let state = match outcome {
@@ -240,7 +246,10 @@ impl<'a> Transfer<'a> {
             .chain(author)
             .filter(|p| connected.contains(p))
             .collect();
-        let mut rest: Vec<PeerId> = connected.into_iter().filter(|p| !order.contains(p)).collect();
+        let mut rest: Vec<PeerId> = connected
+            .into_iter()
+            .filter(|p| !order.contains(p))
+            .collect();
         rest.sort();
         order.append(&mut rest);
         order.dedup();
@@ -318,7 +327,13 @@ impl<'a> Transfer<'a> {
             let response = self
                 .inner
                 .network
-                .fetch(peer, fetch::Request::Manifest { cid: self.cid, offset })
+                .fetch(
+                    peer,
+                    fetch::Request::Manifest {
+                        cid: self.cid,
+                        offset,
+                    },
+                )
                 .await
                 .map_err(|e| e.to_string())?;
             match response {

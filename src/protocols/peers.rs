@@ -55,10 +55,12 @@ pub fn encode(a: &Announcement) -> Vec<u8> {
 /// Decodes an announcement and checks that `source` (the signer) is the peer it announces.
 pub fn decode(bytes: &[u8], source: Option<&PeerId>) -> Result<Announcement, DecodeError> {
     let w: Wire = decode_cbor(bytes, MAX_MESSAGE_SIZE)?;
-    let peer_id =
-        PeerId::from_bytes(&w.peer_id).map_err(|_| DecodeError::Other("peer_id is not a peer id"))?;
+    let peer_id = PeerId::from_bytes(&w.peer_id)
+        .map_err(|_| DecodeError::Other("peer_id is not a peer id"))?;
     if source != Some(&peer_id) {
-        return Err(DecodeError::Other("announcement not signed by the peer it announces"));
+        return Err(DecodeError::Other(
+            "announcement not signed by the peer it announces",
+        ));
     }
     if w.addrs.len() > MAX_ADDRS {
         return Err(DecodeError::Other("too many addresses"));

@@ -55,16 +55,29 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {
-    Root { root: u64, count: u64 },
+    Root {
+        root: u64,
+        count: u64,
+    },
     /// FANOUT hashes.
-    Branches { hashes: Vec<u64> },
+    Branches {
+        hashes: Vec<u64>,
+    },
     /// FANOUT leaf hashes for each requested branch, in request order.
-    Leaves { hashes: Vec<Vec<u64>> },
+    Leaves {
+        hashes: Vec<Vec<u64>>,
+    },
     /// For each requested leaf, in request order, its (key hash, fingerprint) pairs, sorted.
-    Entries { entries: Vec<Vec<(u64, u64)>> },
+    Entries {
+        entries: Vec<Vec<(u64, u64)>>,
+    },
     /// The responder's records for the wanted key hashes.
-    Records { records: Vec<Record> },
-    Error { message: String },
+    Records {
+        records: Vec<Record>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// The digest tree of a record set, computed from the store's leaf hashes.

@@ -428,6 +428,52 @@ impl Store {
         })
     }
 
+    /// Merges many records in one transaction (one fsync), as anti-entropy receives them.
+    /// Invalid records are skipped. Returns what happened to each record, in order.
+    pub fn apply_batch(&self, records: Vec<Record>) -> Result<Vec<Applied>, StoreError> {
+        let inner = &*self.inner;
+        let txn = inner.db.begin_write()?;
+        let mut freed = Vec::new();
+        let mut changes = Vec::new();
+        let mut outcomes = Vec::with_capacity(records.len());
+        {
+            let mut t = Tables::open(&txn)?;
+            for record in records {
+                if record.validate().is_err() {
+                    outcomes.push(Applied::Unchanged);
+                    continue;
+                }
+                inner.clock.observe(record.time);
+                let old = t.record(&record.key)?;
+                if old.as_ref().is_some_and(|o| !record.supersedes(o)) {
+                    outcomes.push(Applied::Unchanged);
+                    continue;
+                }
+                t.replace(old.as_ref(), &record, &mut freed)?;
+                let fetch = match &record.cid {
+                    None => false,
+                    Some(cid) if record.size == 0 && *cid == content_id(0, &[]) => {
+                        t.add_content(cid, 0, &[], true)?;
+                        false
+                    }
+                    Some(cid) => !t.content(cid)?.is_some_and(|c| c.complete),
+                };
+                outcomes.push(Applied::Updated {
+                    previous: old.clone(),
+                    fetch,
+                });
+                changes.push((old, record));
+            }
+            t.set_clock(inner.clock.last())?;
+        }
+        txn.commit()?;
+        for (old, record) in &changes {
+            self.sync_update(old.as_ref(), record);
+        }
+        self.free(&freed);
+        Ok(outcomes)
+    }
+
     /// The chunk list known for this content id (complete or not), if any.
     pub fn chunk_list(&self, cid: &ContentId) -> Result<Option<Vec<Hash>>, StoreError> {
         let txn = self.inner.db.begin_read()?;

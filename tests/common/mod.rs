@@ -22,8 +22,7 @@ pub struct TestNode {
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_test_writer()
         .try_init();
@@ -106,7 +105,10 @@ pub async fn start_node(config: Config) -> Node {
     loop {
         match Node::start(config.clone()).await {
             Ok(node) => return node,
-            Err(e) if e.to_string().contains("already open") && tokio::time::Instant::now() < until => {
+            Err(e)
+                if e.to_string().contains("already open")
+                    && tokio::time::Instant::now() < until =>
+            {
                 tokio::time::sleep(Duration::from_millis(50)).await
             }
             Err(e) => panic!("node does not start: {e}"),
@@ -118,7 +120,10 @@ pub async fn start_node(config: Config) -> Node {
 pub async fn chain(n: usize) -> Vec<TestNode> {
     let mut nodes: Vec<TestNode> = Vec::new();
     for _ in 0..n {
-        let bootstrap = nodes.last().map(|p| vec![p.addr.clone()]).unwrap_or_default();
+        let bootstrap = nodes
+            .last()
+            .map(|p| vec![p.addr.clone()])
+            .unwrap_or_default();
         nodes.push(TestNode::start(bootstrap).await);
     }
     nodes
@@ -180,5 +185,11 @@ pub async fn put(client: &Client, key: &str, bytes: Vec<u8>) -> dfs::record::Rec
 
 /// Reads a key through a client.
 pub async fn get(client: &Client, key: &str) -> Option<Vec<u8>> {
-    client.get(key.to_string(), None).await.ok()?.bytes().await.ok()
+    client
+        .get(key.to_string(), None)
+        .await
+        .ok()?
+        .bytes()
+        .await
+        .ok()
 }

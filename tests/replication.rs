@@ -1,0 +1,395 @@
+//! Replication end to end with real nodes on loopback: gossip of writes and deletes, verified
+//! fetch, get with network fallback, anti-entropy after downtime and partitions, and peers that
+//! serve corrupt chunks.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use dfs::record::{Record, CHUNK_SIZE};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The record sets of a node, without local state.
+async fn records(node: &TestNode) -> BTreeMap<String, Record> {
+    node.client
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.record.key.clone(), s.record))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn put_on_one_node_is_readable_on_all_five() {
+    let nodes = chain(5).await;
+    assert!(fully_connected(&nodes, DEADLINE).await);
+    let small = data(1000, 1);
+    let big = data(3 * CHUNK_SIZE + 17, 2);
+    put(&nodes[0].client, "small", small.clone()).await;
+    put(&nodes[0].client, "dir/big.bin", big.clone()).await;
+    for (i, n) in nodes.iter().enumerate() {
+        assert!(
+            n.client.wait_for("small", false, DEADLINE).await,
+            "node {i} small"
+        );
+        assert!(
+            n.client.wait_for("dir/big.bin", false, DEADLINE).await,
+            "node {i} big"
+        );
+        assert_eq!(get(&n.client, "small").await.unwrap(), small, "node {i}");
+        assert_eq!(
+            get(&n.client, "dir/big.bin").await.unwrap(),
+            big,
+            "node {i}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delete_on_node_three_removes_the_key_everywhere() {
+    let nodes = chain(5).await;
+    assert!(fully_connected(&nodes, DEADLINE).await);
+    put(&nodes[0].client, "doomed", data(CHUNK_SIZE + 1, 3)).await;
+    for n in &nodes {
+        assert!(n.client.wait_for("doomed", false, DEADLINE).await);
+    }
+    nodes[2].client.delete("doomed".into()).await.unwrap();
+    for (i, n) in nodes.iter().enumerate() {
+        assert!(
+            n.client.wait_for("doomed", true, DEADLINE).await,
+            "node {i}"
+        );
+        assert!(
+            get(&n.client, "doomed").await.is_none(),
+            "node {i} still serves it"
+        );
+        assert!(!n.client.store().has("doomed").unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn get_of_a_record_whose_content_is_not_here_streams_it_from_peers() {
+    let a = TestNode::start(vec![]).await;
+    // b hears of nothing by itself: long timers, so only the get moves content.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path().to_path_buf(), vec![a.addr.clone()], "test");
+    cfg.sync_interval = Duration::from_secs(3600);
+    cfg.retry_interval = Duration::from_secs(3600);
+    let b_node = start_node(cfg).await;
+    let b = b_node.client();
+    assert!(eventually(DEADLINE, || async { b.peers().await.unwrap().len() == 1 }).await);
+    // Give b the record only (as gossip would), then read through b.
+    let bytes = data(5 * CHUNK_SIZE + 3, 4);
+    let record = a
+        .client
+        .store()
+        .put("movie", std::io::Cursor::new(bytes.clone()))
+        .unwrap();
+    b.store().apply(record).unwrap();
+    assert!(!b.stat("movie".into()).await.unwrap().local);
+    let download = b.get("movie".into(), None).await.unwrap();
+    assert!(!download.local);
+    assert_eq!(download.bytes().await.unwrap(), bytes);
+    assert!(
+        b.wait_for("movie", false, DEADLINE).await,
+        "the transfer completes"
+    );
+    // A range read of content that is now local.
+    let d = b
+        .get(
+            "movie".into(),
+            Some((CHUNK_SIZE as u64 - 2, CHUNK_SIZE as u64 + 2)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        d.bytes().await.unwrap(),
+        bytes[CHUNK_SIZE - 2..CHUNK_SIZE + 2]
+    );
+
+    // A key b has never heard of (written on a without gossip): b asks its peers.
+    let other = data(1234, 5);
+    a.client
+        .store()
+        .put("unannounced", std::io::Cursor::new(other.clone()))
+        .unwrap();
+    assert!(b.store().record("unannounced").unwrap().is_none());
+    assert_eq!(get(&b, "unannounced").await.unwrap(), other);
+    // And a key nobody has: not found, within the lookup bound.
+    let started = std::time::Instant::now();
+    let err = b.get("nobody-has-this".into(), None).await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(b);
+    b_node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_that_was_offline_converges_through_sync() {
+    let mut nodes = chain(3).await;
+    assert!(fully_connected(&nodes, DEADLINE).await);
+    put(&nodes[0].client, "before", data(100, 6)).await;
+    put(&nodes[0].client, "to-delete", data(200, 7)).await;
+    for n in &nodes {
+        assert!(n.client.wait_for("to-delete", false, DEADLINE).await);
+    }
+    // Node 3 goes away; writes and deletes happen without it.
+    let offline = nodes.pop().unwrap();
+    let (dir, network, _) = offline.stop().await;
+    let late = data(2 * CHUNK_SIZE + 9, 8);
+    put(&nodes[1].client, "while-away", late.clone()).await;
+    nodes[0].client.delete("to-delete".into()).await.unwrap();
+    put(&nodes[0].client, "before", data(300, 9)).await;
+    assert!(nodes[1].client.wait_for("to-delete", true, DEADLINE).await);
+    // It comes back, bootstrapping to node 1 only; gossip will not replay what it missed.
+    let back = TestNode::start_with(dir, &network, vec![nodes[0].addr.clone()]).await;
+    assert!(back.client.wait_for("while-away", false, DEADLINE).await);
+    assert!(back.client.wait_for("to-delete", true, DEADLINE).await);
+    assert_eq!(get(&back.client, "while-away").await.unwrap(), late);
+    assert!(
+        eventually(DEADLINE, || async {
+            records(&back).await == records(&nodes[0]).await
+        })
+        .await
+    );
+    assert_eq!(get(&back.client, "before").await.unwrap(), data(300, 9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitioned_groups_converge_after_healing() {
+    let nodes = chain(4).await;
+    assert!(fully_connected(&nodes, DEADLINE).await);
+    let (left, right) = nodes.split_at(2);
+    // Cut the network in two.
+    for l in left {
+        for r in right {
+            l.client.block(r.client.peer_id(), true).await.unwrap();
+            r.client.block(l.client.peer_id(), true).await.unwrap();
+        }
+    }
+    assert!(
+        eventually(DEADLINE, || async {
+            for n in &nodes {
+                if n.peer_count().await != 1 {
+                    return false;
+                }
+            }
+            true
+        })
+        .await,
+        "each node keeps only its partner"
+    );
+    put(&left[0].client, "left-only", data(10, 10)).await;
+    put(&right[0].client, "right-only", data(CHUNK_SIZE + 10, 11)).await;
+    put(&left[1].client, "contested", data(100, 12)).await;
+    put(&right[1].client, "contested", data(200, 13)).await;
+    assert!(left[0].client.wait_for("contested", false, DEADLINE).await);
+    assert!(right[0].client.wait_for("contested", false, DEADLINE).await);
+    // Heal.
+    for l in left {
+        for r in right {
+            l.client.block(r.client.peer_id(), false).await.unwrap();
+            r.client.block(l.client.peer_id(), false).await.unwrap();
+        }
+    }
+    assert!(
+        fully_connected(&nodes, DEADLINE).await,
+        "the halves reconnect"
+    );
+    let reference = &nodes[0];
+    assert!(
+        eventually(DEADLINE, || async {
+            let want = records(reference).await;
+            if want.len() != 3 {
+                return false;
+            }
+            for n in &nodes {
+                if records(n).await != want {
+                    return false;
+                }
+            }
+            true
+        })
+        .await,
+        "all nodes end with identical record sets"
+    );
+    let winner = records(reference).await["contested"].clone();
+    let expected = if winner.size == 100 {
+        data(100, 12)
+    } else {
+        data(200, 13)
+    };
+    for n in &nodes {
+        assert!(n.client.wait_for("contested", false, DEADLINE).await);
+        assert!(n.client.wait_for("right-only", false, DEADLINE).await);
+        assert_eq!(get(&n.client, "contested").await.unwrap(), expected);
+        assert_eq!(get(&n.client, "left-only").await.unwrap(), data(10, 10));
+    }
+}
+
+/// A libp2p peer that answers every chunk request with wrong bytes.
+async fn start_liar(
+    target: libp2p::Multiaddr,
+) -> (
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use dfs::protocols::fetch;
+    use futures::StreamExt;
+    use libp2p::request_response::{Event, Message};
+    use std::sync::atomic::Ordering;
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = served.clone();
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| fetch::behaviour())
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
+        .build();
+    swarm.dial(target).unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            if let libp2p::swarm::SwarmEvent::Behaviour(Event::Message {
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            }) = swarm.select_next_some().await
+            {
+                let response = match request {
+                    fetch::Request::Chunk { .. } => {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        fetch::Response::Chunk {
+                            data: vec![0xAB; CHUNK_SIZE],
+                        }
+                    }
+                    _ => fetch::Response::NotFound,
+                };
+                let _ = swarm.behaviour_mut().send_response(channel, response);
+            }
+        }
+    });
+    (task, served)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn corrupt_chunks_from_a_liar_do_not_corrupt_the_receiver() {
+    let honest = TestNode::start(vec![]).await;
+    let victim = TestNode::start(vec![honest.addr.clone()]).await;
+    assert!(eventually(DEADLINE, || async { victim.peer_count().await == 1 }).await);
+    let (liar, served) = start_liar(victim.addr.clone()).await;
+    assert!(eventually(DEADLINE, || async { victim.peer_count().await == 2 }).await);
+    let bytes = data(12 * CHUNK_SIZE + 5, 14);
+    put(&honest.client, "precious", bytes.clone()).await;
+    assert!(victim.client.wait_for("precious", false, DEADLINE).await);
+    assert_eq!(get(&victim.client, "precious").await.unwrap(), bytes);
+    assert!(
+        served.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "the liar was asked for at least one chunk, so the test exercised it"
+    );
+    liar.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_of_equal_record_sets_sends_only_a_digest() {
+    // Tombstones are real records and need no content; tmpfs keeps 20,000 commits quick.
+    let base = if std::path::Path::new("/dev/shm").is_dir() {
+        "/dev/shm"
+    } else {
+        "/tmp"
+    };
+    let dirs = [
+        tempfile::tempdir_in(base).unwrap(),
+        tempfile::tempdir_in(base).unwrap(),
+    ];
+    let author = libp2p::PeerId::random().to_bytes();
+    let now = dfs::record::wall_ms() << 16;
+    let records: Vec<Record> = (0..10_000)
+        .map(|i| Record {
+            key: format!("key-{i}"),
+            cid: None,
+            size: 0,
+            time: now + i,
+            author: author.clone(),
+        })
+        .collect();
+    let a = start_node(config(dirs[0].path().into(), vec![], "test")).await;
+    let (ac, bc) = {
+        let ac = a.client();
+        let b_addr = ac.info().await.unwrap().addrs[0].clone();
+        let b = start_node(config(dirs[1].path().into(), vec![], "test")).await;
+        let bc = b.client();
+        for (c, rs) in [(&ac, records.clone()), (&bc, records.clone())] {
+            let store = c.store().clone();
+            tokio::task::spawn_blocking(move || store.apply_batch(rs).unwrap())
+                .await
+                .unwrap();
+        }
+        assert_eq!(ac.store().sync_leaves(), bc.store().sync_leaves());
+        bc.dial(b_addr).await.unwrap();
+        std::mem::forget(b); // kept running until the end of the test process
+        (ac, bc)
+    };
+    // Both sides start a session when they identify each other, then every second.
+    assert!(
+        eventually(DEADLINE, || async {
+            ac.sync_stats().snapshot()[0] >= 2 && bc.sync_stats().snapshot()[0] >= 2
+        })
+        .await
+    );
+    for c in [&ac, &bc] {
+        let [sessions, requests, sent, received, records_sent, records_received] =
+            c.sync_stats().snapshot();
+        assert_eq!(requests, sessions, "one request (the root) per session");
+        assert!(
+            sent <= 16 * sessions,
+            "{sent} bytes sent in {sessions} sessions"
+        );
+        assert!(received <= 32 * sessions, "{received} bytes received");
+        assert_eq!(records_sent + records_received, 0);
+    }
+    // One record differs: about one record is exchanged.
+    let before = ac.sync_stats().snapshot();
+    let before_b = bc.sync_stats().snapshot();
+    let extra = Record {
+        key: "one-more".into(),
+        cid: None,
+        size: 0,
+        time: now + 20_000,
+        author: author.clone(),
+    };
+    ac.store().apply(extra).unwrap();
+    assert!(
+        eventually(DEADLINE, || async {
+            bc.store().record("one-more").unwrap().is_some()
+        })
+        .await
+    );
+    let after = ac.sync_stats().snapshot();
+    let after_b = bc.sync_stats().snapshot();
+    let moved = (after[4] - before[4])
+        + (after[5] - before[5])
+        + (after_b[4] - before_b[4])
+        + (after_b[5] - before_b[5]);
+    assert!(moved <= 2, "about one record exchanged, not {moved}");
+    let bytes = (after[2] - before[2])
+        + (after[3] - before[3])
+        + (after_b[2] - before_b[2])
+        + (after_b[3] - before_b[3]);
+    assert!(
+        bytes < 8 * 1024,
+        "{bytes} bytes to settle one record among 10,000"
+    );
+    drop(a);
+}

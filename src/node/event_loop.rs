@@ -34,10 +34,14 @@ const ANNOUNCE_MIN_GAP: Duration = Duration::from_millis(500);
 /// How long start-up waits for the listeners to report their addresses.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Inbound requests of one peer being answered at once; more are refused with an error, so
+/// that one peer's flood cannot starve the others.
+const MAX_INBOUND_PER_PEER: usize = 48;
+
 /// A response computed off the loop, to be sent on its channel.
 enum Reply {
-    Fetch(ResponseChannel<fetch::Response>, fetch::Response),
-    Sync(ResponseChannel<sync::Response>, sync::Response),
+    Fetch(PeerId, ResponseChannel<fetch::Response>, fetch::Response),
+    Sync(PeerId, ResponseChannel<sync::Response>, sync::Response),
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +65,7 @@ pub(crate) struct EventLoop {
     replies: mpsc::Receiver<Reply>,
     replies_tx: mpsc::Sender<Reply>,
     inbound_work: Arc<Semaphore>,
+    inbound_per_peer: HashMap<PeerId, usize>,
     pending_fetch: HashMap<OutboundRequestId, oneshot::Sender<Result<fetch::Response, Error>>>,
     pending_sync: HashMap<OutboundRequestId, oneshot::Sender<Result<sync::Response, Error>>>,
     discovery: Discovery,
@@ -166,6 +171,7 @@ impl EventLoop {
             replies,
             replies_tx,
             inbound_work: Arc::new(Semaphore::new(MAX_INBOUND_WORK)),
+            inbound_per_peer: HashMap::new(),
             pending_fetch: HashMap::new(),
             pending_sync: HashMap::new(),
             records_topic,
@@ -421,15 +427,39 @@ impl EventLoop {
         }
     }
 
+    /// Counts an inbound request of `peer`; false when the peer has too many in progress.
+    fn admit(&mut self, peer: PeerId) -> bool {
+        let n = self.inbound_per_peer.entry(peer).or_default();
+        if *n >= MAX_INBOUND_PER_PEER {
+            tracing::debug!(%peer, "refusing a request: too many in progress from this peer");
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release(&mut self, peer: PeerId) {
+        if let Some(n) = self.inbound_per_peer.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.inbound_per_peer.remove(&peer);
+            }
+        }
+    }
+
     fn on_reply(&mut self, reply: Reply) {
+        let peer = match &reply {
+            Reply::Fetch(p, ..) | Reply::Sync(p, ..) => *p,
+        };
+        self.release(peer);
         let sent = match reply {
-            Reply::Fetch(channel, response) => self
+            Reply::Fetch(_, channel, response) => self
                 .swarm
                 .behaviour_mut()
                 .fetch
                 .send_response(channel, response)
                 .is_ok(),
-            Reply::Sync(channel, response) => self
+            Reply::Sync(_, channel, response) => self
                 .swarm
                 .behaviour_mut()
                 .sync
@@ -625,6 +655,13 @@ impl EventLoop {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
+                    if !self.admit(peer) {
+                        let busy = fetch::Response::Error {
+                            message: "busy: too many requests in progress".into(),
+                        };
+                        let _ = self.swarm.behaviour_mut().fetch.send_response(channel, busy);
+                        return;
+                    }
                     let store = self.store.clone();
                     let tx = self.replies_tx.clone();
                     let work = self.inbound_work.clone();
@@ -635,7 +672,7 @@ impl EventLoop {
                             .unwrap_or_else(|e| fetch::Response::Error {
                                 message: e.to_string(),
                             });
-                        let _ = tx.send(Reply::Fetch(channel, response)).await;
+                        let _ = tx.send(Reply::Fetch(peer, channel, response)).await;
                     });
                     tracing::trace!(%peer, "fetch request");
                 }
@@ -674,6 +711,13 @@ impl EventLoop {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
+                    if !self.admit(peer) {
+                        let busy = sync::Response::Error {
+                            message: "busy: too many requests in progress".into(),
+                        };
+                        let _ = self.swarm.behaviour_mut().sync.send_response(channel, busy);
+                        return;
+                    }
                     let responder = anti_entropy::Responder {
                         store: self.store.clone(),
                         replicator: self.replicator.clone(),
@@ -685,7 +729,7 @@ impl EventLoop {
                     tokio::spawn(async move {
                         let _permit = work.acquire_owned().await;
                         let response = responder.serve(request).await;
-                        let _ = tx.send(Reply::Sync(channel, response)).await;
+                        let _ = tx.send(Reply::Sync(peer, channel, response)).await;
                     });
                 }
                 request_response::Message::Response {

@@ -659,7 +659,11 @@ impl EventLoop {
                         let busy = fetch::Response::Error {
                             message: "busy: too many requests in progress".into(),
                         };
-                        let _ = self.swarm.behaviour_mut().fetch.send_response(channel, busy);
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .fetch
+                            .send_response(channel, busy);
                         return;
                     }
                     let store = self.store.clone();

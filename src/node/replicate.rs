@@ -31,6 +31,8 @@ const MAX_PENDING_WRITES: usize = 16;
 const MAX_STALLS: u32 = 10;
 /// Pause between two such looks.
 const STALL_PAUSE: Duration = Duration::from_millis(500);
+/// How often a running transfer looks for newly connected peers to fetch from.
+const PEER_REFRESH: Duration = Duration::from_secs(1);
 /// Most peer hints remembered.
 const MAX_HINTS: usize = 4096;
 
@@ -412,7 +414,12 @@ impl<'a> Transfer<'a> {
         let mut pending_writes = 0usize;
         let mut written = 0u64;
         let mut stalls = 0u32;
+        let mut refreshed = tokio::time::Instant::now();
         loop {
+            if refreshed.elapsed() >= PEER_REFRESH {
+                refreshed = tokio::time::Instant::now();
+                self.refresh_peers().await?;
+            }
             // Fill the pipeline.
             let mut i = 0;
             while i < queue.len() && pending_writes < MAX_PENDING_WRITES {

@@ -177,16 +177,31 @@ pub struct NodeArgs {
     #[arg(long, env = "DFS_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Address to listen on for peers (repeatable) [default: /ip4/0.0.0.0/tcp/4001]
-    #[arg(long, env = "DFS_LISTEN", value_name = "MULTIADDR", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "DFS_LISTEN",
+        value_name = "MULTIADDR",
+        value_delimiter = ','
+    )]
     listen: Vec<Multiaddr>,
     /// A known peer to join through (repeatable), e.g. /ip4/1.2.3.4/tcp/4001/p2p/12D3KooW...
-    #[arg(long, env = "DFS_BOOTSTRAP", value_name = "MULTIADDR", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "DFS_BOOTSTRAP",
+        value_name = "MULTIADDR",
+        value_delimiter = ','
+    )]
     bootstrap: Vec<Multiaddr>,
     /// Address of the local HTTP API; port 0 picks a free port.
     #[arg(long, env = "DFS_API", value_name = "HOST:PORT", default_value = crate::api::DEFAULT_ADDR)]
     api: SocketAddr,
     /// Name of the network; nodes of different networks never exchange data.
-    #[arg(long, env = "DFS_NETWORK", value_name = "NAME", default_value = "default")]
+    #[arg(
+        long,
+        env = "DFS_NETWORK",
+        value_name = "NAME",
+        default_value = "default"
+    )]
     network: String,
     /// Allow the API on a non-loopback address (anyone who can reach it and has the token
     /// controls the node).
@@ -493,8 +508,8 @@ async fn copy(
 ) -> Result<()> {
     let mut total = 0u64;
     while let Some(chunk) = body.next().await {
-        let chunk = chunk
-            .map_err(|e| Error::Failed(format!("transfer failed: {}", error_chain(&e))))?;
+        let chunk =
+            chunk.map_err(|e| Error::Failed(format!("transfer failed: {}", error_chain(&e))))?;
         out.write_all(&chunk).await.map_err(write_error)?;
         total += chunk.len() as u64;
         bar.inc(chunk.len() as u64);
@@ -602,9 +617,8 @@ async fn run_node(args: NodeArgs) -> Result<()> {
     let url = format!("http://{api_addr}");
     let api_file = dir.join(crate::api::API_FILE);
     let written = write_atomic(&dir, &api_file, &format!("{url}\n"));
-    let mut result = written.map_err(|e| {
-        Error::Usage(format!("cannot write {}: {e}", api_file.display()))
-    });
+    let mut result =
+        written.map_err(|e| Error::Usage(format!("cannot write {}: {e}", api_file.display())));
     if result.is_ok() {
         tracing::info!(%url, "API ready");
         tokio::select! {
@@ -629,7 +643,11 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         }
     }
     let _ = stop_tx.send(());
-    if !server.is_finished() && tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err() {
+    if !server.is_finished()
+        && tokio::time::timeout(SHUTDOWN_GRACE, &mut server)
+            .await
+            .is_err()
+    {
         tracing::warn!("requests still running after the grace period; closing them");
         server.abort();
     }

@@ -19,7 +19,10 @@ const INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs the demo with `n` nodes; an error names the step that failed.
 pub async fn run(n: usize) -> anyhow::Result<()> {
-    ensure!((2..=20).contains(&n), "the demo runs 2 to 20 nodes, not {n}");
+    ensure!(
+        (2..=20).contains(&n),
+        "the demo runs 2 to 20 nodes, not {n}"
+    );
     let started = Instant::now();
     let mut nodes = Vec::with_capacity(n);
     let mut dirs = Vec::with_capacity(n);
@@ -39,7 +42,10 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
             if let Some(prev) = nodes.last() {
                 let prev: &Node = prev;
                 let info = prev.client().info().await?;
-                let addr = info.addrs.first().context("the previous node has no address")?;
+                let addr = info
+                    .addrs
+                    .first()
+                    .context("the previous node has no address")?;
                 config.bootstrap = vec![addr.clone()];
             }
             let node = Node::start(config)
@@ -58,7 +64,10 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
     }
     drop(dirs);
     result?;
-    println!("done in {:.1?}: nodes stopped, temporary data removed", started.elapsed());
+    println!(
+        "done in {:.1?}: nodes stopped, temporary data removed",
+        started.elapsed()
+    );
     Ok(())
 }
 
@@ -81,7 +90,11 @@ async fn steps(clients: &[Client]) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    println!("every node is connected to the {} others ({})", n - 1, ms(t));
+    println!(
+        "every node is connected to the {} others ({})",
+        n - 1,
+        ms(t)
+    );
 
     let mut data = vec![0u8; FILE_SIZE];
     rand::thread_rng().fill_bytes(&mut data);
@@ -109,7 +122,10 @@ async fn steps(clients: &[Client]) -> anyhow::Result<()> {
         .get(key.clone(), None)
         .await
         .with_context(|| format!("get on node {n}"))?;
-    let bytes = download.bytes().await.with_context(|| format!("reading on node {n}"))?;
+    let bytes = download
+        .bytes()
+        .await
+        .with_context(|| format!("reading on node {n}"))?;
     ensure!(
         bytes.len() == FILE_SIZE && blake3::hash(&bytes) == hash,
         "node {n} returned different bytes ({} bytes)",
@@ -123,7 +139,10 @@ async fn steps(clients: &[Client]) -> anyhow::Result<()> {
     );
 
     let t = Instant::now();
-    clients[0].delete(key.clone()).await.context("delete on node 1")?;
+    clients[0]
+        .delete(key.clone())
+        .await
+        .context("delete on node 1")?;
     println!("rm {key} on node 1");
     wait_all(clients, &key, true, t, "delete reached").await?;
     Ok(())

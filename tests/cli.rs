@@ -81,7 +81,12 @@ impl TestNode {
             .arg(dir.path().join("data"))
             .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"])
             .args(["--network", network])
-            .args(["--announce-interval-ms", "500", "--sync-interval-ms", "1000"])
+            .args([
+                "--announce-interval-ms",
+                "500",
+                "--sync-interval-ms",
+                "1000",
+            ])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
@@ -216,7 +221,10 @@ fn three_nodes_put_get_ls_stat_peers_id_and_rm() {
     let copy = work.path().join("copy.bin");
     let out = c.run(&["get", "big.bin", "-o", copy.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(std::fs::read(&copy).unwrap() == content, "get -o gave other bytes");
+    assert!(
+        std::fs::read(&copy).unwrap() == content,
+        "get -o gave other bytes"
+    );
     let out = c.run(&["get", "big.bin"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(out.stdout == content, "get to stdout gave other bytes");
@@ -254,7 +262,10 @@ fn three_nodes_put_get_ls_stat_peers_id_and_rm() {
         assert_eq!(stat["content_id"], Value::Null);
         assert_eq!(stat["author"], ids[1]);
         assert_eq!(n.json(&["ls", "--json"]), serde_json::json!([]));
-        assert_eq!(n.json(&["ls", "--json", "--all"]).as_array().unwrap().len(), 1);
+        assert_eq!(
+            n.json(&["ls", "--json", "--all"]).as_array().unwrap().len(),
+            1
+        );
         assert!(stdout(&n.run(&["ls", "--all"])).contains("deleted"));
         let out = n.run(&["get", "big.bin"]);
         assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -311,12 +322,18 @@ async fn range_requests_return_the_right_bytes() {
         );
         assert_eq!(res.content_length(), Some(end - start), "{range}");
         let body = res.bytes().await.unwrap();
-        assert!(body == content[start as usize..end as usize], "{range}: wrong bytes");
+        assert!(
+            body == content[start as usize..end as usize],
+            "{range}: wrong bytes"
+        );
     }
 
     let res = get(Some(&format!("bytes={len}-"))).await.unwrap();
     assert_eq!(res.status(), 416);
-    assert_eq!(res.headers()["content-range"], format!("bytes */{len}").as_str());
+    assert_eq!(
+        res.headers()["content-range"],
+        format!("bytes */{len}").as_str()
+    );
     let body: Value = res.json().await.unwrap();
     assert!(body["error"].is_string());
     let res = get(Some("bytes=9-3")).await.unwrap();
@@ -340,7 +357,10 @@ async fn range_requests_return_the_right_bytes() {
         .await
         .unwrap();
     assert_eq!(stat["key"], "dir/with space");
-    assert_eq!(format!("\"{}\"", stat["content_id"].as_str().unwrap()), etag);
+    assert_eq!(
+        format!("\"{}\"", stat["content_id"].as_str().unwrap()),
+        etag
+    );
     let res = http
         .get(format!("{}/v1/files/missing", node.url()))
         .bearer_auth(&token)
@@ -348,7 +368,10 @@ async fn range_requests_return_the_right_bytes() {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
-    assert_eq!(res.json::<Value>().await.unwrap()["error"], "not found: missing");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "not found: missing"
+    );
     let res = http
         .get(format!("{}/v1/files/%FF", node.url()))
         .bearer_auth(&token)
@@ -356,7 +379,11 @@ async fn range_requests_return_the_right_bytes() {
         .await
         .unwrap();
     assert_eq!(res.status(), 400);
-    let res = http.get(format!("{}/v1/health", node.url())).send().await.unwrap();
+    let res = http
+        .get(format!("{}/v1/health", node.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
 }
 
@@ -392,10 +419,17 @@ fn stale_api_file_exits_2_within_a_second() {
             .arg(dir.path())
             .output()
             .unwrap();
-        assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         let err = stderr(&out);
-        assert!(err.contains("cannot reach") && err.contains("dfs node"), "{err}");
+        assert!(
+            err.contains("cannot reach") && err.contains("dfs node"),
+            "{err}"
+        );
     }
 }
 
@@ -574,7 +608,9 @@ fn demo_runs_three_nodes() {
 
 #[test]
 fn help_has_examples() {
-    for sub in ["node", "put", "get", "rm", "ls", "stat", "peers", "id", "demo"] {
+    for sub in [
+        "node", "put", "get", "rm", "ls", "stat", "peers", "id", "demo",
+    ] {
         let out = dfs().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success());
         assert!(stdout(&out).contains("Example"), "dfs {sub} --help");

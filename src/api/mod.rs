@@ -110,14 +110,20 @@ pub fn router(client: Client, token: String) -> Router {
         .route("/v1/files", get(list))
         .route(
             "/v1/files/{*key}",
-            get(get_file).head(head_file).put(put_file).delete(delete_file),
+            get(get_file)
+                .head(head_file)
+                .put(put_file)
+                .delete(delete_file),
         )
         .route("/v1/stat/{*key}", get(stat))
         .route("/v1/peers", get(peers))
         .route("/v1/id", get(id))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
-        .route("/v1/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/v1/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
         .merge(authed)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
@@ -192,7 +198,8 @@ fn key_of(uri: &Uri, prefix: &str) -> Result<String> {
         .decode_utf8()
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid key: not UTF-8"))?
         .into_owned();
-    crate::record::validate_key(&key).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    crate::record::validate_key(&key)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     Ok(key)
 }
 

@@ -9,14 +9,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const DFS: &str = env!("CARGO_BIN_EXE_dfs");
+/// The binary under test; `DFS_TEST_BIN` overrides it (useful when several checkouts share one
+/// target dir and another build may replace `target/debug/dfs` while the tests run).
+fn dfs_bin() -> String {
+    std::env::var("DFS_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_dfs").to_string())
+}
 /// How long a node may take to start, and a cluster to converge.
 const DEADLINE: Duration = Duration::from_secs(30);
 const MIB: usize = 1 << 20;
 
 /// A `dfs` command with none of the caller's DFS_* settings.
 fn dfs() -> Command {
-    let mut c = Command::new(DFS);
+    let mut c = Command::new(dfs_bin());
     for v in [
         "DFS_DATA_DIR",
         "DFS_API",
@@ -379,6 +383,18 @@ async fn range_requests_return_the_right_bytes() {
         .await
         .unwrap();
     assert_eq!(res.status(), 400);
+    let res = http
+        .put(format!("{}/v1/files/", node.url()))
+        .bearer_auth(&token)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "invalid key: the key is empty"
+    );
     let res = http
         .get(format!("{}/v1/health", node.url()))
         .send()

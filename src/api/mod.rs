@@ -106,16 +106,19 @@ pub fn router(client: Client, token: String) -> Router {
         client,
         token: token.into(),
     };
+    let file = || {
+        get(get_file)
+            .head(head_file)
+            .put(put_file)
+            .delete(delete_file)
+    };
     let authed = Router::new()
         .route("/v1/files", get(list))
-        .route(
-            "/v1/files/{*key}",
-            get(get_file)
-                .head(head_file)
-                .put(put_file)
-                .delete(delete_file),
-        )
+        .route("/v1/files/{*key}", file())
+        // An empty key: answered "invalid key" rather than "no such endpoint".
+        .route("/v1/files/", file())
         .route("/v1/stat/{*key}", get(stat))
+        .route("/v1/stat/", get(stat))
         .route("/v1/peers", get(peers))
         .route("/v1/id", get(id))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));

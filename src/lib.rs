@@ -10,6 +10,13 @@
 //! - [`node`]: the running peer: one task owns the libp2p swarm; a cloneable [`node::Client`]
 //!   talks to it. Replication, anti-entropy and downloads live here.
 //! - [`identity`]: the persisted ed25519 keypair.
+//! - [`api`]: the local HTTP API (axum, loopback, bearer token), a thin layer over
+//!   [`node::Client`], and the HTTP client the CLI uses.
+//! - [`cli`]: the command line (clap) and its commands, a thin layer over the API.
+//! - [`demo`]: `dfs demo`, a local cluster in one process.
+pub mod api;
+pub mod cli;
+pub mod demo;
 pub mod identity;
 pub mod node;
 pub mod protocols;

@@ -1,1 +1,21 @@
-fn main() {}
+//! The `dfs` binary: parses the command line, runs it with [`dfs::cli::run`], and maps the
+//! outcome to an exit code (0 success, 1 operation failed, 2 usage or connection error).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use dfs::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return ExitCode::from(cli::usage_error(e)),
+    };
+    match cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

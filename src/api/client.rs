@@ -1,0 +1,277 @@
+//! The HTTP client of the local API that the CLI uses, and how it finds a node: `--api`,
+//! `DFS_API`, or the `api` file in the data dir; the token from `--token`, `DFS_API_TOKEN` or
+//! the data dir's `api-token`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::json::{ErrorBody, FileStat, Id, Peer};
+use super::{API_FILE, TOKEN_FILE};
+
+/// How long connecting to the node may take: a dead node is reported, never waited for.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a call to the API failed. [`Error::is_connection`] tells usage and connection problems
+/// (exit code 2) from failed operations (exit code 1).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "no node is running for data dir {dir} (no api file); start one with `dfs node --data-dir {dir}`, or point to one with --api"
+    )]
+    NoNode { dir: String },
+    #[error("cannot read {path}: {source}")]
+    ApiFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot reach the node at {url} ({reason}); is it running? start one with `dfs node --data-dir {dir}`"
+    )]
+    Unreachable {
+        url: String,
+        dir: String,
+        reason: String,
+    },
+    #[error(
+        "the node at {url} refused the API token; use the token in its data dir's api-token file (--data-dir, --token or DFS_API_TOKEN)"
+    )]
+    Unauthorized { url: String },
+    #[error("{message}")]
+    NotFound { message: String },
+    #[error("{message}")]
+    Rejected { status: StatusCode, message: String },
+    #[error("transfer failed: {0}")]
+    Transfer(String),
+}
+
+impl Error {
+    /// True for errors about reaching or using the node (exit code 2), rather than about the
+    /// operation itself.
+    pub fn is_connection(&self) -> bool {
+        matches!(
+            self,
+            Error::NoNode { .. }
+                | Error::ApiFile { .. }
+                | Error::Unreachable { .. }
+                | Error::Unauthorized { .. }
+        )
+    }
+}
+
+/// A connection to one node's API.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    base: String,
+    token: Option<String>,
+    /// The data dir shown in hints.
+    dir: String,
+    http: reqwest::Client,
+}
+
+/// The default data dir: `DFS_DATA_DIR` is read by clap; this is the platform's data dir.
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("dfs")
+}
+
+/// Turns `HOST:PORT` or a URL into a base URL without a trailing slash.
+fn base_url(api: &str) -> String {
+    let api = api.trim().trim_end_matches('/');
+    if api.contains("://") {
+        api.to_string()
+    } else {
+        format!("http://{api}")
+    }
+}
+
+impl ApiClient {
+    /// Finds the node: `api` (from `--api` or `DFS_API`) if given, else the api file in
+    /// `data_dir`. The token is `token` if given, else the data dir's `api-token` file.
+    pub fn discover(
+        api: Option<&str>,
+        data_dir: &Path,
+        token: Option<String>,
+    ) -> Result<ApiClient, Error> {
+        let dir = data_dir.display().to_string();
+        let base = match api {
+            Some(a) => base_url(a),
+            None => {
+                let path = data_dir.join(API_FILE);
+                match std::fs::read_to_string(&path) {
+                    Ok(s) if !s.trim().is_empty() => base_url(&s),
+                    Ok(_) => return Err(Error::NoNode { dir }),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(Error::NoNode { dir })
+                    }
+                    Err(source) => {
+                        return Err(Error::ApiFile {
+                            path: path.display().to_string(),
+                            source,
+                        })
+                    }
+                }
+            }
+        };
+        let token = token.or_else(|| {
+            std::fs::read_to_string(data_dir.join(TOKEN_FILE))
+                .ok()
+                .map(|t| t.trim().to_string())
+        });
+        Ok(ApiClient::new(base, token, dir))
+    }
+
+    /// A client of the API at `base` (a URL).
+    pub fn new(base: String, token: Option<String>, dir: String) -> ApiClient {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .no_proxy()
+            .build()
+            .expect("a plain HTTP client builds");
+        ApiClient {
+            base,
+            token,
+            dir,
+            http,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// Sends a request; maps connection failures and error answers to [`Error`].
+    async fn send(&self, req: RequestBuilder) -> Result<Response, Error> {
+        let res = req.send().await.map_err(|e| self.unreachable(e))?;
+        let status = res.status();
+        if status.is_success() {
+            return Ok(res);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(Error::Unauthorized {
+                url: self.base.clone(),
+            });
+        }
+        let message = match res.json::<ErrorBody>().await {
+            Ok(b) => b.error,
+            Err(_) => format!("the node answered {status}"),
+        };
+        if status == StatusCode::NOT_FOUND {
+            Err(Error::NotFound { message })
+        } else {
+            Err(Error::Rejected { status, message })
+        }
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> Error {
+        if e.is_connect() || e.is_timeout() || e.is_builder() {
+            let reason = if e.is_timeout() {
+                "connection timed out".to_string()
+            } else if e.is_builder() {
+                "bad API address".to_string()
+            } else {
+                "connection refused".to_string()
+            };
+            Error::Unreachable {
+                url: self.base.clone(),
+                dir: self.dir.clone(),
+                reason,
+            }
+        } else {
+            Error::Transfer(error_chain(&e))
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, Error> {
+        self.send(req)
+            .await?
+            .json()
+            .await
+            .map_err(|e| Error::Transfer(error_chain(&e)))
+    }
+
+    /// `PUT /v1/files/{key}`: stores `body` (of `len` bytes, if known) under `key`.
+    pub async fn put(
+        &self,
+        key: &str,
+        body: reqwest::Body,
+        len: Option<u64>,
+    ) -> Result<FileStat, Error> {
+        let mut req = self.request(Method::PUT, &file_path(key)).body(body);
+        if let Some(n) = len {
+            req = req.header(reqwest::header::CONTENT_LENGTH, n);
+        }
+        self.json(req).await
+    }
+
+    /// `GET /v1/files/{key}`: the response, whose body streams the content.
+    pub async fn get(&self, key: &str) -> Result<Response, Error> {
+        self.send(self.request(Method::GET, &file_path(key))).await
+    }
+
+    /// `DELETE /v1/files/{key}`: the tombstone.
+    pub async fn delete(&self, key: &str) -> Result<FileStat, Error> {
+        self.json(self.request(Method::DELETE, &file_path(key)))
+            .await
+    }
+
+    pub async fn stat(&self, key: &str) -> Result<FileStat, Error> {
+        self.json(self.request(Method::GET, &format!("/v1/stat/{}", encode(key))))
+            .await
+    }
+
+    /// Every record, tombstones included.
+    pub async fn list(&self) -> Result<Vec<FileStat>, Error> {
+        self.json(self.request(Method::GET, "/v1/files")).await
+    }
+
+    pub async fn peers(&self) -> Result<Vec<Peer>, Error> {
+        self.json(self.request(Method::GET, "/v1/peers")).await
+    }
+
+    pub async fn id(&self) -> Result<Id, Error> {
+        self.json(self.request(Method::GET, "/v1/id")).await
+    }
+}
+
+/// Characters left as they are in a key in a URL path: RFC 3986 unreserved.
+const KEY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A key, percent-encoded for a URL path (every `/` too).
+pub fn encode(key: &str) -> String {
+    percent_encoding::utf8_percent_encode(key, KEY).to_string()
+}
+
+fn file_path(key: &str) -> String {
+    format!("/v1/files/{}", encode(key))
+}
+
+/// An error with its causes, on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
+}

@@ -1,0 +1,99 @@
+//! The JSON shapes of the local API, shared by the server, the CLI's `--json` output and the
+//! API client. They are a stable interface, documented in `docs/API.md`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::node::{NodeInfo, PeerInfo};
+use crate::store::Stat;
+
+/// One key's metadata: `GET /v1/stat/{key}`, an element of `GET /v1/files`, and the answer of
+/// `PUT` and `DELETE` on `/v1/files/{key}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStat {
+    pub key: String,
+    /// Size in bytes (0 for a tombstone).
+    pub size: u64,
+    /// Hex BLAKE3 content id; `null` for a tombstone.
+    pub content_id: Option<String>,
+    /// The record's version (a hybrid logical clock value).
+    pub version: u64,
+    /// Peer id (base58) of the node that wrote this version.
+    pub author: String,
+    /// True when the whole content is verified and stored on this node.
+    pub local: bool,
+    /// True when the record is a tombstone (the key was deleted).
+    pub deleted: bool,
+}
+
+impl From<&Stat> for FileStat {
+    fn from(s: &Stat) -> FileStat {
+        let r = &s.record;
+        FileStat {
+            key: r.key.clone(),
+            size: r.size,
+            content_id: r.cid.map(|c| c.to_hex()),
+            version: r.time,
+            author: r
+                .author_peer()
+                .map(|p| p.to_base58())
+                .unwrap_or_else(|| hex::encode(&r.author)),
+            local: s.local,
+            deleted: r.is_tombstone(),
+        }
+    }
+}
+
+impl FileStat {
+    /// The state column of `dfs ls`: `local`, `remote` or `deleted`.
+    pub fn state(&self) -> &'static str {
+        if self.deleted {
+            "deleted"
+        } else if self.local {
+            "local"
+        } else {
+            "remote"
+        }
+    }
+}
+
+/// `GET /v1/id` and `dfs id --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Id {
+    pub peer_id: String,
+    /// Listen addresses, each a full multiaddr ending in `/p2p/<peer id>`.
+    pub addrs: Vec<String>,
+}
+
+impl From<&NodeInfo> for Id {
+    fn from(i: &NodeInfo) -> Id {
+        Id {
+            peer_id: i.peer_id.to_base58(),
+            addrs: i.addrs.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+}
+
+/// An element of `GET /v1/peers` and `dfs peers --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    /// The peer's identify agent version (`dfs/<version>`), if known yet.
+    pub agent: Option<String>,
+}
+
+impl From<&PeerInfo> for Peer {
+    fn from(p: &PeerInfo) -> Peer {
+        Peer {
+            peer_id: p.peer_id.to_base58(),
+            addrs: p.addrs.iter().map(|a| a.to_string()).collect(),
+            agent: p.agent.clone(),
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}

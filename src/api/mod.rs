@@ -1,0 +1,394 @@
+//! The local HTTP API: a thin axum layer over [`node::Client`](crate::node::Client), on
+//! loopback, with a bearer token on every request. Bodies stream both ways with bounded memory.
+//! Every endpoint is documented in `docs/API.md`.
+//!
+//! - [`json`]: the JSON shapes of requests and answers (also the CLI's `--json` output).
+//! - [`range`]: the `Range` header.
+//! - [`client`]: the HTTP client the CLI uses, and how it finds a node and its token.
+
+pub mod client;
+pub mod json;
+pub mod range;
+
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::{Stream, StreamExt, TryStreamExt};
+
+use crate::node::{self, Client};
+use crate::store::StoreError;
+use json::{ErrorBody, FileStat, Id, Peer};
+
+/// Name of the file in the data dir that holds the API URL while a node runs.
+pub const API_FILE: &str = "api";
+/// Name of the file in the data dir that holds the API token.
+pub const TOKEN_FILE: &str = "api-token";
+/// Default address of the API.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:5001";
+
+/// An error answer: a status and a JSON `{"error": "..."}` body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    /// The file size, for the `Content-Range` of a 416.
+    size: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            size: None,
+        }
+    }
+}
+
+impl From<node::Error> for ApiError {
+    fn from(e: node::Error) -> ApiError {
+        let status = match &e {
+            e if e.is_not_found() => StatusCode::NOT_FOUND,
+            node::Error::Store(StoreError::Invalid(_)) => StatusCode::BAD_REQUEST,
+            node::Error::Store(StoreError::Io(io)) if io.kind() == io::ErrorKind::InvalidInput => {
+                StatusCode::RANGE_NOT_SATISFIABLE
+            }
+            node::Error::Store(StoreError::Incomplete(_)) | node::Error::Stopped => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::warn!(cause = %e, "request failed");
+        }
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response();
+        if let Some(size) = self.size {
+            res.headers_mut()
+                .insert(header::CONTENT_RANGE, value(format!("bytes */{size}")));
+        }
+        res
+    }
+}
+
+type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+#[derive(Clone)]
+struct Api {
+    client: Client,
+    token: Arc<str>,
+}
+
+/// The API's routes over a node's client, requiring `token` as a bearer token.
+pub fn router(client: Client, token: String) -> Router {
+    let state = Api {
+        client,
+        token: token.into(),
+    };
+    let file = || {
+        get(get_file)
+            .head(head_file)
+            .put(put_file)
+            .delete(delete_file)
+    };
+    let authed = Router::new()
+        .route("/v1/files", get(list))
+        .route("/v1/files/{*key}", file())
+        // An empty key: answered "invalid key" rather than "no such endpoint".
+        .route("/v1/files/", file())
+        .route("/v1/stat/{*key}", get(stat))
+        .route("/v1/stat/", get(stat))
+        .route("/v1/peers", get(peers))
+        .route("/v1/id", get(id))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route(
+            "/v1/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .merge(authed)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then finishes the requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    client: Client,
+    token: String,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(listener, router(client, token))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Reads the API token from `<data dir>/api-token`, creating it (32 random bytes, hex, mode
+/// 0600) if it does not exist.
+pub fn load_or_create_token(data_dir: &Path) -> io::Result<String> {
+    use rand::RngCore;
+    let path = data_dir.join(TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let token = hex::encode(bytes);
+    let mut tmp = tempfile::NamedTempFile::new_in(data_dir)?;
+    // NamedTempFile creates the file with mode 0600 on unix.
+    io::Write::write_all(&mut tmp, format!("{token}\n").as_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(&path).map_err(|e| e.error)?;
+    Ok(token)
+}
+
+/// Checks the bearer token (in constant time).
+async fn auth(State(api): State<Api>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let expected = api.token.as_bytes();
+    let same = given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        let mut res = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong API token (see <data dir>/api-token)",
+        )
+        .into_response();
+        res.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return res;
+    }
+    next.run(req).await
+}
+
+/// The key of a `/v1/<prefix>/{key}` path: percent-decoded, UTF-8, valid as a key.
+fn key_of(uri: &Uri, prefix: &str) -> Result<String> {
+    let raw = uri.path().strip_prefix(prefix).unwrap_or_default();
+    let key = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid key: not UTF-8"))?
+        .into_owned();
+    crate::record::validate_key(&key)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    Ok(key)
+}
+
+fn value(s: String) -> HeaderValue {
+    HeaderValue::from_str(&s).expect("ASCII header value")
+}
+
+async fn list(State(api): State<Api>) -> Result<Json<Vec<FileStat>>> {
+    let all = api.client.list().await?;
+    Ok(Json(all.iter().map(FileStat::from).collect()))
+}
+
+async fn stat(State(api): State<Api>, uri: Uri) -> Result<Json<FileStat>> {
+    let key = key_of(&uri, "/v1/stat/")?;
+    Ok(Json(FileStat::from(&api.client.stat(key).await?)))
+}
+
+async fn peers(State(api): State<Api>) -> Result<Json<Vec<Peer>>> {
+    let peers = api.client.peers().await?;
+    Ok(Json(peers.iter().map(Peer::from).collect()))
+}
+
+async fn id(State(api): State<Api>) -> Result<Json<Id>> {
+    Ok(Json(Id::from(&api.client.info().await?)))
+}
+
+async fn delete_file(State(api): State<Api>, uri: Uri) -> Result<Json<FileStat>> {
+    let key = key_of(&uri, "/v1/files/")?;
+    let record = api.client.delete(key).await?;
+    Ok(Json(FileStat::from(&crate::store::Stat {
+        record,
+        local: false,
+    })))
+}
+
+async fn put_file(
+    State(api): State<Api>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<FileStat>)> {
+    let key = key_of(&uri, "/v1/files/")?;
+    let expected = match headers.get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad Content-Length"))?,
+        ),
+    };
+    let broken = Arc::new(AtomicBool::new(false));
+    let stream = checked_length(
+        body.into_data_stream().map_err(io::Error::other),
+        expected,
+        broken.clone(),
+    );
+    let reader = tokio_util::io::StreamReader::new(Box::pin(stream));
+    match api.client.put(key, reader).await {
+        Ok(record) => {
+            let stat = crate::store::Stat {
+                record,
+                local: true,
+            };
+            Ok((StatusCode::CREATED, Json(FileStat::from(&stat))))
+        }
+        Err(e) if broken.load(Ordering::Relaxed) => {
+            tracing::info!(cause = %e, "put aborted: the request body ended early");
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the request body ended early: {e}"),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Passes a request body through, turning a body that ends before its `Content-Length` (or runs
+/// past it) into a read error, so that the store discards the put instead of committing a
+/// truncated file. Sets `broken` on any body error.
+fn checked_length(
+    body: impl Stream<Item = io::Result<bytes::Bytes>> + Send + 'static,
+    expected: Option<u64>,
+    broken: Arc<AtomicBool>,
+) -> impl Stream<Item = io::Result<bytes::Bytes>> + Send + 'static {
+    let mut seen = 0u64;
+    let mut done = false;
+    let body = body.map(Some).chain(futures::stream::once(async { None }));
+    body.filter_map(move |item| {
+        let out = if done {
+            None
+        } else {
+            match item {
+                Some(Ok(chunk)) => {
+                    seen += chunk.len() as u64;
+                    if expected.is_some_and(|n| seen > n) {
+                        Some(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "body longer than its Content-Length",
+                        )))
+                    } else {
+                        Some(Ok(chunk))
+                    }
+                }
+                Some(Err(e)) => Some(Err(e)),
+                None => match expected {
+                    Some(n) if seen != n => Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("got {seen} of {n} bytes"),
+                    ))),
+                    _ => None,
+                },
+            }
+        };
+        if matches!(out, Some(Err(_))) {
+            done = true;
+            broken.store(true, Ordering::Relaxed);
+        }
+        futures::future::ready(out)
+    })
+}
+
+async fn get_file(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> Result<Response> {
+    file_response(&api, &uri, &headers, true).await
+}
+
+async fn head_file(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> Result<Response> {
+    file_response(&api, &uri, &headers, false).await
+}
+
+/// The answer to `GET` (or `HEAD`) on a file, with range support.
+async fn file_response(api: &Api, uri: &Uri, headers: &HeaderMap, body: bool) -> Result<Response> {
+    let key = key_of(uri, "/v1/files/")?;
+    let mut download = api.client.get(key.clone(), None).await?;
+    let size = download.record.size;
+    let mut status = StatusCode::OK;
+    if let Some(h) = headers.get(header::RANGE) {
+        let h = h
+            .to_str()
+            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad Range header"))?;
+        let range = range::parse(h, size)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+        match range {
+            range::Range::Unsatisfiable => {
+                let mut e = ApiError::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    format!("range {h} is outside the file of {size} bytes"),
+                );
+                e.size = Some(size);
+                return Err(e);
+            }
+            range::Range::Satisfiable(start, end) => {
+                status = StatusCode::PARTIAL_CONTENT;
+                let cid = download.record.cid;
+                download = api.client.get(key, Some((start, end))).await?;
+                if download.record.cid != cid {
+                    // A new version arrived between the two calls: the range was resolved
+                    // against the old one.
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "the file changed during the request; try again",
+                    ));
+                }
+            }
+        }
+    }
+    let (start, end) = download.range;
+    let mut res = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, end - start)
+        .header(header::ACCEPT_RANGES, "bytes");
+    if let Some(cid) = download.record.cid {
+        res = res.header(header::ETAG, format!("\"{}\"", cid.to_hex()));
+    }
+    if status == StatusCode::PARTIAL_CONTENT {
+        res = res.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{size}", end - 1),
+        );
+    }
+    let body = if body {
+        Body::from_stream(download.body)
+    } else {
+        Body::empty()
+    };
+    res.body(body)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}

@@ -1,0 +1,636 @@
+//! Tests that run the real `dfs` binary: `dfs node` processes on loopback with temporary data
+//! dirs, the CLI commands against them, and the local API over HTTP. They wait for conditions
+//! with deadlines, never for fixed sleeps.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The binary under test; `DFS_TEST_BIN` overrides it (useful when several checkouts share one
+/// target dir and another build may replace `target/debug/dfs` while the tests run).
+fn dfs_bin() -> String {
+    std::env::var("DFS_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_dfs").to_string())
+}
+/// How long a node may take to start, and a cluster to converge.
+const DEADLINE: Duration = Duration::from_secs(30);
+const MIB: usize = 1 << 20;
+
+/// A `dfs` command with none of the caller's DFS_* settings.
+fn dfs() -> Command {
+    let mut c = Command::new(dfs_bin());
+    for v in [
+        "DFS_DATA_DIR",
+        "DFS_API",
+        "DFS_API_TOKEN",
+        "DFS_LISTEN",
+        "DFS_BOOTSTRAP",
+        "DFS_NETWORK",
+        "RUST_LOG",
+    ] {
+        c.env_remove(v);
+    }
+    c.stdin(Stdio::null());
+    c
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `deadline`.
+fn eventually<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Pseudo-random bytes (xorshift), so tests need no RNG.
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A `dfs node` process with its own temp data dir, API on a free port; killed on drop.
+struct TestNode {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    fn start(network: &str, bootstrap: Option<&str>) -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(dir.path().join("node.log")).unwrap();
+        let mut cmd = dfs();
+        cmd.arg("node")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"])
+            .args(["--network", network])
+            .args([
+                "--announce-interval-ms",
+                "500",
+                "--sync-interval-ms",
+                "1000",
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(b) = bootstrap {
+            cmd.args(["--bootstrap", b]);
+        }
+        let child = cmd.spawn().expect("spawn dfs node");
+        let mut node = TestNode { child, dir };
+        let api = node.data().join("api");
+        eventually("the node's api file", DEADLINE, || {
+            if let Ok(Some(status)) = node.child.try_wait() {
+                panic!("dfs node exited with {status}: {}", node.log());
+            }
+            api.exists().then_some(())
+        });
+        node
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+    }
+
+    fn url(&self) -> String {
+        std::fs::read_to_string(self.data().join("api"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.data().join("api-token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Runs `dfs <args> --data-dir <this node's data dir>`.
+    fn run(&self, args: &[&str]) -> Output {
+        dfs()
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.data())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a command that must succeed and print JSON.
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.run(args);
+        assert!(out.status.success(), "dfs {args:?}: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("dfs {args:?} printed no JSON ({e}): {}", stdout(&out)))
+    }
+
+    /// This node's first listen address (ends in /p2p/<id>).
+    fn addr(&self) -> String {
+        self.json(&["id", "--json"])["addrs"][0]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn peer_id(&self) -> String {
+        self.json(&["id", "--json"])["peer_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn three_nodes_put_get_ls_stat_peers_id_and_rm() {
+    let a = TestNode::start("cli-three", None);
+    let b = TestNode::start("cli-three", Some(&a.addr()));
+    let c = TestNode::start("cli-three", Some(&a.addr()));
+    let nodes = [&a, &b, &c];
+    let ids: Vec<String> = nodes.iter().map(|n| n.peer_id()).collect();
+
+    // Every node learns of the two others (c only knows a at first: gossip does the rest).
+    for (i, n) in nodes.iter().enumerate() {
+        let peers = eventually("the mesh", DEADLINE, || {
+            let peers = n.json(&["peers", "--json"]);
+            (peers.as_array().unwrap().len() == 2).then_some(peers)
+        });
+        let mut seen: Vec<&str> = peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["peer_id"].as_str().unwrap())
+            .collect();
+        seen.sort();
+        let mut want: Vec<&str> = ids
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, s)| s.as_str())
+            .collect();
+        want.sort();
+        assert_eq!(seen, want);
+        assert!(peers[0]["addrs"].is_array());
+    }
+    let text = stdout(&a.run(&["peers"]));
+    assert!(text.contains(&ids[1]) && text.contains(&ids[2]), "{text}");
+
+    // id, text and JSON.
+    let id = a.json(&["id", "--json"]);
+    assert_eq!(id["peer_id"], ids[0]);
+    let addr = id["addrs"][0].as_str().unwrap();
+    assert!(addr.starts_with("/ip4/127.0.0.1/tcp/") && addr.ends_with(&format!("/p2p/{}", ids[0])));
+    let text = stdout(&a.run(&["id"]));
+    assert!(text.contains(&ids[0]) && text.contains(addr), "{text}");
+
+    // put on a, get on c: identical bytes.
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("big.bin");
+    let content = data(3 * MIB + 5, 7);
+    std::fs::write(&file, &content).unwrap();
+    let out = a.run(&["put", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("big.bin"));
+    let copy = work.path().join("copy.bin");
+    let out = c.run(&["get", "big.bin", "-o", copy.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        std::fs::read(&copy).unwrap() == content,
+        "get -o gave other bytes"
+    );
+    let out = c.run(&["get", "big.bin"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout == content, "get to stdout gave other bytes");
+
+    // stat and ls, text and JSON, on every node once replicated.
+    for n in nodes {
+        let stat = eventually("replication", DEADLINE, || {
+            let s = n.json(&["stat", "big.bin", "--json"]);
+            (s["local"] == true).then_some(s)
+        });
+        assert_eq!(stat["key"], "big.bin");
+        assert_eq!(stat["size"], content.len() as u64);
+        assert_eq!(stat["content_id"].as_str().unwrap().len(), 64);
+        assert!(stat["version"].as_u64().unwrap() > 0);
+        assert_eq!(stat["author"], ids[0]);
+        assert_eq!(stat["deleted"], false);
+        let ls = n.json(&["ls", "--json"]);
+        assert_eq!(ls.as_array().unwrap().len(), 1);
+        assert_eq!(ls[0], stat);
+        let text = stdout(&n.run(&["ls"]));
+        assert!(text.contains("big.bin") && text.contains("3145733") && text.contains("local"));
+        let text = stdout(&n.run(&["stat", "big.bin"]));
+        assert!(text.contains("3145733") && text.contains(&ids[0]), "{text}");
+    }
+
+    // rm on b removes it everywhere.
+    let out = b.run(&["rm", "big.bin"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for n in nodes {
+        eventually("the delete to spread", DEADLINE, || {
+            let s = n.json(&["stat", "big.bin", "--json"]);
+            (s["deleted"] == true).then_some(())
+        });
+        let stat = n.json(&["stat", "big.bin", "--json"]);
+        assert_eq!(stat["content_id"], Value::Null);
+        assert_eq!(stat["author"], ids[1]);
+        assert_eq!(n.json(&["ls", "--json"]), serde_json::json!([]));
+        assert_eq!(
+            n.json(&["ls", "--json", "--all"]).as_array().unwrap().len(),
+            1
+        );
+        assert!(stdout(&n.run(&["ls", "--all"])).contains("deleted"));
+        let out = n.run(&["get", "big.bin"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn range_requests_return_the_right_bytes() {
+    let node = TestNode::start("cli-range", None);
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("f");
+    let content = data(3 * MIB + 5, 11);
+    std::fs::write(&file, &content).unwrap();
+    let out = node.run(&["put", file.to_str().unwrap(), "--key", "dir/with space"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/files/dir%2Fwith%20space", node.url());
+    let token = node.token();
+    let len = content.len() as u64;
+    let get = |range: Option<&str>| {
+        let mut req = http.get(&url).bearer_auth(&token);
+        if let Some(r) = range {
+            req = req.header("Range", r);
+        }
+        req.send()
+    };
+
+    let res = get(None).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["accept-ranges"], "bytes");
+    assert_eq!(res.content_length(), Some(len));
+    let etag = res.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(etag.trim_matches('"').len(), 64);
+    assert!(res.bytes().await.unwrap() == content);
+
+    let m = MIB as u64;
+    let cases: [(&str, u64, u64); 7] = [
+        ("bytes=0-0", 0, 1),
+        ("bytes=10-99", 10, 100),
+        ("bytes=1048570-1048580", m - 6, m + 5), // across the first chunk boundary
+        ("bytes=1048576-2097152", m, 2 * m + 1),
+        ("bytes=3145000-", 3145000, len),
+        ("bytes=-7", len - 7, len),
+        ("bytes=5-99999999", 5, len),
+    ];
+    for (range, start, end) in cases {
+        let res = get(Some(range)).await.unwrap();
+        assert_eq!(res.status(), 206, "{range}");
+        assert_eq!(
+            res.headers()["content-range"],
+            format!("bytes {start}-{}/{len}", end - 1).as_str(),
+            "{range}"
+        );
+        assert_eq!(res.content_length(), Some(end - start), "{range}");
+        let body = res.bytes().await.unwrap();
+        assert!(
+            body == content[start as usize..end as usize],
+            "{range}: wrong bytes"
+        );
+    }
+
+    let res = get(Some(&format!("bytes={len}-"))).await.unwrap();
+    assert_eq!(res.status(), 416);
+    assert_eq!(
+        res.headers()["content-range"],
+        format!("bytes */{len}").as_str()
+    );
+    let body: Value = res.json().await.unwrap();
+    assert!(body["error"].is_string());
+    let res = get(Some("bytes=9-3")).await.unwrap();
+    assert_eq!(res.status(), 400);
+
+    // HEAD: the headers of a GET, no body.
+    let res = http.head(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-length"], len.to_string().as_str());
+    assert_eq!(res.headers()["etag"], etag.as_str());
+    assert!(res.bytes().await.unwrap().is_empty());
+
+    // The other JSON endpoints, and JSON errors.
+    let stat: Value = http
+        .get(format!("{}/v1/stat/dir%2Fwith%20space", node.url()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stat["key"], "dir/with space");
+    assert_eq!(
+        format!("\"{}\"", stat["content_id"].as_str().unwrap()),
+        etag
+    );
+    let res = http
+        .get(format!("{}/v1/files/missing", node.url()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "not found: missing"
+    );
+    let res = http
+        .get(format!("{}/v1/files/%FF", node.url()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let res = http
+        .put(format!("{}/v1/files/", node.url()))
+        .bearer_auth(&token)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "invalid key: the key is empty"
+    );
+    let res = http
+        .get(format!("{}/v1/health", node.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[test]
+fn no_node_running_exits_2_fast_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let out = dfs()
+        .args(["ls", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(t.elapsed() < Duration::from_secs(2));
+    let err = stderr(&out);
+    assert!(err.contains("dfs node --data-dir"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn stale_api_file_exits_2_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    std::fs::write(dir.path().join("api"), format!("http://127.0.0.1:{port}\n")).unwrap();
+    std::fs::write(dir.path().join("api-token"), "00\n").unwrap();
+    for args in [&["ls"][..], &["get", "x"], &["id", "--json"]] {
+        let t = Instant::now();
+        let out = dfs()
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("cannot reach") && err.contains("dfs node"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn missing_key_exits_1_not_found() {
+    let node = TestNode::start("cli-missing", None);
+    for args in [&["get", "nope"][..], &["stat", "nope"], &["rm", "nope"]] {
+        let out = node.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(stderr(&out).trim(), "error: not found: nope", "{args:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_token_is_refused() {
+    let node = TestNode::start("cli-token", None);
+    let http = reqwest::Client::new();
+    for token in [None, Some("wrong")] {
+        let mut req = http.get(format!("{}/v1/files", node.url()));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 401);
+        assert!(res.json::<Value>().await.unwrap()["error"].is_string());
+    }
+    let out = node.run(&["ls", "--token", "wrong"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("token") && err.contains("api-token"), "{err}");
+    let out = dfs()
+        .args(["ls", "--api", &node.url()])
+        .env("DFS_API_TOKEN", "wrong")
+        .arg("--data-dir")
+        .arg(node.data())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // The right token through DFS_API and DFS_API_TOKEN works.
+    let out = dfs()
+        .args(["ls", "--json"])
+        .env("DFS_API", node.url())
+        .env("DFS_API_TOKEN", node.token())
+        .env("DFS_DATA_DIR", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Runs `dfs node` with `args` (and a temp data dir unless given), expecting exit 2 and one
+/// line on stderr.
+fn node_refuses(args: &[&str], data_dir: Option<&Path>) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir.map_or(dir.path().join("data"), Path::to_path_buf);
+    let mut cmd = dfs();
+    cmd.arg("node")
+        .args(args)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--api", "127.0.0.1:0"]);
+    let out = cmd.output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn node_refuses_a_bad_multiaddr() {
+    let err = node_refuses(&["--listen", "not-a-multiaddr"], None);
+    assert!(err.contains("not-a-multiaddr"), "{err}");
+    node_refuses(&["--bootstrap", "/ip4/1.2.3"], None);
+}
+
+#[test]
+fn node_refuses_an_unknown_flag() {
+    let err = node_refuses(&["--bogus-flag"], None);
+    assert!(err.contains("--bogus-flag"), "{err}");
+}
+
+#[test]
+fn node_refuses_an_unusable_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"not a dir").unwrap();
+    let err = node_refuses(&[], Some(&file.join("data")));
+    assert!(err.contains("data dir"), "{err}");
+}
+
+#[test]
+fn node_refuses_a_remote_api_without_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dfs()
+        .arg("node")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--api", "0.0.0.0:0", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--api-allow-remote"));
+}
+
+#[test]
+fn client_disconnecting_mid_put_leaves_no_record() {
+    let node = TestNode::start("cli-disconnect", None);
+    let addr = node.url().trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        s,
+        "PUT /v1/files/partial HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: 1000000\r\n\r\n",
+        node.token()
+    )
+    .unwrap();
+    s.write_all(&data(1000, 3)).unwrap();
+    s.flush().unwrap();
+    drop(s);
+
+    // The node keeps working: a put and get after the broken one succeed.
+    let out = dfs()
+        .args(["put", "-", "--key", "whole", "--data-dir"])
+        .arg(node.data())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(b"all of it")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(node.run(&["get", "whole"]).stdout, b"all of it");
+
+    // The broken put left nothing, now or a moment later.
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        let ls = node.json(&["ls", "--json", "--all"]);
+        let keys: Vec<&str> = ls
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, ["whole"]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = node.run(&["stat", "partial"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn put_from_stdin_needs_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dfs()
+        .args(["put", "-", "--api", "127.0.0.1:1", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--key"));
+}
+
+#[test]
+fn demo_runs_three_nodes() {
+    let t = Instant::now();
+    let out = dfs().args(["demo", "--nodes", "3"]).output().unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("matches the original"), "{text}");
+    assert!(text.contains("delete reached node  3"), "{text}");
+    assert!(t.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn help_has_examples() {
+    for sub in [
+        "node", "put", "get", "rm", "ls", "stat", "peers", "id", "demo",
+    ] {
+        let out = dfs().args([sub, "--help"]).output().unwrap();
+        assert!(out.status.success());
+        assert!(stdout(&out).contains("Example"), "dfs {sub} --help");
+    }
+    let out = dfs().arg("--help").output().unwrap();
+    assert!(stdout(&out).contains("Examples"));
+}

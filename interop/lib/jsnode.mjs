@@ -6,7 +6,7 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 import { gossipsub } from '@libp2p/gossipsub'
-import { msgIdFn } from './proto.mjs'
+import { msgIdFn, hex } from './proto.mjs'
 
 export const JS_AGENT = 'dfs-interop-js/0.0.0'
 
@@ -21,6 +21,7 @@ export async function createJsNode ({ pubsub = true, listen = true, privateKey }
     services.pubsub = gossipsub({
       globalSignaturePolicy: 'StrictSign',
       msgIdFn,
+      msgIdToStrFn: hex,
       emitSelf: false,
       allowPublishToZeroTopicPeers: false,
       // The dfs records topic is quiet: do not let the default (mesh delivery) scoring or

@@ -147,7 +147,7 @@ export async function fetchManifest (libp2p, peer, cid, size) {
   while (true) {
     const res = await request(libp2p, peer, FETCH, { manifest: { cid, offset: chunks.length } })
     if (res === 'not_found') throw new Error('manifest not_found')
-    if (res.manifest == null) throw new Error(`unexpected answer ${JSON.stringify(res)}`)
+    if (res.manifest == null) throw new Error(`unexpected answer ${show(res)}`)
     const m = res.manifest
     if (Number(m.total) !== total) throw new Error(`manifest total ${m.total}, expected ${total} for size ${size}`)
     if (Number(m.offset) !== chunks.length) throw new Error(`manifest offset ${m.offset}, expected ${chunks.length}`)
@@ -164,7 +164,7 @@ export async function fetchManifest (libp2p, peer, cid, size) {
 export async function fetchChunk (libp2p, peer, hash) {
   const res = await request(libp2p, peer, FETCH, { chunk: { hash } })
   if (res === 'not_found') throw new Error('chunk not_found')
-  if (res.chunk == null) throw new Error(`unexpected answer ${JSON.stringify(res)}`)
+  if (res.chunk == null) throw new Error(`unexpected answer ${show(res)}`)
   const data = res.chunk.data
   if (!bytesEqual(blake3(data), hash)) throw new Error('chunk does not match its hash')
   return data
@@ -206,3 +206,6 @@ export function fetchHandler (files, log = []) {
     }
   }
 }
+
+/** JSON for messages: bigints as decimal, byte strings as hex. */
+export const show = (v) => JSON.stringify(v, (k, x) => typeof x === 'bigint' ? x.toString() : x instanceof Uint8Array ? hex(x) : x)

@@ -102,7 +102,13 @@ export class DfsNode {
 
   cli (...args) { return dfsCli([...args, '--data-dir', this.dir]) }
   cliBytes (...args) { return dfsCli([...args, '--data-dir', this.dir], { encoding: 'buffer' }) }
-  async stat (key) { return JSON.parse(await this.cli('stat', key, '--json')) }
+  /** `dfs stat KEY --json`, with `version` (a u64 HLC, beyond 2^53) as an exact BigInt. */
+  async stat (key) {
+    const text = await this.cli('stat', key, '--json')
+    const stat = JSON.parse(text.replace(/"version"\s*:\s*(\d+)/, '"version":"$1"'))
+    if (stat.version != null) stat.version = BigInt(stat.version)
+    return stat
+  }
   async peers () { return JSON.parse(await this.cli('peers', '--json')) }
 
   async put (key, data) {

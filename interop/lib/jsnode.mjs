@@ -39,3 +39,23 @@ export async function createJsNode ({ pubsub = true, listen = true, privateKey }
     services
   })
 }
+
+/**
+ * Resolves with the IdentifyResult of js-libp2p's automatic identify of `peerId` (register before
+ * dialing; calling identify() by hand would race the automatic one for the single identify stream).
+ */
+export function identified (js, peerId, { timeout = 20_000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const onIdentify = (evt) => {
+      if (evt.detail.peerId.toString() !== peerId.toString()) return
+      clearTimeout(timer)
+      js.removeEventListener('peer:identify', onIdentify)
+      resolve(evt.detail)
+    }
+    const timer = setTimeout(() => {
+      js.removeEventListener('peer:identify', onIdentify)
+      reject(new Error(`timed out after ${timeout} ms waiting for identify of ${peerId}`))
+    }, timeout)
+    js.addEventListener('peer:identify', onIdentify)
+  })
+}

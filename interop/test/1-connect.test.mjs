@@ -3,7 +3,7 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { multiaddr } from '@multiformats/multiaddr'
 import { DfsNode, dfsVersion, waitFor } from '../lib/dfs.mjs'
-import { createJsNode, JS_AGENT } from '../lib/jsnode.mjs'
+import { createJsNode, identified, JS_AGENT } from '../lib/jsnode.mjs'
 import { FETCH, SYNC } from '../lib/proto.mjs'
 
 const network = 'interop-connect'
@@ -29,11 +29,12 @@ test('a js-libp2p node dials a dfs node: ping and identify', async () => {
   const js = await createJsNode({ listen: false })
   cleanup.push(() => js.stop())
 
+  const identify = identified(js, dfs.peerId)
   const conn = await js.dial(multiaddr(dfs.addr), { signal: AbortSignal.timeout(10_000) })
   assert.equal(conn.remotePeer.toString(), dfs.peerId)
   const rtt = await js.services.ping.ping(conn.remotePeer, { signal: AbortSignal.timeout(10_000) })
   assert.ok(rtt >= 0)
-  checkIdentify(await js.services.identify.identify(conn, { signal: AbortSignal.timeout(10_000) }), dfs.peerId)
+  checkIdentify(await identify, dfs.peerId)
 
   // ... and the dfs node identified the js peer.
   const peer = await waitFor(async () => (await dfs.peers()).find(p => p.peer_id === js.peerId.toString() && p.agent != null),
@@ -47,6 +48,8 @@ test('a dfs node dials a js-libp2p node through --bootstrap: ping and identify',
   const jsAddr = js.getMultiaddrs().find(a => a.toString().startsWith('/ip4/127.0.0.1/tcp/'))
   assert.ok(jsAddr, 'js listens on 127.0.0.1')
 
+  let identify
+  js.addEventListener('connection:open', (evt) => { identify ??= identified(js, evt.detail.remotePeer) })
   const dfs = await DfsNode.start({ network, name: 'dialer', bootstrap: [jsAddr.toString()] })
   cleanup.push(() => dfs.stop())
 
@@ -59,7 +62,7 @@ test('a dfs node dials a js-libp2p node through --bootstrap: ping and identify',
   await waitFor(() => conn.streams.some(s => s.protocol === '/ipfs/ping/1.0.0' && s.direction === 'inbound'),
     { what: 'an inbound ping stream from the dfs node' })
   assert.ok(await js.services.ping.ping(conn.remotePeer, { signal: AbortSignal.timeout(10_000) }) >= 0)
-  checkIdentify(await js.services.identify.identify(conn, { signal: AbortSignal.timeout(10_000) }), dfs.peerId)
+  checkIdentify(await identify, dfs.peerId)
 
   // `dfs peers --json` shows the js peer with its identify agent and its listen address.
   const peer = await waitFor(async () => (await dfs.peers()).find(p => p.peer_id === js.peerId.toString() && p.agent != null),

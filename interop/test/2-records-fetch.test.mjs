@@ -7,6 +7,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { blake3 } from '@noble/hashes/blake3.js'
 import { DfsNode, waitFor, nextEvent } from '../lib/dfs.mjs'
 import { createJsNode } from '../lib/jsnode.mjs'
+import { MESHSUB, encodeRpc, decodePublished, splitFrames } from '../lib/meshsub.mjs'
 import {
   recordsTopic, decodeRecord, contentIdOf, chunkHashes, contentId, fetchManifest, fetchChunk, request,
   hex, show, FETCH, CHUNK_SIZE
@@ -17,6 +18,8 @@ const topic = recordsTopic(network)
 const key = 'dir/interop file ✓.bin'
 const data = new Uint8Array(randomBytes(2.5 * CHUNK_SIZE)) // 3 chunks, the last one half full
 let dfs, js, dfsPeer
+let raw, rawOut // a bare peer speaking raw /meshsub/1.1.0 (no gossipsub implementation)
+const rawPublished = new EventTarget()
 let received // { record, msg, msgId }
 
 before(async () => {
@@ -28,9 +31,26 @@ before(async () => {
   // Both sides subscribed and grafted: the dfs node is in our mesh for the records topic.
   await waitFor(() => js.services.pubsub.getMeshPeers(topic).includes(dfs.peerId),
     { timeout: 20_000, what: 'the dfs node in the js mesh of the records topic' })
+
+  raw = await createJsNode({ pubsub: false, listen: false })
+  await raw.handle(MESHSUB, async (stream) => {
+    let buf = new Uint8Array(0)
+    try {
+      for await (const chunk of stream) {
+        buf = Buffer.concat([buf, chunk instanceof Uint8Array ? chunk : chunk.subarray()])
+        const [frames, rest] = splitFrames(buf)
+        buf = rest
+        for (const f of frames) for (const m of decodePublished(f)) rawPublished.dispatchEvent(new CustomEvent('message', { detail: m }))
+      }
+    } catch {}
+  })
+  await raw.dial(multiaddr(dfs.addr), { signal: AbortSignal.timeout(10_000) })
+  rawOut = await raw.dialProtocol(dfsPeer, MESHSUB, { signal: AbortSignal.timeout(10_000) })
+  rawOut.send(encodeRpc({})) // an empty RPC: a gossipsub peer with no subscriptions
 })
 
 after(async () => {
+  await raw?.stop()
   await js?.stop()
   await dfs?.stop()
 })
@@ -69,6 +89,18 @@ test('a dfs put reaches the js subscriber as a signed, decodable record', async 
   assert.equal(stat.version, record.time)
   assert.equal(stat.author, dfs.peerId)
   received = { record, msg }
+
+  // The dfs node's message id is BLAKE3(data) too: a raw gossipsub peer that never saw the
+  // message asks for that id (IWANT) and gets it from the dfs node's message cache (which keeps
+  // a message for a few heartbeats only, hence right away).
+  const viaIwant = nextEvent(rawPublished, 'message', {
+    filter: (evt) => evt.detail.topic === topic && Buffer.from(evt.detail.data).equals(Buffer.from(msg.data)),
+    timeout: 5_000,
+    what: 'the record, answered to IWANT BLAKE3(data)'
+  })
+  rawOut.send(encodeRpc({ iwant: [blake3(msg.data)] }))
+  const answered = (await viaIwant).detail
+  assert.equal(hex(answered.from), hex(msg.from.toMultihash().bytes))
 })
 
 test('the js node fetches the file over /dfs/fetch/1 chunk by chunk and verifies it', async (t) => {

@@ -485,6 +485,10 @@ enum Sink<'a> {
 }
 
 impl Sink<'_> {
+    fn is_stdout(&self) -> bool {
+        matches!(self, Sink::Stdout(_))
+    }
+
     async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
         match self {
             Sink::Stdout(out) => {
@@ -513,7 +517,14 @@ async fn copy(
     while let Some(chunk) = body.next().await {
         let chunk =
             chunk.map_err(|e| Error::Failed(format!("transfer failed: {}", error_chain(&e))))?;
-        out.write_all(&chunk).await.map_err(write_error)?;
+        match out.write_all(&chunk).await {
+            Ok(()) => {}
+            // The reader of a pipe went away (`dfs get big | head`): stop quietly, as cat does.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe && out.is_stdout() => {
+                return Ok(())
+            }
+            Err(e) => return Err(write_error(e)),
+        }
         total += chunk.len() as u64;
         bar.inc(chunk.len() as u64);
     }

@@ -428,3 +428,38 @@ async fn file_response(api: &Api, uri: &Uri, headers: &HeaderMap, body: bool) ->
     res.body(body)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn through(
+        parts: &[&'static [u8]],
+        expected: Option<u64>,
+    ) -> (io::Result<Vec<u8>>, bool) {
+        let items: Vec<io::Result<bytes::Bytes>> = parts
+            .iter()
+            .map(|p| Ok(bytes::Bytes::from_static(p)))
+            .collect();
+        let broken = Arc::new(AtomicBool::new(false));
+        let stream = checked_length(futures::stream::iter(items), expected, broken.clone());
+        let all: io::Result<Vec<bytes::Bytes>> = stream.try_collect().await;
+        (all.map(|v| v.concat()), broken.load(Ordering::Relaxed))
+    }
+
+    #[tokio::test]
+    async fn a_body_must_match_its_content_length() {
+        let (ok, broken) = through(&[b"abc", b"de"], Some(5)).await;
+        assert_eq!(ok.unwrap(), b"abcde");
+        assert!(!broken);
+        let (ok, broken) = through(&[b"abc", b"de"], None).await;
+        assert_eq!(ok.unwrap(), b"abcde");
+        assert!(!broken);
+        let (short, broken) = through(&[b"abc"], Some(5)).await;
+        assert_eq!(short.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        assert!(broken);
+        let (long, broken) = through(&[b"abc", b"def"], Some(5)).await;
+        assert_eq!(long.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert!(broken);
+    }
+}

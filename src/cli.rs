@@ -34,7 +34,7 @@ Exit codes: 0 success, 1 operation failed (not found, rejected), 2 usage or conn
 
 /// A decentralized file store on rust-libp2p.
 #[derive(Debug, Parser)]
-#[command(name = "dfs", version, after_help = MAIN_EXAMPLES)]
+#[command(name = "dfs", bin_name = "dfs", version, after_help = MAIN_EXAMPLES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -73,6 +73,7 @@ Examples:
   dfs get report.pdf -o report.pdf
   dfs get logs.txt | grep error")]
     Get {
+        /// The key (any UTF-8 name, at most 1 KiB; never a path on disk).
         key: String,
         /// Write to this file (atomically: a temp file renamed on success).
         #[arg(short, long, value_name = "PATH")]
@@ -83,6 +84,7 @@ Examples:
     /// Delete a key everywhere (a tombstone that spreads to every node).
     #[command(after_help = "Example:\n  dfs rm report.pdf")]
     Rm {
+        /// The key (any UTF-8 name, at most 1 KiB; never a path on disk).
         key: String,
         #[command(flatten)]
         target: Target,
@@ -113,6 +115,7 @@ Examples:
 JSON: {\"key\", \"size\", \"content_id\" (hex, null when deleted), \"version\", \"author\",
        \"local\", \"deleted\"}")]
     Stat {
+        /// The key (any UTF-8 name, at most 1 KiB; never a path on disk).
         key: String,
         /// Print JSON.
         #[arg(long)]
@@ -194,7 +197,7 @@ pub struct NodeArgs {
     bootstrap: Vec<Multiaddr>,
     /// Address of the local HTTP API; port 0 picks a free port.
     #[arg(long, env = "DFS_API", value_name = "HOST:PORT", default_value = crate::api::DEFAULT_ADDR)]
-    api: SocketAddr,
+    api: String,
     /// Name of the network; nodes of different networks never exchange data.
     #[arg(
         long,
@@ -482,6 +485,10 @@ enum Sink<'a> {
 }
 
 impl Sink<'_> {
+    fn is_stdout(&self) -> bool {
+        matches!(self, Sink::Stdout(_))
+    }
+
     async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
         match self {
             Sink::Stdout(out) => {
@@ -510,7 +517,14 @@ async fn copy(
     while let Some(chunk) = body.next().await {
         let chunk =
             chunk.map_err(|e| Error::Failed(format!("transfer failed: {}", error_chain(&e))))?;
-        out.write_all(&chunk).await.map_err(write_error)?;
+        match out.write_all(&chunk).await {
+            Ok(()) => {}
+            // The reader of a pipe went away (`dfs get big | head`): stop quietly, as cat does.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe && out.is_stdout() => {
+                return Ok(())
+            }
+            Err(e) => return Err(write_error(e)),
+        }
         total += chunk.len() as u64;
         bar.inc(chunk.len() as u64);
     }
@@ -558,6 +572,15 @@ async fn save(
 }
 
 async fn run_node(args: NodeArgs) -> Result<()> {
+    let api_addr = resolve(&args.api).await?;
+    if !api_addr.ip().is_loopback() {
+        if !args.api_allow_remote {
+            return Err(Error::Usage(format!(
+                "the API address {api_addr} is not loopback; add --api-allow-remote to allow it"
+            )));
+        }
+        tracing::warn!(addr = %api_addr, "the API listens on a non-loopback address");
+    }
     let dir = args.data_dir.unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&dir).map_err(|e| {
         Error::Usage(format!(
@@ -565,15 +588,6 @@ async fn run_node(args: NodeArgs) -> Result<()> {
             dir.display()
         ))
     })?;
-    if !args.api.ip().is_loopback() {
-        if !args.api_allow_remote {
-            return Err(Error::Usage(format!(
-                "the API address {} is not loopback; add --api-allow-remote to allow it",
-                args.api
-            )));
-        }
-        tracing::warn!(addr = %args.api, "the API listens on a non-loopback address");
-    }
     let token = crate::api::load_or_create_token(&dir).map_err(|e| {
         Error::Usage(format!(
             "cannot use data dir {}: the API token file: {e}",
@@ -592,7 +606,7 @@ async fn run_node(args: NodeArgs) -> Result<()> {
     if let Some(ms) = args.sync_interval_ms {
         config.sync_interval = Duration::from_millis(ms.max(1));
     }
-    let listener = tokio::net::TcpListener::bind(args.api).await.map_err(|e| {
+    let listener = tokio::net::TcpListener::bind(api_addr).await.map_err(|e| {
         Error::Usage(format!(
             "cannot listen for the API on {}: {e}; choose another address with --api",
             args.api
@@ -654,6 +668,17 @@ async fn run_node(args: NodeArgs) -> Result<()> {
     node.shutdown().await;
     tracing::info!("stopped");
     result
+}
+
+/// Resolves the `--api` address (`HOST:PORT`) to the first socket address.
+async fn resolve(api: &str) -> Result<SocketAddr> {
+    let bad =
+        |why: String| Error::Usage(format!("bad --api address {api:?}: {why}; use HOST:PORT"));
+    tokio::net::lookup_host(api)
+        .await
+        .map_err(|e| bad(e.to_string()))?
+        .next()
+        .ok_or_else(|| bad("it resolves to no address".into()))
 }
 
 /// Writes `contents` to `path` atomically (temp file in `dir`, then rename).

@@ -15,6 +15,7 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -24,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::{Stream, StreamExt, TryStreamExt};
+use tokio::sync::Semaphore;
 
 use crate::node::{self, Client};
 use crate::store::StoreError;
@@ -35,6 +37,10 @@ pub const API_FILE: &str = "api";
 pub const TOKEN_FILE: &str = "api-token";
 /// Default address of the API.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:5001";
+/// Requests served at once (a download counts until its body is sent); more get 503.
+pub const MAX_REQUESTS: usize = 64;
+/// A `PUT` body that sends nothing for this long is abandoned (and the put discarded).
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An error answer: a status and a JSON `{"error": "..."}` body.
 #[derive(Debug)]
@@ -98,6 +104,7 @@ type Result<T, E = ApiError> = std::result::Result<T, E>;
 struct Api {
     client: Client,
     token: Arc<str>,
+    requests: Arc<Semaphore>,
 }
 
 /// The API's routes over a node's client, requiring `token` as a bearer token.
@@ -105,6 +112,7 @@ pub fn router(client: Client, token: String) -> Router {
     let state = Api {
         client,
         token: token.into(),
+        requests: Arc::new(Semaphore::new(MAX_REQUESTS)),
     };
     let file = || {
         get(get_file)
@@ -129,6 +137,7 @@ pub fn router(client: Client, token: String) -> Router {
         )
         .merge(authed)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(middleware::from_fn_with_state(state.clone(), limit))
         .with_state(state)
 }
 
@@ -164,6 +173,30 @@ pub fn load_or_create_token(data_dir: &Path) -> io::Result<String> {
     tmp.as_file().sync_all()?;
     tmp.persist(&path).map_err(|e| e.error)?;
     Ok(token)
+}
+
+/// Bounds the requests in flight: each holds a permit until its response body is sent.
+async fn limit(State(api): State<Api>, req: Request, next: Next) -> Response {
+    let Ok(permit) = api.requests.clone().try_acquire_owned() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("more than {MAX_REQUESTS} requests in flight; try again"),
+        )
+        .into_response();
+    };
+    let res = next.run(req).await;
+    if axum::body::HttpBody::size_hint(res.body())
+        .exact()
+        .is_some()
+    {
+        return res; // complete already (JSON, errors, HEAD)
+    }
+    let (parts, body) = res.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        let _held = &permit;
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(body))
 }
 
 /// Checks the bearer token (in constant time).
@@ -281,47 +314,50 @@ async fn put_file(
 }
 
 /// Passes a request body through, turning a body that ends before its `Content-Length` (or runs
-/// past it) into a read error, so that the store discards the put instead of committing a
-/// truncated file. Sets `broken` on any body error.
+/// past it), or stalls for [`BODY_IDLE_TIMEOUT`], into a read error, so that the store discards
+/// the put instead of committing a truncated file. Sets `broken` on any body error.
 fn checked_length(
-    body: impl Stream<Item = io::Result<bytes::Bytes>> + Send + 'static,
+    body: impl Stream<Item = io::Result<bytes::Bytes>> + Send + Unpin + 'static,
     expected: Option<u64>,
     broken: Arc<AtomicBool>,
 ) -> impl Stream<Item = io::Result<bytes::Bytes>> + Send + 'static {
-    let mut seen = 0u64;
-    let mut done = false;
-    let body = body.map(Some).chain(futures::stream::once(async { None }));
-    body.filter_map(move |item| {
-        let out = if done {
-            None
-        } else {
-            match item {
-                Some(Ok(chunk)) => {
+    let fail = |kind, msg: String| Some(Err(io::Error::new(kind, msg)));
+    futures::stream::unfold((body, 0u64, false), move |(mut body, mut seen, done)| {
+        let broken = broken.clone();
+        async move {
+            if done {
+                return None;
+            }
+            let item = match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.next()).await {
+                Err(_) => fail(
+                    io::ErrorKind::TimedOut,
+                    format!("no data for {BODY_IDLE_TIMEOUT:?}"),
+                ),
+                Ok(Some(Ok(chunk))) => {
                     seen += chunk.len() as u64;
-                    if expected.is_some_and(|n| seen > n) {
-                        Some(Err(io::Error::new(
+                    match expected {
+                        Some(n) if seen > n => fail(
                             io::ErrorKind::InvalidData,
-                            "body longer than its Content-Length",
-                        )))
-                    } else {
-                        Some(Ok(chunk))
+                            format!("body longer than its Content-Length {n}"),
+                        ),
+                        _ => Some(Ok(chunk)),
                     }
                 }
-                Some(Err(e)) => Some(Err(e)),
-                None => match expected {
-                    Some(n) if seen != n => Some(Err(io::Error::new(
+                Ok(Some(Err(e))) => Some(Err(e)),
+                Ok(None) => match expected {
+                    Some(n) if seen != n => fail(
                         io::ErrorKind::UnexpectedEof,
                         format!("got {seen} of {n} bytes"),
-                    ))),
+                    ),
                     _ => None,
                 },
+            };
+            let failed = matches!(item, Some(Err(_)));
+            if failed {
+                broken.store(true, Ordering::Relaxed);
             }
-        };
-        if matches!(out, Some(Err(_))) {
-            done = true;
-            broken.store(true, Ordering::Relaxed);
+            item.map(|i| (i, (body, seen, failed)))
         }
-        futures::future::ready(out)
     })
 }
 
@@ -391,4 +427,39 @@ async fn file_response(api: &Api, uri: &Uri, headers: &HeaderMap, body: bool) ->
     };
     res.body(body)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn through(
+        parts: &[&'static [u8]],
+        expected: Option<u64>,
+    ) -> (io::Result<Vec<u8>>, bool) {
+        let items: Vec<io::Result<bytes::Bytes>> = parts
+            .iter()
+            .map(|p| Ok(bytes::Bytes::from_static(p)))
+            .collect();
+        let broken = Arc::new(AtomicBool::new(false));
+        let stream = checked_length(futures::stream::iter(items), expected, broken.clone());
+        let all: io::Result<Vec<bytes::Bytes>> = stream.try_collect().await;
+        (all.map(|v| v.concat()), broken.load(Ordering::Relaxed))
+    }
+
+    #[tokio::test]
+    async fn a_body_must_match_its_content_length() {
+        let (ok, broken) = through(&[b"abc", b"de"], Some(5)).await;
+        assert_eq!(ok.unwrap(), b"abcde");
+        assert!(!broken);
+        let (ok, broken) = through(&[b"abc", b"de"], None).await;
+        assert_eq!(ok.unwrap(), b"abcde");
+        assert!(!broken);
+        let (short, broken) = through(&[b"abc"], Some(5)).await;
+        assert_eq!(short.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        assert!(broken);
+        let (long, broken) = through(&[b"abc", b"def"], Some(5)).await;
+        assert_eq!(long.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert!(broken);
+    }
 }

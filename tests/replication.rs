@@ -341,17 +341,25 @@ async fn sync_of_equal_record_sets_sends_only_a_digest() {
         std::mem::forget(b); // kept running until the end of the test process
         (ac, bc)
     };
-    // Both sides start a session when they identify each other, then every second.
+    // Both sides start a session when they identify each other, then every second. Sessions
+    // are counted when they end, so at rest there is exactly one request (the root) each.
+    let settled = |s: [u64; 6]| s[0] >= 2 && s[1] == s[0];
     assert!(
         eventually(DEADLINE, || async {
-            ac.sync_stats().snapshot()[0] >= 2 && bc.sync_stats().snapshot()[0] >= 2
+            settled(ac.sync_stats().snapshot()) && settled(bc.sync_stats().snapshot())
         })
-        .await
+        .await,
+        "sessions of equal sets take one request each: {:?} {:?}",
+        ac.sync_stats().snapshot(),
+        bc.sync_stats().snapshot()
     );
     for c in [&ac, &bc] {
         let [sessions, requests, sent, received, records_sent, records_received] =
             c.sync_stats().snapshot();
-        assert_eq!(requests, sessions, "one request (the root) per session");
+        assert!(
+            requests <= sessions + 1,
+            "one request (the root) per session"
+        );
         assert!(
             sent <= 16 * sessions,
             "{sent} bytes sent in {sessions} sessions"
@@ -382,7 +390,9 @@ async fn sync_of_equal_record_sets_sends_only_a_digest() {
         + (after[5] - before[5])
         + (after_b[4] - before_b[4])
         + (after_b[5] - before_b[5]);
-    assert!(moved <= 2, "about one record exchanged, not {moved}");
+    // Each copy is counted by its sender and its receiver, and both nodes may run a session at
+    // the same moment: one record crosses at most twice.
+    assert!(moved <= 4, "about one record exchanged, not {moved}");
     let bytes = (after[2] - before[2])
         + (after[3] - before[3])
         + (after_b[2] - before_b[2])
@@ -392,4 +402,55 @@ async fn sync_of_equal_record_sets_sends_only_a_digest() {
         "{bytes} bytes to settle one record among 10,000"
     );
     drop(a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn interrupted_transfer_resumes_without_fetching_verified_chunks_again() {
+    let source = TestNode::start(vec![]).await;
+    let chunks = 160;
+    let bytes = data(chunks * CHUNK_SIZE, 15);
+    let record = {
+        let store = source.client.store().clone();
+        let b = bytes.clone();
+        tokio::task::spawn_blocking(move || store.put("large", std::io::Cursor::new(b)).unwrap())
+            .await
+            .unwrap()
+    };
+    let cid = record.cid.unwrap();
+    let fetcher = TestNode::start(vec![source.addr.clone()]).await;
+    // Stop the fetcher once some, but not all, chunks are on its disk.
+    let present = |store: &dfs::store::Store| {
+        let list = store.chunk_list(&cid).ok().flatten().unwrap_or_default();
+        list.iter().filter(|h| store.has_chunk(h)).count()
+    };
+    assert!(eventually(DEADLINE, || async { present(fetcher.client.store()) >= 4 }).await);
+    let (dir, network, bootstrap) = fetcher.stop().await;
+    let before = {
+        let author = libp2p::PeerId::random().to_bytes();
+        let mut tries = 0;
+        let store = loop {
+            match dfs::store::Store::open(&dir.path().join("store"), author.clone()) {
+                Ok(s) => break s,
+                Err(e) if tries < 200 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, "store still held; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("cannot reopen the store: {e}"),
+            }
+        };
+        present(&store)
+    };
+    assert!(
+        before < chunks,
+        "the transfer was interrupted before it finished"
+    );
+    let fetcher = TestNode::start_with(dir, &network, bootstrap).await;
+    assert!(fetcher.client.wait_for("large", false, DEADLINE).await);
+    let again = fetcher.client.chunks_fetched();
+    assert!(
+        again as usize <= chunks - before,
+        "{again} chunks fetched after the restart, but {before} of {chunks} were already verified"
+    );
+    assert_eq!(get(&fetcher.client, "large").await.unwrap(), bytes);
 }

@@ -66,12 +66,10 @@ impl From<node::Error> for ApiError {
         let status = match &e {
             e if e.is_not_found() => StatusCode::NOT_FOUND,
             node::Error::Store(StoreError::Invalid(_)) => StatusCode::BAD_REQUEST,
-            node::Error::Store(StoreError::Io(io)) if io.kind() == io::ErrorKind::InvalidInput => {
-                StatusCode::RANGE_NOT_SATISFIABLE
-            }
-            node::Error::Store(StoreError::Incomplete(_)) | node::Error::Stopped => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            node::Error::Range { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            node::Error::Store(StoreError::Incomplete(_))
+            | node::Error::Unavailable { .. }
+            | node::Error::Stopped => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

@@ -84,7 +84,13 @@ impl Session {
     /// Runs rounds until both record sets have the same digest, nothing more can be settled,
     /// or the round limit is reached (the next session continues).
     pub(crate) async fn run(self) -> Result<(), Error> {
+        let result = self.rounds().await;
+        // Counted when it ends, so that at rest `requests_sent` per session is exact.
         self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn rounds(&self) -> Result<(), Error> {
         let peer = self.peer;
         let mut seen_states = HashSet::new();
         for _ in 0..sync::MAX_ROUNDS {

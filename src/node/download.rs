@@ -59,10 +59,7 @@ pub(crate) async fn start(
     let size = record.size;
     let (start, end) = range.unwrap_or((0, size));
     if start > end || end > size {
-        return Err(Error::Store(StoreError::Io(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("range {start}-{end} is outside the file of {size} bytes"),
-        ))));
+        return Err(Error::Range { start, end, size });
     }
     let s = store.clone();
     let key = record.key.clone();

@@ -88,6 +88,10 @@ pub enum Error {
     NotFound(String),
     #[error("the node has stopped")]
     Stopped,
+    #[error("range {start}-{end} is outside the file of {size} bytes")]
+    Range { start: u64, end: u64, size: u64 },
+    #[error("content of {key} is not available yet: {reason}")]
+    Unavailable { key: String, reason: String },
     #[error("request to {peer} failed: {reason}")]
     Request { peer: PeerId, reason: String },
     #[error("{0}")]
@@ -257,6 +261,11 @@ impl Client {
 
     pub fn sync_stats(&self) -> &SyncStats {
         &self.stats
+    }
+
+    /// Chunks this node has fetched from peers since it started.
+    pub fn chunks_fetched(&self) -> u64 {
+        self.replicator.chunks_fetched()
     }
 
     /// Stores a file from a blocking reader, durably, then gossips its record. Returns when the

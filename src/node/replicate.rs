@@ -8,7 +8,7 @@
 //! are verified.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,6 +61,8 @@ struct Inner {
     hints: Mutex<HashMap<ContentId, Vec<PeerId>>>,
     resuming: AtomicBool,
     stopped: AtomicBool,
+    /// Chunks received from peers and written, over the node's life.
+    chunks_fetched: AtomicU64,
 }
 
 impl Replicator {
@@ -80,6 +82,7 @@ impl Replicator {
                 hints: Mutex::new(HashMap::new()),
                 resuming: AtomicBool::new(false),
                 stopped: AtomicBool::new(false),
+                chunks_fetched: AtomicU64::new(0),
             }),
         }
     }
@@ -174,6 +177,11 @@ impl Replicator {
     /// A new peer that speaks dfs is connected: content missing so far may be there.
     pub(crate) fn peer_available(&self) {
         self.resume();
+    }
+
+    /// Chunks fetched from peers and written since the node started.
+    pub(crate) fn chunks_fetched(&self) -> u64 {
+        self.inner.chunks_fetched.load(Ordering::Relaxed)
     }
 
     pub(crate) fn stop(&self) {
@@ -498,6 +506,7 @@ impl<'a> Transfer<'a> {
                     match result {
                         Ok(()) => {
                             written += 1;
+                            self.inner.chunks_fetched.fetch_add(1, Ordering::Relaxed);
                             stalls = 0;
                             let _ = self.progress.send(Progress::Running { chunks: written });
                         }

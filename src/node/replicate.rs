@@ -31,6 +31,8 @@ const MAX_PENDING_WRITES: usize = 16;
 const MAX_STALLS: u32 = 10;
 /// Pause between two such looks.
 const STALL_PAUSE: Duration = Duration::from_millis(500);
+/// What a peer without the content answers.
+const NOT_THERE: &str = "peer does not have it";
 /// How often a running transfer looks for newly connected peers to fetch from.
 const PEER_REFRESH: Duration = Duration::from_secs(1);
 /// Most peer hints remembered.
@@ -302,17 +304,30 @@ impl<'a> Transfer<'a> {
         let list = if chunk_list_matches(&cid, size, &[]) {
             Vec::new()
         } else {
+            // The peers that told us about the record may still be fetching it themselves:
+            // look again a few times before giving the slot back.
             let mut found = None;
-            for peer in self.order.clone() {
-                if !self.usable(&peer) {
-                    continue;
+            for attempt in 0..=MAX_STALLS {
+                if attempt > 0 {
+                    tokio::time::sleep(STALL_PAUSE).await;
+                    self.refresh_peers().await?;
                 }
-                match self.manifest_from(peer).await {
-                    Ok(list) => {
-                        found = Some(list);
-                        break;
+                for peer in self.order.clone() {
+                    if !self.usable(&peer) {
+                        continue;
                     }
-                    Err(reason) => self.fail(peer, &reason),
+                    match self.manifest_from(peer).await {
+                        Ok(list) => {
+                            found = Some(list);
+                            break;
+                        }
+                        // Not having it (yet) is no fault.
+                        Err(reason) if reason == NOT_THERE => {}
+                        Err(reason) => self.fail(peer, &reason),
+                    }
+                }
+                if found.is_some() {
+                    break;
                 }
             }
             found.ok_or_else(|| "no peer has the chunk list".to_string())?
@@ -359,7 +374,7 @@ impl<'a> Transfer<'a> {
                 {
                     list.extend(chunks)
                 }
-                fetch::Response::NotFound => return Err("peer does not have it".into()),
+                fetch::Response::NotFound => return Err(NOT_THERE.into()),
                 _ => return Err("protocol: bad chunk list page".into()),
             }
         }

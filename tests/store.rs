@@ -240,11 +240,11 @@ fn arb_records(authors: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<Record>> {
                 c.map_or(0, |c| c as u64 + 1),
             )
         });
-    prop::collection::vec(one, 1..12)
+    prop::collection::vec(one, 1..10)
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
     /// Merging is commutative, associative and idempotent: any order, with duplicates, gives
     /// the same records and the same sync digest.
@@ -253,7 +253,10 @@ proptest! {
         (records, order) in arb_records((0..3).map(|_| author()).collect())
             .prop_flat_map(|r| {
                 let n = r.len();
-                let idx = prop::collection::vec(0..n, n..3 * n).prop_shuffle();
+                // Every record once, some twice, in any order.
+                let idx = prop::collection::vec(0..n, 0..n)
+                    .prop_map(move |dups| (0..n).chain(dups).collect::<Vec<_>>())
+                    .prop_shuffle();
                 (Just(r), idx)
             })
     ) {
@@ -265,10 +268,6 @@ proptest! {
         }
         for &i in &order {
             s2.apply(records[i].clone()).unwrap();
-        }
-        // Every record was applied at least once in s2.
-        for r in &records {
-            s2.apply(r.clone()).unwrap();
         }
         prop_assert_eq!(s1.list().unwrap(), s2.list().unwrap());
         prop_assert_eq!(s1.sync_leaves(), s2.sync_leaves());

@@ -19,9 +19,9 @@ mod index;
 use std::collections::HashSet;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadTransaction, ReadableTable, ReadableTableMetadata};
 
@@ -34,8 +34,10 @@ use index::{decode, Content, Tables};
 
 /// Number of leaves of the anti-entropy tree (the top 12 bits of a key hash).
 pub const SYNC_LEAVES: usize = 4096;
-/// Chunks a put may have written but not yet fsynced and renamed (bounds memory and open files).
-const SYNC_QUEUE: usize = 32;
+
+/// Threads that write, fsync and rename the chunks of one put, so that their fsyncs overlap.
+/// A put holds at most `2 * WRITERS + 1` chunk buffers.
+const WRITERS: usize = 4;
 /// How often `get` retries when the content it found is freed before it could pin it.
 const GET_ATTEMPTS: usize = 3;
 
@@ -249,38 +251,81 @@ impl Store {
         let mut pinned = HashSet::new();
         let mut size = 0u64;
 
-        let (tx, rx) = sync_channel(SYNC_QUEUE);
+        let threads = WRITERS;
+        let (job_tx, job_rx) = sync_channel::<chunks::Job>(threads);
+        let jobs = Mutex::new(job_rx);
+        let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(2 * threads + 1);
+        let stop = AtomicBool::new(false);
         let (streamed, synced) = std::thread::scope(|s| {
-            let syncer = s.spawn(|| chunks::sync_pending(&inner.chunks, rx));
+            let writers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let spare = spare_tx.clone();
+                    let (chunks, jobs, stop) = (&inner.chunks, &jobs, &stop);
+                    s.spawn(move || chunks::write_jobs(chunks, jobs, spare, stop))
+                })
+                .collect();
+            drop(spare_tx);
+            let mut allocated = 0;
             let streamed = (|| -> Result<(), StoreError> {
-                let mut buf = vec![0u8; CHUNK_SIZE];
+                let mut buf = None;
                 loop {
-                    let n = read_full(&mut reader, &mut buf)?;
-                    if n == 0 {
+                    let mut b = match buf.take() {
+                        Some(b) => b,
+                        None => match spare_rx.try_recv() {
+                            Ok(b) => b,
+                            Err(_) if allocated <= 2 * threads => {
+                                allocated += 1;
+                                vec![0u8; CHUNK_SIZE]
+                            }
+                            // Every buffer is queued or being written: wait for one.
+                            Err(_) => match spare_rx.recv() {
+                                Ok(b) => b,
+                                Err(_) => return Ok(()),
+                            },
+                        },
+                    };
+                    let n = read_full(&mut reader, &mut b)?;
+                    if n == 0 || stop.load(Ordering::Relaxed) {
+                        // On a writer's failure, its error is the one reported.
                         return Ok(());
                     }
-                    let hash = Hash::of(&buf[..n]);
+                    let hash = Hash::of(&b[..n]);
                     size += n as u64;
                     hashes.push(hash);
                     // Pin before looking at the file, so gc cannot remove it from under us.
                     if pinned.insert(hash) {
                         inner.pins.pin(hash);
                         if !inner.chunks.exists(&hash) {
-                            let pending = inner.chunks.write_tmp(&hash, &buf[..n])?;
-                            if let Err(e) = tx.send(pending) {
-                                // The syncer failed; its error is the one reported.
-                                e.0.discard();
-                                return Ok(());
-                            }
+                            job_tx
+                                .send((hash, b, n))
+                                .expect("writers live until the queue closes");
+                        } else {
+                            buf = Some(b);
                         }
+                    } else {
+                        buf = Some(b);
                     }
                     if n < CHUNK_SIZE {
                         return Ok(());
                     }
                 }
             })();
-            drop(tx);
-            (streamed, syncer.join().expect("chunk syncer panicked"))
+            if streamed.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            drop(job_tx);
+            let mut synced = chunks::Synced {
+                renamed: Vec::new(),
+                result: Ok(()),
+            };
+            for w in writers {
+                let one = w.join().expect("chunk writer panicked");
+                synced.renamed.extend(one.renamed);
+                if synced.result.is_ok() {
+                    synced.result = one.result;
+                }
+            }
+            (streamed, synced)
         });
 
         let durable = streamed

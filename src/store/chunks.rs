@@ -29,11 +29,20 @@ pub(crate) struct Pending {
     tmp: PathBuf,
 }
 
-/// What the background syncer of a put did.
-pub(crate) struct Synced {
+/// What the chunk writers of a put did.
+pub(crate) struct Written {
     /// Chunks renamed into place (durable once their directories are synced).
     pub renamed: Vec<Hash>,
     pub result: io::Result<()>,
+}
+
+impl Default for Written {
+    fn default() -> Written {
+        Written {
+            renamed: Vec::new(),
+            result: Ok(()),
+        }
+    }
 }
 
 impl ChunkDir {
@@ -228,13 +237,13 @@ pub(crate) fn write_jobs(
     jobs: &Mutex<Receiver<Job>>,
     spare: SyncSender<Vec<u8>>,
     stop: &AtomicBool,
-) -> Synced {
+) -> Written {
     let mut renamed = Vec::new();
     let mut result = Ok(());
     loop {
         let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok((hash, buf, len)) = job else {
-            return Synced { renamed, result };
+            return Written { renamed, result };
         };
         if !stop.load(Ordering::Relaxed) {
             match chunks

@@ -36,8 +36,9 @@ use index::{decode, Content, Tables};
 pub const SYNC_LEAVES: usize = 4096;
 
 /// Threads that write, fsync and rename the chunks of one put, so that their fsyncs overlap.
-/// A put holds at most `2 * WRITERS + 1` chunk buffers.
 const WRITERS: usize = 4;
+/// Chunk buffers of one put (1 MiB each): being filled, queued, or being written.
+const BUFFERS: usize = 2 * WRITERS + 1;
 /// How often `get` retries when the content it found is freed before it could pin it.
 const GET_ATTEMPTS: usize = 3;
 
@@ -81,6 +82,15 @@ pub enum Applied {
     },
     /// This node already had this record or a newer one: nothing changed.
     Unchanged,
+}
+
+/// What the streaming half of a put has seen so far.
+#[derive(Default)]
+struct Streamed {
+    hashes: Vec<Hash>,
+    /// The distinct chunks, each pinned once.
+    pinned: HashSet<Hash>,
+    size: u64,
 }
 
 /// The handle of a local store; clones share it.
@@ -244,20 +254,44 @@ impl Store {
     /// Streams `reader` into chunks, writes them durably and commits the record with a new
     /// version. Returns only once the put is durable. If the reader fails, nothing of this put
     /// stays and the key's previous record is untouched.
-    pub fn put(&self, key: &str, mut reader: impl Read) -> Result<Record, StoreError> {
+    pub fn put(&self, key: &str, reader: impl Read) -> Result<Record, StoreError> {
         validate_key(key)?;
         let inner = &*self.inner;
-        let mut hashes = Vec::new();
-        let mut pinned = HashSet::new();
-        let mut size = 0u64;
+        let mut content = Streamed::default();
+        let (streamed, written) = self.write_content(reader, &mut content);
+        let committed = streamed
+            .and(written.result.map_err(StoreError::from))
+            // The chunks' renames, and those of the chunks found present, become durable.
+            .and_then(|()| Ok(inner.chunks.sync_dirs(&content.hashes)?))
+            .and_then(|()| self.commit_put(key, content.size, &content.hashes));
+        inner.pins.unpin_all(&content.pinned);
+        match committed {
+            Ok((record, freed)) => {
+                self.free(&freed);
+                Ok(record)
+            }
+            Err(e) => {
+                self.free(&written.renamed);
+                Err(e)
+            }
+        }
+    }
 
-        let threads = WRITERS;
-        let (job_tx, job_rx) = sync_channel::<chunks::Job>(threads);
+    /// The streaming half of a put: reads and hashes chunks on this thread while [`WRITERS`]
+    /// threads write, fsync and rename the chunks not already present. Every chunk is pinned
+    /// before its file is looked at; the caller unpins `content.pinned`.
+    fn write_content(
+        &self,
+        mut reader: impl Read,
+        content: &mut Streamed,
+    ) -> (Result<(), StoreError>, chunks::Written) {
+        let inner = &*self.inner;
+        let (job_tx, job_rx) = sync_channel::<chunks::Job>(WRITERS);
         let jobs = Mutex::new(job_rx);
-        let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(2 * threads + 1);
+        let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(BUFFERS);
         let stop = AtomicBool::new(false);
-        let (streamed, synced) = std::thread::scope(|s| {
-            let writers: Vec<_> = (0..threads)
+        std::thread::scope(|s| {
+            let writers: Vec<_> = (0..WRITERS)
                 .map(|_| {
                     let spare = spare_tx.clone();
                     let (chunks, jobs, stop) = (&inner.chunks, &jobs, &stop);
@@ -266,39 +300,39 @@ impl Store {
                 .collect();
             drop(spare_tx);
             let mut allocated = 0;
+            let mut next_buffer = || match spare_rx.try_recv() {
+                Ok(b) => Ok(b),
+                Err(_) if allocated < BUFFERS => {
+                    allocated += 1;
+                    Ok(vec![0u8; CHUNK_SIZE])
+                }
+                // Every buffer is queued or being written: wait for one.
+                Err(_) => spare_rx
+                    .recv()
+                    .map_err(|_| io::Error::other("chunk writers stopped")),
+            };
             let streamed = (|| -> Result<(), StoreError> {
                 let mut buf = None;
                 loop {
                     let mut b = match buf.take() {
                         Some(b) => b,
-                        None => match spare_rx.try_recv() {
-                            Ok(b) => b,
-                            Err(_) if allocated <= 2 * threads => {
-                                allocated += 1;
-                                vec![0u8; CHUNK_SIZE]
-                            }
-                            // Every buffer is queued or being written: wait for one.
-                            Err(_) => match spare_rx.recv() {
-                                Ok(b) => b,
-                                Err(_) => return Ok(()),
-                            },
-                        },
+                        None => next_buffer()?,
                     };
                     let n = read_full(&mut reader, &mut b)?;
                     if n == 0 || stop.load(Ordering::Relaxed) {
-                        // On a writer's failure, its error is the one reported.
+                        // After a writer's failure, its error is the one reported.
                         return Ok(());
                     }
                     let hash = Hash::of(&b[..n]);
-                    size += n as u64;
-                    hashes.push(hash);
+                    content.size += n as u64;
+                    content.hashes.push(hash);
                     // Pin before looking at the file, so gc cannot remove it from under us.
-                    if pinned.insert(hash) {
+                    if content.pinned.insert(hash) {
                         inner.pins.pin(hash);
                         if !inner.chunks.exists(&hash) {
                             job_tx
                                 .send((hash, b, n))
-                                .expect("writers live until the queue closes");
+                                .map_err(|_| io::Error::other("chunk writers stopped"))?;
                         } else {
                             buf = Some(b);
                         }
@@ -314,35 +348,16 @@ impl Store {
                 stop.store(true, Ordering::Relaxed);
             }
             drop(job_tx);
-            let mut synced = chunks::Synced {
-                renamed: Vec::new(),
-                result: Ok(()),
-            };
+            let mut written = chunks::Written::default();
             for w in writers {
                 let one = w.join().expect("chunk writer panicked");
-                synced.renamed.extend(one.renamed);
-                if synced.result.is_ok() {
-                    synced.result = one.result;
+                written.renamed.extend(one.renamed);
+                if written.result.is_ok() {
+                    written.result = one.result;
                 }
             }
-            (streamed, synced)
-        });
-
-        let durable = streamed
-            .and(synced.result.map_err(StoreError::from))
-            .and_then(|()| Ok(inner.chunks.sync_dirs(&hashes)?));
-        let committed = durable.and_then(|()| self.commit_put(key, size, &hashes));
-        inner.pins.unpin_all(&pinned);
-        match committed {
-            Ok((record, freed)) => {
-                self.free(&freed);
-                Ok(record)
-            }
-            Err(e) => {
-                self.free(&synced.renamed);
-                Err(e)
-            }
-        }
+            (streamed, written)
+        })
     }
 
     fn commit_put(

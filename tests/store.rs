@@ -79,6 +79,14 @@ fn chunk_path(dir: &Path, h: &Hash) -> std::path::PathBuf {
 }
 
 #[test]
+fn the_handle_is_shareable_across_threads() {
+    fn shareable<T: Send + Sync + Clone + 'static>() {}
+    shareable::<Store>();
+    fn sendable<T: Send + 'static>() {}
+    sendable::<dfs::store::Reader>();
+}
+
+#[test]
 fn round_trips_at_interesting_sizes() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 
-use redb::{Database, ReadTransaction, ReadableTable, ReadableTableMetadata};
+use redb::{Database, ReadTransaction, ReadableTable};
 
 use crate::record::{
     content_id, key_hash, validate_key, Clock, ContentId, Hash, InvalidRecord, Record, CHUNK_SIZE,
@@ -665,12 +665,6 @@ impl Store {
             }
         }
         inner.leaves[leaf_of(&new.key)].fetch_xor(delta, Ordering::Relaxed);
-    }
-
-    /// Number of records in the index (for checks; equals [`record_count`](Store::record_count)).
-    pub fn index_len(&self) -> Result<u64, StoreError> {
-        let txn = self.inner.db.begin_read()?;
-        Ok(txn.open_table(index::RECORDS)?.len()?)
     }
 }
 

@@ -7,10 +7,21 @@
 //!   its first byte), never by a key;
 //! - `tmp/`: chunks being written; anything left here after a crash is removed by [`Store::gc`].
 //!
-//! Durability: a put writes its chunks to temp files while a background thread fsyncs them and
-//! renames them into place; the chunk directories are fsynced once, then the record commits in a
-//! redb transaction (fsynced). Only then is the put acknowledged. A chunk file at its final path
-//! was always fsynced before its rename, so it is safe to dedupe against.
+//! Durability: a put reads and hashes 1 MiB chunks on the calling thread and hands the chunks
+//! not already present to a few writer threads, each of which writes a temp file, fsyncs it and
+//! renames it into place (their fsyncs overlap, so the file system commits them together). Then
+//! the directories of all the content's chunks are fsynced once and the record commits in a redb
+//! transaction (fsynced). Only then is the put acknowledged. A chunk file at its final path was
+//! always fsynced before its rename, so it is safe to dedupe against; one that a crash left
+//! without a record is unreferenced garbage for the next [`Store::gc`].
+//!
+//! Garbage collection: the index counts references (live records per content id, chunk lists
+//! per chunk) in the same transaction as each record change. Chunks whose count drops to zero
+//! are removed right after the commit, unless pinned by a running put, fetch or reader; see
+//! [`gc`](self::gc) for why that is safe against a concurrent put.
+//!
+//! Memory: a put holds at most `WRITERS + 2` chunk buffers, a reader one; neither depends on
+//! the file size (a 1 GiB put peaks around 20 MiB RSS).
 
 mod chunks;
 mod gc;
@@ -35,10 +46,12 @@ use index::{decode, Content, Tables};
 /// Number of leaves of the anti-entropy tree (the top 12 bits of a key hash).
 pub const SYNC_LEAVES: usize = 4096;
 
-/// Threads that write, fsync and rename the chunks of one put, so that their fsyncs overlap.
-const WRITERS: usize = 4;
+/// Threads that write, fsync and rename the chunks of one put. Their fsyncs overlap, so the
+/// file system commits them together: with 8 or more, writing one file per chunk is about as
+/// fast as writing one big file on ext4 (measured on the project's CI VM).
+const WRITERS: usize = 12;
 /// Chunk buffers of one put (1 MiB each): being filled, queued, or being written.
-const BUFFERS: usize = 2 * WRITERS + 1;
+const BUFFERS: usize = WRITERS + 2;
 /// How often `get` retries when the content it found is freed before it could pin it.
 const GET_ATTEMPTS: usize = 3;
 
@@ -286,19 +299,20 @@ impl Store {
         content: &mut Streamed,
     ) -> (Result<(), StoreError>, chunks::Written) {
         let inner = &*self.inner;
-        let (job_tx, job_rx) = sync_channel::<chunks::Job>(WRITERS);
+        let (job_tx, job_rx) = sync_channel::<chunks::Job>(1);
         let jobs = Mutex::new(job_rx);
         let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(BUFFERS);
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
-            let writers: Vec<_> = (0..WRITERS)
-                .map(|_| {
+            let mut writers = Vec::new();
+            // Writers start as chunks need them: a small put runs one.
+            let mut spawn_writer = || {
+                if writers.len() < WRITERS {
                     let spare = spare_tx.clone();
                     let (chunks, jobs, stop) = (&inner.chunks, &jobs, &stop);
-                    s.spawn(move || chunks::write_jobs(chunks, jobs, spare, stop))
-                })
-                .collect();
-            drop(spare_tx);
+                    writers.push(s.spawn(move || chunks::write_jobs(chunks, jobs, spare, stop)));
+                }
+            };
             let mut allocated = 0;
             let mut next_buffer = || match spare_rx.try_recv() {
                 Ok(b) => Ok(b),
@@ -330,6 +344,7 @@ impl Store {
                     if content.pinned.insert(hash) {
                         inner.pins.pin(hash);
                         if !inner.chunks.exists(&hash) {
+                            spawn_writer();
                             job_tx
                                 .send((hash, b, n))
                                 .map_err(|_| io::Error::other("chunk writers stopped"))?;
@@ -348,6 +363,7 @@ impl Store {
                 stop.store(true, Ordering::Relaxed);
             }
             drop(job_tx);
+            drop(spare_tx);
             let mut written = chunks::Written::default();
             for w in writers {
                 let one = w.join().expect("chunk writer panicked");

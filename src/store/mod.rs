@@ -2,7 +2,7 @@
 //! behind a cloneable, thread-safe handle. No networking here.
 //!
 //! On disk, under the store directory:
-//! - `index.redb`: the index (see [`index`](self::index) for its tables);
+//! - `index.redb`: the index (see `store/index.rs` for its tables);
 //! - `chunks/<xx>/<hash hex>`: one file per distinct chunk, named by its BLAKE3 hash (`xx` is
 //!   its first byte), never by a key;
 //! - `tmp/`: chunks being written; anything left here after a crash is removed by [`Store::gc`].
@@ -18,7 +18,7 @@
 //! Garbage collection: the index counts references (live records per content id, chunk lists
 //! per chunk) in the same transaction as each record change. Chunks whose count drops to zero
 //! are removed right after the commit, unless pinned by a running put, fetch or reader; see
-//! [`gc`](self::gc) for why that is safe against a concurrent put.
+//! `store/gc.rs` for why that is safe against a concurrent put.
 //!
 //! Memory: a put holds at most `WRITERS + 2` chunk buffers, a reader one; neither depends on
 //! the file size (a 1 GiB put peaks around 20 MiB RSS).

@@ -592,8 +592,10 @@ fn version_bytes(n: u64) -> Vec<u8> {
     b
 }
 
-/// Yields `bytes` a little at a time, slowly.
+/// Yields version `n` a little at a time, slowly; prints `midway <n>` once it has given out more
+/// than two chunks (so the put has chunks written but not committed).
 struct Slow {
+    n: u64,
     bytes: Vec<u8>,
     pos: usize,
 }
@@ -603,6 +605,9 @@ impl Read for Slow {
         std::thread::sleep(Duration::from_millis(1));
         let n = buf.len().min(self.bytes.len() - self.pos).min(128 * 1024);
         buf[..n].copy_from_slice(&self.bytes[self.pos..self.pos + n]);
+        if self.pos <= 2 * MIB && self.pos + n > 2 * MIB {
+            println!("midway {}", self.n);
+        }
         self.pos += n;
         Ok(n)
     }
@@ -620,6 +625,7 @@ fn kill_child() {
         s.put(
             "file",
             Slow {
+                n,
                 bytes: version_bytes(n),
                 pos: 0,
             },
@@ -669,9 +675,25 @@ fn kill_during_put_leaves_old_or_new() {
                 acked_here += 1;
             }
         }
-        let pause = Instant::now() + Duration::from_millis(rand::random::<u64>() % 120);
+        // Even rounds kill a put known to be midway; odd ones at any point of the cycle.
+        let midway = round % 2 == 0;
+        if midway {
+            loop {
+                assert!(Instant::now() < deadline, "child too slow");
+                let line = lines.next().expect("child exited").unwrap();
+                if let Some(n) = line.strip_prefix("acked ") {
+                    last_acked = n.parse().unwrap();
+                    acked.push(last_acked);
+                }
+                if line.starts_with("midway ") {
+                    break;
+                }
+            }
+        }
+        let most = if midway { 5 } else { 120 };
+        let pause = Instant::now() + Duration::from_millis(rand::random::<u64>() % most);
         while Instant::now() < pause {
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(1));
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
@@ -711,12 +733,12 @@ fn kill_during_put_leaves_old_or_new() {
             }
         }
         assert_eq!(chunk_files(d.path()), live);
-        if leftovers > 0 || chunks_before != live {
+        if midway && (leftovers > 0 || chunks_before != live) {
             killed_mid_put += 1;
         }
         next = n + 1;
     }
     assert!(acked.len() >= ROUNDS as usize, "{acked:?}");
-    // The kills did land inside puts (chunks were written but not committed).
+    // The kills meant to land inside puts did (chunks were written but not committed).
     assert!(killed_mid_put > 0);
 }

@@ -5,9 +5,6 @@ use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
-use std::sync::Mutex;
 
 use crate::record::Hash;
 
@@ -27,22 +24,6 @@ pub(crate) struct Pending {
     hash: Hash,
     file: File,
     tmp: PathBuf,
-}
-
-/// What the chunk writers of a put did.
-pub(crate) struct Written {
-    /// Chunks renamed into place (durable once their directories are synced).
-    pub renamed: Vec<Hash>,
-    pub result: io::Result<()>,
-}
-
-impl Default for Written {
-    fn default() -> Written {
-        Written {
-            renamed: Vec::new(),
-            result: Ok(()),
-        }
-    }
 }
 
 impl ChunkDir {
@@ -222,44 +203,6 @@ pub(crate) fn remove_if_present(path: &Path) -> io::Result<bool> {
 /// Fsyncs a directory, making the creations, renames and removals in it durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-/// A chunk a put hands to its writers: its hash, a buffer and how many bytes of it are the chunk.
-pub(crate) type Job = (Hash, Vec<u8>, usize);
-
-/// One writer thread of a put. Several run at once, each writing a chunk to a temp file,
-/// fsyncing it and renaming it into place, so that the fsyncs overlap with each other (the file
-/// system commits them together) and with the put reading and hashing the next chunks. Buffers
-/// go back to the put through `spare`. Once `stop` is set (a failure here or in the put), the
-/// remaining jobs are dropped.
-pub(crate) fn write_jobs(
-    chunks: &ChunkDir,
-    jobs: &Mutex<Receiver<Job>>,
-    spare: SyncSender<Vec<u8>>,
-    stop: &AtomicBool,
-) -> Written {
-    let mut renamed = Vec::new();
-    let mut result = Ok(());
-    loop {
-        let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
-        let Ok((hash, buf, len)) = job else {
-            return Written { renamed, result };
-        };
-        if !stop.load(Ordering::Relaxed) {
-            match chunks
-                .write_tmp(&hash, &buf[..len])
-                .and_then(|p| chunks.commit(p))
-            {
-                Ok(()) => renamed.push(hash),
-                Err(e) => {
-                    stop.store(true, Ordering::Relaxed);
-                    result = Err(e);
-                }
-            }
-        }
-        // The put may be gone already (it stopped early): then the buffer is simply freed.
-        let _ = spare.try_send(buf);
-    }
 }
 
 #[cfg(test)]

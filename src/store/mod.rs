@@ -7,9 +7,10 @@
 //!   its first byte), never by a key;
 //! - `tmp/`: chunks being written; anything left here after a crash is removed by [`Store::gc`].
 //!
-//! Durability: a put reads and hashes 1 MiB chunks on the calling thread and hands the chunks
-//! not already present to a few writer threads, each of which writes a temp file, fsyncs it and
-//! renames it into place (their fsyncs overlap, so the file system commits them together). Then
+//! Durability: a put reads 1 MiB chunks on the calling thread and hands them to a few writer
+//! threads, which hash them and write each chunk not already present to a temp file, fsync it
+//! and rename it into place (their fsyncs overlap, so the file system commits them together; see
+//! `store/put.rs`). Then
 //! the directories of all the content's chunks are fsynced once and the record commits in a redb
 //! transaction (fsynced). Only then is the put acknowledged. A chunk file at its final path was
 //! always fsynced before its rename, so it is safe to dedupe against; one that a crash left
@@ -20,24 +21,23 @@
 //! are removed right after the commit, unless pinned by a running put, fetch or reader; see
 //! `store/gc.rs` for why that is safe against a concurrent put.
 //!
-//! Memory: a put holds at most `WRITERS + 2` chunk buffers, a reader one; neither depends on
+//! Memory: a put holds at most 10 chunk buffers, a reader one; neither depends on
 //! the file size (a 1 GiB put peaks around 20 MiB RSS).
 
 mod chunks;
 mod gc;
 mod index;
+mod put;
 
-use std::collections::HashSet;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::sync_channel;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use redb::{Database, ReadTransaction, ReadableTable};
 
 use crate::record::{
-    content_id, key_hash, validate_key, Clock, ContentId, Hash, InvalidRecord, Record, CHUNK_SIZE,
+    content_id, key_hash, validate_key, Clock, ContentId, Hash, InvalidRecord, Record,
 };
 use chunks::ChunkDir;
 use gc::Pins;
@@ -46,13 +46,6 @@ use index::{decode, Content, Tables};
 /// Number of leaves of the anti-entropy tree (the top 12 bits of a key hash).
 pub const SYNC_LEAVES: usize = 4096;
 
-/// Threads that write, fsync and rename the chunks of one put. Their fsyncs overlap, so the
-/// file system commits them together: on ext4 (2-core VM), 256 files of 1 MiB each written,
-/// fsynced and renamed by 8 threads went as fast as one 256 MiB file with one fsync, by 1 thread
-/// at a sixth of that speed.
-const WRITERS: usize = 8;
-/// Chunk buffers of one put (1 MiB each): being filled, queued, or being written.
-const BUFFERS: usize = WRITERS + 2;
 /// How often `get` retries when the content it found is freed before it could pin it.
 const GET_ATTEMPTS: usize = 3;
 
@@ -98,15 +91,6 @@ pub enum Applied {
     Unchanged,
 }
 
-/// What the streaming half of a put has seen so far.
-#[derive(Default)]
-struct Streamed {
-    hashes: Vec<Hash>,
-    /// The distinct chunks, each pinned once.
-    pinned: HashSet<Hash>,
-    size: u64,
-}
-
 /// The handle of a local store; clones share it.
 #[derive(Clone)]
 pub struct Store {
@@ -136,20 +120,6 @@ impl std::fmt::Debug for Store {
 
 fn leaf_of(key: &str) -> usize {
     (key_hash(key) >> 52) as usize
-}
-
-/// Fills `buf` from `reader` as far as it can; returns the bytes read (less only at the end).
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 fn read_record(txn: &ReadTransaction, key: &str) -> Result<Option<Record>, StoreError> {
@@ -271,110 +241,23 @@ impl Store {
     pub fn put(&self, key: &str, reader: impl Read) -> Result<Record, StoreError> {
         validate_key(key)?;
         let inner = &*self.inner;
-        let mut content = Streamed::default();
-        let (streamed, written) = self.write_content(reader, &mut content);
-        let committed = streamed
-            .and(written.result.map_err(StoreError::from))
+        let content = put::write_content(&inner.chunks, &inner.pins, reader);
+        let committed = content
+            .result
             // The chunks' renames, and those of the chunks found present, become durable.
             .and_then(|()| Ok(inner.chunks.sync_dirs(&content.hashes)?))
             .and_then(|()| self.commit_put(key, content.size, &content.hashes));
-        inner.pins.unpin_all(&content.pinned);
+        inner.pins.unpin_all(&content.hashes);
         match committed {
             Ok((record, freed)) => {
                 self.free(&freed);
                 Ok(record)
             }
             Err(e) => {
-                self.free(&written.renamed);
+                self.free(&content.renamed);
                 Err(e)
             }
         }
-    }
-
-    /// The streaming half of a put: reads and hashes chunks on this thread while [`WRITERS`]
-    /// threads write, fsync and rename the chunks not already present. Every chunk is pinned
-    /// before its file is looked at; the caller unpins `content.pinned`.
-    fn write_content(
-        &self,
-        mut reader: impl Read,
-        content: &mut Streamed,
-    ) -> (Result<(), StoreError>, chunks::Written) {
-        let inner = &*self.inner;
-        let (job_tx, job_rx) = sync_channel::<chunks::Job>(1);
-        let jobs = Mutex::new(job_rx);
-        let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(BUFFERS);
-        let stop = AtomicBool::new(false);
-        std::thread::scope(|s| {
-            let mut writers = Vec::new();
-            // Writers start as chunks need them: a small put runs one.
-            let mut spawn_writer = || {
-                if writers.len() < WRITERS {
-                    let spare = spare_tx.clone();
-                    let (chunks, jobs, stop) = (&inner.chunks, &jobs, &stop);
-                    writers.push(s.spawn(move || chunks::write_jobs(chunks, jobs, spare, stop)));
-                }
-            };
-            let mut allocated = 0;
-            let mut next_buffer = || match spare_rx.try_recv() {
-                Ok(b) => Ok(b),
-                Err(_) if allocated < BUFFERS => {
-                    allocated += 1;
-                    Ok(vec![0u8; CHUNK_SIZE])
-                }
-                // Every buffer is queued or being written: wait for one.
-                Err(_) => spare_rx
-                    .recv()
-                    .map_err(|_| io::Error::other("chunk writers stopped")),
-            };
-            let streamed = (|| -> Result<(), StoreError> {
-                let mut buf = None;
-                loop {
-                    let mut b = match buf.take() {
-                        Some(b) => b,
-                        None => next_buffer()?,
-                    };
-                    let n = read_full(&mut reader, &mut b)?;
-                    if n == 0 || stop.load(Ordering::Relaxed) {
-                        // After a writer's failure, its error is the one reported.
-                        return Ok(());
-                    }
-                    let hash = Hash::of(&b[..n]);
-                    content.size += n as u64;
-                    content.hashes.push(hash);
-                    // Pin before looking at the file, so gc cannot remove it from under us.
-                    if content.pinned.insert(hash) {
-                        inner.pins.pin(hash);
-                        if !inner.chunks.exists(&hash) {
-                            spawn_writer();
-                            job_tx
-                                .send((hash, b, n))
-                                .map_err(|_| io::Error::other("chunk writers stopped"))?;
-                        } else {
-                            buf = Some(b);
-                        }
-                    } else {
-                        buf = Some(b);
-                    }
-                    if n < CHUNK_SIZE {
-                        return Ok(());
-                    }
-                }
-            })();
-            if streamed.is_err() {
-                stop.store(true, Ordering::Relaxed);
-            }
-            drop(job_tx);
-            drop(spare_tx);
-            let mut written = chunks::Written::default();
-            for w in writers {
-                let one = w.join().expect("chunk writer panicked");
-                written.renamed.extend(one.renamed);
-                if written.result.is_ok() {
-                    written.result = one.result;
-                }
-            }
-            (streamed, written)
-        })
     }
 
     fn commit_put(

@@ -133,6 +133,12 @@ fn bad_keys_are_rejected() {
         assert!(matches!(s.get(key), Err(StoreError::Invalid(_))));
         assert!(matches!(s.delete(key), Err(StoreError::Invalid(_))));
     }
+    // The author of local records must be a peer id.
+    let other = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        Store::open(other.path(), b"nobody".to_vec()),
+        Err(StoreError::Invalid(_))
+    ));
     // A path-like key is an ordinary key and never touches the file system outside the store.
     s.put("../../etc/passwd", &b"not a path"[..]).unwrap();
     assert_eq!(read_all(&s, "../../etc/passwd"), b"not a path");

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use super::chunks::ChunkDir;
 use super::gc::Pins;
 use super::StoreError;
-use crate::record::{Hash, CHUNK_SIZE};
+use crate::record::{Hash, InvalidRecord, CHUNK_SIZE, MAX_FILE_SIZE};
 
 /// Writer threads of one put (started as chunks need them: a small put runs one).
 pub(crate) const WRITERS: usize = 8;
@@ -61,7 +61,7 @@ pub(crate) fn write_content(chunks: &ChunkDir, pins: &Pins, mut reader: impl Rea
     let (read, writers) = std::thread::scope(|s| {
         let mut writers = Vec::new();
         let mut allocated = 0;
-        let read = (|| -> io::Result<()> {
+        let read = (|| -> Result<(), StoreError> {
             loop {
                 let mut buf = match spare_rx.try_recv() {
                     Ok(b) => b,
@@ -76,6 +76,9 @@ pub(crate) fn write_content(chunks: &ChunkDir, pins: &Pins, mut reader: impl Rea
                 if len == 0 || stop.load(Ordering::Relaxed) {
                     // After a writer's failure, its error is the one reported.
                     return Ok(());
+                }
+                if size + len as u64 > MAX_FILE_SIZE {
+                    return Err(InvalidRecord::TooLarge(size + len as u64).into());
                 }
                 if writers.len() < WRITERS {
                     let spare = spare_tx.clone();
@@ -104,7 +107,7 @@ pub(crate) fn write_content(chunks: &ChunkDir, pins: &Pins, mut reader: impl Rea
         (read, writers)
     });
 
-    let mut result = read.map_err(StoreError::from);
+    let mut result = read;
     let mut indexed = Vec::with_capacity(count);
     let mut renamed = Vec::new();
     for w in writers {

@@ -230,6 +230,20 @@ fn tombstone_wins_over_older_write_and_loses_to_newer() {
     // A local write after seeing a remote record always wins over it.
     let mine = s.put("k", &b"local"[..]).unwrap();
     assert!(mine.time > t0 + 3);
+    // A batch skips invalid records and reports each outcome in order.
+    let newer = rec("k", mine.time + 1, &a, None, 0);
+    let outcomes = s
+        .apply_batch(vec![rec("", t0, &a, None, 0), w1.clone(), newer.clone()])
+        .unwrap();
+    assert_eq!(outcomes[..2], [Applied::Unchanged, Applied::Unchanged]);
+    assert_eq!(
+        outcomes[2],
+        Applied::Updated {
+            previous: Some(mine),
+            fetch: false
+        }
+    );
+    assert_eq!(s.record("k").unwrap(), Some(newer));
     // Bad records are refused.
     let bad = rec("", t0, &a, None, 0);
     assert!(matches!(s.apply(bad), Err(StoreError::Invalid(_))));
@@ -283,6 +297,13 @@ proptest! {
         for &i in &order {
             s2.apply(records[i].clone()).unwrap();
         }
+        // One batch (one transaction) merges the same way.
+        let d3 = tempfile::tempdir().unwrap();
+        let s3 = open(d3.path());
+        let batch: Vec<Record> = order.iter().rev().map(|&i| records[i].clone()).collect();
+        s3.apply_batch(batch).unwrap();
+        prop_assert_eq!(s1.list().unwrap(), s3.list().unwrap());
+        prop_assert_eq!(s1.sync_leaves(), s3.sync_leaves());
         prop_assert_eq!(s1.list().unwrap(), s2.list().unwrap());
         prop_assert_eq!(s1.sync_leaves(), s2.sync_leaves());
         prop_assert_eq!(s1.record_count(), s2.record_count());

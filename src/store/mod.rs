@@ -358,39 +358,67 @@ impl Store {
         Ok(record)
     }
 
-    /// Merges a record from elsewhere by last-writer-wins, freeing content no longer referenced.
+    /// Merges a record from elsewhere by last-writer-wins (after validating it and moving the
+    /// clock past it), freeing content no longer referenced.
     pub fn apply(&self, record: Record) -> Result<Applied, StoreError> {
         record.validate()?;
+        let mut outcomes = self.merge(vec![record])?;
+        Ok(outcomes.pop().expect("one outcome per record"))
+    }
+
+    /// Merges many records in one transaction (one fsync), as anti-entropy receives them.
+    /// Invalid records are skipped (`Unchanged`). Returns what happened to each, in order.
+    pub fn apply_batch(&self, records: Vec<Record>) -> Result<Vec<Applied>, StoreError> {
+        self.merge(records)
+    }
+
+    fn merge(&self, records: Vec<Record>) -> Result<Vec<Applied>, StoreError> {
         let inner = &*self.inner;
-        inner.clock.observe(record.time);
-        let txn = inner.db.begin_write()?;
+        let mut outcomes = Vec::with_capacity(records.len());
+        let mut changes = Vec::new();
         let mut freed = Vec::new();
-        let (old, fetch) = {
+        let txn = inner.db.begin_write()?;
+        {
             let mut t = Tables::open(&txn)?;
-            let old = t.record(&record.key)?;
-            if old.as_ref().is_some_and(|o| !record.supersedes(o)) {
-                return Ok(Applied::Unchanged);
-            }
-            t.replace(old.as_ref(), &record, &mut freed)?;
-            let fetch = match &record.cid {
-                None => false,
-                // Empty content has nothing to fetch.
-                Some(cid) if record.size == 0 && *cid == content_id(0, &[]) => {
-                    t.add_content(cid, 0, &[], true)?;
-                    false
+            for record in records {
+                if record.validate().is_err() {
+                    outcomes.push(Applied::Unchanged);
+                    continue;
                 }
-                Some(cid) => !t.content(cid)?.is_some_and(|c| c.complete),
-            };
+                inner.clock.observe(record.time);
+                let old = t.record(&record.key)?;
+                if old.as_ref().is_some_and(|o| !record.supersedes(o)) {
+                    outcomes.push(Applied::Unchanged);
+                    continue;
+                }
+                t.replace(old.as_ref(), &record, &mut freed)?;
+                let fetch = match &record.cid {
+                    None => false,
+                    // Empty content has nothing to fetch.
+                    Some(cid) if record.size == 0 && *cid == content_id(0, &[]) => {
+                        t.add_content(cid, 0, &[], true)?;
+                        false
+                    }
+                    Some(cid) => !t.content(cid)?.is_some_and(|c| c.complete),
+                };
+                outcomes.push(Applied::Updated {
+                    previous: old.clone(),
+                    fetch,
+                });
+                changes.push((old, record));
+            }
             t.set_clock(inner.clock.last())?;
-            (old, fetch)
-        };
+        }
+        if changes.is_empty() {
+            // Nothing to write: dropping the transaction aborts it.
+            return Ok(outcomes);
+        }
         txn.commit()?;
-        self.sync_update(old.as_ref(), &record);
+        for (old, record) in &changes {
+            self.sync_update(old.as_ref(), record);
+        }
         self.free(&freed);
-        Ok(Applied::Updated {
-            previous: old,
-            fetch,
-        })
+        Ok(outcomes)
     }
 
     /// The chunk list known for this content id (complete or not), if any.

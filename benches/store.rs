@@ -41,6 +41,57 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
     (out, start.elapsed().as_secs_f64())
 }
 
+type Times = [Vec<f64>; 5];
+
+/// Plain copy with fsync (the bar of a put), then a plain read of the copy (the bar of a get).
+fn plain(src: &Path, copy: &Path, times: &mut Times) -> io::Result<()> {
+    let (r, s) = timed(|| -> io::Result<()> {
+        std::fs::copy(src, copy)?;
+        File::open(copy)?.sync_all()
+    });
+    r?;
+    times[0].push(s);
+    let (r, s) = timed(|| io::copy(&mut File::open(copy)?, &mut io::sink()));
+    r?;
+    times[1].push(s);
+    std::fs::remove_file(copy)
+}
+
+/// A put, a verified get, and a put of the same bytes under another key (all deduped).
+fn stored(
+    store: &Store,
+    src: &Path,
+    round: usize,
+    size_mib: u64,
+    times: &mut Times,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let key = format!("bench {round}");
+    let (r, s) = timed(|| store.put(&key, File::open(src)?));
+    assert_eq!(r?.size, size_mib * MIB);
+    times[2].push(s);
+    let (r, s) = timed(|| -> Result<u64, Box<dyn std::error::Error>> {
+        let mut reader = store.get(&key)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0;
+        loop {
+            let k = reader.read(&mut buf)?;
+            if k == 0 {
+                return Ok(n);
+            }
+            n += k as u64;
+        }
+    });
+    assert_eq!(r?, size_mib * MIB);
+    times[3].push(s);
+    let (r, s) = timed(|| store.put("dedup", File::open(src)?));
+    r?;
+    times[4].push(s);
+    store.delete(&key)?;
+    store.delete("dedup")?;
+    store.gc()?;
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let size_mib: u64 = std::env::var("DFS_BENCH_SIZE")
         .ok()
@@ -66,47 +117,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let author = libp2p::PeerId::random().to_bytes();
     let store = Store::open(&dir.path().join("store"), author)?;
     let copy = dir.path().join("copy");
-    let mut times: [Vec<f64>; 5] = Default::default();
-    // Rounds alternate copy and put, so that a slow moment of the disk hits both alike.
+    let mut times: Times = Default::default();
+    // Rounds alternate which goes first, the plain copy or the store, so that neither always
+    // meets a disk still busy with the other's writes.
     for round in 0..rounds {
-        // Plain copy with fsync: the bar a put is measured against.
-        let (r, s) = timed(|| -> io::Result<()> {
-            std::fs::copy(&src, &copy)?;
-            File::open(&copy)?.sync_all()
-        });
-        r?;
-        times[0].push(s);
-        // Plain read of the copy: the bar a get is measured against.
-        let (r, s) = timed(|| io::copy(&mut File::open(&copy)?, &mut io::sink()));
-        r?;
-        times[1].push(s);
-        std::fs::remove_file(&copy)?;
-
-        let key = format!("bench {round}");
-        let (r, s) = timed(|| store.put(&key, File::open(&src)?));
-        assert_eq!(r?.size, size_mib * MIB);
-        times[2].push(s);
-        let (r, s) = timed(|| -> Result<u64, Box<dyn std::error::Error>> {
-            let mut reader = store.get(&key)?;
-            let mut buf = vec![0u8; 256 * 1024];
-            let mut n = 0;
-            loop {
-                let k = reader.read(&mut buf)?;
-                if k == 0 {
-                    return Ok(n);
-                }
-                n += k as u64;
-            }
-        });
-        assert_eq!(r?, size_mib * MIB);
-        times[3].push(s);
-        // The same bytes again: every chunk is already there.
-        let (r, s) = timed(|| store.put("dedup", File::open(&src)?));
-        r?;
-        times[4].push(s);
-        store.delete(&key)?;
-        store.delete("dedup")?;
-        store.gc()?;
+        if round % 2 == 0 {
+            plain(&src, &copy, &mut times)?;
+            stored(&store, &src, round, size_mib, &mut times)?;
+        } else {
+            stored(&store, &src, round, size_mib, &mut times)?;
+            plain(&src, &copy, &mut times)?;
+        }
     }
     // (median, best) seconds of each operation.
     let stats = |mut v: Vec<f64>| {

@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::Receiver;
 
 use crate::record::Hash;
 
@@ -22,42 +21,45 @@ pub(crate) struct ChunkDir {
 
 /// A chunk written to a temp file, waiting for its fsync and rename.
 pub(crate) struct Pending {
-    pub hash: Hash,
+    hash: Hash,
     file: File,
     tmp: PathBuf,
 }
 
-/// What the background syncer of a put did.
-pub(crate) struct Synced {
-    /// Chunks renamed into place (durable once their directories are synced).
-    pub renamed: Vec<Hash>,
-    pub result: io::Result<()>,
-}
-
 impl ChunkDir {
-    /// Opens the chunk directory under `dir`, creating `chunks/00..ff` and `tmp/` if needed.
+    /// Opens the chunk directory under `dir`, creating `chunks/` and `tmp/` if needed. The
+    /// subdirectories `chunks/00`..`chunks/ff` are created when first needed.
     pub fn open(dir: &Path) -> io::Result<ChunkDir> {
         let root = dir.join("chunks");
         let tmp = dir.join("tmp");
-        let mut created = false;
-        for d in [&root, &tmp] {
-            if !d.is_dir() {
-                fs::create_dir_all(d)?;
-                created = true;
-            }
-        }
-        for b in 0..=255u8 {
-            let d = root.join(format!("{b:02x}"));
-            if !d.is_dir() {
-                fs::create_dir(&d)?;
-                created = true;
-            }
-        }
-        if created {
-            sync_dir(&root)?;
+        if !root.is_dir() || !tmp.is_dir() {
+            fs::create_dir_all(&root)?;
+            fs::create_dir_all(&tmp)?;
             sync_dir(dir)?;
         }
         Ok(ChunkDir { root, tmp })
+    }
+
+    /// Creates (durably) the subdirectory of a chunk.
+    fn make_subdir(&self, hash: &Hash) -> io::Result<()> {
+        match fs::create_dir(self.subdir(hash)) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        // Also when another thread created it: it may not have synced it yet.
+        sync_dir(&self.root)
+    }
+
+    /// Renames a fsynced temp file into place, creating the chunk's subdirectory if needed.
+    fn rename_into_place(&self, tmp: &Path, hash: &Hash) -> io::Result<()> {
+        let dest = self.path(hash);
+        match fs::rename(tmp, &dest) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && tmp.exists() => {
+                self.make_subdir(hash)?;
+                fs::rename(tmp, &dest)
+            }
+            r => r,
+        }
     }
 
     fn subdir(&self, hash: &Hash) -> PathBuf {
@@ -74,7 +76,7 @@ impl ChunkDir {
         self.path(hash).is_file()
     }
 
-    /// Writes `bytes` to a fresh temp file (no fsync yet); the temp file is removed on failure.
+    /// Writes `bytes` to a fresh temp file, without fsync; the temp file is removed on failure.
     pub fn write_tmp(&self, hash: &Hash, bytes: &[u8]) -> io::Result<Pending> {
         let tmp = self.tmp.join(format!(
             "{}.{:016x}{TMP_SUFFIX}",
@@ -99,7 +101,7 @@ impl ChunkDir {
         let Pending { hash, file, tmp } = pending;
         let done = file
             .sync_data()
-            .and_then(|()| fs::rename(&tmp, self.path(&hash)));
+            .and_then(|()| self.rename_into_place(&tmp, &hash));
         if done.is_err() {
             let _ = fs::remove_file(&tmp);
         }
@@ -201,38 +203,6 @@ pub(crate) fn remove_if_present(path: &Path) -> io::Result<bool> {
 /// Fsyncs a directory, making the creations, renames and removals in it durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-/// The background half of a put: fsyncs and renames chunks as the put writes them, so the
-/// fsyncs overlap with reading and hashing the next chunks. After a failure it removes the temp
-/// files still queued and stops (the put sees its channel closed).
-pub(crate) fn sync_pending(chunks: &ChunkDir, queue: Receiver<Pending>) -> Synced {
-    let mut renamed = Vec::new();
-    for pending in queue.iter() {
-        let hash = pending.hash;
-        if let Err(e) = chunks.commit(pending) {
-            for rest in queue.try_iter() {
-                let _ = fs::remove_file(&rest.tmp);
-            }
-            return Synced {
-                renamed,
-                result: Err(e),
-            };
-        }
-        renamed.push(hash);
-    }
-    Synced {
-        renamed,
-        result: Ok(()),
-    }
-}
-
-impl Pending {
-    /// Drops a chunk that will not be committed, removing its temp file.
-    pub fn discard(self) {
-        drop(self.file);
-        let _ = fs::remove_file(&self.tmp);
-    }
 }
 
 #[cfg(test)]

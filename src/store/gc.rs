@@ -112,3 +112,21 @@ pub(crate) fn sweep(db: &Database, chunks: &ChunkDir, pins: &Pins) -> Result<usi
     }
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_are_counted() {
+        let pins = Pins::default();
+        let (a, b) = (Hash::of(b"a"), Hash::of(b"b"));
+        pins.pin(a);
+        pins.pin_all([&a, &b]);
+        pins.unpin_all([&a, &b]);
+        assert!(pins.lock().contains_key(&a));
+        assert!(!pins.lock().contains_key(&b));
+        pins.unpin_all([&a]);
+        assert!(pins.lock().is_empty());
+    }
+}

@@ -217,3 +217,54 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::Database;
+
+    fn rec(key: &str, time: u64, cid: Option<ContentId>) -> Record {
+        Record {
+            key: key.into(),
+            cid,
+            size: 0,
+            time,
+            author: vec![1],
+        }
+    }
+
+    #[test]
+    fn references_move_with_records_and_free_chunks_at_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("index.redb")).unwrap();
+        let (a, b, c) = (Hash::of(b"a"), Hash::of(b"b"), Hash::of(b"c"));
+        let (cid1, cid2) = (Hash::of(b"content 1"), Hash::of(b"content 2"));
+        let txn = db.begin_write().unwrap();
+        let mut t = Tables::open(&txn).unwrap();
+        let mut freed = Vec::new();
+
+        // Two keys share content 1 (chunks a, b, a); a third key has content 2 (b, c).
+        t.add_content(&cid1, 3, &[a, b, a], true).unwrap();
+        t.add_content(&cid2, 2, &[b, c], true).unwrap();
+        let (k1, k2) = (rec("k1", 1, Some(cid1)), rec("k2", 1, Some(cid1)));
+        t.replace(None, &k1, &mut freed).unwrap();
+        t.replace(None, &k2, &mut freed).unwrap();
+        t.replace(None, &rec("k3", 1, Some(cid2)), &mut freed)
+            .unwrap();
+        assert_eq!(t.content_refs(&cid1).unwrap(), 2);
+
+        // Deleting one sharer frees nothing.
+        t.replace(Some(&k1), &rec("k1", 2, None), &mut freed)
+            .unwrap();
+        assert!(freed.is_empty());
+        assert!(t.content(&cid1).unwrap().is_some());
+
+        // Deleting the other frees the chunk only content 1 had; b is still in content 2.
+        t.replace(Some(&k2), &rec("k2", 2, None), &mut freed)
+            .unwrap();
+        assert_eq!(freed, vec![a]);
+        assert_eq!(t.content_refs(&cid1).unwrap(), 0);
+        assert!(t.content(&cid1).unwrap().is_none());
+        assert_eq!(t.record("k2").unwrap().unwrap().time, 2);
+    }
+}

@@ -2,31 +2,42 @@
 //! behind a cloneable, thread-safe handle. No networking here.
 //!
 //! On disk, under the store directory:
-//! - `index.redb`: the index (see [`index`](self::index) for its tables);
+//! - `index.redb`: the index (see `store/index.rs` for its tables);
 //! - `chunks/<xx>/<hash hex>`: one file per distinct chunk, named by its BLAKE3 hash (`xx` is
 //!   its first byte), never by a key;
 //! - `tmp/`: chunks being written; anything left here after a crash is removed by [`Store::gc`].
 //!
-//! Durability: a put writes its chunks to temp files while a background thread fsyncs them and
-//! renames them into place; the chunk directories are fsynced once, then the record commits in a
-//! redb transaction (fsynced). Only then is the put acknowledged. A chunk file at its final path
-//! was always fsynced before its rename, so it is safe to dedupe against.
+//! Durability: a put reads 1 MiB chunks on the calling thread and hands them to a few writer
+//! threads, which hash them and write each chunk not already present to a temp file, fsync it
+//! and rename it into place (their fsyncs overlap, so the file system commits them together; see
+//! `store/put.rs`). Then the directories of all the content's chunks are fsynced once and the
+//! record commits in a redb transaction (fsynced). Only then is the put acknowledged. A chunk file at its final path was
+//! always fsynced before its rename, so it is safe to dedupe against; one that a crash left
+//! without a record is unreferenced garbage for the next [`Store::gc`].
+//!
+//! Garbage collection: the index counts references (live records per content id, chunk lists
+//! per chunk) in the same transaction as each record change. Chunks whose count drops to zero
+//! are removed right after the commit, unless pinned by a running put, fetch or reader; see
+//! `store/gc.rs` for why that is safe against a concurrent put.
+//!
+//! Memory: a put holds at most 10 chunk buffers, a reader one; neither depends on the file size
+//! (the bench's 1 GiB put and get peak at about 16 MiB RSS).
 
 mod chunks;
 mod gc;
 mod index;
+mod put;
 
-use std::collections::HashSet;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 
-use redb::{Database, ReadTransaction, ReadableTable, ReadableTableMetadata};
+use redb::{Database, ReadTransaction, ReadableTable};
 
 use crate::record::{
-    content_id, key_hash, validate_key, Clock, ContentId, Hash, InvalidRecord, Record, CHUNK_SIZE,
+    content_id, key_hash, validate_key, Clock, ContentId, Hash, InvalidRecord, Record,
+    MAX_AUTHOR_LEN,
 };
 use chunks::ChunkDir;
 use gc::Pins;
@@ -34,8 +45,7 @@ use index::{decode, Content, Tables};
 
 /// Number of leaves of the anti-entropy tree (the top 12 bits of a key hash).
 pub const SYNC_LEAVES: usize = 4096;
-/// Chunks a put may have written but not yet fsynced and renamed (bounds memory and open files).
-const SYNC_QUEUE: usize = 32;
+
 /// How often `get` retries when the content it found is freed before it could pin it.
 const GET_ATTEMPTS: usize = 3;
 
@@ -112,20 +122,6 @@ fn leaf_of(key: &str) -> usize {
     (key_hash(key) >> 52) as usize
 }
 
-/// Fills `buf` from `reader` as far as it can; returns the bytes read (less only at the end).
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
-}
-
 fn read_record(txn: &ReadTransaction, key: &str) -> Result<Option<Record>, StoreError> {
     let t = txn.open_table(index::RECORDS)?;
     let r = t.get(key)?;
@@ -144,8 +140,12 @@ fn is_complete(txn: &ReadTransaction, cid: &ContentId) -> Result<bool, StoreErro
 
 impl Store {
     /// Opens (creating if needed) the store under `dir`. `author` is this node's peer id bytes,
-    /// used in the records of local puts and deletes. Runs a full [`gc`](Store::gc).
+    /// used in the records of local puts and deletes (`Invalid(BadAuthor)` if it is not a peer
+    /// id). Runs a full [`gc`](Store::gc).
     pub fn open(dir: &Path, author: Vec<u8>) -> Result<Store, StoreError> {
+        if author.len() > MAX_AUTHOR_LEN || libp2p::PeerId::from_bytes(&author).is_err() {
+            return Err(InvalidRecord::BadAuthor.into());
+        }
         std::fs::create_dir_all(dir)?;
         let chunks = ChunkDir::open(dir)?;
         let db = Database::create(dir.join("index.redb"))?;
@@ -240,61 +240,26 @@ impl Store {
     }
 
     /// Streams `reader` into chunks, writes them durably and commits the record with a new
-    /// version. Returns only once the put is durable. If the reader fails, nothing of this put
-    /// stays and the key's previous record is untouched.
-    pub fn put(&self, key: &str, mut reader: impl Read) -> Result<Record, StoreError> {
+    /// version. Returns only once the put is durable. If the reader fails (or yields more than
+    /// [`MAX_FILE_SIZE`](crate::record::MAX_FILE_SIZE) bytes), nothing of this put stays and the
+    /// key's previous record is untouched.
+    pub fn put(&self, key: &str, reader: impl Read) -> Result<Record, StoreError> {
         validate_key(key)?;
         let inner = &*self.inner;
-        let mut hashes = Vec::new();
-        let mut pinned = HashSet::new();
-        let mut size = 0u64;
-
-        let (tx, rx) = sync_channel(SYNC_QUEUE);
-        let (streamed, synced) = std::thread::scope(|s| {
-            let syncer = s.spawn(|| chunks::sync_pending(&inner.chunks, rx));
-            let streamed = (|| -> Result<(), StoreError> {
-                let mut buf = vec![0u8; CHUNK_SIZE];
-                loop {
-                    let n = read_full(&mut reader, &mut buf)?;
-                    if n == 0 {
-                        return Ok(());
-                    }
-                    let hash = Hash::of(&buf[..n]);
-                    size += n as u64;
-                    hashes.push(hash);
-                    // Pin before looking at the file, so gc cannot remove it from under us.
-                    if pinned.insert(hash) {
-                        inner.pins.pin(hash);
-                        if !inner.chunks.exists(&hash) {
-                            let pending = inner.chunks.write_tmp(&hash, &buf[..n])?;
-                            if let Err(e) = tx.send(pending) {
-                                // The syncer failed; its error is the one reported.
-                                e.0.discard();
-                                return Ok(());
-                            }
-                        }
-                    }
-                    if n < CHUNK_SIZE {
-                        return Ok(());
-                    }
-                }
-            })();
-            drop(tx);
-            (streamed, syncer.join().expect("chunk syncer panicked"))
-        });
-
-        let durable = streamed
-            .and(synced.result.map_err(StoreError::from))
-            .and_then(|()| Ok(inner.chunks.sync_dirs(&hashes)?));
-        let committed = durable.and_then(|()| self.commit_put(key, size, &hashes));
-        inner.pins.unpin_all(&pinned);
+        let content = put::write_content(&inner.chunks, &inner.pins, reader);
+        let committed = content
+            .result
+            // The chunks' renames, and those of the chunks found present, become durable.
+            .and_then(|()| Ok(inner.chunks.sync_dirs(&content.hashes)?))
+            .and_then(|()| self.commit_put(key, content.size, &content.hashes));
+        inner.pins.unpin_all(&content.hashes);
         match committed {
             Ok((record, freed)) => {
                 self.free(&freed);
                 Ok(record)
             }
             Err(e) => {
-                self.free(&synced.renamed);
+                self.free(&content.renamed);
                 Err(e)
             }
         }
@@ -393,49 +358,26 @@ impl Store {
         Ok(record)
     }
 
-    /// Merges a record from elsewhere by last-writer-wins, freeing content no longer referenced.
+    /// Merges a record from elsewhere by last-writer-wins (after validating it and moving the
+    /// clock past it), freeing content no longer referenced.
     pub fn apply(&self, record: Record) -> Result<Applied, StoreError> {
         record.validate()?;
-        let inner = &*self.inner;
-        inner.clock.observe(record.time);
-        let txn = inner.db.begin_write()?;
-        let mut freed = Vec::new();
-        let (old, fetch) = {
-            let mut t = Tables::open(&txn)?;
-            let old = t.record(&record.key)?;
-            if old.as_ref().is_some_and(|o| !record.supersedes(o)) {
-                return Ok(Applied::Unchanged);
-            }
-            t.replace(old.as_ref(), &record, &mut freed)?;
-            let fetch = match &record.cid {
-                None => false,
-                // Empty content has nothing to fetch.
-                Some(cid) if record.size == 0 && *cid == content_id(0, &[]) => {
-                    t.add_content(cid, 0, &[], true)?;
-                    false
-                }
-                Some(cid) => !t.content(cid)?.is_some_and(|c| c.complete),
-            };
-            t.set_clock(inner.clock.last())?;
-            (old, fetch)
-        };
-        txn.commit()?;
-        self.sync_update(old.as_ref(), &record);
-        self.free(&freed);
-        Ok(Applied::Updated {
-            previous: old,
-            fetch,
-        })
+        let mut outcomes = self.merge(vec![record])?;
+        Ok(outcomes.pop().expect("one outcome per record"))
     }
 
     /// Merges many records in one transaction (one fsync), as anti-entropy receives them.
-    /// Invalid records are skipped. Returns what happened to each record, in order.
+    /// Invalid records are skipped (`Unchanged`). Returns what happened to each, in order.
     pub fn apply_batch(&self, records: Vec<Record>) -> Result<Vec<Applied>, StoreError> {
+        self.merge(records)
+    }
+
+    fn merge(&self, records: Vec<Record>) -> Result<Vec<Applied>, StoreError> {
         let inner = &*self.inner;
-        let txn = inner.db.begin_write()?;
-        let mut freed = Vec::new();
-        let mut changes = Vec::new();
         let mut outcomes = Vec::with_capacity(records.len());
+        let mut changes = Vec::new();
+        let mut freed = Vec::new();
+        let txn = inner.db.begin_write()?;
         {
             let mut t = Tables::open(&txn)?;
             for record in records {
@@ -452,6 +394,7 @@ impl Store {
                 t.replace(old.as_ref(), &record, &mut freed)?;
                 let fetch = match &record.cid {
                     None => false,
+                    // Empty content has nothing to fetch.
                     Some(cid) if record.size == 0 && *cid == content_id(0, &[]) => {
                         t.add_content(cid, 0, &[], true)?;
                         false
@@ -465,6 +408,10 @@ impl Store {
                 changes.push((old, record));
             }
             t.set_clock(inner.clock.last())?;
+        }
+        if changes.is_empty() {
+            // Nothing to write: dropping the transaction aborts it.
+            return Ok(outcomes);
         }
         txn.commit()?;
         for (old, record) in &changes {
@@ -651,12 +598,6 @@ impl Store {
             }
         }
         inner.leaves[leaf_of(&new.key)].fetch_xor(delta, Ordering::Relaxed);
-    }
-
-    /// Number of records in the index (for checks; equals [`record_count`](Store::record_count)).
-    pub fn index_len(&self) -> Result<u64, StoreError> {
-        let txn = self.inner.db.begin_read()?;
-        Ok(txn.open_table(index::RECORDS)?.len()?)
     }
 }
 

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{gossipsub, identify, identity::Keypair, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::behaviour::{Behaviour, BehaviourEvent};
@@ -25,8 +25,9 @@ use crate::store::{Applied, Store, StoreError};
 
 /// How often the loop looks at its timers.
 const TICK: Duration = Duration::from_millis(250);
-/// Inbound requests answered at once (each may read a 1 MiB chunk).
-const MAX_INBOUND_WORK: usize = 64;
+/// Inbound requests answered at once (each may hold a 1 MiB chunk until its response is handed
+/// to the connection): bounds the memory a node spends serving others.
+const MAX_INBOUND_WORK: usize = 16;
 /// Bound of the channel of computed responses back into the loop.
 const REPLY_QUEUE: usize = 256;
 /// Least time between two announcements triggered by newcomers.
@@ -39,9 +40,20 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_INBOUND_PER_PEER: usize = 48;
 
 /// A response computed off the loop, to be sent on its channel.
+/// The permit of the inbound work it took travels with it and is released once it is sent.
 enum Reply {
-    Fetch(PeerId, ResponseChannel<fetch::Response>, fetch::Response),
-    Sync(PeerId, ResponseChannel<sync::Response>, sync::Response),
+    Fetch(
+        PeerId,
+        ResponseChannel<fetch::Response>,
+        fetch::Response,
+        OwnedSemaphorePermit,
+    ),
+    Sync(
+        PeerId,
+        ResponseChannel<sync::Response>,
+        sync::Response,
+        OwnedSemaphorePermit,
+    ),
 }
 
 #[derive(Debug, Default)]
@@ -453,13 +465,13 @@ impl EventLoop {
         };
         self.release(peer);
         let sent = match reply {
-            Reply::Fetch(_, channel, response) => self
+            Reply::Fetch(_, channel, response, _permit) => self
                 .swarm
                 .behaviour_mut()
                 .fetch
                 .send_response(channel, response)
                 .is_ok(),
-            Reply::Sync(_, channel, response) => self
+            Reply::Sync(_, channel, response, _permit) => self
                 .swarm
                 .behaviour_mut()
                 .sync
@@ -670,13 +682,15 @@ impl EventLoop {
                     let tx = self.replies_tx.clone();
                     let work = self.inbound_work.clone();
                     tokio::spawn(async move {
-                        let _permit = work.acquire_owned().await;
+                        let Ok(permit) = work.acquire_owned().await else {
+                            return;
+                        };
                         let response = blocking(move || serve_fetch(&store, request))
                             .await
                             .unwrap_or_else(|e| fetch::Response::Error {
                                 message: e.to_string(),
                             });
-                        let _ = tx.send(Reply::Fetch(peer, channel, response)).await;
+                        let _ = tx.send(Reply::Fetch(peer, channel, response, permit)).await;
                     });
                     tracing::trace!(%peer, "fetch request");
                 }
@@ -731,9 +745,11 @@ impl EventLoop {
                     let tx = self.replies_tx.clone();
                     let work = self.inbound_work.clone();
                     tokio::spawn(async move {
-                        let _permit = work.acquire_owned().await;
+                        let Ok(permit) = work.acquire_owned().await else {
+                            return;
+                        };
                         let response = responder.serve(request).await;
-                        let _ = tx.send(Reply::Sync(peer, channel, response)).await;
+                        let _ = tx.send(Reply::Sync(peer, channel, response, permit)).await;
                     });
                 }
                 request_response::Message::Response {

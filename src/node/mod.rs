@@ -11,6 +11,7 @@
 
 pub mod anti_entropy;
 pub mod behaviour;
+mod chunk_channel;
 pub mod discovery;
 pub mod download;
 pub mod event_loop;
@@ -25,7 +26,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::protocols::{fetch, sync};
-use crate::record::Record;
+use crate::record::{Record, CHUNK_SIZE};
 use crate::store::{Stat, Store, StoreError};
 
 pub use download::Download;
@@ -36,6 +37,8 @@ pub const AGENT_VERSION: &str = concat!("dfs/", env!("CARGO_PKG_VERSION"));
 pub const PROTOCOL_VERSION: &str = "/dfs/1.0.0";
 /// Bound of the command channel into the event loop.
 const COMMAND_QUEUE: usize = 256;
+/// Chunks of a put waiting for the store, at most (each up to 1 MiB).
+const PUT_QUEUE: usize = 4;
 
 /// How a node runs. [`Config::new`] gives the defaults of `dfs node`.
 #[derive(Debug, Clone)]
@@ -72,8 +75,8 @@ impl Config {
             announce_interval: Duration::from_secs(30),
             sync_interval: Duration::from_secs(30),
             retry_interval: Duration::from_secs(15),
-            chunks_in_flight: 8,
-            max_transfers: 4,
+            chunks_in_flight: 16,
+            max_transfers: 16,
             lookup_timeout: Duration::from_secs(5),
         }
     }
@@ -281,14 +284,48 @@ impl Client {
         Ok(record)
     }
 
-    /// Stores a file from an async reader (an HTTP body, a file), streaming with bounded memory.
+    /// Stores a file from an async reader (an HTTP body, a file), streaming with bounded memory:
+    /// the reader is gathered into whole chunks on the async side and handed, through a
+    /// bounded channel, to the store's put on a blocking thread.
     pub async fn put(
         &self,
         key: String,
-        reader: impl tokio::io::AsyncRead + Send + Unpin + 'static,
+        mut reader: impl tokio::io::AsyncRead + Send + Unpin + 'static,
     ) -> Result<Record, Error> {
-        let bridge = tokio_util::io::SyncIoBridge::new(reader);
-        self.put_blocking(key, bridge).await
+        use tokio::io::AsyncReadExt;
+        let (tx, rx) = mpsc::channel::<std::io::Result<bytes::Bytes>>(PUT_QUEUE);
+        let store = self.store.clone();
+        let writer =
+            tokio::task::spawn_blocking(move || store.put(&key, chunk_channel::Reader::new(rx)));
+        loop {
+            let mut buf = bytes::BytesMut::with_capacity(CHUNK_SIZE);
+            let mut failed = None;
+            while buf.len() < CHUNK_SIZE {
+                match reader.read_buf(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            let done = buf.len() < CHUNK_SIZE || failed.is_some();
+            if !buf.is_empty() && tx.send(Ok(buf.freeze())).await.is_err() {
+                break; // the store stopped reading: its error is the answer
+            }
+            if let Some(e) = failed {
+                let _ = tx.send(Err(e)).await;
+                break;
+            }
+            if done {
+                break;
+            }
+        }
+        drop(tx);
+        let record = writer.await.map_err(|e| Error::Task(e.to_string()))??;
+        self.network.publish(record.clone()).await?;
+        Ok(record)
     }
 
     /// Deletes a key everywhere: writes a tombstone and gossips it.

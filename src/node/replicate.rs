@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use libp2p::PeerId;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::{blocking, Error, Network};
 use crate::protocols::fetch;
@@ -31,6 +31,9 @@ const MAX_PENDING_WRITES: usize = 16;
 const MAX_STALLS: u32 = 10;
 /// Pause between two such looks.
 const STALL_PAUSE: Duration = Duration::from_millis(500);
+/// Chunks held in memory at once by all transfers together (requested, received or waiting
+/// to be written): bounds the memory of replication at about this many MiB.
+const CHUNK_BUDGET: usize = 32;
 /// What a peer without the content answers.
 const NOT_THERE: &str = "peer does not have it";
 /// How often a running transfer looks for newly connected peers to fetch from.
@@ -59,6 +62,7 @@ struct Inner {
     network: Network,
     per_peer: usize,
     slots: Arc<Semaphore>,
+    budget: Arc<Semaphore>,
     transfers: Mutex<HashMap<ContentId, watch::Receiver<Progress>>>,
     hints: Mutex<HashMap<ContentId, Vec<PeerId>>>,
     resuming: AtomicBool,
@@ -80,6 +84,7 @@ impl Replicator {
                 network,
                 per_peer: per_peer.max(1),
                 slots: Arc::new(Semaphore::new(max_transfers.max(1))),
+                budget: Arc::new(Semaphore::new(CHUNK_BUDGET)),
                 transfers: Mutex::new(HashMap::new()),
                 hints: Mutex::new(HashMap::new()),
                 resuming: AtomicBool::new(false),
@@ -205,6 +210,7 @@ enum Step {
         peer: PeerId,
         hash: Hash,
         result: Result<fetch::Response, Error>,
+        permit: OwnedSemaphorePermit,
     },
     Written {
         peer: PeerId,
@@ -443,12 +449,17 @@ impl<'a> Transfer<'a> {
                 refreshed = tokio::time::Instant::now();
                 self.refresh_peers().await?;
             }
-            // Fill the pipeline.
+            // Fill the pipeline, within the memory budget shared by all transfers.
+            let mut out_of_budget = false;
             let mut i = 0;
             while i < queue.len() && pending_writes < MAX_PENDING_WRITES {
                 let hash = queue[i];
                 match self.pick(&hash) {
                     Pick::Peer(peer) => {
+                        let Ok(permit) = self.inner.budget.clone().try_acquire_owned() else {
+                            out_of_budget = true;
+                            break;
+                        };
                         queue.remove(i);
                         self.peers.entry(peer).or_default().in_flight += 1;
                         let network = self.inner.network.clone();
@@ -456,7 +467,12 @@ impl<'a> Transfer<'a> {
                             async move {
                                 let result =
                                     network.fetch(peer, fetch::Request::Chunk { hash }).await;
-                                Step::Fetched { peer, hash, result }
+                                Step::Fetched {
+                                    peer,
+                                    hash,
+                                    result,
+                                    permit,
+                                }
                             }
                             .boxed(),
                         );
@@ -468,6 +484,13 @@ impl<'a> Transfer<'a> {
             if steps.is_empty() {
                 if queue.is_empty() {
                     return Ok(());
+                }
+                if out_of_budget {
+                    // Other transfers hold the budget: wait for a chunk of theirs to be written.
+                    if let Ok(permit) = self.inner.budget.clone().acquire_owned().await {
+                        drop(permit);
+                    }
+                    continue;
                 }
                 stalls += 1;
                 if stalls > MAX_STALLS {
@@ -481,7 +504,12 @@ impl<'a> Transfer<'a> {
                 continue;
             };
             match step {
-                Step::Fetched { peer, hash, result } => {
+                Step::Fetched {
+                    peer,
+                    hash,
+                    result,
+                    permit,
+                } => {
                     let s = self.peers.entry(peer).or_default();
                     s.in_flight = s.in_flight.saturating_sub(1);
                     match result {
@@ -497,6 +525,7 @@ impl<'a> Transfer<'a> {
                                                 e.to_string(),
                                             )))
                                         });
+                                    drop(permit);
                                     Step::Written { peer, hash, result }
                                 }
                                 .boxed(),

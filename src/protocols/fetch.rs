@@ -22,7 +22,7 @@ pub const MANIFEST_PAGE: usize = 16 * 1024;
 /// How long a request may take before it fails with a timeout.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most concurrent streams per connection (inbound and outbound).
-pub const MAX_CONCURRENT_STREAMS: usize = 64;
+pub const MAX_CONCURRENT_STREAMS: usize = 32;
 
 /// A fetch request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -454,3 +454,35 @@ async fn interrupted_transfer_resumes_without_fetching_verified_chunks_again() {
     );
     assert_eq!(get(&fetcher.client, "large").await.unwrap(), bytes);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_in_progress_survives_an_overwrite_and_a_delete() {
+    use futures::StreamExt;
+    let node = TestNode::start(vec![]).await;
+    let old = data(6 * CHUNK_SIZE, 16);
+    put(&node.client, "movie", old.clone()).await;
+    let download = node.client.get("movie".into(), None).await.unwrap();
+    let mut body = download.body;
+    let mut got = body.next().await.unwrap().unwrap().to_vec();
+    // The key changes under the reader: its chunks stay pinned until it is done.
+    put(&node.client, "movie", data(CHUNK_SIZE, 17)).await;
+    node.client.delete("movie".into()).await.unwrap();
+    while let Some(part) = body.next().await {
+        got.extend_from_slice(&part.expect("the download keeps streaming"));
+    }
+    assert_eq!(got, old);
+    drop(body);
+    // Once the reader is gone, nothing of the old content is left after a sweep.
+    let store = node.client.store().clone();
+    tokio::task::spawn_blocking(move || store.gc())
+        .await
+        .unwrap()
+        .unwrap();
+    let cid = dfs::record::content_id(
+        old.len() as u64,
+        &old.chunks(CHUNK_SIZE)
+            .map(dfs::record::Hash::of)
+            .collect::<Vec<_>>(),
+    );
+    assert!(node.client.store().chunk_list(&cid).unwrap().is_none());
+}

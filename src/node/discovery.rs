@@ -110,7 +110,7 @@ impl Discovery {
 
     /// A dial could not even start (the connection id will see no further event).
     pub fn dial_not_started(&mut self, connection: ConnectionId, now: Instant) {
-        self.on_dial_failure(connection, None, now, "dial refused");
+        self.on_dial_failure(connection, now, "dial refused");
     }
 
     pub fn on_connected(&mut self, peer: PeerId, connection: ConnectionId) {
@@ -144,15 +144,11 @@ impl Discovery {
     }
 
     /// An outgoing connection failed.
-    pub fn on_dial_failure(
-        &mut self,
-        connection: ConnectionId,
-        peer: Option<PeerId>,
-        now: Instant,
-        error: &str,
-    ) {
+    pub fn on_dial_failure(&mut self, connection: ConnectionId, now: Instant, error: &str) {
         for b in &mut self.bootstrap {
-            if b.pending != Some(connection) && (peer.is_none() || b.peer != peer || b.connected) {
+            // Only the bootstrap's own dial counts: a dial of the same peer made by discovery
+            // must not move its back-off.
+            if b.pending != Some(connection) {
                 continue;
             }
             b.pending = None;
@@ -264,11 +260,11 @@ mod tests {
         let dials = d.due_bootstrap_dials(t0);
         assert_eq!(dials.len(), 1);
         assert!(d.due_bootstrap_dials(t0).is_empty(), "one dial at a time");
-        d.on_dial_failure(dials[0].connection_id(), None, t0, "refused");
+        d.on_dial_failure(dials[0].connection_id(), t0, "refused");
         assert!(d.due_bootstrap_dials(t0).is_empty());
         let dials = d.due_bootstrap_dials(t0 + BACKOFF_MIN);
         assert_eq!(dials.len(), 1);
-        d.on_dial_failure(dials[0].connection_id(), None, t0, "refused");
+        d.on_dial_failure(dials[0].connection_id(), t0, "refused");
         assert!(
             d.due_bootstrap_dials(t0 + BACKOFF_MIN).is_empty(),
             "back-off doubled"

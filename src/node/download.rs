@@ -10,8 +10,8 @@ use tokio::sync::watch;
 
 use super::replicate::{Progress, Replicator};
 use super::{blocking, Error};
-use crate::record::{Hash, Record, CHUNK_SIZE};
-use crate::store::{Store, StoreError};
+use crate::record::{chunk_len, Hash, Record, CHUNK_SIZE};
+use crate::store::{PinGuard, Store, StoreError};
 
 /// A file being read: its record, the byte range served, and the body.
 pub struct Download {
@@ -71,17 +71,36 @@ pub(crate) async fn start(
     } else {
         replicator.ensure(&record)
     };
-    // The chunk list is known locally, or arrives with the transfer's first progress.
-    let chunks = loop {
+    // Pin the chunks against garbage collection (an overwrite or delete during the download must
+    // not cut it short). The chunk list is known locally, or arrives with the transfer.
+    let mut last_look = false;
+    let pins = loop {
         let s = store.clone();
-        if let Some(list) = blocking(move || s.chunk_list(&cid)).await?? {
-            break list;
+        if let Some(pins) = blocking(move || s.pin_content(&cid)).await?? {
+            break pins;
         }
-        match progress.as_mut() {
-            Some(rx) => wait(rx, &record.key).await?,
-            None => return Err(Error::Store(StoreError::Incomplete(record.key.clone()))),
-        }
+        let ended = match progress.as_mut() {
+            Some(rx) if !last_look => match wait(rx).await {
+                Waited::Changed => continue,
+                Waited::Ended(Progress::Complete) => {
+                    last_look = true;
+                    continue;
+                }
+                Waited::Ended(state) => state,
+            },
+            Some(_) => Progress::Complete,
+            None => Progress::Failed("the file changed while it was opened; retry".into()),
+        };
+        let reason = match ended {
+            Progress::Failed(reason) => reason,
+            _ => "the content is no longer referenced (overwritten or deleted)".into(),
+        };
+        return Err(Error::Unavailable {
+            key: record.key.clone(),
+            reason,
+        });
     };
+
     let first = start / CHUNK_SIZE as u64;
     let last = if end == start {
         first
@@ -91,7 +110,8 @@ pub(crate) async fn start(
     let state = State {
         store,
         key: record.key.clone(),
-        chunks,
+        size,
+        pins,
         index: first,
         last,
         start,
@@ -117,28 +137,33 @@ pub(crate) async fn start(
     })
 }
 
-/// Waits for a transfer to move; an error if it failed.
-async fn wait(rx: &mut watch::Receiver<Progress>, key: &str) -> Result<(), Error> {
-    if let Progress::Failed(reason) = &*rx.borrow() {
-        return Err(Error::NotFound(format!(
-            "{key} (content unavailable: {reason})"
-        )));
+/// What waiting on a transfer gave.
+enum Waited {
+    /// It made progress (or changed state): look again.
+    Changed,
+    /// It is over; this was its last state.
+    Ended(Progress),
+}
+
+/// Waits for a transfer to move.
+async fn wait(rx: &mut watch::Receiver<Progress>) -> Waited {
+    let state = rx.borrow().clone();
+    if matches!(state, Progress::Failed(_) | Progress::Complete) {
+        return Waited::Ended(state);
     }
-    if rx.changed().await.is_err() {
-        // The transfer ended; its last state is final.
-        if let Progress::Failed(reason) = &*rx.borrow() {
-            return Err(Error::NotFound(format!(
-                "{key} (content unavailable: {reason})"
-            )));
-        }
+    match rx.changed().await {
+        Ok(()) => Waited::Changed,
+        // The sender is gone: the last value is final.
+        Err(_) => Waited::Ended(rx.borrow().clone()),
     }
-    Ok(())
 }
 
 struct State {
     store: Store,
     key: String,
-    chunks: Vec<Hash>,
+    size: u64,
+    /// The chunk list, pinned against garbage collection until the download is dropped.
+    pins: PinGuard,
     index: u64,
     last: u64,
     start: u64,
@@ -148,37 +173,50 @@ struct State {
 
 impl State {
     async fn next_chunk(&mut self) -> io::Result<Bytes> {
-        let hash = *self
-            .chunks
+        let hash: Hash = *self
+            .pins
+            .chunks()
             .get(self.index as usize)
             .ok_or_else(|| io::Error::other("chunk index beyond the chunk list"))?;
+        let mut ended = false;
         loop {
             let store = self.store.clone();
             let read = blocking(move || store.read_chunk(&hash))
                 .await
                 .map_err(store_err)?;
             match read {
-                Ok(Some(data)) => return Ok(self.slice(data)),
-                Ok(None) => {
-                    let ended = match self.progress.as_mut() {
-                        Some(rx) => {
-                            wait(rx, &self.key).await.map_err(store_err)?;
-                            matches!(*rx.borrow(), Progress::Complete) && rx.has_changed().is_err()
-                        }
-                        None => true,
-                    };
-                    if ended {
-                        let store = self.store.clone();
-                        if let Ok(Some(data)) = blocking(move || store.read_chunk(&hash))
-                            .await
-                            .map_err(store_err)?
-                        {
-                            return Ok(self.slice(data));
-                        }
-                        return Err(io::Error::other(
-                            StoreError::Incomplete(self.key.clone()).to_string(),
+                Ok(Some(data)) => {
+                    if data.len() != chunk_len(self.size, self.index) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "content of {} does not match its size: chunk {} has {} bytes",
+                                self.key,
+                                self.index,
+                                data.len()
+                            ),
                         ));
                     }
+                    return Ok(self.slice(data));
+                }
+                Ok(None) if !ended => match self.progress.as_mut() {
+                    Some(rx) => {
+                        if let Waited::Ended(_) = wait(rx).await {
+                            // One more look: the last chunk may have landed with the end.
+                            ended = true;
+                        }
+                    }
+                    None => ended = true,
+                },
+                Ok(None) => {
+                    let reason = match self.progress.as_ref().map(|rx| rx.borrow().clone()) {
+                        Some(Progress::Failed(reason)) => reason,
+                        _ => format!("chunk {hash} is missing"),
+                    };
+                    return Err(io::Error::other(format!(
+                        "content of {} is not available: {reason}",
+                        self.key
+                    )));
                 }
                 Err(StoreError::BadChunk(chunk)) => {
                     return Err(io::Error::new(

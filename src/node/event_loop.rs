@@ -32,6 +32,14 @@ const MAX_INBOUND_WORK: usize = 16;
 const REPLY_QUEUE: usize = 256;
 /// Least time between two announcements triggered by newcomers.
 const ANNOUNCE_MIN_GAP: Duration = Duration::from_millis(500);
+/// Records from gossip waiting to be merged, at most; beyond, they are dropped (anti-entropy
+/// brings them later) so that a flood cannot grow memory.
+const APPLY_QUEUE: usize = 4096;
+/// Most records merged in one store transaction.
+const APPLY_BATCH: usize = 256;
+/// How often the store is swept for chunks nobody references (left by a transfer that was
+/// abandoned when its record was overwritten or deleted).
+const GC_INTERVAL: Duration = Duration::from_secs(600);
 /// How long start-up waits for the listeners to report their addresses.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -77,6 +85,7 @@ pub(crate) struct EventLoop {
     replies: mpsc::Receiver<Reply>,
     replies_tx: mpsc::Sender<Reply>,
     inbound_work: Arc<Semaphore>,
+    applier: mpsc::Sender<(Record, Vec<PeerId>)>,
     inbound_per_peer: HashMap<PeerId, usize>,
     pending_fetch: HashMap<OutboundRequestId, oneshot::Sender<Result<fetch::Response, Error>>>,
     pending_sync: HashMap<OutboundRequestId, oneshot::Sender<Result<sync::Response, Error>>>,
@@ -90,6 +99,7 @@ pub(crate) struct EventLoop {
     last_announce: Option<Instant>,
     last_sync_round: Instant,
     last_retry: Instant,
+    last_gc: Instant,
 }
 
 impl EventLoop {
@@ -169,6 +179,8 @@ impl EventLoop {
         }
         tracing::info!(peer_id = %local, network = %config.network, "dfs node started");
         let (replies_tx, replies) = mpsc::channel(REPLY_QUEUE);
+        let (applier, applier_rx) = mpsc::channel(APPLY_QUEUE);
+        tokio::spawn(apply_gossip(store.clone(), replicator.clone(), applier_rx));
         let now = Instant::now();
         Ok(EventLoop {
             discovery: Discovery::new(local, &config.bootstrap),
@@ -183,6 +195,7 @@ impl EventLoop {
             replies,
             replies_tx,
             inbound_work: Arc::new(Semaphore::new(MAX_INBOUND_WORK)),
+            applier,
             inbound_per_peer: HashMap::new(),
             pending_fetch: HashMap::new(),
             pending_sync: HashMap::new(),
@@ -195,6 +208,7 @@ impl EventLoop {
             last_announce: None,
             last_sync_round: now,
             last_retry: now,
+            last_gc: now,
         })
     }
 
@@ -263,6 +277,18 @@ impl EventLoop {
             for peer in peers {
                 self.start_sync(peer);
             }
+        }
+        if now.duration_since(self.last_gc) >= GC_INTERVAL {
+            self.last_gc = now;
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                match blocking(move || store.gc()).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::debug!(removed = n, "store swept"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "store sweep failed"),
+                    Err(e) => tracing::warn!(error = %e, "store sweep task failed"),
+                }
+            });
         }
         if now.duration_since(self.last_retry) >= self.config.retry_interval {
             self.last_retry = now;
@@ -528,12 +554,8 @@ impl EventLoop {
                 error,
             } => {
                 tracing::debug!(peer = ?peer_id, error = %error, "dial failed");
-                self.discovery.on_dial_failure(
-                    connection_id,
-                    peer_id,
-                    Instant::now(),
-                    &error.to_string(),
-                );
+                self.discovery
+                    .on_dial_failure(connection_id, Instant::now(), &error.to_string());
             }
             SwarmEvent::IncomingConnectionError { error, .. } => {
                 tracing::debug!(error = %error, "incoming connection failed");
@@ -644,21 +666,11 @@ impl EventLoop {
         }
     }
 
-    /// Merges a record from the network (off the loop) and queues its content for fetching.
+    /// Queues a record from gossip for merging (off the loop, in batches).
     fn apply_remote(&self, record: Record, hint: Vec<PeerId>) {
-        let store = self.store.clone();
-        let replicator = self.replicator.clone();
-        tokio::spawn(async move {
-            let r = record.clone();
-            match blocking(move || store.apply(r)).await {
-                Ok(Ok(Applied::Updated { fetch: true, .. })) => {
-                    replicator.enqueue(record, hint);
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!(key = %record.key, error = %e, "cannot apply record"),
-                Err(e) => tracing::warn!(error = %e, "apply task failed"),
-            }
-        });
+        if let Err(e) = self.applier.try_send((record, hint)) {
+            tracing::debug!(error = %e, "record queue full; anti-entropy will bring it");
+        }
     }
 
     fn on_fetch_event(&mut self, event: request_response::Event<fetch::Request, fetch::Response>) {
@@ -778,6 +790,37 @@ impl EventLoop {
                 tracing::debug!(%peer, %error, "inbound sync request failed");
             }
             request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+/// Merges records from gossip in batches (one transaction each) and queues the content of new
+/// live records for fetching. Ends when the event loop does.
+async fn apply_gossip(
+    store: Store,
+    replicator: Replicator,
+    mut queue: mpsc::Receiver<(Record, Vec<PeerId>)>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < APPLY_BATCH {
+            match queue.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let records: Vec<Record> = batch.iter().map(|(r, _)| r.clone()).collect();
+        let store = store.clone();
+        match blocking(move || store.apply_batch(records)).await {
+            Ok(Ok(outcomes)) => {
+                for ((record, hint), outcome) in batch.into_iter().zip(outcomes) {
+                    if let Applied::Updated { fetch: true, .. } = outcome {
+                        replicator.enqueue(record, hint);
+                    }
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot merge records from gossip"),
+            Err(e) => tracing::warn!(error = %e, "merge task failed"),
         }
     }
 }

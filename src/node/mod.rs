@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
@@ -371,21 +372,27 @@ impl Client {
     /// Asks the connected peers for a key's record, merges the winner into the store.
     async fn lookup(&self, key: &str) -> Result<Option<Record>, Error> {
         let peers = self.network.peers().await?;
-        let asks = peers.into_iter().map(|p| {
-            let network = self.network.clone();
-            let request = fetch::Request::Record {
-                key: key.to_string(),
-            };
-            async move {
-                match network.fetch(p.peer_id, request).await {
-                    Ok(fetch::Response::Record { record }) => Some((p.peer_id, record)),
-                    _ => None,
+        let mut asks: futures::stream::FuturesUnordered<_> = peers
+            .into_iter()
+            .map(|p| {
+                let network = self.network.clone();
+                let request = fetch::Request::Record {
+                    key: key.to_string(),
+                };
+                async move {
+                    match network.fetch(p.peer_id, request).await {
+                        Ok(fetch::Response::Record { record }) => Some((p.peer_id, record)),
+                        _ => None,
+                    }
                 }
-            }
-        });
-        let answers = tokio::time::timeout(self.lookup_timeout, futures::future::join_all(asks))
-            .await
-            .unwrap_or_default();
+            })
+            .collect();
+        // Keep every answer that arrives in time; a slow peer does not void the others.
+        let mut answers = Vec::new();
+        let deadline = tokio::time::Instant::now() + self.lookup_timeout;
+        while let Ok(Some(answer)) = tokio::time::timeout_at(deadline, asks.next()).await {
+            answers.push(answer);
+        }
         let mut best: Option<(PeerId, Record)> = None;
         for (peer, r) in answers.into_iter().flatten() {
             if r.key != key || r.validate().is_err() {

@@ -20,7 +20,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::{blocking, Error, Network};
 use crate::protocols::fetch;
-use crate::record::{chunk_count, chunk_list_matches, ContentId, Hash, Record};
+use crate::record::{chunk_count, chunk_len, chunk_list_matches, ContentId, Hash, Record};
 use crate::store::{Store, StoreError};
 
 /// Failed requests after which a peer is dropped from a transfer.
@@ -135,9 +135,11 @@ impl Replicator {
             let slot = inner.slots.clone().acquire_owned().await;
             let outcome = match slot {
                 Ok(_permit) => {
-                    Transfer::new(inner.clone(), record.clone(), &tx)
-                        .run()
+                    let run = Transfer::new(inner.clone(), record.clone(), &tx).run();
+                    std::panic::AssertUnwindSafe(run)
+                        .catch_unwind()
                         .await
+                        .unwrap_or_else(|_| Err("the transfer task panicked".to_string()))
                 }
                 Err(_) => Err("replicator stopped".to_string()),
             };
@@ -201,7 +203,13 @@ impl Replicator {
 struct PeerState {
     in_flight: usize,
     failures: u32,
+    /// Out of this transfer for now (too many failures); back in if it reconnects.
     dropped: bool,
+    /// Out of this transfer for good: it sent bytes that do not match their hash, or spoke
+    /// the protocol wrong.
+    bad: bool,
+    /// Not connected at the last look.
+    absent: bool,
     lacking: HashSet<Hash>,
 }
 
@@ -271,25 +279,43 @@ impl<'a> Transfer<'a> {
         rest.sort();
         order.append(&mut rest);
         order.dedup();
+        for (p, state) in self.peers.iter_mut() {
+            if !order.contains(p) {
+                state.absent = true;
+            }
+        }
         for p in &order {
             let state = self.peers.entry(*p).or_default();
             // What a peer lacked a while ago it may have fetched since.
             state.lacking.clear();
+            if state.absent {
+                // It went away and came back: its old failures were the disconnection's.
+                state.absent = false;
+                state.failures = 0;
+                state.dropped = false;
+            }
         }
         self.order = order;
         Ok(())
     }
 
     fn usable(&self, peer: &PeerId) -> bool {
-        self.peers.get(peer).is_some_and(|s| !s.dropped)
+        self.peers.get(peer).is_some_and(|s| !s.dropped && !s.bad)
     }
 
+    /// Counts a failed request; a peer that does not speak the protocol (or speaks it wrong)
+    /// is out for good, one that fails repeatedly is out until it reconnects.
     fn fail(&mut self, peer: PeerId, reason: &str) {
         let s = self.peers.entry(peer).or_default();
         s.failures += 1;
-        if s.failures >= MAX_PEER_FAILURES || reason.contains("protocol") {
+        if reason.contains("protocol") {
+            if !s.bad {
+                tracing::debug!(%peer, %reason, "peer out of this transfer");
+            }
+            s.bad = true;
+        } else if s.failures >= MAX_PEER_FAILURES {
             if !s.dropped {
-                tracing::debug!(%peer, %reason, "dropping peer from transfer");
+                tracing::debug!(%peer, %reason, "peer out of this transfer until it reconnects");
             }
             s.dropped = true;
         }
@@ -395,15 +421,22 @@ impl<'a> Transfer<'a> {
         self.refresh_peers().await?;
         let list = self.chunk_list().await?;
         let store = self.inner.store.clone();
-        let missing: VecDeque<Hash> = blocking(move || {
+        let size = self.record.size;
+        let (missing, lengths) = blocking(move || {
+            let mut lengths = HashMap::new();
+            for (i, h) in list.iter().enumerate() {
+                lengths.entry(*h).or_insert(chunk_len(size, i as u64));
+            }
             let mut seen = HashSet::new();
-            list.into_iter()
+            let missing: VecDeque<Hash> = list
+                .into_iter()
                 .filter(|h| seen.insert(*h) && !store.has_chunk(h))
-                .collect()
+                .collect();
+            (missing, lengths)
         })
         .await
         .map_err(|e| e.to_string())?;
-        self.fetch_chunks(missing).await?;
+        self.fetch_chunks(missing, lengths).await?;
         let store = self.inner.store.clone();
         let cid = self.cid;
         let complete = blocking(move || store.mark_complete(&cid))
@@ -423,7 +456,7 @@ impl<'a> Transfer<'a> {
         let mut best: Option<(usize, PeerId)> = None;
         for p in &self.order {
             let Some(s) = self.peers.get(p) else { continue };
-            if s.dropped || s.lacking.contains(hash) {
+            if s.dropped || s.bad || s.lacking.contains(hash) {
                 continue;
             }
             eligible = true;
@@ -438,15 +471,34 @@ impl<'a> Transfer<'a> {
         }
     }
 
-    async fn fetch_chunks(&mut self, mut queue: VecDeque<Hash>) -> Result<(), String> {
+    /// True while some live record still references this content.
+    async fn still_wanted(&self) -> Result<bool, String> {
+        let store = self.inner.store.clone();
+        let cid = self.cid;
+        Ok(blocking(move || store.chunk_list(&cid))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+            .is_some())
+    }
+
+    async fn fetch_chunks(
+        &mut self,
+        mut queue: VecDeque<Hash>,
+        lengths: HashMap<Hash, usize>,
+    ) -> Result<(), String> {
         let mut steps: FuturesUnordered<BoxFuture<'static, Step>> = FuturesUnordered::new();
         let mut pending_writes = 0usize;
         let mut written = 0u64;
         let mut stalls = 0u32;
         let mut refreshed = tokio::time::Instant::now();
+        let mut spare: Option<OwnedSemaphorePermit> = None;
         loop {
             if refreshed.elapsed() >= PEER_REFRESH {
                 refreshed = tokio::time::Instant::now();
+                if !self.still_wanted().await? {
+                    return Err("the record was superseded or deleted".into());
+                }
                 self.refresh_peers().await?;
             }
             // Fill the pipeline, within the memory budget shared by all transfers.
@@ -456,9 +508,15 @@ impl<'a> Transfer<'a> {
                 let hash = queue[i];
                 match self.pick(&hash) {
                     Pick::Peer(peer) => {
-                        let Ok(permit) = self.inner.budget.clone().try_acquire_owned() else {
-                            out_of_budget = true;
-                            break;
+                        let permit = match spare.take() {
+                            Some(p) => p,
+                            None => match self.inner.budget.clone().try_acquire_owned() {
+                                Ok(p) => p,
+                                Err(_) => {
+                                    out_of_budget = true;
+                                    break;
+                                }
+                            },
                         };
                         queue.remove(i);
                         self.peers.entry(peer).or_default().in_flight += 1;
@@ -487,9 +545,7 @@ impl<'a> Transfer<'a> {
                 }
                 if out_of_budget {
                     // Other transfers hold the budget: wait for a chunk of theirs to be written.
-                    if let Ok(permit) = self.inner.budget.clone().acquire_owned().await {
-                        drop(permit);
-                    }
+                    spare = self.inner.budget.clone().acquire_owned().await.ok();
                     continue;
                 }
                 stalls += 1;
@@ -513,6 +569,17 @@ impl<'a> Transfer<'a> {
                     let s = self.peers.entry(peer).or_default();
                     s.in_flight = s.in_flight.saturating_sub(1);
                     match result {
+                        Ok(fetch::Response::Chunk { data })
+                            if lengths.get(&hash).is_some_and(|n| *n != data.len())
+                                && Hash::of(&data) == hash =>
+                        {
+                            // Honest bytes, but the content's author described them wrong:
+                            // every peer would send the same, so the content is unusable.
+                            return Err(format!(
+                                "content does not match its size: chunk {hash} has {} bytes",
+                                data.len()
+                            ));
+                        }
                         Ok(fetch::Response::Chunk { data }) => {
                             pending_writes += 1;
                             let store = self.inner.store.clone();
@@ -533,6 +600,10 @@ impl<'a> Transfer<'a> {
                         }
                         Ok(fetch::Response::NotFound) => {
                             s.lacking.insert(hash);
+                            queue.push_front(hash);
+                        }
+                        Ok(fetch::Response::Error { message }) => {
+                            self.fail(peer, &format!("error answer: {message}"));
                             queue.push_front(hash);
                         }
                         Ok(_) => {
@@ -557,8 +628,7 @@ impl<'a> Transfer<'a> {
                         Err(StoreError::BadChunk(_)) => {
                             tracing::warn!(%peer, chunk = %hash, key = %self.record.key,
                                 "peer sent a chunk that does not match its hash; dropping it from this transfer");
-                            let s = self.peers.entry(peer).or_default();
-                            s.dropped = true;
+                            self.peers.entry(peer).or_default().bad = true;
                             queue.push_front(hash);
                         }
                         Err(e) => return Err(format!("cannot write chunk {hash}: {e}")),

@@ -27,8 +27,9 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/dfs/sync/1");
 pub const FANOUT: usize = 64;
 /// Number of leaves (FANOUT × FANOUT).
 pub const LEAVES: usize = FANOUT * FANOUT;
-/// Most branches or leaves named in one request.
-pub const MAX_NODES_PER_REQUEST: usize = 256;
+/// Most leaves named in one entries request (64 leaves of a store of 7 million records still
+/// fit in one response).
+pub const MAX_NODES_PER_REQUEST: usize = 64;
 /// Most records pushed or asked for in one exchange.
 pub const MAX_RECORDS_PER_EXCHANGE: usize = 512;
 /// Largest request or response (an exchange of 512 records with 1 KiB keys).

@@ -427,6 +427,25 @@ impl Store {
         Ok(read_content(&txn, cid)?.map(|c| c.chunks))
     }
 
+    /// Pins the chunks of `cid` (complete or not) so that garbage collection keeps them while
+    /// a download streams them, as [`Store::get`]'s reader does. `None` when no live record
+    /// references the content (or its chunk list is not known yet).
+    pub fn pin_content(&self, cid: &ContentId) -> Result<Option<PinGuard>, StoreError> {
+        let Some(content) = read_content(&self.inner.db.begin_read()?, cid)? else {
+            return Ok(None);
+        };
+        self.inner.pins.pin_all(&content.chunks);
+        let guard = PinGuard {
+            store: self.clone(),
+            chunks: content.chunks,
+        };
+        // Pinned first, then checked: from here on gc keeps the chunks.
+        if read_content(&self.inner.db.begin_read()?, cid)?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(guard))
+    }
+
     /// Stores a chunk list received from a peer, after checking it against the content id.
     /// Kept only while some live record references `cid`: `Ok(false)` if none does.
     pub fn set_chunk_list(
@@ -656,6 +675,33 @@ impl Read for Reader {
         out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+/// Chunks of one content pinned against garbage collection while a download streams them.
+pub struct PinGuard {
+    store: Store,
+    chunks: Vec<Hash>,
+}
+
+impl PinGuard {
+    /// The content's chunk list.
+    pub fn chunks(&self) -> &[Hash] {
+        &self.chunks
+    }
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        self.store.inner.pins.unpin_all(&self.chunks);
+    }
+}
+
+impl std::fmt::Debug for PinGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinGuard")
+            .field("chunks", &self.chunks.len())
+            .finish()
     }
 }
 

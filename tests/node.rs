@@ -125,3 +125,42 @@ async fn lost_bootstrap_peer_is_redialled() {
     );
     a2.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_wire_does_not_hurt_the_node() {
+    use std::io::Write;
+    let a = TestNode::start(vec![]).await;
+    let b = TestNode::start(vec![a.addr.clone()]).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            a.peer_count().await == 1
+        })
+        .await
+    );
+    let port = a
+        .addr
+        .iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(p) => Some(p),
+            _ => None,
+        })
+        .unwrap();
+    // Not libp2p at all, a half-open handshake, and random bytes after a valid-looking start.
+    let payloads: [&[u8]; 3] = [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\x13/multistream/1.0.0\n",
+        &[0xff; 4096],
+    ];
+    for payload in payloads {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _ = s.write_all(payload);
+    }
+    // The node still serves its peers.
+    put(&b.client, "after-garbage", b"still fine".to_vec()).await;
+    assert!(
+        a.client
+            .wait_for("after-garbage", false, Duration::from_secs(10))
+            .await
+    );
+    assert_eq!(a.peer_count().await, 1);
+}

@@ -674,123 +674,109 @@ impl EventLoop {
     }
 
     fn on_fetch_event(&mut self, event: request_response::Event<fetch::Request, fetch::Response>) {
-        match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    if !self.admit(peer) {
-                        let busy = fetch::Response::Error {
-                            message: "busy: too many requests in progress".into(),
-                        };
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .fetch
-                            .send_response(channel, busy);
-                        return;
-                    }
-                    let store = self.store.clone();
-                    let tx = self.replies_tx.clone();
-                    let work = self.inbound_work.clone();
-                    tokio::spawn(async move {
-                        let Ok(permit) = work.acquire_owned().await else {
-                            return;
-                        };
-                        let response = blocking(move || serve_fetch(&store, request))
-                            .await
-                            .unwrap_or_else(|e| fetch::Response::Error {
-                                message: e.to_string(),
-                            });
-                        let _ = tx.send(Reply::Fetch(peer, channel, response, permit)).await;
-                    });
-                    tracing::trace!(%peer, "fetch request");
-                }
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    if let Some(reply) = self.pending_fetch.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
-                    }
-                }
-            },
-            request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                if let Some(reply) = self.pending_fetch.remove(&request_id) {
-                    let _ = reply.send(Err(Error::Request {
-                        peer,
-                        reason: error.to_string(),
-                    }));
-                }
-            }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "inbound fetch request failed");
-            }
-            request_response::Event::ResponseSent { .. } => {}
+        let Some((peer, request, channel)) = settle(event, &mut self.pending_fetch, "fetch") else {
+            return;
+        };
+        if !self.admit(peer) {
+            let busy = fetch::Response::Error {
+                message: BUSY.into(),
+            };
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .fetch
+                .send_response(channel, busy);
+            return;
         }
+        let store = self.store.clone();
+        let tx = self.replies_tx.clone();
+        let work = self.inbound_work.clone();
+        tokio::spawn(async move {
+            let Ok(permit) = work.acquire_owned().await else {
+                return;
+            };
+            let response = blocking(move || serve_fetch(&store, request))
+                .await
+                .unwrap_or_else(|e| fetch::Response::Error {
+                    message: e.to_string(),
+                });
+            let _ = tx.send(Reply::Fetch(peer, channel, response, permit)).await;
+        });
     }
 
     fn on_sync_event(&mut self, event: request_response::Event<sync::Request, sync::Response>) {
-        match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    if !self.admit(peer) {
-                        let busy = sync::Response::Error {
-                            message: "busy: too many requests in progress".into(),
-                        };
-                        let _ = self.swarm.behaviour_mut().sync.send_response(channel, busy);
-                        return;
-                    }
-                    let responder = anti_entropy::Responder {
-                        store: self.store.clone(),
-                        replicator: self.replicator.clone(),
-                        stats: self.stats.clone(),
-                        peer,
-                    };
-                    let tx = self.replies_tx.clone();
-                    let work = self.inbound_work.clone();
-                    tokio::spawn(async move {
-                        let Ok(permit) = work.acquire_owned().await else {
-                            return;
-                        };
-                        let response = responder.serve(request).await;
-                        let _ = tx.send(Reply::Sync(peer, channel, response, permit)).await;
-                    });
-                }
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    if let Some(reply) = self.pending_sync.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
-                    }
-                }
-            },
-            request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                if let Some(reply) = self.pending_sync.remove(&request_id) {
-                    let _ = reply.send(Err(Error::Request {
-                        peer,
-                        reason: error.to_string(),
-                    }));
-                }
-            }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "inbound sync request failed");
-            }
-            request_response::Event::ResponseSent { .. } => {}
+        let Some((peer, request, channel)) = settle(event, &mut self.pending_sync, "sync") else {
+            return;
+        };
+        if !self.admit(peer) {
+            let busy = sync::Response::Error {
+                message: BUSY.into(),
+            };
+            let _ = self.swarm.behaviour_mut().sync.send_response(channel, busy);
+            return;
         }
+        let responder = anti_entropy::Responder {
+            store: self.store.clone(),
+            replicator: self.replicator.clone(),
+            stats: self.stats.clone(),
+            peer,
+        };
+        let tx = self.replies_tx.clone();
+        let work = self.inbound_work.clone();
+        tokio::spawn(async move {
+            let Ok(permit) = work.acquire_owned().await else {
+                return;
+            };
+            let response = responder.serve(request).await;
+            let _ = tx.send(Reply::Sync(peer, channel, response, permit)).await;
+        });
+    }
+}
+
+/// The answer to a request refused because its peer has too many in progress.
+const BUSY: &str = "busy: too many requests in progress";
+
+/// Delivers the outcome of one of our requests to its waiter, logs inbound failures, and
+/// returns an inbound request, which the caller answers.
+fn settle<Req, Resp>(
+    event: request_response::Event<Req, Resp>,
+    pending: &mut HashMap<OutboundRequestId, oneshot::Sender<Result<Resp, Error>>>,
+    protocol: &str,
+) -> Option<(PeerId, Req, ResponseChannel<Resp>)> {
+    match event {
+        request_response::Event::Message { peer, message, .. } => match message {
+            request_response::Message::Request {
+                request, channel, ..
+            } => Some((peer, request, channel)),
+            request_response::Message::Response {
+                request_id,
+                response,
+            } => {
+                if let Some(reply) = pending.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+                None
+            }
+        },
+        request_response::Event::OutboundFailure {
+            peer,
+            request_id,
+            error,
+            ..
+        } => {
+            if let Some(reply) = pending.remove(&request_id) {
+                let _ = reply.send(Err(Error::Request {
+                    peer,
+                    reason: error.to_string(),
+                }));
+            }
+            None
+        }
+        request_response::Event::InboundFailure { peer, error, .. } => {
+            tracing::debug!(%peer, %error, protocol, "inbound request failed");
+            None
+        }
+        request_response::Event::ResponseSent { .. } => None,
     }
 }
 

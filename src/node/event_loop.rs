@@ -370,34 +370,24 @@ impl EventLoop {
                 request,
                 reply,
             } => {
-                if !self.swarm.is_connected(&peer) {
-                    let _ = reply.send(Err(Error::Request {
-                        peer,
-                        reason: "not connected".into(),
-                    }));
-                    return;
+                if let Some(reply) = self.connected_or_refuse(peer, reply) {
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .fetch
+                        .send_request(&peer, request);
+                    self.pending_fetch.insert(id, reply);
                 }
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .fetch
-                    .send_request(&peer, request);
-                self.pending_fetch.insert(id, reply);
             }
             Command::Sync {
                 peer,
                 request,
                 reply,
             } => {
-                if !self.swarm.is_connected(&peer) {
-                    let _ = reply.send(Err(Error::Request {
-                        peer,
-                        reason: "not connected".into(),
-                    }));
-                    return;
+                if let Some(reply) = self.connected_or_refuse(peer, reply) {
+                    let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                    self.pending_sync.insert(id, reply);
                 }
-                let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
-                self.pending_sync.insert(id, reply);
             }
             Command::Info { reply } => {
                 let local = self.local();
@@ -483,6 +473,23 @@ impl EventLoop {
                 self.inbound_per_peer.remove(&peer);
             }
         }
+    }
+
+    /// Gives `reply` back if `peer` is connected; else answers it with an error. Requests go
+    /// only to connected peers: dialling on demand would hide a slow peer behind a dial.
+    fn connected_or_refuse<T>(
+        &self,
+        peer: PeerId,
+        reply: oneshot::Sender<Result<T, Error>>,
+    ) -> Option<oneshot::Sender<Result<T, Error>>> {
+        if self.swarm.is_connected(&peer) {
+            return Some(reply);
+        }
+        let _ = reply.send(Err(Error::Request {
+            peer,
+            reason: "not connected".into(),
+        }));
+        None
     }
 
     fn on_reply(&mut self, reply: Reply) {

@@ -69,7 +69,7 @@ pub(crate) async fn start(
     let mut progress = if local {
         None
     } else {
-        replicator.ensure(&record)
+        replicator.ensure(&record, true)
     };
     // Pin the chunks against garbage collection (an overwrite or delete during the download must
     // not cut it short). The chunk list is known locally, or arrives with the transfer.

@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use libp2p::PeerId;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::{blocking, Error, Network};
 use crate::protocols::fetch;
@@ -52,6 +52,9 @@ pub enum Progress {
     Failed(String),
 }
 
+/// A running or queued transfer, as callers see it.
+type Running = (watch::Receiver<Progress>, Arc<Notify>);
+
 #[derive(Clone)]
 pub(crate) struct Replicator {
     inner: Arc<Inner>,
@@ -63,7 +66,9 @@ struct Inner {
     per_peer: usize,
     slots: Arc<Semaphore>,
     budget: Arc<Semaphore>,
-    transfers: Mutex<HashMap<ContentId, watch::Receiver<Progress>>>,
+    /// Running or queued transfers: their progress, and a signal that lets a queued one start
+    /// without a slot because somebody is waiting for it (a get).
+    transfers: Mutex<HashMap<ContentId, Running>>,
     hints: Mutex<HashMap<ContentId, Vec<PeerId>>>,
     resuming: AtomicBool,
     stopped: AtomicBool,
@@ -113,26 +118,44 @@ impl Replicator {
         for peer in hint.into_iter().rev() {
             self.hint(record.cid, peer);
         }
-        let _ = self.ensure(&record);
+        let _ = self.ensure(&record, false);
     }
 
     /// Starts (or joins) the transfer of the content of `record`; the receiver follows it.
-    pub(crate) fn ensure(&self, record: &Record) -> Option<watch::Receiver<Progress>> {
+    /// `urgent` (a get is waiting) lets it start at once instead of queueing for a slot behind
+    /// background replication.
+    pub(crate) fn ensure(
+        &self,
+        record: &Record,
+        urgent: bool,
+    ) -> Option<watch::Receiver<Progress>> {
         let cid = record.cid?;
         if self.inner.stopped.load(Ordering::Relaxed) {
             return None;
         }
         let mut transfers = self.inner.transfers.lock().expect("transfers lock");
-        if let Some(rx) = transfers.get(&cid) {
+        if let Some((rx, skip_queue)) = transfers.get(&cid) {
+            if urgent {
+                skip_queue.notify_one();
+            }
             return Some(rx.clone());
         }
         let (tx, rx) = watch::channel(Progress::Running { chunks: 0 });
-        transfers.insert(cid, rx.clone());
+        let skip_queue = Arc::new(Notify::new());
+        if urgent {
+            skip_queue.notify_one();
+        }
+        transfers.insert(cid, (rx.clone(), skip_queue.clone()));
         drop(transfers);
         let inner = self.inner.clone();
         let record = record.clone();
         tokio::spawn(async move {
-            let slot = inner.slots.clone().acquire_owned().await;
+            // A slot, or no slot at all when a get is waiting: gets are few and bounded by the
+            // API's own limit, background transfers are many.
+            let slot = tokio::select! {
+                slot = inner.slots.clone().acquire_owned() => slot.map(Some),
+                _ = skip_queue.notified() => Ok(None),
+            };
             let outcome = match slot {
                 Ok(_permit) => {
                     let run = Transfer::new(inner.clone(), record.clone(), &tx).run();
@@ -173,7 +196,7 @@ impl Replicator {
             match blocking(move || store.incomplete()).await {
                 Ok(Ok(records)) => {
                     for record in records {
-                        let _ = this.ensure(&record);
+                        let _ = this.ensure(&record, false);
                     }
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot list incomplete content"),

@@ -7,8 +7,13 @@
 //!   networking.
 //! - [`protocols`]: one module per network protocol (record gossip, peer announcements, fetch,
 //!   sync) with its wire types and limits.
-//! - [`node`]: the running peer: one task owns the libp2p swarm; a cloneable [`node::Client`]
-//!   talks to it. Replication, anti-entropy and downloads live here.
+//! - [`net`]: the network layer: one task owns the libp2p swarm; a cloneable
+//!   [`net::Network`] sends it commands and it emits events. It knows no store.
+//! - [`replication`]: the application above the network: the replication policy, merges,
+//!   serving, anti-entropy, transfers and downloads. Knows the store and a network handle.
+//! - [`node`]: wiring: configuration, start-up, shutdown that joins every task, and the
+//!   [`node::Client`] handle the API uses.
+//! - [`tasks`]: ownership of every spawned task (a tracker and a cancellation token).
 //! - [`identity`]: the persisted ed25519 keypair.
 //! - [`api`]: the local HTTP API (axum, loopback, bearer token), a thin layer over
 //!   [`node::Client`], and the HTTP client the CLI uses.
@@ -18,7 +23,10 @@ pub mod api;
 pub mod cli;
 pub mod demo;
 pub mod identity;
+pub mod net;
 pub mod node;
 pub mod protocols;
 pub mod record;
+pub mod replication;
 pub mod store;
+pub mod tasks;

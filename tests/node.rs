@@ -164,3 +164,27 @@ async fn garbage_on_the_wire_does_not_hurt_the_node() {
     );
     assert_eq!(a.peer_count().await, 1);
 }
+
+/// Shutdown joins every task the node spawned (the network task, replication, transfers,
+/// blocking store work), so the data dir opens again at once, with no retry, even when the
+/// node was busy replicating at the moment it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_dir_reopens_immediately_after_shutdown() {
+    const DEADLINE: Duration = Duration::from_secs(30);
+    let source = TestNode::start(vec![]).await;
+    let mut sink = TestNode::start(vec![source.addr.clone()]).await;
+    assert!(eventually(DEADLINE, || async { sink.peer_count().await == 1 }).await);
+    put(&source.client, "small", data(1000, 1)).await;
+    assert!(sink.client.wait_for("small", false, DEADLINE).await);
+    let big = data(40 * dfs::record::CHUNK_SIZE, 2);
+    put(&source.client, "big", big.clone()).await;
+    for _ in 0..3 {
+        // Stop while the transfer of "big" is probably running; restart() opens the data
+        // dir again straight away and panics if it is still held.
+        let _ = eventually(DEADLINE, || async { sink.client.chunks_fetched() > 0 }).await;
+        sink = sink.restart().await;
+    }
+    assert!(sink.client.wait_for("big", false, DEADLINE).await);
+    assert_eq!(get(&sink.client, "big").await.unwrap(), big);
+    assert_eq!(get(&sink.client, "small").await.unwrap(), data(1000, 1));
+}

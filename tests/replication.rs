@@ -231,16 +231,15 @@ async fn partitioned_groups_converge_after_healing() {
     }
 }
 
-/// A libp2p peer that answers every chunk request with wrong bytes.
+/// A libp2p peer that answers every chunk request of `/dfs/chunks/1` with wrong bytes.
 async fn start_liar(
     target: libp2p::Multiaddr,
 ) -> (
     tokio::task::JoinHandle<()>,
     std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) {
-    use dfs::protocols::fetch;
+    use dfs::protocols::chunks;
     use futures::StreamExt;
-    use libp2p::request_response::{Event, Message};
     use std::sync::atomic::Ordering;
     let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = served.clone();
@@ -252,32 +251,37 @@ async fn start_liar(
             libp2p::yamux::Config::default,
         )
         .unwrap()
-        .with_behaviour(|_| fetch::behaviour())
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
         .build();
+    let mut incoming = swarm
+        .behaviour()
+        .new_control()
+        .accept(chunks::PROTOCOL)
+        .unwrap();
     swarm.dial(target).unwrap();
     let task = tokio::spawn(async move {
-        loop {
-            if let libp2p::swarm::SwarmEvent::Behaviour(Event::Message {
-                message:
-                    Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            }) = swarm.select_next_some().await
-            {
-                let response = match request {
-                    fetch::Request::Chunk { .. } => {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        fetch::Response::Chunk {
-                            data: vec![0xAB; CHUNK_SIZE],
+        tokio::spawn(async move {
+            while let Some((_, mut stream)) = incoming.next().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    while let Ok(Some(hashes)) = chunks::read_request(&mut stream).await {
+                        for _ in hashes {
+                            counter.fetch_add(1, Ordering::Relaxed);
+                            if chunks::write_chunk(&mut stream, &vec![0xAB; CHUNK_SIZE])
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
                         }
                     }
-                    _ => fetch::Response::NotFound,
-                };
-                let _ = swarm.behaviour_mut().send_response(channel, response);
+                });
             }
+        });
+        loop {
+            swarm.select_next_some().await;
         }
     });
     (task, served)

@@ -85,18 +85,6 @@ fn message_vectors() {
         "fetch manifest req"
     );
     assert_eq!(
-        cbor4ii(&fetch::Request::Chunk { hash: Hash([0xbb; 32]) }),
-        "a1656368756e6ba164686173685820bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
-        "fetch chunk req"
-    );
-    assert_eq!(
-        cbor4ii(&fetch::Response::Chunk {
-            data: b"hello".to_vec()
-        }),
-        "a1656368756e6ba164646174614568656c6c6f",
-        "fetch chunk resp"
-    );
-    assert_eq!(
         cbor4ii(&fetch::Response::Manifest { total: 1, offset: 0, chunks: vec![Hash([0xcc; 32])] }),
         "a1686d616e6966657374a365746f74616c01666f666673657400666368756e6b73815820cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc",
         "fetch manifest resp"
@@ -139,4 +127,30 @@ fn message_vectors() {
         "a16865786368616e6765a26470757368806477616e748107",
         "sync exchange req"
     );
+}
+
+/// The frames of `/dfs/chunks/1` (binary, not CBOR), as given in PROTOCOL.md.
+#[test]
+fn chunk_stream_frames() {
+    use dfs::protocols::chunks;
+    futures::executor::block_on(async {
+        let mut out = Vec::new();
+        chunks::write_request(&mut out, &[Hash([0xbb; 32])])
+            .await
+            .unwrap();
+        assert_eq!(
+            hex::encode(&out),
+            format!("0001{}", "bb".repeat(32)),
+            "request"
+        );
+        let mut out = Vec::new();
+        chunks::write_chunk(&mut out, b"hello").await.unwrap();
+        assert_eq!(hex::encode(&out), "000000000568656c6c6f", "chunk reply");
+        let mut out = Vec::new();
+        chunks::write_not_found(&mut out).await.unwrap();
+        assert_eq!(hex::encode(&out), "01", "not-found reply");
+        let mut out = Vec::new();
+        chunks::write_error(&mut out, "busy").await.unwrap();
+        assert_eq!(hex::encode(&out), "02000462757379", "error reply");
+    });
 }

@@ -1,43 +1,29 @@
-//! The running peer: configuration, start-up, and the [`Client`] handle. One task (the
-//! [`event_loop`]) owns the libp2p swarm; everything else talks to it through a cloneable
-//! [`Client`] that sends commands with a `oneshot` reply. The store is shared, not networked.
-//!
-//! - [`behaviour`]: the combined libp2p behaviour (identify, ping, gossipsub, fetch, sync, limits).
-//! - [`event_loop`]: the task that owns the swarm.
-//! - [`discovery`]: bootstrap re-dialling with back-off and gossip peer discovery state.
-//! - [`replicate`]: background transfers of content from peers, verified chunk by chunk.
-//! - [`anti_entropy`]: sync sessions (initiator and responder) over [`crate::protocols::sync`].
-//! - [`download`]: streams a file's bytes to a caller, locally or as chunks arrive.
+//! The running peer: configuration, start-up and shutdown, and the [`Client`] handle. It wires
+//! the layers together: the network task ([`crate::net`]), which owns the swarm, and replication
+//! ([`crate::replication`]), which owns what the node does with the network, both over the
+//! store. Every task a node spawns is owned by its [`Tasks`]: [`Node::shutdown`] returns once
+//! all of them have ended, so the data dir can be reopened at once.
 
-pub mod anti_entropy;
-pub mod behaviour;
 mod chunk_channel;
-pub mod discovery;
-pub mod download;
-pub mod event_loop;
-pub mod replicate;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::{Multiaddr, PeerId};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use crate::protocols::{fetch, sync};
+use crate::net::{self, Network};
+use crate::protocols::fetch;
 use crate::record::{Record, CHUNK_SIZE};
+use crate::replication::{self, download, Replication};
 use crate::store::{Stat, Store, StoreError};
+use crate::tasks::{TaskFailed, Tasks};
 
+pub use crate::net::{NodeInfo, PeerInfo, AGENT_VERSION, PROTOCOL_VERSION};
+pub use crate::replication::SyncStats;
 pub use download::Download;
 
-/// Version string announced through identify as the agent version: `dfs/<version>`.
-pub const AGENT_VERSION: &str = concat!("dfs/", env!("CARGO_PKG_VERSION"));
-/// The identify protocol version of dfs nodes.
-pub const PROTOCOL_VERSION: &str = "/dfs/1.0.0";
-/// Bound of the command channel into the event loop.
-const COMMAND_QUEUE: usize = 256;
 /// Chunks of a put waiting for the store, at most (each up to 1 MiB).
 const PUT_QUEUE: usize = 4;
 
@@ -55,9 +41,10 @@ pub struct Config {
     pub announce_interval: Duration,
     /// How often the node runs anti-entropy with each connected peer.
     pub sync_interval: Duration,
-    /// How often incomplete content is looked for and fetched again.
+    /// How often incomplete content is looked for and fetched again (and known peers that are
+    /// not connected are dialled again).
     pub retry_interval: Duration,
-    /// Chunk requests in flight per peer during a transfer.
+    /// Chunks requested at once from one peer during a transfer.
     pub chunks_in_flight: usize,
     /// Transfers running at once.
     pub max_transfers: usize,
@@ -81,6 +68,26 @@ impl Config {
             lookup_timeout: Duration::from_secs(5),
         }
     }
+
+    fn net(&self) -> net::Config {
+        net::Config {
+            listen: self.listen.clone(),
+            bootstrap: self.bootstrap.clone(),
+            network: self.network.clone(),
+            max_peers: self.max_peers,
+            announce_interval: self.announce_interval,
+            redial_interval: self.retry_interval,
+        }
+    }
+
+    fn replication(&self) -> replication::Config {
+        replication::Config {
+            sync_interval: self.sync_interval,
+            retry_interval: self.retry_interval,
+            chunks_in_flight: self.chunks_in_flight,
+            max_transfers: self.max_transfers,
+        }
+    }
 }
 
 /// Errors a node operation can end with.
@@ -96,12 +103,33 @@ pub enum Error {
     Range { start: u64, end: u64, size: u64 },
     #[error("content of {key} is not available yet: {reason}")]
     Unavailable { key: String, reason: String },
-    #[error("request to {peer} failed: {reason}")]
-    Request { peer: PeerId, reason: String },
+    #[error(transparent)]
+    Network(net::Error),
     #[error("{0}")]
     Start(String),
-    #[error("background task failed: {0}")]
-    Task(String),
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
+}
+
+impl From<net::Error> for Error {
+    fn from(e: net::Error) -> Error {
+        match e {
+            net::Error::Stopped => Error::Stopped,
+            e => Error::Network(e),
+        }
+    }
+}
+
+impl From<download::Error> for Error {
+    fn from(e: download::Error) -> Error {
+        match e {
+            download::Error::NotFound(key) => Error::NotFound(key),
+            download::Error::Range { start, end, size } => Error::Range { start, end, size },
+            download::Error::Unavailable { key, reason } => Error::Unavailable { key, reason },
+            download::Error::Store(e) => Error::Store(e),
+            download::Error::Task(e) => Error::Task(e),
+        }
+    }
 }
 
 impl Error {
@@ -114,141 +142,14 @@ impl Error {
     }
 }
 
-/// This node's peer id and listen addresses (each a full multiaddr ending in `/p2p/<id>`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeInfo {
-    pub peer_id: PeerId,
-    pub addrs: Vec<Multiaddr>,
-}
-
-/// A connected peer and the addresses known for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerInfo {
-    pub peer_id: PeerId,
-    pub addrs: Vec<Multiaddr>,
-    pub agent: Option<String>,
-}
-
-/// Counters of anti-entropy traffic, for tests and the benchmark.
-#[derive(Debug, Default)]
-pub struct SyncStats {
-    pub sessions: AtomicU64,
-    pub requests_sent: AtomicU64,
-    pub bytes_sent: AtomicU64,
-    pub bytes_received: AtomicU64,
-    pub records_sent: AtomicU64,
-    pub records_received: AtomicU64,
-}
-
-impl SyncStats {
-    pub fn snapshot(&self) -> [u64; 6] {
-        [
-            &self.sessions,
-            &self.requests_sent,
-            &self.bytes_sent,
-            &self.bytes_received,
-            &self.records_sent,
-            &self.records_received,
-        ]
-        .map(|c| c.load(Ordering::Relaxed))
-    }
-}
-
-/// Commands the event loop carries out for [`Client`]s.
-#[derive(Debug)]
-pub(crate) enum Command {
-    Publish {
-        record: Record,
-    },
-    Fetch {
-        peer: PeerId,
-        request: fetch::Request,
-        reply: oneshot::Sender<Result<fetch::Response, Error>>,
-    },
-    Sync {
-        peer: PeerId,
-        request: sync::Request,
-        reply: oneshot::Sender<Result<sync::Response, Error>>,
-    },
-    Info {
-        reply: oneshot::Sender<NodeInfo>,
-    },
-    Peers {
-        reply: oneshot::Sender<Vec<PeerInfo>>,
-    },
-    Dial {
-        addr: Multiaddr,
-        reply: oneshot::Sender<Result<(), Error>>,
-    },
-    Block {
-        peer: PeerId,
-        blocked: bool,
-    },
-}
-
-/// The network side of a client: sends commands to the event loop.
-#[derive(Clone, Debug)]
-pub(crate) struct Network {
-    commands: mpsc::Sender<Command>,
-}
-
-impl Network {
-    async fn send(&self, command: Command) -> Result<(), Error> {
-        self.commands
-            .send(command)
-            .await
-            .map_err(|_| Error::Stopped)
-    }
-
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.send(make(tx)).await?;
-        rx.await.map_err(|_| Error::Stopped)
-    }
-
-    pub(crate) async fn fetch(
-        &self,
-        peer: PeerId,
-        request: fetch::Request,
-    ) -> Result<fetch::Response, Error> {
-        self.ask(|reply| Command::Fetch {
-            peer,
-            request,
-            reply,
-        })
-        .await?
-    }
-
-    pub(crate) async fn sync(
-        &self,
-        peer: PeerId,
-        request: sync::Request,
-    ) -> Result<sync::Response, Error> {
-        self.ask(|reply| Command::Sync {
-            peer,
-            request,
-            reply,
-        })
-        .await?
-    }
-
-    pub(crate) async fn peers(&self) -> Result<Vec<PeerInfo>, Error> {
-        self.ask(|reply| Command::Peers { reply }).await
-    }
-
-    pub(crate) async fn publish(&self, record: Record) -> Result<(), Error> {
-        self.send(Command::Publish { record }).await
-    }
-}
-
 /// The handle through which the API, the CLI's demo and tests use a node. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
     peer_id: PeerId,
     network: Network,
     store: Store,
-    replicator: replicate::Replicator,
-    stats: Arc<SyncStats>,
+    replication: Replication,
+    tasks: Tasks,
     lookup_timeout: Duration,
 }
 
@@ -264,12 +165,12 @@ impl Client {
     }
 
     pub fn sync_stats(&self) -> &SyncStats {
-        &self.stats
+        self.replication.stats()
     }
 
     /// Chunks this node has fetched from peers since it started.
     pub fn chunks_fetched(&self) -> u64 {
-        self.replicator.chunks_fetched()
+        self.replication.chunks_fetched()
     }
 
     /// Stores a file from a blocking reader, durably, then gossips its record. Returns when the
@@ -280,7 +181,10 @@ impl Client {
         reader: impl std::io::Read + Send + 'static,
     ) -> Result<Record, Error> {
         let store = self.store.clone();
-        let record = blocking(move || store.put(&key, reader)).await??;
+        let record = self
+            .tasks
+            .blocking(move || store.put(&key, reader))
+            .await??;
         self.network.publish(record.clone()).await?;
         Ok(record)
     }
@@ -296,8 +200,9 @@ impl Client {
         use tokio::io::AsyncReadExt;
         let (tx, rx) = mpsc::channel::<std::io::Result<bytes::Bytes>>(PUT_QUEUE);
         let store = self.store.clone();
-        let writer =
-            tokio::task::spawn_blocking(move || store.put(&key, chunk_channel::Reader::new(rx)));
+        let writer = self
+            .tasks
+            .spawn_blocking(move || store.put(&key, chunk_channel::Reader::new(rx)));
         loop {
             let mut buf = bytes::BytesMut::with_capacity(CHUNK_SIZE);
             let mut failed = None;
@@ -317,14 +222,24 @@ impl Client {
             }
             if let Some(e) = failed {
                 let _ = tx.send(Err(e)).await;
-                break;
+                drop(tx);
+                return Err(writer
+                    .await
+                    .map_err(|e| Error::Task(TaskFailed::from(e)))?
+                    .err()
+                    .map(Error::Store)
+                    .unwrap_or(Error::Stopped));
             }
             if done {
                 break;
             }
         }
+        // The end of the data: without it, the reader takes the channel's end for a failure.
+        let _ = tx.send(Ok(bytes::Bytes::new())).await;
         drop(tx);
-        let record = writer.await.map_err(|e| Error::Task(e.to_string()))??;
+        let record = writer
+            .await
+            .map_err(|e| Error::Task(TaskFailed::from(e)))??;
         self.network.publish(record.clone()).await?;
         Ok(record)
     }
@@ -332,7 +247,7 @@ impl Client {
     /// Deletes a key everywhere: writes a tombstone and gossips it.
     pub async fn delete(&self, key: String) -> Result<Record, Error> {
         let store = self.store.clone();
-        let record = blocking(move || store.delete(&key)).await??;
+        let record = self.tasks.blocking(move || store.delete(&key)).await??;
         self.network.publish(record.clone()).await?;
         Ok(record)
     }
@@ -341,7 +256,8 @@ impl Client {
     pub async fn stat(&self, key: String) -> Result<Stat, Error> {
         let store = self.store.clone();
         let k = key.clone();
-        blocking(move || store.stat(&k))
+        self.tasks
+            .blocking(move || store.stat(&k))
             .await??
             .ok_or(Error::NotFound(key))
     }
@@ -349,7 +265,7 @@ impl Client {
     /// Every record this node knows, tombstones included, sorted by key.
     pub async fn list(&self) -> Result<Vec<Stat>, Error> {
         let store = self.store.clone();
-        Ok(blocking(move || store.list()).await??)
+        Ok(self.tasks.blocking(move || store.list()).await??)
     }
 
     /// Reads a file: locally if its content is here, else fetched from peers and streamed as
@@ -358,7 +274,7 @@ impl Client {
     pub async fn get(&self, key: String, range: Option<(u64, u64)>) -> Result<Download, Error> {
         let store = self.store.clone();
         let k = key.clone();
-        let mut record = blocking(move || store.record(&k)).await??;
+        let mut record = self.tasks.blocking(move || store.record(&k)).await??;
         if record.is_none() {
             record = self.lookup(&key).await?;
         }
@@ -366,7 +282,7 @@ impl Client {
             Some(r) if !r.is_tombstone() => r,
             _ => return Err(Error::NotFound(key)),
         };
-        download::start(self.store.clone(), self.replicator.clone(), record, range).await
+        Ok(download::start(&self.replication, record, range).await?)
     }
 
     /// Asks the connected peers for a key's record, merges the winner into the store.
@@ -406,36 +322,38 @@ impl Client {
         let Some((peer, record)) = best else {
             return Ok(None);
         };
-        let store = self.store.clone();
         let r = record.clone();
-        blocking(move || store.apply(r)).await??;
-        self.replicator.hint(record.cid, peer);
+        self.replication
+            .merge(vec![r], &[peer])
+            .await
+            .map_err(|e| match e {
+                replication::MergeError::Store(e) => Error::Store(e),
+                replication::MergeError::Task(e) => Error::Task(e),
+            })?;
         let store = self.store.clone();
         let key = key.to_string();
-        Ok(blocking(move || store.record(&key)).await??)
+        Ok(self.tasks.blocking(move || store.record(&key)).await??)
     }
 
     /// This node's peer id and listen addresses.
     pub async fn info(&self) -> Result<NodeInfo, Error> {
-        self.network.ask(|reply| Command::Info { reply }).await
+        Ok(self.network.info().await?)
     }
 
     /// The connected peers.
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, Error> {
-        self.network.peers().await
+        Ok(self.network.peers().await?)
     }
 
     /// Dials an address (with or without `/p2p/<id>`).
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), Error> {
-        self.network
-            .ask(|reply| Command::Dial { addr, reply })
-            .await?
+        Ok(self.network.dial(addr).await?)
     }
 
     /// Blocks (or unblocks) a peer: its connections are closed and refused. Used to cut a
     /// network in two in tests, and by operators to shut out a misbehaving peer.
     pub async fn block(&self, peer: PeerId, blocked: bool) -> Result<(), Error> {
-        self.network.send(Command::Block { peer, blocked }).await
+        Ok(self.network.block(peer, blocked).await?)
     }
 
     /// Waits until this node holds the complete content of `key` (or its tombstone if
@@ -445,7 +363,9 @@ impl Client {
         loop {
             let store = self.store.clone();
             let k = key.to_string();
-            let state = blocking(move || store.stat(&k))
+            let state = self
+                .tasks
+                .blocking(move || store.stat(&k))
                 .await
                 .ok()
                 .and_then(|r| r.ok());
@@ -465,27 +385,17 @@ impl Client {
     }
 }
 
-/// Runs blocking store work off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Task(e.to_string()))
-}
-
-/// A started node: its client, and the task that owns the swarm.
+/// A started node: its client, the tasks it owns, and the network task's handle.
 pub struct Node {
     client: Client,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Tasks,
+    network_task: tokio::task::JoinHandle<Option<()>>,
 }
 
 impl Node {
     /// Opens the identity and store in the data dir, starts listening, dials the bootstrap
-    /// peers and spawns the event loop. Returns once the listeners are bound.
+    /// peers and spawns the network task and replication. Returns once the listeners are bound.
     pub async fn start(config: Config) -> Result<Node, Error> {
-        crate::protocols::validate_network(&config.network).map_err(Error::Start)?;
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             Error::Start(format!(
                 "cannot create data dir {}: {e}",
@@ -495,44 +405,38 @@ impl Node {
         let keypair = crate::identity::load_or_create(&config.data_dir)
             .map_err(|e| Error::Start(e.to_string()))?;
         let peer_id = keypair.public().to_peer_id();
+        let tasks = Tasks::new();
         let store_dir = config.data_dir.join("store");
-        let store = blocking(move || Store::open(&store_dir, peer_id.to_bytes())).await??;
-        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
-        let network = Network {
-            commands: commands_tx,
-        };
-        let stats = Arc::new(SyncStats::default());
-        let replicator = replicate::Replicator::new(
+        let store = tasks
+            .blocking(move || Store::open(&store_dir, peer_id.to_bytes()))
+            .await??;
+        let (network, events, event_loop) =
+            match net::start(keypair, config.net(), tasks.token().clone()).await {
+                Ok(started) => started,
+                Err(e) => {
+                    tasks.shutdown().await;
+                    return Err(e.into());
+                }
+            };
+        let network_task = tasks.spawn(event_loop.run());
+        let replication = Replication::new(
             store.clone(),
             network.clone(),
-            config.chunks_in_flight,
-            config.max_transfers,
+            tasks.clone(),
+            config.replication(),
         );
-        let (shutdown_tx, shutdown_rx) = oneshot::channel();
-        let event_loop = event_loop::EventLoop::new(
-            keypair,
-            config.clone(),
-            store.clone(),
-            network.clone(),
-            replicator.clone(),
-            stats.clone(),
-            commands_rx,
-            shutdown_rx,
-        )
-        .await?;
-        let task = tokio::spawn(event_loop.run());
-        replicator.resume();
+        tasks.spawn(replication.clone().run(events));
         Ok(Node {
             client: Client {
                 peer_id,
                 network,
                 store,
-                replicator,
-                stats,
+                replication,
+                tasks: tasks.clone(),
                 lookup_timeout: config.lookup_timeout,
             },
-            shutdown: Some(shutdown_tx),
-            task,
+            tasks,
+            network_task,
         })
     }
 
@@ -544,17 +448,16 @@ impl Node {
         self.client.peer_id
     }
 
-    /// Stops the event loop, closing every connection, and waits for it.
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        self.client.replicator.stop();
-        let _ = (&mut self.task).await;
+    /// Stops every task of the node (closing every connection) and waits until all of them,
+    /// blocking store work included, have ended. Once it returns and the node's clients are
+    /// dropped, the data dir can be opened again at once.
+    pub async fn shutdown(self) {
+        tracing::info!("dfs node stopping");
+        self.tasks.shutdown().await;
     }
 
-    /// Waits for the event loop to end (it ends on shutdown or a fatal error).
+    /// Waits for the network task to end (it ends on shutdown or a fatal error).
     pub async fn wait(&mut self) {
-        let _ = (&mut self.task).await;
+        let _ = (&mut self.network_task).await;
     }
 }

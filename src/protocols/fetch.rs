@@ -1,22 +1,22 @@
-//! The fetch protocol, `/dfs/fetch/1` (request-response, CBOR): ask a peer for a key's record,
-//! a file's chunk list, or one chunk. One request and one response per stream.
+//! The fetch protocol, `/dfs/fetch/2` (request-response, CBOR): ask a peer for a key's record or
+//! a page of a file's chunk list. One request and one response per stream. Chunk bytes travel on
+//! [`super::chunks`] instead (`/dfs/fetch/1` carried them here and is gone).
 //!
 //! A receiver trusts nothing it gets: a chunk list is checked against the content id
-//! ([`crate::record::chunk_list_matches`]) and every chunk against its hash before it is written,
-//! so a peer that sends bad bytes is caught within one chunk and the chunk is fetched elsewhere.
+//! ([`crate::record::chunk_list_matches`]) before any chunk is fetched.
 
 use std::time::Duration;
 
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
 
-use crate::record::{Hash, Record, CHUNK_SIZE};
+use crate::record::{Hash, Record};
 
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/dfs/fetch/1");
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/dfs/fetch/2");
 /// Largest request accepted (a record lookup carries a key of at most 1 KiB).
 pub const MAX_REQUEST_SIZE: u64 = 4 * 1024;
-/// Largest response accepted: one chunk plus framing.
-pub const MAX_RESPONSE_SIZE: u64 = CHUNK_SIZE as u64 + 64 * 1024;
+/// Largest response accepted: a full chunk-list page (16,384 hashes of 35 bytes) plus framing.
+pub const MAX_RESPONSE_SIZE: u64 = 640 * 1024;
 /// Most chunk hashes in one chunk-list page (about 560 KiB of response).
 pub const MANIFEST_PAGE: usize = 16 * 1024;
 /// How long a request may take before it fails with a timeout.
@@ -32,8 +32,6 @@ pub enum Request {
     Record { key: String },
     /// A page of the chunk list of a content id, starting at chunk `offset`.
     Manifest { cid: Hash, offset: u64 },
-    /// One chunk's bytes.
-    Chunk { hash: Hash },
 }
 
 /// A fetch response.
@@ -50,10 +48,6 @@ pub enum Response {
         total: u64,
         offset: u64,
         chunks: Vec<Hash>,
-    },
-    Chunk {
-        #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
     },
     /// The peer does not have what was asked for (or not all of it, for a chunk list).
     NotFound,

@@ -4,9 +4,11 @@
 //!
 //! - [`records`]: gossipsub topic `dfs/<network>/records/1`, record updates (metadata only).
 //! - [`peers`]: gossipsub topic `dfs/<network>/peers/1`, peer announcements (discovery).
-//! - [`fetch`]: request-response `/dfs/fetch/1`, records, chunk lists and chunks.
+//! - [`fetch`]: request-response `/dfs/fetch/2`, records and chunk lists.
+//! - [`chunks`]: raw stream `/dfs/chunks/1`, bulk chunk bytes.
 //! - [`sync`]: request-response `/dfs/sync/1`, anti-entropy over a tree of record digests.
 
+pub mod chunks;
 pub mod fetch;
 pub mod peers;
 pub mod records;

@@ -502,6 +502,16 @@ impl Store {
         Ok(Some(buf))
     }
 
+    /// Reads a chunk into `buf` (cleared first, its capacity reused) without verifying it, for
+    /// serving to a peer, which verifies what it receives. `Ok(false)` if it is absent.
+    pub fn read_chunk_unverified(
+        &self,
+        hash: &Hash,
+        buf: &mut Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        Ok(self.inner.chunks.read_into(hash, buf)?)
+    }
+
     /// Marks content complete when every chunk is present (making their directories durable
     /// first); returns whether it is complete now.
     pub fn mark_complete(&self, cid: &ContentId) -> Result<bool, StoreError> {

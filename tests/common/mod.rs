@@ -98,21 +98,11 @@ impl TestNode {
     }
 }
 
-/// Starts a node; retries for a few seconds while the previous owner of the data dir (a node
-/// just shut down, whose background tasks are finishing) still holds the store open.
+/// Starts a node. No retry: a node that was shut down has released its data dir.
 pub async fn start_node(config: Config) -> Node {
-    let until = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match Node::start(config.clone()).await {
-            Ok(node) => return node,
-            Err(e)
-                if e.to_string().contains("already open")
-                    && tokio::time::Instant::now() < until =>
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => panic!("node does not start: {e}"),
-        }
+    match Node::start(config).await {
+        Ok(node) => node,
+        Err(e) => panic!("node does not start: {e}"),
     }
 }
 

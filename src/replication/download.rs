@@ -1,4 +1,4 @@
-//! Streams a file's bytes to a caller: from the local store when the content is here, or as the
+//! Streams a file's bytes to a caller (the one read path of the node): from the local store when the content is here, or as the
 //! chunks of a running transfer are verified and written. Every chunk is verified on read, and
 //! memory stays bounded at one chunk whatever the file size.
 
@@ -8,10 +8,26 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use tokio::sync::watch;
 
-use super::replicate::{Progress, Replicator};
-use super::{blocking, Error};
+use super::transfer::Progress;
+use super::Replication;
 use crate::record::{chunk_len, Hash, Record, CHUNK_SIZE};
 use crate::store::{PinGuard, Store, StoreError};
+use crate::tasks::{TaskFailed, Tasks};
+
+/// Why a download could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("range {start}-{end} is outside the file of {size} bytes")]
+    Range { start: u64, end: u64, size: u64 },
+    #[error("content of {key} is not available yet: {reason}")]
+    Unavailable { key: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
+}
 
 /// A file being read: its record, the byte range served, and the body.
 pub struct Download {
@@ -42,17 +58,18 @@ impl Download {
     }
 }
 
-fn store_err(e: Error) -> io::Error {
+fn task_err(e: TaskFailed) -> io::Error {
     io::Error::other(e.to_string())
 }
 
 /// Prepares the download of a live record's content, starting a transfer if needed.
 pub(crate) async fn start(
-    store: Store,
-    replicator: Replicator,
+    replication: &Replication,
     record: Record,
     range: Option<(u64, u64)>,
 ) -> Result<Download, Error> {
+    let store = replication.store.clone();
+    let tasks = replication.tasks.clone();
     let cid = record
         .cid
         .ok_or_else(|| Error::NotFound(record.key.clone()))?;
@@ -63,20 +80,21 @@ pub(crate) async fn start(
     }
     let s = store.clone();
     let key = record.key.clone();
-    let local = blocking(move || s.stat(&key))
+    let local = tasks
+        .blocking(move || s.stat(&key))
         .await??
         .is_some_and(|st| st.local && st.record.cid == Some(cid));
     let mut progress = if local {
         None
     } else {
-        replicator.ensure(&record, true)
+        replication.transfers().ensure(&record, true)
     };
     // Pin the chunks against garbage collection (an overwrite or delete during the download must
     // not cut it short). The chunk list is known locally, or arrives with the transfer.
     let mut last_look = false;
     let pins = loop {
         let s = store.clone();
-        if let Some(pins) = blocking(move || s.pin_content(&cid)).await?? {
+        if let Some(pins) = tasks.blocking(move || s.pin_content(&cid)).await?? {
             break pins;
         }
         let ended = match progress.as_mut() {
@@ -89,10 +107,15 @@ pub(crate) async fn start(
                 Waited::Ended(state) => state,
             },
             Some(_) => Progress::Complete,
-            None => Progress::Failed("the file changed while it was opened; retry".into()),
+            None => {
+                return Err(Error::Unavailable {
+                    key: record.key.clone(),
+                    reason: "the file changed while it was opened; retry".into(),
+                })
+            }
         };
         let reason = match ended {
-            Progress::Failed(reason) => reason,
+            Progress::Failed(error) => error.to_string(),
             _ => "the content is no longer referenced (overwritten or deleted)".into(),
         };
         return Err(Error::Unavailable {
@@ -109,6 +132,7 @@ pub(crate) async fn start(
     };
     let state = State {
         store,
+        tasks,
         key: record.key.clone(),
         size,
         pins,
@@ -160,6 +184,7 @@ async fn wait(rx: &mut watch::Receiver<Progress>) -> Waited {
 
 struct State {
     store: Store,
+    tasks: Tasks,
     key: String,
     size: u64,
     /// The chunk list, pinned against garbage collection until the download is dropped.
@@ -181,9 +206,11 @@ impl State {
         let mut ended = false;
         loop {
             let store = self.store.clone();
-            let read = blocking(move || store.read_chunk(&hash))
+            let read = self
+                .tasks
+                .blocking(move || store.read_chunk(&hash))
                 .await
-                .map_err(store_err)?;
+                .map_err(task_err)?;
             match read {
                 Ok(Some(data)) => {
                     if data.len() != chunk_len(self.size, self.index) {
@@ -210,7 +237,7 @@ impl State {
                 },
                 Ok(None) => {
                     let reason = match self.progress.as_ref().map(|rx| rx.borrow().clone()) {
-                        Some(Progress::Failed(reason)) => reason,
+                        Some(Progress::Failed(error)) => error.to_string(),
                         _ => format!("chunk {hash} is missing"),
                     };
                     return Err(io::Error::other(format!(

@@ -4,75 +4,65 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use libp2p::PeerId;
 
-use super::replicate::Replicator;
-use super::{blocking, Error, Network, SyncStats};
+use super::{MergeError, Replication};
+use crate::net;
 use crate::protocols::sync::{self, Request, Response, Tree};
 use crate::record::{key_hash, Record};
-use crate::store::{Applied, Store, StoreError};
+use crate::store::StoreError;
+use crate::tasks::TaskFailed;
 
-fn protocol_error(peer: PeerId, reason: &str) -> Error {
-    Error::Request {
+/// Why a sync session or a sync request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Network(#[from] net::Error),
+    #[error("sync protocol violation by {peer}: {reason}")]
+    Protocol { peer: PeerId, reason: String },
+    #[error("invalid request: {0}")]
+    Invalid(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Merge(#[from] MergeError),
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
+}
+
+fn protocol_error(peer: PeerId, reason: &str) -> SyncError {
+    SyncError::Protocol {
         peer,
-        reason: format!("sync protocol violation: {reason}"),
+        reason: reason.to_string(),
     }
 }
 
-async fn tree(store: &Store) -> Result<Tree, Error> {
-    let store = store.clone();
-    blocking(move || Tree::new(store.sync_leaves(), store.record_count())).await
-}
-
-/// Merges records received from `peer`, queueing the content of new live records for fetching.
-/// Returns how many records changed the store.
-async fn merge(
-    store: &Store,
-    replicator: &Replicator,
-    peer: PeerId,
-    records: Vec<Record>,
-) -> Result<usize, Error> {
-    let store = store.clone();
-    let applied = blocking(move || -> Result<Vec<(Record, bool)>, StoreError> {
-        let outcomes = store.apply_batch(records.clone())?;
-        Ok(records
-            .into_iter()
-            .zip(outcomes)
-            .filter_map(|(r, o)| match o {
-                Applied::Updated { fetch, .. } => Some((r, fetch)),
-                Applied::Unchanged => None,
-            })
-            .collect())
-    })
-    .await??;
-    let changed = applied.len();
-    for (record, fetch) in applied {
-        if fetch {
-            replicator.enqueue(record, vec![peer]);
-        }
-    }
-    Ok(changed)
+async fn tree(replication: &Replication) -> Result<Tree, SyncError> {
+    Ok(replication
+        .blocking(|store| Tree::new(store.sync_leaves(), store.record_count()))
+        .await?)
 }
 
 /// One sync session that this node starts with `peer`.
 pub(crate) struct Session {
-    pub(crate) network: Network,
-    pub(crate) store: Store,
-    pub(crate) replicator: Replicator,
-    pub(crate) stats: Arc<SyncStats>,
+    pub(crate) replication: Replication,
     pub(crate) peer: PeerId,
 }
 
 impl Session {
-    async fn request(&self, request: Request) -> Result<Response, Error> {
-        self.stats.requests_sent.fetch_add(1, Ordering::Relaxed);
-        self.stats
+    async fn request(&self, request: Request) -> Result<Response, SyncError> {
+        self.replication
+            .stats
+            .requests_sent
+            .fetch_add(1, Ordering::Relaxed);
+        self.replication
+            .stats
             .bytes_sent
             .fetch_add(sync::encoded_len(&request) as u64, Ordering::Relaxed);
-        let response = self.network.sync(self.peer, request).await?;
-        self.stats
+        let response = self.replication.network.sync(self.peer, request).await?;
+        self.replication
+            .stats
             .bytes_received
             .fetch_add(sync::encoded_len(&response) as u64, Ordering::Relaxed);
         if let Response::Error { message } = &response {
@@ -83,18 +73,21 @@ impl Session {
 
     /// Runs rounds until both record sets have the same digest, nothing more can be settled,
     /// or the round limit is reached (the next session continues).
-    pub(crate) async fn run(self) -> Result<(), Error> {
+    pub(crate) async fn run(self) -> Result<(), SyncError> {
         let result = self.rounds().await;
         // Counted when it ends, so that at rest `requests_sent` per session is exact.
-        self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+        self.replication
+            .stats
+            .sessions
+            .fetch_add(1, Ordering::Relaxed);
         result
     }
 
-    async fn rounds(&self) -> Result<(), Error> {
+    async fn rounds(&self) -> Result<(), SyncError> {
         let peer = self.peer;
         let mut seen_states = HashSet::new();
         for _ in 0..sync::MAX_ROUNDS {
-            let mine = tree(&self.store).await?;
+            let mine = tree(&self.replication).await?;
             let Response::Root { root, count } = self.request(Request::Root).await? else {
                 return Err(protocol_error(peer, "expected root"));
             };
@@ -150,35 +143,38 @@ impl Session {
             if entries.len() != leaves.len() {
                 return Err(protocol_error(peer, "wrong number of entry lists"));
             }
-            let store = self.store.clone();
-            let (push, want) = blocking(move || -> Result<_, StoreError> {
-                let mut push_hashes = Vec::new();
-                let mut want = Vec::new();
-                for (leaf, theirs) in leaves.iter().zip(entries) {
-                    let mine: HashMap<u64, u64> = store.sync_entries(*leaf)?.into_iter().collect();
-                    let theirs: HashMap<u64, u64> = theirs.into_iter().collect();
-                    for (k, fp) in &theirs {
-                        if mine.get(k) != Some(fp) && sync::leaf_of(*k) == *leaf {
-                            want.push(*k);
+            let (push, want) = self
+                .replication
+                .blocking(move |store| -> Result<_, StoreError> {
+                    let mut push_hashes = Vec::new();
+                    let mut want = Vec::new();
+                    for (leaf, theirs) in leaves.iter().zip(entries) {
+                        let mine: HashMap<u64, u64> =
+                            store.sync_entries(*leaf)?.into_iter().collect();
+                        let theirs: HashMap<u64, u64> = theirs.into_iter().collect();
+                        for (k, fp) in &theirs {
+                            if mine.get(k) != Some(fp) && sync::leaf_of(*k) == *leaf {
+                                want.push(*k);
+                            }
+                        }
+                        for (k, fp) in &mine {
+                            if theirs.get(k) != Some(fp) {
+                                push_hashes.push(*k);
+                            }
                         }
                     }
-                    for (k, fp) in &mine {
-                        if theirs.get(k) != Some(fp) {
-                            push_hashes.push(*k);
-                        }
-                    }
-                }
-                push_hashes.truncate(sync::MAX_RECORDS_PER_EXCHANGE);
-                want.truncate(sync::MAX_RECORDS_PER_EXCHANGE);
-                let push = store.records_by_key_hash(&push_hashes)?;
-                Ok((push, want))
-            })
-            .await??;
+                    push_hashes.truncate(sync::MAX_RECORDS_PER_EXCHANGE);
+                    want.truncate(sync::MAX_RECORDS_PER_EXCHANGE);
+                    let push = store.records_by_key_hash(&push_hashes)?;
+                    Ok((push, want))
+                })
+                .await??;
             if push.is_empty() && want.is_empty() {
                 return Ok(());
             }
             let wanted: HashSet<u64> = want.iter().copied().collect();
-            self.stats
+            self.replication
+                .stats
                 .records_sent
                 .fetch_add(push.len() as u64, Ordering::Relaxed);
             let Response::Records { records } =
@@ -193,10 +189,11 @@ impl Session {
                 .into_iter()
                 .filter(|r| wanted.contains(&key_hash(&r.key)))
                 .collect();
-            self.stats
+            self.replication
+                .stats
                 .records_received
                 .fetch_add(records.len() as u64, Ordering::Relaxed);
-            let changed = merge(&self.store, &self.replicator, peer, records).await?;
+            let changed = self.replication.merge(records, &[peer]).await?;
             tracing::debug!(%peer, changed, "sync round done");
         }
         Ok(())
@@ -205,9 +202,7 @@ impl Session {
 
 /// Answers the sync requests of one peer.
 pub(crate) struct Responder {
-    pub(crate) store: Store,
-    pub(crate) replicator: Replicator,
-    pub(crate) stats: Arc<SyncStats>,
+    pub(crate) replication: Replication,
     pub(crate) peer: PeerId,
 }
 
@@ -221,21 +216,18 @@ impl Responder {
         }
     }
 
-    async fn answer(&self, request: Request) -> Result<Response, Error> {
-        let invalid = |m: &str| Error::Request {
-            peer: self.peer,
-            reason: m.to_string(),
-        };
+    async fn answer(&self, request: Request) -> Result<Response, SyncError> {
+        let invalid = SyncError::Invalid;
         Ok(match request {
             Request::Root => {
-                let t = tree(&self.store).await?;
+                let t = tree(&self.replication).await?;
                 Response::Root {
                     root: t.root(),
                     count: t.count,
                 }
             }
             Request::Branches => Response::Branches {
-                hashes: tree(&self.store).await?.branches(),
+                hashes: tree(&self.replication).await?.branches(),
             },
             Request::Leaves { branches } => {
                 if branches.len() > sync::FANOUT
@@ -243,7 +235,7 @@ impl Responder {
                 {
                     return Err(invalid("bad branch list"));
                 }
-                let t = tree(&self.store).await?;
+                let t = tree(&self.replication).await?;
                 Response::Leaves {
                     hashes: branches.iter().map(|b| t.leaves_of(*b as usize)).collect(),
                 }
@@ -254,11 +246,12 @@ impl Responder {
                 {
                     return Err(invalid("bad leaf list"));
                 }
-                let store = self.store.clone();
-                let entries = blocking(move || -> Result<_, StoreError> {
-                    leaves.iter().map(|l| store.sync_entries(*l)).collect()
-                })
-                .await??;
+                let entries = self
+                    .replication
+                    .blocking(move |store| -> Result<_, StoreError> {
+                        leaves.iter().map(|l| store.sync_entries(*l)).collect()
+                    })
+                    .await??;
                 Response::Entries { entries }
             }
             Request::Exchange { push, want } => {
@@ -267,13 +260,17 @@ impl Responder {
                 {
                     return Err(invalid("too many records in one exchange"));
                 }
-                self.stats
+                self.replication
+                    .stats
                     .records_received
                     .fetch_add(push.len() as u64, Ordering::Relaxed);
-                merge(&self.store, &self.replicator, self.peer, push).await?;
-                let store = self.store.clone();
-                let records = blocking(move || store.records_by_key_hash(&want)).await??;
-                self.stats
+                self.replication.merge(push, &[self.peer]).await?;
+                let records = self
+                    .replication
+                    .blocking(move |store| store.records_by_key_hash(&want))
+                    .await??;
+                self.replication
+                    .stats
                     .records_sent
                     .fetch_add(records.len() as u64, Ordering::Relaxed);
                 Response::Records { records }

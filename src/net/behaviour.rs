@@ -1,5 +1,6 @@
 //! The combined libp2p behaviour of a dfs node: connection limits and a block list, identify
-//! (`/ipfs/id/1.0.0`), ping, gossipsub (records and peer announcements), fetch and sync.
+//! (`/ipfs/id/1.0.0`), ping, gossipsub (records and peer announcements), fetch and sync
+//! (request-response), and raw streams (`libp2p-stream`) for bulk chunk transfers.
 
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ pub struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     pub fetch: fetch::Behaviour,
     pub sync: sync::Behaviour,
+    pub streams: libp2p_stream::Behaviour,
 }
 
 impl Behaviour {
@@ -66,6 +68,7 @@ impl Behaviour {
             gossipsub,
             fetch: fetch::behaviour(),
             sync: sync::behaviour(),
+            streams: libp2p_stream::Behaviour::new(),
         })
     }
 }

@@ -1,66 +1,50 @@
-//! The one task that owns the libp2p swarm. It carries out [`Command`]s from clients, answers
-//! inbound requests (computed off the loop, on blocking threads, and sent back through a bounded
-//! channel), validates gossip, and drives discovery, anti-entropy and replication on a timer.
+//! The one task that owns the libp2p swarm. It carries out [`Command`]s, hands inbound requests,
+//! validated gossip records and peer changes to the application as [`Event`]s, sends back the
+//! answers it is given, and drives discovery on a timer. It never touches the store.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{gossipsub, identify, identity::Keypair, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::discovery::{self, Discovery};
-use super::replicate::Replicator;
-use super::{
-    anti_entropy, blocking, Command, Config, Error, Network, NodeInfo, PeerInfo, SyncStats,
-};
+use super::{Command, Config, Error, Event, NodeInfo, PeerInfo};
 use crate::protocols::{fetch, peers, records, sync};
-use crate::record::{validate_key, wall_ms, Record};
-use crate::store::{Applied, Store, StoreError};
+use crate::record::{wall_ms, Record};
 
 /// How often the loop looks at its timers.
 const TICK: Duration = Duration::from_millis(250);
-/// Inbound requests answered at once (each may hold a 1 MiB chunk until its response is handed
-/// to the connection): bounds the memory a node spends serving others.
-const MAX_INBOUND_WORK: usize = 16;
-/// Bound of the channel of computed responses back into the loop.
-const REPLY_QUEUE: usize = 256;
 /// Least time between two announcements triggered by newcomers.
 const ANNOUNCE_MIN_GAP: Duration = Duration::from_millis(500);
-/// Records from gossip waiting to be merged, at most; beyond, they are dropped (anti-entropy
-/// brings them later) so that a flood cannot grow memory.
-const APPLY_QUEUE: usize = 4096;
-/// Most records merged in one store transaction.
-const APPLY_BATCH: usize = 256;
-/// How often the store is swept for chunks nobody references (left by a transfer that was
-/// abandoned when its record was overwritten or deleted).
-const GC_INTERVAL: Duration = Duration::from_secs(600);
 /// How long start-up waits for the listeners to report their addresses.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Inbound requests of one peer being answered at once; more are refused with an error, so
-/// that one peer's flood cannot starve the others.
+/// Inbound requests of one peer waiting for their answer at once; more are refused with an
+/// error, so that one peer's flood cannot starve the others.
 const MAX_INBOUND_PER_PEER: usize = 48;
+/// The answer to a request refused because its peer has too many in progress, or because the
+/// application is not keeping up.
+const BUSY: &str = "busy: too many requests in progress";
 
-/// A response computed off the loop, to be sent on its channel.
-/// The permit of the inbound work it took travels with it and is released once it is sent.
-enum Reply {
+/// An inbound request's answer, once the application has given it.
+enum Answer {
     Fetch(
         PeerId,
         ResponseChannel<fetch::Response>,
-        fetch::Response,
-        OwnedSemaphorePermit,
+        Result<fetch::Response, oneshot::error::RecvError>,
     ),
     Sync(
         PeerId,
         ResponseChannel<sync::Response>,
-        sync::Response,
-        OwnedSemaphorePermit,
+        Result<sync::Response, oneshot::error::RecvError>,
     ),
 }
 
@@ -73,19 +57,13 @@ struct Connected {
     dfs: bool,
 }
 
-pub(crate) struct EventLoop {
+pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     config: Config,
-    store: Store,
-    network: Network,
-    replicator: Replicator,
-    stats: Arc<SyncStats>,
     commands: mpsc::Receiver<Command>,
-    shutdown: oneshot::Receiver<()>,
-    replies: mpsc::Receiver<Reply>,
-    replies_tx: mpsc::Sender<Reply>,
-    inbound_work: Arc<Semaphore>,
-    applier: mpsc::Sender<(Record, Vec<PeerId>)>,
+    events: mpsc::Sender<Event>,
+    shutdown: CancellationToken,
+    answers: FuturesUnordered<BoxFuture<'static, Answer>>,
     inbound_per_peer: HashMap<PeerId, usize>,
     pending_fetch: HashMap<OutboundRequestId, oneshot::Sender<Result<fetch::Response, Error>>>,
     pending_sync: HashMap<OutboundRequestId, oneshot::Sender<Result<sync::Response, Error>>>,
@@ -94,25 +72,18 @@ pub(crate) struct EventLoop {
     peers_topic: gossipsub::IdentTopic,
     connected: HashMap<PeerId, Connected>,
     listen_addrs: Vec<Multiaddr>,
-    syncing: Arc<Mutex<HashSet<PeerId>>>,
     announce_due: bool,
     last_announce: Option<Instant>,
-    last_sync_round: Instant,
-    last_retry: Instant,
-    last_gc: Instant,
+    last_redial: Instant,
 }
 
 impl EventLoop {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn new(
         keypair: Keypair,
         config: Config,
-        store: Store,
-        network: Network,
-        replicator: Replicator,
-        stats: Arc<SyncStats>,
         commands: mpsc::Receiver<Command>,
-        shutdown: oneshot::Receiver<()>,
+        events: mpsc::Sender<Event>,
+        shutdown: CancellationToken,
     ) -> Result<EventLoop, Error> {
         let local = keypair.public().to_peer_id();
         let records_topic = records::topic(&config.network);
@@ -178,24 +149,14 @@ impl EventLoop {
             }
         }
         tracing::info!(peer_id = %local, network = %config.network, "dfs node started");
-        let (replies_tx, replies) = mpsc::channel(REPLY_QUEUE);
-        let (applier, applier_rx) = mpsc::channel(APPLY_QUEUE);
-        tokio::spawn(apply_gossip(store.clone(), replicator.clone(), applier_rx));
-        let now = Instant::now();
         Ok(EventLoop {
             discovery: Discovery::new(local, &config.bootstrap),
             swarm,
             config,
-            store,
-            network,
-            replicator,
-            stats,
             commands,
+            events,
             shutdown,
-            replies,
-            replies_tx,
-            inbound_work: Arc::new(Semaphore::new(MAX_INBOUND_WORK)),
-            applier,
+            answers: FuturesUnordered::new(),
             inbound_per_peer: HashMap::new(),
             pending_fetch: HashMap::new(),
             pending_sync: HashMap::new(),
@@ -203,16 +164,19 @@ impl EventLoop {
             peers_topic,
             connected: HashMap::new(),
             listen_addrs,
-            syncing: Arc::new(Mutex::new(HashSet::new())),
             announce_due: true,
             last_announce: None,
-            last_sync_round: now,
-            last_retry: now,
-            last_gc: now,
+            last_redial: Instant::now(),
         })
     }
 
-    pub(crate) async fn run(mut self) {
+    /// The control of raw streams, for the [`super::Network`] handle.
+    pub(crate) fn stream_control(&self) -> libp2p_stream::Control {
+        self.swarm.behaviour().streams.new_control()
+    }
+
+    /// Runs until shutdown is requested; the swarm (and every connection) is dropped at the end.
+    pub async fn run(mut self) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -222,9 +186,9 @@ impl EventLoop {
                     Some(c) => self.on_command(c),
                     None => break,
                 },
-                Some(reply) = self.replies.recv() => self.on_reply(reply),
+                Some(answer) = self.answers.next(), if !self.answers.is_empty() => self.on_answer(answer),
                 _ = tick.tick() => self.on_tick(),
-                _ = &mut self.shutdown => break,
+                _ = self.shutdown.cancelled() => break,
             }
         }
         tracing::info!("dfs node stopping");
@@ -266,33 +230,8 @@ impl EventLoop {
         if announce {
             self.announce();
         }
-        if now.duration_since(self.last_sync_round) >= self.config.sync_interval {
-            self.last_sync_round = now;
-            let peers: Vec<PeerId> = self
-                .connected
-                .iter()
-                .filter(|(_, c)| c.dfs)
-                .map(|(p, _)| *p)
-                .collect();
-            for peer in peers {
-                self.start_sync(peer);
-            }
-        }
-        if now.duration_since(self.last_gc) >= GC_INTERVAL {
-            self.last_gc = now;
-            let store = self.store.clone();
-            tokio::spawn(async move {
-                match blocking(move || store.gc()).await {
-                    Ok(Ok(0)) => {}
-                    Ok(Ok(n)) => tracing::debug!(removed = n, "store swept"),
-                    Ok(Err(e)) => tracing::warn!(error = %e, "store sweep failed"),
-                    Err(e) => tracing::warn!(error = %e, "store sweep task failed"),
-                }
-            });
-        }
-        if now.duration_since(self.last_retry) >= self.config.retry_interval {
-            self.last_retry = now;
-            self.replicator.resume();
+        if now.duration_since(self.last_redial) >= self.config.redial_interval {
+            self.last_redial = now;
             for peer in self.discovery.known_peers() {
                 if self.connected.len() >= self.config.max_peers as usize {
                     break;
@@ -326,26 +265,6 @@ impl EventLoop {
             Ok(_) => tracing::trace!("announced ourselves"),
             Err(e) => tracing::trace!(error = %e, "announcement not sent"),
         }
-    }
-
-    fn start_sync(&mut self, peer: PeerId) {
-        if !self.syncing.lock().expect("sync set").insert(peer) {
-            return;
-        }
-        let syncing = self.syncing.clone();
-        let session = anti_entropy::Session {
-            network: self.network.clone(),
-            store: self.store.clone(),
-            replicator: self.replicator.clone(),
-            stats: self.stats.clone(),
-            peer,
-        };
-        tokio::spawn(async move {
-            if let Err(e) = session.run().await {
-                tracing::debug!(%peer, error = %e, "sync session ended early");
-            }
-            syncing.lock().expect("sync set").remove(&peer);
-        });
     }
 
     // ---- commands ----
@@ -414,6 +333,7 @@ impl EventLoop {
                             c.addrs.clone()
                         },
                         agent: c.agent.clone(),
+                        dfs: c.dfs,
                     })
                     .collect();
                 peers.sort_by_key(|p| p.peer_id.to_base58());
@@ -422,7 +342,10 @@ impl EventLoop {
             Command::Dial { addr, reply } => {
                 let (plain, peer) = discovery::split_peer(&addr);
                 if peer == Some(self.local()) {
-                    let _ = reply.send(Err(Error::Start("refusing to dial ourselves".into())));
+                    let _ = reply.send(Err(Error::Dial {
+                        addr,
+                        reason: "refusing to dial ourselves".into(),
+                    }));
                     return;
                 }
                 let opts = match peer {
@@ -433,10 +356,10 @@ impl EventLoop {
                         .address(plain)
                         .build(),
                 };
-                let result = self
-                    .swarm
-                    .dial(opts)
-                    .map_err(|e| Error::Start(format!("cannot dial {addr}: {e}")));
+                let result = self.swarm.dial(opts).map_err(|e| Error::Dial {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                });
                 let _ = reply.send(result);
             }
             Command::Block { peer, blocked } => {
@@ -485,34 +408,34 @@ impl EventLoop {
         if self.swarm.is_connected(&peer) {
             return Some(reply);
         }
-        let _ = reply.send(Err(Error::Request {
-            peer,
-            reason: "not connected".into(),
-        }));
+        let _ = reply.send(Err(Error::NotConnected(peer)));
         None
     }
 
-    fn on_reply(&mut self, reply: Reply) {
-        let peer = match &reply {
-            Reply::Fetch(p, ..) | Reply::Sync(p, ..) => *p,
+    fn on_answer(&mut self, answer: Answer) {
+        let (peer, sent) = match answer {
+            Answer::Fetch(peer, channel, Ok(response)) => (
+                peer,
+                self.swarm
+                    .behaviour_mut()
+                    .fetch
+                    .send_response(channel, response)
+                    .is_ok(),
+            ),
+            Answer::Sync(peer, channel, Ok(response)) => (
+                peer,
+                self.swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, response)
+                    .is_ok(),
+            ),
+            // The application dropped the request (shutting down): the stream is dropped.
+            Answer::Fetch(peer, _, Err(_)) | Answer::Sync(peer, _, Err(_)) => (peer, true),
         };
         self.release(peer);
-        let sent = match reply {
-            Reply::Fetch(_, channel, response, _permit) => self
-                .swarm
-                .behaviour_mut()
-                .fetch
-                .send_response(channel, response)
-                .is_ok(),
-            Reply::Sync(_, channel, response, _permit) => self
-                .swarm
-                .behaviour_mut()
-                .sync
-                .send_response(channel, response)
-                .is_ok(),
-        };
         if !sent {
-            tracing::debug!("response not sent: the peer went away or the request timed out");
+            tracing::debug!(%peer, "response not sent: the peer went away or the request timed out");
         }
     }
 
@@ -553,6 +476,7 @@ impl EventLoop {
             } => {
                 tracing::debug!(peer = %peer_id, ?cause, "disconnected");
                 self.connected.remove(&peer_id);
+                let _ = self.events.try_send(Event::PeerGone(peer_id));
                 self.discovery.on_disconnected(peer_id, Instant::now());
             }
             SwarmEvent::OutgoingConnectionError {
@@ -577,7 +501,8 @@ impl EventLoop {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 self.on_identified(peer_id, info)
             }
-            BehaviourEvent::Identify(_) | BehaviourEvent::Ping(_) => {}
+            BehaviourEvent::Identify(_) | BehaviourEvent::Ping(_) | BehaviourEvent::Streams(()) => {
+            }
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
@@ -614,9 +539,10 @@ impl EventLoop {
         c.agent = Some(info.agent_version.chars().take(128).collect());
         if speaks_dfs && !c.dfs {
             c.dfs = true;
-            tracing::debug!(%peer, agent = %info.agent_version, "dfs peer identified; syncing");
-            self.start_sync(peer);
-            self.replicator.peer_available();
+            tracing::debug!(%peer, agent = %info.agent_version, "dfs peer identified");
+            if self.events.try_send(Event::PeerReady(peer)).is_err() {
+                tracing::debug!(%peer, "event queue full; the next sync round finds the peer");
+            }
         }
     }
 
@@ -673,10 +599,14 @@ impl EventLoop {
         }
     }
 
-    /// Queues a record from gossip for merging (off the loop, in batches).
-    fn apply_remote(&self, record: Record, hint: Vec<PeerId>) {
-        if let Err(e) = self.applier.try_send((record, hint)) {
-            tracing::debug!(error = %e, "record queue full; anti-entropy will bring it");
+    /// Hands a record from gossip to the application.
+    fn apply_remote(&self, record: Record, sources: Vec<PeerId>) {
+        if self
+            .events
+            .try_send(Event::Record { record, sources })
+            .is_err()
+        {
+            tracing::debug!("event queue full; anti-entropy will bring the record");
         }
     }
 
@@ -684,7 +614,21 @@ impl EventLoop {
         let Some((peer, request, channel)) = settle(event, &mut self.pending_fetch, "fetch") else {
             return;
         };
-        if !self.admit(peer) {
+        let (reply, answer) = oneshot::channel();
+        let admitted = self.admit(peer);
+        let handed = admitted
+            && self
+                .events
+                .try_send(Event::Fetch {
+                    peer,
+                    request,
+                    reply,
+                })
+                .is_ok();
+        if !handed {
+            if admitted {
+                self.release(peer);
+            }
             let busy = fetch::Response::Error {
                 message: BUSY.into(),
             };
@@ -695,53 +639,39 @@ impl EventLoop {
                 .send_response(channel, busy);
             return;
         }
-        let store = self.store.clone();
-        let tx = self.replies_tx.clone();
-        let work = self.inbound_work.clone();
-        tokio::spawn(async move {
-            let Ok(permit) = work.acquire_owned().await else {
-                return;
-            };
-            let response = blocking(move || serve_fetch(&store, request))
-                .await
-                .unwrap_or_else(|e| fetch::Response::Error {
-                    message: e.to_string(),
-                });
-            let _ = tx.send(Reply::Fetch(peer, channel, response, permit)).await;
-        });
+        self.answers
+            .push(answer.map(move |a| Answer::Fetch(peer, channel, a)).boxed());
     }
 
     fn on_sync_event(&mut self, event: request_response::Event<sync::Request, sync::Response>) {
         let Some((peer, request, channel)) = settle(event, &mut self.pending_sync, "sync") else {
             return;
         };
-        if !self.admit(peer) {
+        let (reply, answer) = oneshot::channel();
+        let admitted = self.admit(peer);
+        let handed = admitted
+            && self
+                .events
+                .try_send(Event::Sync {
+                    peer,
+                    request,
+                    reply,
+                })
+                .is_ok();
+        if !handed {
+            if admitted {
+                self.release(peer);
+            }
             let busy = sync::Response::Error {
                 message: BUSY.into(),
             };
             let _ = self.swarm.behaviour_mut().sync.send_response(channel, busy);
             return;
         }
-        let responder = anti_entropy::Responder {
-            store: self.store.clone(),
-            replicator: self.replicator.clone(),
-            stats: self.stats.clone(),
-            peer,
-        };
-        let tx = self.replies_tx.clone();
-        let work = self.inbound_work.clone();
-        tokio::spawn(async move {
-            let Ok(permit) = work.acquire_owned().await else {
-                return;
-            };
-            let response = responder.serve(request).await;
-            let _ = tx.send(Reply::Sync(peer, channel, response, permit)).await;
-        });
+        self.answers
+            .push(answer.map(move |a| Answer::Sync(peer, channel, a)).boxed());
     }
 }
-
-/// The answer to a request refused because its peer has too many in progress.
-const BUSY: &str = "busy: too many requests in progress";
 
 /// Delivers the outcome of one of our requests to its waiter, logs inbound failures, and
 /// returns an inbound request, which the caller answers.
@@ -772,10 +702,7 @@ fn settle<Req, Resp>(
             ..
         } => {
             if let Some(reply) = pending.remove(&request_id) {
-                let _ = reply.send(Err(Error::Request {
-                    peer,
-                    reason: error.to_string(),
-                }));
+                let _ = reply.send(Err(Error::Outbound { peer, error }));
             }
             None
         }
@@ -785,74 +712,4 @@ fn settle<Req, Resp>(
         }
         request_response::Event::ResponseSent { .. } => None,
     }
-}
-
-/// Merges records from gossip in batches (one transaction each) and queues the content of new
-/// live records for fetching. Ends when the event loop does.
-async fn apply_gossip(
-    store: Store,
-    replicator: Replicator,
-    mut queue: mpsc::Receiver<(Record, Vec<PeerId>)>,
-) {
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < APPLY_BATCH {
-            match queue.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => break,
-            }
-        }
-        let records: Vec<Record> = batch.iter().map(|(r, _)| r.clone()).collect();
-        let store = store.clone();
-        match blocking(move || store.apply_batch(records)).await {
-            Ok(Ok(outcomes)) => {
-                for ((record, hint), outcome) in batch.into_iter().zip(outcomes) {
-                    if let Applied::Updated { fetch: true, .. } = outcome {
-                        replicator.enqueue(record, hint);
-                    }
-                }
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot merge records from gossip"),
-            Err(e) => tracing::warn!(error = %e, "merge task failed"),
-        }
-    }
-}
-
-/// Answers one fetch request from the store.
-fn serve_fetch(store: &Store, request: fetch::Request) -> fetch::Response {
-    let result: Result<fetch::Response, StoreError> = (|| match request {
-        fetch::Request::Record { key } => {
-            validate_key(&key)?;
-            Ok(match store.record(&key)? {
-                Some(record) => fetch::Response::Record { record },
-                None => fetch::Response::NotFound,
-            })
-        }
-        fetch::Request::Manifest { cid, offset } => Ok(match store.chunk_list(&cid)? {
-            Some(chunks) if offset <= chunks.len() as u64 => {
-                let start = offset as usize;
-                let end = (start + fetch::MANIFEST_PAGE).min(chunks.len());
-                fetch::Response::Manifest {
-                    total: chunks.len() as u64,
-                    offset,
-                    chunks: chunks[start..end].to_vec(),
-                }
-            }
-            Some(_) => fetch::Response::Error {
-                message: "offset beyond the end of the chunk list".into(),
-            },
-            None => fetch::Response::NotFound,
-        }),
-        fetch::Request::Chunk { hash } => Ok(match store.read_chunk(&hash) {
-            Ok(Some(data)) => fetch::Response::Chunk { data },
-            Ok(None) => fetch::Response::NotFound,
-            Err(e) => {
-                tracing::warn!(chunk = %hash, error = %e, "not serving a damaged chunk");
-                fetch::Response::NotFound
-            }
-        }),
-    })();
-    result.unwrap_or_else(|e| fetch::Response::Error {
-        message: e.to_string(),
-    })
 }

@@ -1,0 +1,273 @@
+//! The network layer: the one task that owns the libp2p swarm ([`event_loop`]), the cloneable
+//! [`Network`] handle that sends it [`Command`]s, and the [`Event`]s it emits (validated gossip,
+//! inbound requests, peers that come and go). It knows no store: what to do with an event is
+//! the replication layer's business.
+//!
+//! - [`behaviour`]: the combined libp2p behaviour (limits, identify, ping, gossipsub, fetch,
+//!   sync, raw streams).
+//! - [`discovery`]: bootstrap re-dialling with back-off and gossip peer discovery state.
+//! - [`event_loop`]: the task that owns the swarm.
+
+pub mod behaviour;
+pub mod discovery;
+pub mod event_loop;
+
+use std::time::Duration;
+
+use libp2p::request_response::OutboundFailure;
+use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::protocols::{fetch, sync};
+use crate::record::Record;
+
+/// Version string announced through identify as the agent version: `dfs/<version>`.
+pub const AGENT_VERSION: &str = concat!("dfs/", env!("CARGO_PKG_VERSION"));
+/// The identify protocol version of dfs nodes.
+pub const PROTOCOL_VERSION: &str = "/dfs/1.0.0";
+/// Bound of the command channel into the event loop.
+const COMMAND_QUEUE: usize = 256;
+/// Bound of the event channel out of the event loop. When it is full, gossip records are
+/// dropped (anti-entropy brings them later) and inbound requests are answered "busy".
+const EVENT_QUEUE: usize = 1024;
+
+/// How the network layer runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    /// Name of the network; namespaces the gossip topics so separate clusters never mix.
+    pub network: String,
+    /// Most connected peers; gossip discovery stops dialling at this number.
+    pub max_peers: u32,
+    /// How often the node announces itself on the peers topic.
+    pub announce_interval: Duration,
+    /// How often known but unconnected peers are dialled again.
+    pub redial_interval: Duration,
+}
+
+/// Why a network operation failed. Failures of libp2p are kept as they are.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("peer {0} is not connected")]
+    NotConnected(PeerId),
+    #[error("request to {peer} failed: {error}")]
+    Outbound {
+        peer: PeerId,
+        error: OutboundFailure,
+    },
+    #[error("cannot open a stream to {peer}: {error}")]
+    OpenStream {
+        peer: PeerId,
+        error: libp2p_stream::OpenStreamError,
+    },
+    #[error("cannot dial {addr}: {reason}")]
+    Dial { addr: Multiaddr, reason: String },
+    #[error("the network task has stopped")]
+    Stopped,
+    #[error("{0}")]
+    Start(String),
+}
+
+/// This node's peer id and listen addresses (each a full multiaddr ending in `/p2p/<id>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub peer_id: PeerId,
+    pub addrs: Vec<Multiaddr>,
+}
+
+/// A connected peer and the addresses known for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub peer_id: PeerId,
+    pub addrs: Vec<Multiaddr>,
+    pub agent: Option<String>,
+    /// Identify showed that the peer speaks the dfs protocols.
+    pub dfs: bool,
+}
+
+/// What the network tells the application.
+#[derive(Debug)]
+pub enum Event {
+    /// A valid record from gossip (already accepted for forwarding). `sources` are the peers
+    /// likely to hold its content: the publisher, then the forwarder.
+    Record {
+        record: Record,
+        sources: Vec<PeerId>,
+    },
+    /// A fetch request; the answer goes back through `reply` (dropping it resets the stream).
+    Fetch {
+        peer: PeerId,
+        request: fetch::Request,
+        reply: oneshot::Sender<fetch::Response>,
+    },
+    /// A sync request, answered the same way.
+    Sync {
+        peer: PeerId,
+        request: sync::Request,
+        reply: oneshot::Sender<sync::Response>,
+    },
+    /// A peer that speaks dfs is connected and identified.
+    PeerReady(PeerId),
+    /// The last connection to a peer closed.
+    PeerGone(PeerId),
+}
+
+/// Commands the event loop carries out.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Publish {
+        record: Record,
+    },
+    Fetch {
+        peer: PeerId,
+        request: fetch::Request,
+        reply: oneshot::Sender<Result<fetch::Response, Error>>,
+    },
+    Sync {
+        peer: PeerId,
+        request: sync::Request,
+        reply: oneshot::Sender<Result<sync::Response, Error>>,
+    },
+    Info {
+        reply: oneshot::Sender<NodeInfo>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Block {
+        peer: PeerId,
+        blocked: bool,
+    },
+}
+
+/// The handle of the network task. Cheap to clone.
+#[derive(Clone)]
+pub struct Network {
+    local: PeerId,
+    commands: mpsc::Sender<Command>,
+    streams: libp2p_stream::Control,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Network {
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local
+    }
+
+    async fn send(&self, command: Command) -> Result<(), Error> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx)).await?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Sends a fetch request to a connected peer.
+    pub async fn fetch(
+        &self,
+        peer: PeerId,
+        request: fetch::Request,
+    ) -> Result<fetch::Response, Error> {
+        self.ask(|reply| Command::Fetch {
+            peer,
+            request,
+            reply,
+        })
+        .await?
+    }
+
+    /// Sends a sync request to a connected peer.
+    pub async fn sync(
+        &self,
+        peer: PeerId,
+        request: sync::Request,
+    ) -> Result<sync::Response, Error> {
+        self.ask(|reply| Command::Sync {
+            peer,
+            request,
+            reply,
+        })
+        .await?
+    }
+
+    /// Publishes a record on the records topic.
+    pub async fn publish(&self, record: Record) -> Result<(), Error> {
+        self.send(Command::Publish { record }).await
+    }
+
+    /// The connected peers.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, Error> {
+        self.ask(|reply| Command::Peers { reply }).await
+    }
+
+    /// This node's peer id and listen addresses.
+    pub async fn info(&self) -> Result<NodeInfo, Error> {
+        self.ask(|reply| Command::Info { reply }).await
+    }
+
+    /// Dials an address (with or without `/p2p/<id>`).
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), Error> {
+        self.ask(|reply| Command::Dial { addr, reply }).await?
+    }
+
+    /// Blocks (or unblocks) a peer: its connections are closed and refused.
+    pub async fn block(&self, peer: PeerId, blocked: bool) -> Result<(), Error> {
+        self.send(Command::Block { peer, blocked }).await
+    }
+
+    /// Opens a raw stream to a connected peer: bulk bytes bypass the event loop.
+    pub async fn open_stream(
+        &self,
+        peer: PeerId,
+        protocol: StreamProtocol,
+    ) -> Result<Stream, Error> {
+        self.streams
+            .clone()
+            .open_stream(peer, protocol)
+            .await
+            .map_err(|error| Error::OpenStream { peer, error })
+    }
+
+    /// Accepts inbound raw streams of a protocol (once per protocol).
+    pub fn accept(&self, protocol: StreamProtocol) -> Option<libp2p_stream::IncomingStreams> {
+        self.streams.clone().accept(protocol).ok()
+    }
+}
+
+/// Builds the swarm, binds the listeners and returns the handle, the event receiver and the
+/// event loop, which the caller spawns. Returns once the listeners are bound.
+pub async fn start(
+    keypair: libp2p::identity::Keypair,
+    config: Config,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(Network, mpsc::Receiver<Event>, event_loop::EventLoop), Error> {
+    crate::protocols::validate_network(&config.network).map_err(Error::Start)?;
+    let local = keypair.public().to_peer_id();
+    let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let event_loop =
+        event_loop::EventLoop::new(keypair, config, commands_rx, events_tx, shutdown).await?;
+    let network = Network {
+        local,
+        commands: commands_tx,
+        streams: event_loop.stream_control(),
+    };
+    Ok((network, events_rx, event_loop))
+}

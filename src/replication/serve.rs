@@ -1,0 +1,212 @@
+//! The serving side of replication: answers other peers' fetch requests (records, chunk lists)
+//! from the store, and serves chunk streams (`/dfs/chunks/1`), reading chunk files ahead into
+//! pooled buffers while earlier chunks are being written to the stream.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::stream::{FuturesOrdered, StreamExt};
+use futures::AsyncWriteExt;
+use libp2p::{PeerId, Stream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::buffers::{Buf, Pool};
+use crate::protocols::{chunks, fetch};
+use crate::record::validate_key;
+use crate::store::{Store, StoreError};
+use crate::tasks::Tasks;
+
+/// Chunk buffers that serving holds at once (read ahead or being written to streams): bounds
+/// the memory a node spends serving others at about this many MiB.
+const SERVE_BUFFERS: usize = 32;
+/// Chunks read ahead per stream while the previous ones are written.
+const READ_AHEAD: usize = 4;
+
+/// Serves chunk streams, within per-peer and global limits.
+pub(crate) struct ChunkServer {
+    store: Store,
+    tasks: Tasks,
+    buffers: Arc<Pool>,
+    streams: Arc<Semaphore>,
+    per_peer: Mutex<HashMap<PeerId, usize>>,
+}
+
+/// A stream slot of one peer, given back when its stream ends.
+struct Slot {
+    server: Arc<ChunkServer>,
+    peer: PeerId,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut per_peer = self
+            .server
+            .per_peer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_peer.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                per_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
+impl ChunkServer {
+    pub(crate) fn new(store: Store, tasks: Tasks) -> Arc<ChunkServer> {
+        Arc::new(ChunkServer {
+            store,
+            tasks,
+            buffers: Pool::new(SERVE_BUFFERS),
+            streams: Arc::new(Semaphore::new(chunks::MAX_STREAMS)),
+            per_peer: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn admit(self: &Arc<Self>, peer: PeerId) -> Option<Slot> {
+        let mut per_peer = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+        let n = per_peer.entry(peer).or_default();
+        if *n >= chunks::MAX_STREAMS_PER_PEER {
+            return None;
+        }
+        let permit = self.streams.clone().try_acquire_owned().ok()?;
+        *n += 1;
+        Some(Slot {
+            server: self.clone(),
+            peer,
+            _permit: permit,
+        })
+    }
+
+    /// Accepts inbound chunk streams until shutdown, each served by its own task.
+    pub(crate) async fn run(self: Arc<Self>, mut incoming: libp2p_stream::IncomingStreams) {
+        while let Some((peer, mut stream)) = incoming.next().await {
+            match self.admit(peer) {
+                Some(slot) => {
+                    let this = self.clone();
+                    self.tasks.spawn(async move {
+                        if let Err(error) = this.serve(&mut stream).await {
+                            tracing::debug!(%peer, %error, "chunk stream ended with an error");
+                        }
+                        drop(slot);
+                    });
+                }
+                None => {
+                    tracing::debug!(%peer, "refusing a chunk stream: too many open");
+                    self.tasks.spawn(async move {
+                        let refuse = async {
+                            chunks::write_error(&mut stream, "busy: too many streams").await?;
+                            stream.close().await
+                        };
+                        let _ = tokio::time::timeout(chunks::IDLE_TIMEOUT, refuse).await;
+                    });
+                }
+            }
+        }
+    }
+
+    async fn serve(&self, stream: &mut Stream) -> Result<(), chunks::FrameError> {
+        loop {
+            let request = match tokio::time::timeout(
+                chunks::IDLE_TIMEOUT,
+                chunks::read_request(stream),
+            )
+            .await
+            {
+                Err(_) => break, // idle: close
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(hashes))) => hashes,
+                Ok(Err(e)) => {
+                    if !matches!(e, chunks::FrameError::Io(_)) {
+                        let _ = chunks::write_error(stream, &e.to_string()).await;
+                        let _ = stream.close().await;
+                    }
+                    return Err(e);
+                }
+            };
+            let mut reads = FuturesOrdered::new();
+            let mut next = 0;
+            while next < request.len() || !reads.is_empty() {
+                while next < request.len() && reads.len() < READ_AHEAD {
+                    // Wait for a buffer only while holding none (see `Pool::get`).
+                    let buf = if reads.is_empty() {
+                        self.buffers.get().await
+                    } else {
+                        match self.buffers.try_get() {
+                            Some(b) => b,
+                            None => break,
+                        }
+                    };
+                    let hash = request[next];
+                    next += 1;
+                    let store = self.store.clone();
+                    let tasks = self.tasks.clone();
+                    reads.push_back(async move {
+                        tasks
+                            .blocking(move || read_chunk(&store, &hash, buf))
+                            .await
+                            .ok()
+                            .flatten()
+                    });
+                }
+                match reads.next().await.flatten() {
+                    Some(buf) => chunks::write_chunk(stream, &buf.data).await?,
+                    None => chunks::write_not_found(stream).await?,
+                }
+            }
+            stream.flush().await?;
+        }
+        stream.close().await?;
+        Ok(())
+    }
+}
+
+/// Reads a chunk into `buf` (not verified again: it was verified when stored, and the requester
+/// verifies it). `None` when absent or unreadable.
+fn read_chunk(store: &Store, hash: &crate::record::Hash, mut buf: Buf) -> Option<Buf> {
+    match store.read_chunk_unverified(hash, &mut buf.data) {
+        Ok(true) if !buf.data.is_empty() && buf.data.len() <= chunks::MAX_CHUNK_LEN => Some(buf),
+        Ok(true) => {
+            tracing::warn!(chunk = %hash, len = buf.data.len(), "not serving a chunk file of an impossible size");
+            None
+        }
+        Ok(false) => None,
+        Err(error) => {
+            tracing::warn!(chunk = %hash, %error, "cannot read a chunk to serve it");
+            None
+        }
+    }
+}
+
+/// Answers one fetch request from the store.
+pub(crate) fn fetch(store: &Store, request: fetch::Request) -> fetch::Response {
+    let result: Result<fetch::Response, StoreError> = (|| match request {
+        fetch::Request::Record { key } => {
+            validate_key(&key)?;
+            Ok(match store.record(&key)? {
+                Some(record) => fetch::Response::Record { record },
+                None => fetch::Response::NotFound,
+            })
+        }
+        fetch::Request::Manifest { cid, offset } => Ok(match store.chunk_list(&cid)? {
+            Some(chunks) if offset <= chunks.len() as u64 => {
+                let start = offset as usize;
+                let end = (start + fetch::MANIFEST_PAGE).min(chunks.len());
+                fetch::Response::Manifest {
+                    total: chunks.len() as u64,
+                    offset,
+                    chunks: chunks[start..end].to_vec(),
+                }
+            }
+            Some(_) => fetch::Response::Error {
+                message: "offset beyond the end of the chunk list".into(),
+            },
+            None => fetch::Response::NotFound,
+        }),
+    })();
+    result.unwrap_or_else(|e| fetch::Response::Error {
+        message: e.to_string(),
+    })
+}

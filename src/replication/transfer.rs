@@ -1,0 +1,753 @@
+//! Transfers: fetching the content of records from the peers that have it.
+//!
+//! A transfer gets the chunk list (from the store, or from a peer over `/dfs/fetch/2`, checked
+//! against the content id), then runs one *worker* per usable peer. A worker opens one
+//! `/dfs/chunks/1` stream to its peer and keeps up to `chunks_in_flight` chunks requested on it
+//! (pipelined request frames; the stream's flow control does the rest), taking the next missing
+//! chunks from a queue that all workers of the transfer share, so a fast peer simply takes more.
+//! Every chunk is read into a pooled buffer, verified against its hash and expected length, and
+//! written durably on a blocking thread while the worker reads the next. A peer that sends a bad
+//! chunk is out of the transfer (caught within one chunk) and the chunk goes back to the queue.
+//! Chunks already on disk are never fetched again, so an interrupted transfer resumes. Callers of
+//! `get` join a running transfer and stream chunks as they are written.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use libp2p::PeerId;
+use tokio::sync::{watch, Notify, Semaphore};
+
+use super::buffers::{Buf, Pool};
+use super::error::{PeerError, TransferError};
+use crate::net::Network;
+use crate::protocols::{chunks, fetch};
+use crate::record::{chunk_count, chunk_len, chunk_list_matches, ContentId, Hash, Record};
+use crate::store::{Store, StoreError};
+use crate::tasks::Tasks;
+
+/// Failed attempts after which a peer is dropped from a transfer (until it reconnects).
+const MAX_PEER_FAILURES: u32 = 3;
+/// Times a transfer looks again for peers when none can serve what is missing.
+const MAX_STALLS: u32 = 10;
+/// Pause between two such looks.
+const STALL_PAUSE: Duration = Duration::from_millis(500);
+/// Chunk buffers held at once by all transfers together (received, being verified or written):
+/// bounds the memory of fetching at about this many MiB.
+const CHUNK_BUDGET: usize = 32;
+/// How often a running transfer looks for newly connected peers and checks it is still wanted.
+const PEER_REFRESH: Duration = Duration::from_secs(1);
+/// Most peer hints remembered.
+const MAX_HINTS: usize = 4096;
+
+/// The state of a transfer, as seen by those waiting on it.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// Running; `chunks` is the number of chunks written so far (changes on each).
+    Running {
+        chunks: u64,
+    },
+    Complete,
+    Failed(Arc<TransferError>),
+}
+
+/// A running or queued transfer, as callers see it: its progress, and a signal that lets a
+/// queued one start without a slot because somebody is waiting for it (a get).
+type Running = (watch::Receiver<Progress>, Arc<Notify>);
+
+/// The transfers of a node. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Transfers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    network: Network,
+    tasks: Tasks,
+    per_peer: usize,
+    slots: Arc<Semaphore>,
+    buffers: Arc<Pool>,
+    transfers: Mutex<HashMap<ContentId, Running>>,
+    hints: Mutex<HashMap<ContentId, Vec<PeerId>>>,
+    resuming: AtomicBool,
+    /// Chunks received from peers and written, over the node's life.
+    chunks_fetched: AtomicU64,
+}
+
+impl Transfers {
+    pub(crate) fn new(
+        store: Store,
+        network: Network,
+        tasks: Tasks,
+        per_peer: usize,
+        max_transfers: usize,
+    ) -> Transfers {
+        Transfers {
+            inner: Arc::new(Inner {
+                store,
+                network,
+                tasks,
+                per_peer: per_peer.max(1),
+                slots: Arc::new(Semaphore::new(max_transfers.max(1))),
+                buffers: Pool::new(CHUNK_BUDGET),
+                transfers: Mutex::new(HashMap::new()),
+                hints: Mutex::new(HashMap::new()),
+                resuming: AtomicBool::new(false),
+                chunks_fetched: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Remembers that `peer` probably has the content `cid`.
+    pub(crate) fn hint(&self, cid: Option<ContentId>, peer: PeerId) {
+        let Some(cid) = cid else { return };
+        let mut hints = self.inner.hints.lock().expect("hints lock");
+        if hints.len() >= MAX_HINTS && !hints.contains_key(&cid) {
+            hints.clear();
+        }
+        let list = hints.entry(cid).or_default();
+        if !list.contains(&peer) {
+            list.insert(0, peer);
+            list.truncate(8);
+        }
+    }
+
+    /// Fetches the content of `record` in the background (no-op if already running).
+    pub(crate) fn enqueue(&self, record: Record, sources: Vec<PeerId>) {
+        for peer in sources.into_iter().rev() {
+            self.hint(record.cid, peer);
+        }
+        let _ = self.ensure(&record, false);
+    }
+
+    /// Starts (or joins) the transfer of the content of `record`; the receiver follows it.
+    /// `urgent` (a get is waiting) lets it start at once instead of queueing for a slot behind
+    /// background replication.
+    pub(crate) fn ensure(
+        &self,
+        record: &Record,
+        urgent: bool,
+    ) -> Option<watch::Receiver<Progress>> {
+        let cid = record.cid?;
+        if self.inner.tasks.is_cancelled() {
+            return None;
+        }
+        let mut transfers = self.inner.transfers.lock().expect("transfers lock");
+        if let Some((rx, skip_queue)) = transfers.get(&cid) {
+            if urgent {
+                skip_queue.notify_one();
+            }
+            return Some(rx.clone());
+        }
+        let (tx, rx) = watch::channel(Progress::Running { chunks: 0 });
+        let skip_queue = Arc::new(Notify::new());
+        if urgent {
+            skip_queue.notify_one();
+        }
+        transfers.insert(cid, (rx.clone(), skip_queue.clone()));
+        drop(transfers);
+        let inner = self.inner.clone();
+        let record = record.clone();
+        let tx = Arc::new(tx);
+        let finish = FinishGuard {
+            inner: inner.clone(),
+            cid,
+        };
+        self.inner.tasks.spawn(async move {
+            let _finish = finish;
+            // A slot, or no slot at all when a get is waiting: gets are few and bounded by the
+            // API's own limit, background transfers are many.
+            let slot = tokio::select! {
+                slot = inner.slots.clone().acquire_owned() => slot.ok(),
+                _ = skip_queue.notified() => None,
+            };
+            let run = Transfer::new(inner.clone(), record.clone(), tx.clone()).run();
+            let outcome = std::panic::AssertUnwindSafe(run)
+                .catch_unwind()
+                .await
+                .unwrap_or(Err(TransferError::Panicked));
+            drop(slot);
+            let state = match outcome {
+                Ok(()) => {
+                    tracing::debug!(key = %record.key, cid = %cid, "content replicated");
+                    Progress::Complete
+                }
+                Err(error) => {
+                    tracing::debug!(key = %record.key, cid = %cid, %error, "transfer failed; will retry later");
+                    Progress::Failed(Arc::new(error))
+                }
+            };
+            inner.transfers.lock().expect("transfers lock").remove(&cid);
+            let _ = tx.send(state);
+        });
+        Some(rx)
+    }
+
+    /// Looks for records whose content is wanted but incomplete and fetches it (after a
+    /// restart, a failed transfer, or when a new peer arrives).
+    pub(crate) fn resume(&self) {
+        if self.inner.tasks.is_cancelled() || self.inner.resuming.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        self.inner.tasks.spawn(async move {
+            let store = this.inner.store.clone();
+            match this.inner.tasks.blocking(move || store.incomplete()).await {
+                Ok(Ok(records)) => {
+                    for record in records.iter().filter(|r| super::wants(r)) {
+                        let _ = this.ensure(record, false);
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot list incomplete content"),
+                Err(e) => tracing::warn!(error = %e, "resume task failed"),
+            }
+            this.inner.resuming.store(false, Ordering::Release);
+        });
+    }
+
+    /// Chunks fetched from peers and written since the node started.
+    pub(crate) fn chunks_fetched(&self) -> u64 {
+        self.inner.chunks_fetched.load(Ordering::Relaxed)
+    }
+}
+
+/// Forgets a transfer when its task ends, also when shutdown cancels it.
+struct FinishGuard {
+    inner: Arc<Inner>,
+    cid: ContentId,
+}
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.inner.transfers.lock() {
+            t.remove(&self.cid);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct PeerState {
+    failures: u32,
+    /// Out of this transfer for now (too many failures); back in if it reconnects.
+    dropped: bool,
+    /// Out of this transfer for good: it sent bytes that do not match their hash, or spoke
+    /// the protocol wrong.
+    bad: bool,
+    /// Not connected at the last look.
+    absent: bool,
+    /// Chunks it answered "not found" for since the last look.
+    lacking: HashSet<Hash>,
+}
+
+/// What the workers of one transfer share.
+struct Shared {
+    inner: Arc<Inner>,
+    key: String,
+    queue: Mutex<VecDeque<Hash>>,
+    lengths: HashMap<Hash, usize>,
+    written: AtomicU64,
+    progress: Arc<watch::Sender<Progress>>,
+}
+
+impl Shared {
+    /// Takes up to `n` queued chunks that the worker's peer is not known to lack.
+    fn take(&self, n: usize, lacking: &HashSet<Hash>) -> Vec<Hash> {
+        let mut queue = self.queue.lock().expect("queue lock");
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < queue.len() && out.len() < n {
+            if lacking.contains(&queue[i]) {
+                i += 1;
+            } else {
+                out.push(queue.remove(i).expect("index in range"));
+            }
+        }
+        out
+    }
+
+    fn requeue(&self, hashes: impl IntoIterator<Item = Hash>) {
+        let mut queue = self.queue.lock().expect("queue lock");
+        for h in hashes {
+            queue.push_front(h);
+        }
+    }
+
+    fn has_work_for(&self, lacking: &HashSet<Hash>) -> bool {
+        let queue = self.queue.lock().expect("queue lock");
+        queue.iter().any(|h| !lacking.contains(h))
+    }
+}
+
+/// How a worker ended.
+struct WorkerEnd {
+    peer: PeerId,
+    lacking: HashSet<Hash>,
+    result: Result<(), WorkerError>,
+}
+
+enum WorkerError {
+    /// The peer failed; the transfer goes on with the others.
+    Peer(PeerError),
+    /// The transfer cannot go on (the content is unusable, the disk fails).
+    Fatal(TransferError),
+}
+
+impl From<PeerError> for WorkerError {
+    fn from(e: PeerError) -> Self {
+        WorkerError::Peer(e)
+    }
+}
+
+/// What writing one received chunk gave.
+enum Written {
+    Ok,
+    BadChunk(Hash),
+    Fatal(TransferError),
+}
+
+struct Transfer {
+    inner: Arc<Inner>,
+    record: Record,
+    cid: ContentId,
+    progress: Arc<watch::Sender<Progress>>,
+    peers: HashMap<PeerId, PeerState>,
+    order: Vec<PeerId>,
+}
+
+impl Transfer {
+    fn new(inner: Arc<Inner>, record: Record, progress: Arc<watch::Sender<Progress>>) -> Self {
+        let cid = record.cid.expect("transfers are for live records");
+        Transfer {
+            inner,
+            record,
+            cid,
+            progress,
+            peers: HashMap::new(),
+            order: Vec::new(),
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> T + Send + 'static,
+    ) -> Result<T, TransferError> {
+        let store = self.inner.store.clone();
+        Ok(self.inner.tasks.blocking(move || f(&store)).await?)
+    }
+
+    /// Adds the connected dfs peers (hinted ones first) to the transfer.
+    async fn refresh_peers(&mut self) -> Result<(), TransferError> {
+        let hints = self
+            .inner
+            .hints
+            .lock()
+            .expect("hints lock")
+            .get(&self.cid)
+            .cloned()
+            .unwrap_or_default();
+        let connected: HashSet<PeerId> = self
+            .inner
+            .network
+            .peers()
+            .await?
+            .into_iter()
+            .map(|p| p.peer_id)
+            .collect();
+        let author = self.record.author_peer();
+        let mut order: Vec<PeerId> = hints
+            .into_iter()
+            .chain(author)
+            .filter(|p| connected.contains(p))
+            .collect();
+        let mut rest: Vec<PeerId> = connected
+            .into_iter()
+            .filter(|p| !order.contains(p))
+            .collect();
+        rest.sort();
+        order.append(&mut rest);
+        let mut seen = HashSet::new();
+        order.retain(|p| seen.insert(*p));
+        for (p, state) in self.peers.iter_mut() {
+            if !order.contains(p) {
+                state.absent = true;
+            }
+        }
+        for p in &order {
+            let state = self.peers.entry(*p).or_default();
+            // What a peer lacked a while ago it may have fetched since.
+            state.lacking.clear();
+            if state.absent {
+                // It went away and came back: its old failures were the disconnection's.
+                state.absent = false;
+                state.failures = 0;
+                state.dropped = false;
+            }
+        }
+        self.order = order;
+        Ok(())
+    }
+
+    fn usable(&self, peer: &PeerId) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|s| !s.dropped && !s.bad && !s.absent)
+    }
+
+    /// Counts a failure; a peer that lied or does not speak the protocol is out for good, one
+    /// that fails repeatedly is out until it reconnects.
+    fn fail(&mut self, peer: PeerId, error: &PeerError) {
+        let s = self.peers.entry(peer).or_default();
+        s.failures += 1;
+        if error.is_misbehaviour() {
+            if !s.bad {
+                tracing::warn!(%peer, key = %self.record.key, %error, "peer out of this transfer");
+            }
+            s.bad = true;
+        } else if s.failures >= MAX_PEER_FAILURES {
+            if !s.dropped {
+                tracing::debug!(%peer, %error, "peer out of this transfer until it reconnects");
+            }
+            s.dropped = true;
+        }
+    }
+
+    /// Gets the chunk list from the store, or else from a peer, checked against the content id.
+    async fn chunk_list(&mut self) -> Result<Vec<Hash>, TransferError> {
+        let cid = self.cid;
+        if let Some(list) = self.blocking(move |s| s.chunk_list(&cid)).await?? {
+            return Ok(list);
+        }
+        let size = self.record.size;
+        let list = if chunk_list_matches(&cid, size, &[]) {
+            Vec::new()
+        } else {
+            // The peers that told us about the record may still be fetching it themselves:
+            // look again a few times before giving the slot back.
+            let mut found = None;
+            'look: for attempt in 0..=MAX_STALLS {
+                if attempt > 0 {
+                    tokio::time::sleep(STALL_PAUSE).await;
+                    self.refresh_peers().await?;
+                }
+                for peer in self.order.clone() {
+                    if !self.usable(&peer) {
+                        continue;
+                    }
+                    match self.manifest_from(peer).await {
+                        Ok(list) => {
+                            found = Some(list);
+                            break 'look;
+                        }
+                        // Not having it (yet) is no fault.
+                        Err(PeerError::NotFound) => {}
+                        Err(e) => self.fail(peer, &e),
+                    }
+                }
+            }
+            found.ok_or(TransferError::NoChunkList)?
+        };
+        let l = list.clone();
+        if !self
+            .blocking(move |s| s.set_chunk_list(&cid, size, &l))
+            .await??
+        {
+            return Err(TransferError::Superseded);
+        }
+        Ok(list)
+    }
+
+    async fn manifest_from(&self, peer: PeerId) -> Result<Vec<Hash>, PeerError> {
+        let total = chunk_count(self.record.size);
+        let mut list = Vec::new();
+        while (list.len() as u64) < total {
+            let offset = list.len() as u64;
+            let request = fetch::Request::Manifest {
+                cid: self.cid,
+                offset,
+            };
+            match self.inner.network.fetch(peer, request).await? {
+                fetch::Response::Manifest {
+                    total: t,
+                    offset: o,
+                    chunks,
+                } if t == total
+                    && o == offset
+                    && !chunks.is_empty()
+                    && chunks.len() <= fetch::MANIFEST_PAGE
+                    && offset + chunks.len() as u64 <= total =>
+                {
+                    list.extend(chunks)
+                }
+                fetch::Response::NotFound => return Err(PeerError::NotFound),
+                fetch::Response::Error { message } => return Err(PeerError::Refused(message)),
+                _ => return Err(PeerError::Protocol("bad chunk list page")),
+            }
+        }
+        if !chunk_list_matches(&self.cid, self.record.size, &list) {
+            return Err(PeerError::Protocol(
+                "chunk list does not match the content id",
+            ));
+        }
+        Ok(list)
+    }
+
+    async fn run(mut self) -> Result<(), TransferError> {
+        self.refresh_peers().await?;
+        let list = self.chunk_list().await?;
+        let size = self.record.size;
+        let (missing, lengths) = self
+            .blocking(move |store| {
+                let mut lengths = HashMap::new();
+                for (i, h) in list.iter().enumerate() {
+                    lengths.entry(*h).or_insert(chunk_len(size, i as u64));
+                }
+                let mut seen = HashSet::new();
+                let missing: VecDeque<Hash> = list
+                    .into_iter()
+                    .filter(|h| seen.insert(*h) && !store.has_chunk(h))
+                    .collect();
+                (missing, lengths)
+            })
+            .await?;
+        self.fetch_chunks(missing, lengths).await?;
+        let cid = self.cid;
+        if self.blocking(move |s| s.mark_complete(&cid)).await?? {
+            Ok(())
+        } else {
+            Err(TransferError::Incomplete)
+        }
+    }
+
+    /// True while some live record still references this content.
+    async fn still_wanted(&self) -> Result<bool, TransferError> {
+        let cid = self.cid;
+        Ok(self.blocking(move |s| s.chunk_list(&cid)).await??.is_some())
+    }
+
+    async fn fetch_chunks(
+        &mut self,
+        queue: VecDeque<Hash>,
+        lengths: HashMap<Hash, usize>,
+    ) -> Result<(), TransferError> {
+        let shared = Arc::new(Shared {
+            inner: self.inner.clone(),
+            key: self.record.key.clone(),
+            queue: Mutex::new(queue),
+            lengths,
+            written: AtomicU64::new(0),
+            progress: self.progress.clone(),
+        });
+        let mut workers: FuturesUnordered<BoxFuture<'static, WorkerEnd>> = FuturesUnordered::new();
+        let mut running: HashSet<PeerId> = HashSet::new();
+        let mut stalls = 0u32;
+        let mut refresh = tokio::time::interval(PEER_REFRESH);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        refresh.tick().await;
+        loop {
+            for peer in self.order.clone() {
+                if running.contains(&peer) || !self.usable(&peer) {
+                    continue;
+                }
+                let lacking = self.peers[&peer].lacking.clone();
+                if shared.has_work_for(&lacking) {
+                    running.insert(peer);
+                    workers.push(worker(shared.clone(), peer, lacking).boxed());
+                }
+            }
+            if workers.is_empty() {
+                if shared.queue.lock().expect("queue lock").is_empty() {
+                    return Ok(());
+                }
+                stalls += 1;
+                if stalls > MAX_STALLS {
+                    let first = shared.queue.lock().expect("queue lock")[0];
+                    return Err(TransferError::NoSource(first));
+                }
+                tokio::time::sleep(STALL_PAUSE).await;
+                self.refresh_peers().await?;
+                continue;
+            }
+            tokio::select! {
+                Some(end) = workers.next() => {
+                    running.remove(&end.peer);
+                    if let Some(s) = self.peers.get_mut(&end.peer) {
+                        s.lacking.extend(end.lacking);
+                    }
+                    match end.result {
+                        Ok(()) => stalls = 0,
+                        Err(WorkerError::Peer(e)) => self.fail(end.peer, &e),
+                        Err(WorkerError::Fatal(e)) => return Err(e),
+                    }
+                }
+                _ = refresh.tick() => {
+                    if !self.still_wanted().await? {
+                        return Err(TransferError::Superseded);
+                    }
+                    self.refresh_peers().await?;
+                }
+            }
+        }
+    }
+}
+
+/// One peer's share of a transfer: a stream with up to `per_peer` chunks requested at once.
+async fn worker(shared: Arc<Shared>, peer: PeerId, mut lacking: HashSet<Hash>) -> WorkerEnd {
+    let mut outstanding = VecDeque::new();
+    let mut writes = FuturesUnordered::new();
+    let mut result =
+        stream_chunks(&shared, peer, &mut lacking, &mut outstanding, &mut writes).await;
+    // What was asked for but not received goes back to the queue for the other workers.
+    shared.requeue(outstanding.into_iter().rev());
+    while let Some(written) = writes.next().await {
+        let failed = settle(&shared, written);
+        if result.is_ok() {
+            if let Err(e) = failed {
+                result = Err(e);
+            }
+        }
+    }
+    WorkerEnd {
+        peer,
+        lacking,
+        result,
+    }
+}
+
+/// Counts a written chunk, or turns a failed write into the worker's error.
+fn settle(shared: &Shared, written: (Hash, Written)) -> Result<(), WorkerError> {
+    match written.1 {
+        Written::Ok => {
+            let n = shared.written.fetch_add(1, Ordering::Relaxed) + 1;
+            shared.inner.chunks_fetched.fetch_add(1, Ordering::Relaxed);
+            let _ = shared.progress.send(Progress::Running { chunks: n });
+            Ok(())
+        }
+        Written::BadChunk(hash) => {
+            shared.requeue([hash]);
+            Err(WorkerError::Peer(PeerError::BadChunk(hash)))
+        }
+        Written::Fatal(e) => {
+            shared.requeue([written.0]);
+            Err(WorkerError::Fatal(e))
+        }
+    }
+}
+
+type PendingWrites = FuturesUnordered<BoxFuture<'static, (Hash, Written)>>;
+
+async fn stream_chunks(
+    shared: &Arc<Shared>,
+    peer: PeerId,
+    lacking: &mut HashSet<Hash>,
+    outstanding: &mut VecDeque<Hash>,
+    writes: &mut PendingWrites,
+) -> Result<(), WorkerError> {
+    let per_peer = shared.inner.per_peer;
+    let first = shared.take(per_peer.min(chunks::MAX_HASHES_PER_REQUEST), lacking);
+    if first.is_empty() {
+        return Ok(());
+    }
+    outstanding.extend(first.iter().copied());
+    let mut stream = shared
+        .inner
+        .network
+        .open_stream(peer, chunks::PROTOCOL)
+        .await
+        .map_err(PeerError::from)?;
+    chunks::write_request(&mut stream, &first)
+        .await
+        .map_err(|e| PeerError::Frame(e.into()))?;
+    loop {
+        // Keep the pipeline full: ask for more while fewer than `per_peer` are outstanding.
+        let room = per_peer.saturating_sub(outstanding.len());
+        if room >= per_peer / 2 || outstanding.is_empty() {
+            let more = shared.take(room.min(chunks::MAX_HASHES_PER_REQUEST), lacking);
+            if !more.is_empty() {
+                outstanding.extend(more.iter().copied());
+                chunks::write_request(&mut stream, &more)
+                    .await
+                    .map_err(|e| PeerError::Frame(e.into()))?;
+            }
+        }
+        // Reap the writes that are done, without waiting.
+        while let Some(Some(written)) = writes.next().now_or_never() {
+            settle(shared, written)?;
+        }
+        let Some(&hash) = outstanding.front() else {
+            break;
+        };
+        let reply = tokio::time::timeout(chunks::REPLY_TIMEOUT, chunks::read_reply(&mut stream))
+            .await
+            .map_err(|_| PeerError::Timeout(chunks::REPLY_TIMEOUT))?
+            .map_err(PeerError::Frame)?;
+        match reply {
+            chunks::Reply::Chunk { len } => {
+                let mut buf = match shared.inner.buffers.try_get() {
+                    Some(b) => b,
+                    None => {
+                        // Wait for a buffer: only safe while this worker holds none, so let
+                        // its own writes finish first.
+                        while let Some(written) = writes.next().await {
+                            settle(shared, written)?;
+                        }
+                        shared.inner.buffers.get().await
+                    }
+                };
+                tokio::time::timeout(chunks::REPLY_TIMEOUT, stream.read_exact(buf.fill(len)))
+                    .await
+                    .map_err(|_| PeerError::Timeout(chunks::REPLY_TIMEOUT))?
+                    .map_err(|e| PeerError::Frame(e.into()))?;
+                outstanding.pop_front();
+                let expected = shared.lengths.get(&hash).copied().unwrap_or(0);
+                let store = shared.inner.store.clone();
+                let tasks = shared.inner.tasks.clone();
+                writes.push(
+                    async move {
+                        let done = tasks
+                            .blocking(move || write_chunk(&store, hash, buf, expected))
+                            .await
+                            .unwrap_or_else(|e| Written::Fatal(e.into()));
+                        (hash, done)
+                    }
+                    .boxed(),
+                );
+            }
+            chunks::Reply::NotFound => {
+                outstanding.pop_front();
+                lacking.insert(hash);
+                shared.requeue([hash]);
+            }
+            chunks::Reply::Error { message } => return Err(PeerError::Refused(message).into()),
+        }
+    }
+    let _ = stream.close().await;
+    tracing::trace!(%peer, key = %shared.key, "chunk stream done");
+    Ok(())
+}
+
+/// Verifies a received chunk (hash, then expected length) and writes it durably.
+fn write_chunk(store: &Store, hash: Hash, buf: Buf, expected: usize) -> Written {
+    let data = &buf.data;
+    if data.len() != expected {
+        // Honest bytes of the wrong length mean the content's author described them wrong:
+        // every peer would send the same, so the content is unusable.
+        return if Hash::of(data) == hash {
+            Written::Fatal(TransferError::SizeMismatch {
+                hash,
+                len: data.len(),
+            })
+        } else {
+            Written::BadChunk(hash)
+        };
+    }
+    match store.write_chunk(&hash, data) {
+        Ok(()) => Written::Ok,
+        Err(StoreError::BadChunk(_)) => Written::BadChunk(hash),
+        Err(e) => Written::Fatal(e.into()),
+    }
+}

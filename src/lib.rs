@@ -9,6 +9,8 @@
 //!   sync) with its wire types and limits.
 //! - [`node`]: the running peer: one task owns the libp2p swarm; a cloneable [`node::Client`]
 //!   talks to it. Replication, anti-entropy and downloads live here.
+//! - [`datadir`]: the data dir's layout (identity key, store, API URL and token files) and the
+//!   one helper that writes its files atomically.
 //! - [`identity`]: the persisted ed25519 keypair.
 //! - [`api`]: the local HTTP API (axum, loopback, bearer token), a thin layer over
 //!   [`node::Client`], and the HTTP client the CLI uses.
@@ -16,6 +18,7 @@
 //! - [`demo`]: `dfs demo`, a local cluster in one process.
 pub mod api;
 pub mod cli;
+pub mod datadir;
 pub mod demo;
 pub mod identity;
 pub mod node;

@@ -14,6 +14,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::api::client::{self, default_data_dir, error_chain, ApiClient};
 use crate::api::json::FileStat;
+use crate::datadir::DataDir;
 use crate::node::{Config, Node};
 
 /// Transfers smaller than this never show a progress bar.
@@ -588,7 +589,8 @@ async fn run_node(args: NodeArgs) -> Result<()> {
             dir.display()
         ))
     })?;
-    let token = crate::api::load_or_create_token(&dir).map_err(|e| {
+    let data_dir = DataDir::new(&dir);
+    let token = crate::api::load_or_create_token(&data_dir).map_err(|e| {
         Error::Usage(format!(
             "cannot use data dir {}: the API token file: {e}",
             dir.display()
@@ -629,8 +631,8 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         let _ = stop_rx.await;
     }));
     let url = format!("http://{api_addr}");
-    let api_file = dir.join(crate::api::API_FILE);
-    let written = write_atomic(&dir, &api_file, &format!("{url}\n"));
+    let api_file = data_dir.api_file();
+    let written = crate::api::write_api_file(&data_dir, &url);
     let mut result =
         written.map_err(|e| Error::Usage(format!("cannot write {}: {e}", api_file.display())));
     if result.is_ok() {
@@ -679,15 +681,6 @@ async fn resolve(api: &str) -> Result<SocketAddr> {
         .map_err(|e| bad(e.to_string()))?
         .next()
         .ok_or_else(|| bad("it resolves to no address".into()))
-}
-
-/// Writes `contents` to `path` atomically (temp file in `dir`, then rename).
-fn write_atomic(dir: &Path, path: &Path, contents: &str) -> std::io::Result<()> {
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, contents.as_bytes())?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM, with the signal's name.

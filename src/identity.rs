@@ -1,13 +1,11 @@
 //! The node's identity: an ed25519 keypair created on first start in the data dir (mode 0600)
 //! and reused afterwards, so the peer id is stable across restarts.
 
-use std::io::Write;
 use std::path::Path;
 
 use libp2p::identity::Keypair;
 
-/// File name of the identity key inside the data dir.
-pub const FILE: &str = "identity.key";
+use crate::datadir::{self, DataDir};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -27,7 +25,7 @@ pub enum IdentityError {
 
 /// Loads the keypair from `<dir>/identity.key`, creating it (atomically, mode 0600) if absent.
 pub fn load_or_create(dir: &Path) -> Result<Keypair, IdentityError> {
-    let path = dir.join(FILE);
+    let path = DataDir::new(dir).identity_key();
     let shown = path.display().to_string();
     match std::fs::read(&path) {
         Ok(bytes) => {
@@ -38,7 +36,7 @@ pub fn load_or_create(dir: &Path) -> Result<Keypair, IdentityError> {
             let bytes = key
                 .to_protobuf_encoding()
                 .expect("ed25519 keys always encode");
-            write_private(dir, &path, &bytes).map_err(|source| IdentityError::Write {
+            datadir::atomic_write(&path, &bytes, true).map_err(|source| IdentityError::Write {
                 path: shown,
                 source,
             })?;
@@ -49,25 +47,6 @@ pub fn load_or_create(dir: &Path) -> Result<Keypair, IdentityError> {
             source,
         }),
     }
-}
-
-/// Writes a file readable only by its owner: temp file, fsync, rename, fsync of the directory.
-pub fn write_private(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -83,13 +62,13 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(FILE))
+            let mode = std::fs::metadata(DataDir::new(dir.path()).identity_key())
                 .unwrap()
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        std::fs::write(dir.path().join(FILE), b"junk").unwrap();
+        std::fs::write(DataDir::new(dir.path()).identity_key(), b"junk").unwrap();
         assert!(matches!(
             load_or_create(dir.path()),
             Err(IdentityError::Damaged(_))

@@ -14,6 +14,8 @@
 //! - [`node`]: wiring: configuration, start-up, shutdown that joins every task, and the
 //!   [`node::Client`] handle the API uses.
 //! - [`tasks`]: ownership of every spawned task (a tracker and a cancellation token).
+//! - [`datadir`]: the data dir's layout (identity key, store, API URL and token files) and the
+//!   one helper that writes its files atomically.
 //! - [`identity`]: the persisted ed25519 keypair.
 //! - [`api`]: the local HTTP API (axum, loopback, bearer token), a thin layer over
 //!   [`node::Client`], and the HTTP client the CLI uses.
@@ -21,6 +23,7 @@
 //! - [`demo`]: `dfs demo`, a local cluster in one process.
 pub mod api;
 pub mod cli;
+pub mod datadir;
 pub mod demo;
 pub mod identity;
 pub mod net;

@@ -634,3 +634,43 @@ fn help_has_examples() {
     let out = dfs().arg("--help").output().unwrap();
     assert!(stdout(&out).contains("Examples"));
 }
+
+/// The data dir holds exactly the documented layout, with the secrets private, no temp file
+/// left behind, and the api file removed when the node stops on SIGTERM.
+#[cfg(unix)]
+#[test]
+fn data_dir_has_the_documented_layout() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut node = TestNode::start("cli-layout", None);
+    let data = node.data();
+    let mut names: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["api", "api-token", "identity.key", "store"]);
+    assert!(data.join("store").is_dir());
+    for secret in ["api-token", "identity.key"] {
+        let mode = std::fs::metadata(data.join(secret))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{secret}");
+    }
+    assert!(
+        node.url().starts_with("http://127.0.0.1:"),
+        "{}",
+        node.url()
+    );
+    assert_eq!(node.token().len(), 64);
+
+    let pid = node.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let status = eventually("the node to stop", DEADLINE, || {
+        node.child.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status}: {}", node.log());
+    assert!(!data.join("api").exists());
+    assert!(data.join("api-token").exists() && data.join("identity.key").exists());
+}

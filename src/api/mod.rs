@@ -12,7 +12,6 @@ pub mod range;
 
 use std::future::Future;
 use std::io;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,14 +26,14 @@ use axum::{Json, Router};
 use futures::{Stream, StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 
+use crate::datadir::{atomic_write, DataDir};
 use crate::node::{self, Client};
 use crate::store::StoreError;
 use json::{ErrorBody, FileStat, Id, Peer};
 
-/// Name of the file in the data dir that holds the API URL while a node runs.
-pub const API_FILE: &str = "api";
-/// Name of the file in the data dir that holds the API token.
-pub const TOKEN_FILE: &str = "api-token";
+/// The names of the API's files in the data dir (the URL while a node runs, and the token); the
+/// layout lives in [`crate::datadir`].
+pub use crate::datadir::{API_FILE, TOKEN_FILE};
 /// Default address of the API.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:5001";
 /// Requests served at once (a download counts until its body is sent); more get 503.
@@ -153,9 +152,9 @@ pub async fn serve(
 
 /// Reads the API token from `<data dir>/api-token`, creating it (32 random bytes, hex, mode
 /// 0600) if it does not exist.
-pub fn load_or_create_token(data_dir: &Path) -> io::Result<String> {
+pub fn load_or_create_token(data_dir: &DataDir) -> io::Result<String> {
     use rand::RngCore;
-    let path = data_dir.join(TOKEN_FILE);
+    let path = data_dir.token_file();
     match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
         Ok(_) => {}
@@ -165,12 +164,13 @@ pub fn load_or_create_token(data_dir: &Path) -> io::Result<String> {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let token = hex::encode(bytes);
-    let mut tmp = tempfile::NamedTempFile::new_in(data_dir)?;
-    // NamedTempFile creates the file with mode 0600 on unix.
-    io::Write::write_all(&mut tmp, format!("{token}\n").as_bytes())?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(&path).map_err(|e| e.error)?;
+    atomic_write(&path, format!("{token}\n").as_bytes(), true)?;
     Ok(token)
+}
+
+/// Writes the API's URL to `<data dir>/api` (atomically), where clients find it.
+pub fn write_api_file(data_dir: &DataDir, url: &str) -> io::Result<()> {
+    atomic_write(&data_dir.api_file(), format!("{url}\n").as_bytes(), false)
 }
 
 /// Bounds the requests in flight: each holds a permit until its response body is sent.

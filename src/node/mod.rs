@@ -406,7 +406,7 @@ impl Node {
             .map_err(|e| Error::Start(e.to_string()))?;
         let peer_id = keypair.public().to_peer_id();
         let tasks = Tasks::new();
-        let store_dir = config.data_dir.join("store");
+        let store_dir = crate::datadir::DataDir::new(&config.data_dir).store();
         let store = tasks
             .blocking(move || Store::open(&store_dir, peer_id.to_bytes()))
             .await??;

@@ -1,0 +1,201 @@
+//! The command line's clap definitions: every command, flag, environment variable and help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use libp2p::Multiaddr;
+
+const MAIN_EXAMPLES: &str = "\
+Examples:
+  dfs demo                                    a local 3-node cluster: put, replicate, get, rm
+  dfs node --data-dir ~/dfs1 --listen /ip4/0.0.0.0/tcp/4001
+  dfs node --data-dir ~/dfs2 --listen /ip4/0.0.0.0/tcp/4002 --api 127.0.0.1:5002 \\
+           --bootstrap /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...
+  dfs put --data-dir ~/dfs1 photo.jpg
+  dfs get --data-dir ~/dfs2 photo.jpg -o copy.jpg
+
+Exit codes: 0 success, 1 operation failed (not found, rejected), 2 usage or connection error.";
+
+/// A decentralized file store on rust-libp2p.
+#[derive(Debug, Parser)]
+#[command(name = "dfs", bin_name = "dfs", version, after_help = MAIN_EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a peer: join the network and serve the local API.
+    #[command(after_help = "\
+Examples:
+  dfs node --data-dir /tmp/n1 --listen /ip4/127.0.0.1/tcp/4001
+  dfs node --data-dir /tmp/n2 --listen /ip4/127.0.0.1/tcp/4002 --api 127.0.0.1:5002 \\
+           --bootstrap /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...
+
+The node writes its API URL to <data dir>/api once ready (removed on exit) and its API token
+to <data dir>/api-token. Logs go to stderr; set RUST_LOG (default: info).")]
+    Node(NodeArgs),
+    /// Store a file under a key (the key defaults to the file name).
+    #[command(after_help = "\
+Examples:
+  dfs put report.pdf
+  dfs put ./build/app.tar.gz --key releases/app-1.0.tar.gz
+  tar c dir | dfs put - --key dir.tar")]
+    Put {
+        /// The file to store, or `-` for standard input (then --key is required).
+        path: String,
+        /// The key to store it under (default: the file name).
+        #[arg(long)]
+        key: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Read a file: local, else fetched from the network. Writes to stdout unless -o.
+    #[command(after_help = "\
+Examples:
+  dfs get report.pdf -o report.pdf
+  dfs get logs.txt | grep error")]
+    Get {
+        /// The key (any UTF-8 name, at most 1 KiB; never a path on disk).
+        key: String,
+        /// Write to this file (atomically: a temp file renamed on success).
+        #[arg(short, long, value_name = "PATH")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a key everywhere (a tombstone that spreads to every node).
+    #[command(after_help = "Example:\n  dfs rm report.pdf")]
+    Rm {
+        /// The key (any UTF-8 name, at most 1 KiB; never a path on disk).
+        key: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List the keys this node knows, with size and state (local, remote, deleted).
+    #[command(after_help = "\
+Examples:
+  dfs ls
+  dfs ls --all --json
+
+State: local (content stored here), remote (known, content still arriving), deleted.")]
+    Ls {
+        /// Print JSON: a list of stat objects (see `dfs stat --help`).
+        #[arg(long)]
+        json: bool,
+        /// Include deleted keys (tombstones).
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show one key's metadata.
+    #[command(after_help = "\
+Examples:
+  dfs stat report.pdf
+  dfs stat report.pdf --json
+
+JSON: {\"key\", \"size\", \"content_id\" (hex, null when deleted), \"version\", \"author\",
+       \"local\", \"deleted\"}")]
+    Stat {
+        /// The key (any UTF-8 name, at most 1 KiB; never a path on disk).
+        key: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List the connected peers and their addresses.
+    #[command(after_help = "\
+Examples:
+  dfs peers
+  dfs peers --json     [{\"peer_id\", \"addrs\", \"agent\"}, ...]")]
+    Peers {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show this node's peer id and listen addresses (give one to --bootstrap).
+    #[command(after_help = "\
+Examples:
+  dfs id
+  dfs id --json        {\"peer_id\", \"addrs\"}")]
+    Id {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Run a local cluster in this process: put a file, watch it replicate, get it, delete it.
+    #[command(after_help = "\
+Examples:
+  dfs demo
+  dfs demo --nodes 5")]
+    Demo {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=20))]
+        nodes: u16,
+    },
+}
+
+/// Which node a client command talks to.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// Data dir of the node (its `api` and `api-token` files) [default: the platform data dir]
+    #[arg(long, env = "DFS_DATA_DIR", value_name = "DIR")]
+    pub(super) data_dir: Option<PathBuf>,
+    /// The node's API, as HOST:PORT or URL (instead of <data dir>/api).
+    #[arg(long, env = "DFS_API", value_name = "HOST:PORT")]
+    pub(super) api: Option<String>,
+    /// The API token (instead of <data dir>/api-token).
+    #[arg(long, env = "DFS_API_TOKEN", hide_env_values = true)]
+    pub(super) token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Directory of all state: identity, store, api and api-token files [default: the platform
+    /// data dir]
+    #[arg(long, env = "DFS_DATA_DIR", value_name = "DIR")]
+    pub(super) data_dir: Option<PathBuf>,
+    /// Address to listen on for peers (repeatable) [default: /ip4/0.0.0.0/tcp/4001]
+    #[arg(
+        long,
+        env = "DFS_LISTEN",
+        value_name = "MULTIADDR",
+        value_delimiter = ','
+    )]
+    pub(super) listen: Vec<Multiaddr>,
+    /// A known peer to join through (repeatable), e.g. /ip4/1.2.3.4/tcp/4001/p2p/12D3KooW...
+    #[arg(
+        long,
+        env = "DFS_BOOTSTRAP",
+        value_name = "MULTIADDR",
+        value_delimiter = ','
+    )]
+    pub(super) bootstrap: Vec<Multiaddr>,
+    /// Address of the local HTTP API; port 0 picks a free port.
+    #[arg(long, env = "DFS_API", value_name = "HOST:PORT", default_value = crate::api::DEFAULT_ADDR)]
+    pub(super) api: String,
+    /// Name of the network; nodes of different networks never exchange data.
+    #[arg(
+        long,
+        env = "DFS_NETWORK",
+        value_name = "NAME",
+        default_value = "default"
+    )]
+    pub(super) network: String,
+    /// Allow the API on a non-loopback address (anyone who can reach it and has the token
+    /// controls the node).
+    #[arg(long)]
+    pub(super) api_allow_remote: bool,
+    #[arg(long, hide = true)]
+    pub(super) announce_interval_ms: Option<u64>,
+    #[arg(long, hide = true)]
+    pub(super) sync_interval_ms: Option<u64>,
+}

@@ -294,7 +294,8 @@ async fn corrupt_chunks_from_a_liar_do_not_corrupt_the_receiver() {
     assert!(eventually(DEADLINE, || async { victim.peer_count().await == 1 }).await);
     let (liar, served) = start_liar(victim.addr.clone()).await;
     assert!(eventually(DEADLINE, || async { victim.peer_count().await == 2 }).await);
-    let bytes = data(12 * CHUNK_SIZE + 5, 14);
+    // More chunks than one peer is asked for at once (16), so that the liar gets a share.
+    let bytes = data(40 * CHUNK_SIZE + 5, 14);
     put(&honest.client, "precious", bytes.clone()).await;
     assert!(victim.client.wait_for("precious", false, DEADLINE).await);
     assert_eq!(get(&victim.client, "precious").await.unwrap(), bytes);

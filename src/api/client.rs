@@ -9,7 +9,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::json::{ErrorBody, FileStat, Id, Peer};
-use super::{API_FILE, TOKEN_FILE};
+use crate::datadir::DataDir;
 
 /// How long connecting to the node may take: a dead node is reported, never waited for.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -97,10 +97,11 @@ impl ApiClient {
         token: Option<String>,
     ) -> Result<ApiClient, Error> {
         let dir = data_dir.display().to_string();
+        let layout = DataDir::new(data_dir);
         let base = match api {
             Some(a) => base_url(a),
             None => {
-                let path = data_dir.join(API_FILE);
+                let path = layout.api_file();
                 match std::fs::read_to_string(&path) {
                     Ok(s) if !s.trim().is_empty() => base_url(&s),
                     Ok(_) => return Err(Error::NoNode { dir }),
@@ -117,7 +118,7 @@ impl ApiClient {
             }
         };
         let token = token.or_else(|| {
-            std::fs::read_to_string(data_dir.join(TOKEN_FILE))
+            std::fs::read_to_string(layout.token_file())
                 .ok()
                 .map(|t| t.trim().to_string())
         });

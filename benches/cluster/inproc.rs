@@ -1,0 +1,40 @@
+//! Nodes inside this process (`dfs::node::Node`) for the latency and anti-entropy figures:
+//! start one with the bench's intervals, its first address, a bounded wait.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use dfs::node::{Config, Node};
+use libp2p::Multiaddr;
+
+pub async fn start(dir: PathBuf, bootstrap: Vec<Multiaddr>) -> Node {
+    let mut c = Config::new(dir);
+    c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    c.bootstrap = bootstrap;
+    c.network = "bench".into();
+    c.announce_interval = Duration::from_secs(1);
+    c.sync_interval = Duration::from_secs(1);
+    c.retry_interval = Duration::from_secs(1);
+    if let Some(n) = std::env::var("DFS_BENCH_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        c.chunks_in_flight = n;
+    }
+    Node::start(c).await.expect("node starts")
+}
+
+pub async fn addr(node: &Node) -> Multiaddr {
+    node.client().info().await.unwrap().addrs[0].clone()
+}
+
+pub async fn wait_until(mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "benchmark condition not reached in time"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -32,7 +32,8 @@ pub async fn run(b: &mut Bench) {
     write_payload(&payload, size);
     let a = NodeProc::start(&b.bin, b.sub("fetch-a"), &[]).await;
     let payload_s = payload.display().to_string();
-    a.cli(&["put", &payload_s, "--key", KEY], timeout).await;
+    let put = a.cli(&["put", &payload_s, "--key", KEY], timeout).await;
+    b.rss("fetch: CLI put on A", put.peak_rss_mib);
     let _ = std::fs::remove_file(&payload);
     let a_addr = a.addr().await;
 

@@ -97,6 +97,8 @@ pub struct Bench {
     pub dir_kind: String,
     /// Data dir parent of the durable small puts (`DFS_BENCH_DISK_DIR`).
     pub disk_dir: PathBuf,
+    /// `disk_dir`'s parent with its filesystem type, for the table.
+    pub disk_kind: String,
     /// The release `dfs` binary that cargo built for this bench.
     pub bin: PathBuf,
     pub report: Report,
@@ -211,6 +213,7 @@ fn main() {
         dir: dir.path().to_path_buf(),
         dir_kind: fs_kind(&base),
         disk_dir: disk_dir.path().to_path_buf(),
+        disk_kind: fs_kind(&disk_base),
         bin: PathBuf::from(env!("CARGO_BIN_EXE_dfs")),
         report: Report::default(),
         rss: Vec::new(),
@@ -218,14 +221,14 @@ fn main() {
     bench.report.section(
         "machine",
         json!({"cores": cores, "memory_mib": mem_total_mib(), "data_dir": bench.dir_kind,
-               "disk_dir": fs_kind(&disk_base), "quick": quick,
+               "disk_dir": bench.disk_kind, "quick": quick,
                "file_mib": bench.plan.file_mib, "rounds": bench.plan.rounds}),
     );
     println!(
         "dfs benchmark ({}), data dirs under {}, small puts under {}, {cores} cores, {} MiB memory",
         if quick { "quick" } else { "full" },
         bench.dir_kind,
-        fs_kind(&disk_base),
+        bench.disk_kind,
         mem_total_mib()
     );
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -53,7 +53,7 @@ pub async fn run(b: &mut Bench) {
     let put_s = t.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(60) + Duration::from_millis(n as u64 * 20);
     for p in &nodes {
-        while !count(p).await.is_some_and(|(records, _)| records == n) {
+        while count(p).await.is_none_or(|(records, _)| records != n) {
             assert!(
                 Instant::now() < deadline,
                 "replication of records did not finish"
@@ -63,7 +63,7 @@ pub async fn run(b: &mut Bench) {
     }
     let records_s = t.elapsed().as_secs_f64();
     for p in &nodes {
-        while !count(p).await.is_some_and(|(_, local)| local == n) {
+        while count(p).await.is_none_or(|(_, local)| local != n) {
             assert!(
                 Instant::now() < deadline,
                 "replication of contents did not finish"

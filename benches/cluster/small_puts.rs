@@ -66,7 +66,7 @@ pub async fn run(b: &mut Bench) {
         measured: format!("{rate:.0} puts/s"),
         reference: format!(
             "data dir on {}; {clients} keep-alive HTTP clients",
-            b.disk_dir.display()
+            b.disk_kind
         ),
         ratio: None,
         target: ">= 5,000 puts/s".into(),
@@ -75,7 +75,7 @@ pub async fn run(b: &mut Bench) {
     b.report.section(
         "small_puts",
         json!({"puts": n, "clients": clients, "secs": secs, "puts_per_s": rate,
-               "data_dir": b.disk_dir.display().to_string()}),
+               "data_dir": b.disk_kind}),
     );
     b.rss("small puts: node", node.stop().await);
     let _ = std::fs::remove_dir_all(&dir);

@@ -55,7 +55,7 @@ pub fn mib_s(bytes: u64, secs: f64) -> f64 {
 
 /// "1 GiB" or "32 MiB".
 pub fn size_text(mib: u64) -> String {
-    if mib >= 1024 && mib % 1024 == 0 {
+    if mib >= 1024 && mib.is_multiple_of(1024) {
         format!("{} GiB", mib / 1024)
     } else {
         format!("{mib} MiB")

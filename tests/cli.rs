@@ -674,3 +674,54 @@ fn data_dir_has_the_documented_layout() {
     assert!(!data.join("api").exists());
     assert!(data.join("api-token").exists() && data.join("identity.key").exists());
 }
+
+/// `dfs put FILE` against a node on this machine hands the node the file's path
+/// (`POST /v1/import/{key}`) instead of streaming it through HTTP; the API refuses what it cannot
+/// read (422) and relative paths (400), and the CLI's put stores the same bytes either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_put_is_read_by_the_node_itself() {
+    let node = TestNode::start("cli-import", None);
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("big file");
+    let content = data(2 * MIB + 7, 21);
+    std::fs::write(&file, &content).unwrap();
+    let http = reqwest::Client::new();
+    let import = |key: &str, path: &str| {
+        http.post(format!("{}/v1/import/{key}", node.url()))
+            .bearer_auth(node.token())
+            .json(&serde_json::json!({ "path": path }))
+            .send()
+    };
+    let res = import("imported", file.to_str().unwrap()).await.unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["size"],
+        content.len() as u64
+    );
+    let got = http
+        .get(format!("{}/v1/files/imported", node.url()))
+        .bearer_auth(node.token())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(got[..] == content[..], "the imported bytes come back");
+    for (path, status) in [
+        ("relative/path", 400),
+        (work.path().to_str().unwrap(), 422),
+        ("/nonexistent/dfs-test-file", 422),
+    ] {
+        let res = import("bad", path).await.unwrap();
+        assert_eq!(res.status(), status, "{path}");
+        assert!(res.json::<Value>().await.unwrap()["error"].is_string());
+    }
+    // The CLI's put of a local file, read back through the CLI.
+    let out = node.run(&["put", file.to_str().unwrap(), "--key", "via-cli"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let back = work.path().join("back");
+    let out = node.run(&["get", "via-cli", "-o", back.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read(&back).unwrap() == content);
+}

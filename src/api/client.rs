@@ -216,6 +216,35 @@ impl ApiClient {
         self.json(req).await
     }
 
+    /// `POST /v1/import/{key}`: asks the node to read the file at `path` itself (it must be
+    /// on the node's machine; the API answers 403 to a caller that is not on loopback, and 422
+    /// when the node cannot read the path).
+    pub async fn import(&self, key: &str, path: &str) -> Result<FileStat, Error> {
+        let req = self
+            .request(Method::POST, &format!("/v1/import/{}", encode(key)))
+            .json(&serde_json::json!({ "path": path }));
+        self.json(req).await
+    }
+
+    /// True when the node's API is on this machine (a loopback address), so that it can read
+    /// a local file itself.
+    pub fn is_local(&self) -> bool {
+        let rest = self
+            .base
+            .split_once("://")
+            .map_or(self.base.as_str(), |(_, r)| r);
+        let host = rest.split('/').next().unwrap_or("");
+        let host = match host.rsplit_once(':') {
+            Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => host,
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
     /// `GET /v1/files/{key}`: the response, whose body streams the content.
     pub async fn get(&self, key: &str) -> Result<Response, Error> {
         self.send(self.request(Method::GET, &file_path(key))).await

@@ -66,6 +66,7 @@ impl From<node::Error> for ApiError {
             e if e.is_not_found() => StatusCode::NOT_FOUND,
             node::Error::Store(StoreError::Invalid(_)) => StatusCode::BAD_REQUEST,
             node::Error::Range { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            node::Error::Source { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             node::Error::Store(StoreError::Incomplete(_))
             | node::Error::Unavailable { .. }
             | node::Error::Stopped => StatusCode::SERVICE_UNAVAILABLE,
@@ -122,6 +123,7 @@ pub fn router(client: Client, token: String) -> Router {
         .route("/v1/files/{*key}", file())
         // An empty key: answered "invalid key" rather than "no such endpoint".
         .route("/v1/files/", file())
+        .route("/v1/import/{*key}", axum::routing::post(import_file))
         .route("/v1/stat/{*key}", get(stat))
         .route("/v1/stat/", get(stat))
         .route("/v1/peers", get(peers))
@@ -145,9 +147,12 @@ pub async fn serve(
     token: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, router(client, token))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(client, token).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Reads the API token from `<data dir>/api-token`, creating it (32 random bytes, hex, mode
@@ -309,6 +314,56 @@ async fn put_file(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Largest body of an import request (a JSON object with a path).
+const MAX_IMPORT_BODY: usize = 64 * 1024;
+
+#[derive(serde::Deserialize)]
+struct ImportRequest {
+    path: String,
+}
+
+/// `POST /v1/import/{key}` `{"path": "/abs/file"}`: the node reads a file of its own machine
+/// and stores it, as a put would (no bytes through HTTP). Only callers on loopback may ask (a
+/// token holder elsewhere must not make the node read its local files): others get 403.
+async fn import_file(
+    State(api): State<Api>,
+    request: axum::extract::Request,
+) -> Result<(StatusCode, Json<FileStat>)> {
+    let local = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .is_some_and(|c| c.0.ip().is_loopback());
+    if !local {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "imports of local paths are accepted only from this machine (loopback)",
+        ));
+    }
+    let key = key_of(request.uri(), "/v1/import/")?;
+    let body = axum::body::to_bytes(request.into_body(), MAX_IMPORT_BODY)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad body: {e}")))?;
+    let ImportRequest { path } = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"path\": \"/absolute/path\"}}: {e}"),
+        )
+    })?;
+    let path = std::path::PathBuf::from(path);
+    if !path.is_absolute() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the path must be absolute",
+        ));
+    }
+    let record = api.client.put_path(key, path).await?;
+    let stat = crate::store::Stat {
+        record,
+        local: true,
+    };
+    Ok((StatusCode::CREATED, Json(FileStat::from(&stat))))
 }
 
 /// Passes a request body through, turning a body that ends before its `Content-Length` (or runs

@@ -35,6 +35,28 @@ pub(super) async fn put(api: &ApiClient, path: &str, key: Option<String>) -> Res
                     Error::Usage(format!("cannot make a key of {path}; give one with --key"))
                 })?,
         };
+        // A node on this machine reads the file itself: no copy through HTTP. It refuses when
+        // it cannot (another user, another container, an older node): then stream it.
+        if api.is_local() {
+            let absolute = std::path::absolute(path).map_err(cannot)?;
+            if let Some(abs) = absolute.to_str() {
+                match api.import(&key, abs).await {
+                    Ok(stat) => {
+                        output::stored(&stat);
+                        return Ok(());
+                    }
+                    Err(crate::api::client::Error::Rejected { status, message })
+                        if matches!(status.as_u16(), 403 | 404 | 405 | 422) =>
+                    {
+                        tracing::debug!(%status, %message, "the node cannot read the file; streaming it");
+                    }
+                    Err(crate::api::client::Error::NotFound { message }) => {
+                        tracing::debug!(%message, "the node has no import; streaming the file");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         let chunks = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
         (Box::pin(chunks), key, Some(meta.len()))
     };

@@ -105,6 +105,8 @@ pub enum Error {
     Unavailable { key: String, reason: String },
     #[error(transparent)]
     Network(net::Error),
+    #[error("cannot read {path}: {reason}")]
+    Source { path: String, reason: String },
     #[error("{0}")]
     Start(String),
     #[error(transparent)]
@@ -187,6 +189,21 @@ impl Client {
             .await??;
         self.network.publish(record.clone()).await?;
         Ok(record)
+    }
+
+    /// Stores a file of this machine that the node reads itself (no copy through a channel),
+    /// durably, then gossips its record. `Source` when the path cannot be read as a regular file.
+    pub async fn put_path(&self, key: String, path: PathBuf) -> Result<Record, Error> {
+        let source = |reason: String| Error::Source {
+            path: path.display().to_string(),
+            reason,
+        };
+        let file = std::fs::File::open(&path).map_err(|e| source(e.to_string()))?;
+        let meta = file.metadata().map_err(|e| source(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(source("not a regular file".into()));
+        }
+        self.put_blocking(key, file).await
     }
 
     /// Stores a file from an async reader (an HTTP body, a file), streaming with bounded memory:

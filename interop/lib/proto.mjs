@@ -137,6 +137,11 @@ export async function request (libp2p, peer, protocol, value, { limit = FETCH_RE
     await stream.close({ signal })
     const abort = new Promise((resolve, reject) => signal.addEventListener('abort', () => reject(new Error(`${protocol} request timed out`)), { once: true }))
     const bytes = await Promise.race([reading, abort])
+    if (bytes.length === 0) {
+      const err = new Error(`${protocol}: the responder closed the stream without a response`)
+      err.name = 'EmptyResponseError'
+      throw err
+    }
     return decode(bytes)
   } catch (err) {
     stream.abort(err)

@@ -199,6 +199,7 @@ export function fetchHandler (files, log = []) {
       await sendAll(stream, encode(res))
       await stream.close()
     } catch (err) {
+      stat.outcome = `failed: ${err.message}`
       stream.abort(err)
     }
   }
@@ -435,22 +436,28 @@ export function chunkLengths (size) {
  * /dfs/chunks/1 server for content held in memory (`files`: Uint8Array list). Reads a frame,
  * answers each hash in order (chunk or not found), then reads the next frame; a malformed frame
  * gets an error reply and the stream is closed. When the requester has closed its side and every
- * frame is answered, closes the stream. Records every requested hash (hex) into `log`.
+ * frame is answered, closes the stream. Records every requested hash (hex) into `log`, and
+ * `{ frames, hashes, outcome }` of each stream into `streams`.
  */
-export function chunksHandler (files, log = [], { idleMs = 30_000 } = {}) {
+export function chunksHandler (files, log = [], { idleMs = 30_000, streams = [] } = {}) {
   const byChunk = contentIndex(files).byChunk
   return async (stream) => {
     const reader = new ByteReader(stream)
     const send = (bytes) => sendAll(stream, bytes)
+    const stat = { frames: 0, hashes: 0, outcome: 'open' }
+    streams.push(stat)
     try {
       while (true) {
         const head = await withTimeout(reader.read(2), idleMs, `${CHUNKS} idle`)
-        if (head == null) break // the requester closed its side, everything answered
+        if (head == null) { stat.outcome = 'requester closed'; break } // everything answered
         const count = new DataView(head.buffer).getUint16(0)
         if (count < 1 || count > MAX_FRAME_HASHES) {
           await send(encodeErrorReply(`malformed frame: count ${count}, expected 1 to ${MAX_FRAME_HASHES}`))
+          stat.outcome = 'malformed frame'
           break
         }
+        stat.frames++
+        stat.hashes += count
         const body = await reader.read(32 * count)
         if (body == null) throw new Error('stream ended inside a frame')
         for (let i = 0; i < count; i++) {
@@ -462,6 +469,7 @@ export function chunksHandler (files, log = [], { idleMs = 30_000 } = {}) {
       }
       await stream.close()
     } catch (err) {
+      stat.outcome = `failed: ${err.message}`
       stream.abort(err)
     }
   }

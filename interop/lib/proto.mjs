@@ -5,12 +5,16 @@ import { encode as cborEncode, decode as cborDecode } from 'cborg'
 import { peerIdFromMultihash } from '@libp2p/peer-id'
 import * as Digest from 'multiformats/hashes/digest'
 
-export const FETCH = '/dfs/fetch/1'
+export const FETCH = '/dfs/fetch/2'
+export const CHUNKS = '/dfs/chunks/1'
 export const SYNC = '/dfs/sync/1'
 export const CHUNK_SIZE = 1024 * 1024 // "chunks of exactly 1 MiB (1,048,576 bytes)"
 export const MAX_SIZE = 2n ** 40n
 export const FETCH_REQUEST_LIMIT = 4 * 1024
-export const FETCH_RESPONSE_LIMIT = CHUNK_SIZE + 64 * 1024
+export const FETCH_RESPONSE_LIMIT = 640 * 1024
+export const MAX_FRAME_HASHES = 64 // "count: u16 (1 to 64)"
+export const MAX_ERROR_LEN = 1024 // error reply: "len: u16 (≤ 1024)"
+export const REPLY_TIMEOUT_MS = 30_000 // "a requester gives up on a stream whose next reply does not start within 30 s"
 export const RECORD_LIMIT = 2048
 
 export const recordsTopic = (network) => `dfs/${network}/records/1`
@@ -115,7 +119,7 @@ async function readToEnd (stream, limit) {
 }
 
 async function sendAll (stream, bytes) {
-  // Write in pieces so that a large chunk response respects backpressure.
+  // Write in pieces so that a large chunk reply respects backpressure.
   const PIECE = 64 * 1024
   for (let o = 0; o < bytes.length; o += PIECE) {
     if (!stream.send(bytes.subarray(o, Math.min(o + PIECE, bytes.length)))) await stream.onDrain()
@@ -133,6 +137,11 @@ export async function request (libp2p, peer, protocol, value, { limit = FETCH_RE
     await stream.close({ signal })
     const abort = new Promise((resolve, reject) => signal.addEventListener('abort', () => reject(new Error(`${protocol} request timed out`)), { once: true }))
     const bytes = await Promise.race([reading, abort])
+    if (bytes.length === 0) {
+      const err = new Error(`${protocol}: the responder closed the stream without a response`)
+      err.name = 'EmptyResponseError'
+      throw err
+    }
     return decode(bytes)
   } catch (err) {
     stream.abort(err)
@@ -160,22 +169,43 @@ export async function fetchManifest (libp2p, peer, cid, size) {
   return chunks
 }
 
-/** Fetch client: one chunk, checked against its hash. */
-export async function fetchChunk (libp2p, peer, hash) {
-  const res = await request(libp2p, peer, FETCH, { chunk: { hash } })
-  if (res === 'not_found') throw new Error('chunk not_found')
-  if (res.chunk == null) throw new Error(`unexpected answer ${show(res)}`)
-  const data = res.chunk.data
-  if (!bytesEqual(blake3(data), hash)) throw new Error('chunk does not match its hash')
-  return data
-}
-
 /**
- * Fetch server for content held in memory: `files` maps cid hex → Uint8Array. Answers
- * `manifest` and `chunk`, `not_found` for anything else it does not have. Records every request
- * into `log` (for assertions).
+ * Fetch server for content held in memory: `files` is a list of Uint8Array. Answers `manifest`
+ * (pages of at most 16,384 hashes) and `record` with `not_found`; any other request (such as
+ * version 1's `chunk`) does not decode as a fetch/2 request: the stream is reset, as the spec
+ * says. Records every decoded request into `log` (for assertions).
  */
 export function fetchHandler (files, log = []) {
+  const byCid = contentIndex(files).byCid
+  const PAGE = 16384
+  return async (stream) => {
+    try {
+      const req = decode(await readToEnd(stream, FETCH_REQUEST_LIMIT))
+      log.push(req)
+      let res
+      if (req === 'not_found' || typeof req !== 'object' || req == null) throw new Error(`not a fetch/2 request: ${show(req)}`)
+      if (req.manifest != null) {
+        res = 'not_found'
+        const hashes = byCid.get(hex(req.manifest.cid))
+        const offset = Number(req.manifest.offset)
+        if (hashes != null && offset <= hashes.length) {
+          res = { manifest: { total: hashes.length, offset, chunks: hashes.slice(offset, offset + PAGE) } }
+        }
+      } else if (req.record != null) {
+        res = 'not_found'
+      } else {
+        throw new Error(`not a fetch/2 request: ${show(req)}`)
+      }
+      await sendAll(stream, encode(res))
+      await stream.close()
+    } catch (err) {
+      stat.outcome = `failed: ${err.message}`
+      stream.abort(err)
+    }
+  }
+}
+
+function contentIndex (files) {
   const byChunk = new Map()
   const byCid = new Map()
   for (const data of files) {
@@ -183,25 +213,263 @@ export function fetchHandler (files, log = []) {
     byCid.set(hex(contentId(data.length, hashes)), hashes)
     hashes.forEach((h, i) => byChunk.set(hex(h), data.subarray(i * CHUNK_SIZE, Math.min((i + 1) * CHUNK_SIZE, data.length))))
   }
-  const PAGE = 16384
-  return async (stream) => {
-    try {
-      const req = decode(await readToEnd(stream, FETCH_REQUEST_LIMIT))
-      log.push(req)
-      let res = 'not_found'
-      if (req?.manifest != null) {
-        const hashes = byCid.get(hex(req.manifest.cid))
-        const offset = Number(req.manifest.offset)
-        if (hashes != null && offset <= hashes.length) {
-          res = { manifest: { total: hashes.length, offset, chunks: hashes.slice(offset, offset + PAGE) } }
+  return { byChunk, byCid }
+}
+
+// ---- /dfs/chunks/1: a raw stream with binary framing (all integers big-endian) ----
+
+/** Request frame: count u16 (1..64), then count × 32-byte hashes. */
+export function encodeChunkRequest (hashes) {
+  if (hashes.length < 1 || hashes.length > MAX_FRAME_HASHES) throw new Error(`a frame carries 1 to ${MAX_FRAME_HASHES} hashes, not ${hashes.length}`)
+  const out = new Uint8Array(2 + 32 * hashes.length)
+  new DataView(out.buffer).setUint16(0, hashes.length)
+  hashes.forEach((h, i) => {
+    if (h.length !== 32) throw new Error('a chunk hash is 32 bytes')
+    out.set(h, 2 + 32 * i)
+  })
+  return out
+}
+
+/** Reply `0x00` + len u32 + bytes. */
+export function encodeChunkReply (data) {
+  const out = new Uint8Array(5 + data.length)
+  out[0] = 0x00
+  new DataView(out.buffer).setUint32(1, data.length)
+  out.set(data, 5)
+  return out
+}
+
+/** Reply `0x01`: not found. */
+export const encodeNotFoundReply = () => new Uint8Array([0x01])
+
+/** Reply `0x02` + len u16 + UTF-8 message (at most 1024 bytes). */
+export function encodeErrorReply (message) {
+  let bytes = new TextEncoder().encode(message)
+  if (bytes.length > MAX_ERROR_LEN) bytes = bytes.subarray(0, MAX_ERROR_LEN) // (callers keep messages short and ASCII)
+  const out = new Uint8Array(3 + bytes.length)
+  out[0] = 0x02
+  new DataView(out.buffer).setUint16(1, bytes.length)
+  out.set(bytes, 3)
+  return out
+}
+
+/** Buffered reads of exact byte counts from a libp2p stream (its async iterator). */
+export class ByteReader {
+  constructor (stream) {
+    this.it = stream[Symbol.asyncIterator]()
+    this.bufs = []
+    this.len = 0
+    this.ended = false
+  }
+
+  /** Buffers at least `n` bytes; false if the stream ended first. Throws if it was reset. */
+  async fill (n) {
+    while (this.len < n && !this.ended) {
+      const r = await this.it.next()
+      if (r.done) { this.ended = true; break }
+      const b = r.value instanceof Uint8Array ? r.value : r.value.subarray()
+      if (b.length > 0) { this.bufs.push(b); this.len += b.length }
+    }
+    return this.len >= n
+  }
+
+  take (n) {
+    const out = new Uint8Array(n)
+    let o = 0
+    while (o < n) {
+      const b = this.bufs[0]
+      const k = Math.min(b.length, n - o)
+      out.set(b.subarray(0, k), o)
+      o += k
+      if (k === b.length) this.bufs.shift()
+      else this.bufs[0] = b.subarray(k)
+    }
+    this.len -= n
+    return out
+  }
+
+  /** Exactly `n` bytes; null on a clean end before the first byte; throws on a truncated read. */
+  async read (n) {
+    if (await this.fill(n)) return this.take(n)
+    if (this.len === 0) return null
+    throw new Error(`stream ended inside a message (${this.len} of ${n} bytes)`)
+  }
+
+  /** True when the remote closed its write side and every byte was read. */
+  async atEnd () { return !(await this.fill(1)) }
+}
+
+function withTimeout (promise, ms, what, onTimeout) {
+  let timer
+  const timeout = new Promise((resolve, reject) => {
+    timer = setTimeout(() => { onTimeout?.(); reject(new Error(`${what}: nothing within ${ms} ms`)) }, ms)
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+/**
+ * Reads one reply from a /dfs/chunks/1 stream: `{ type: 'chunk', data }`, `{ type: 'not_found' }`,
+ * `{ type: 'error', message }`, or null if the stream ended cleanly before a reply started.
+ */
+export async function readChunkReply (reader) {
+  const tag = await reader.read(1)
+  if (tag == null) return null
+  switch (tag[0]) {
+    case 0x00: {
+      const len = new DataView((await reader.read(4)).buffer).getUint32(0)
+      if (len < 1 || len > CHUNK_SIZE) throw new Error(`chunk reply of ${len} bytes (1 to ${CHUNK_SIZE})`)
+      const data = await reader.read(len)
+      if (data == null) throw new Error('stream ended inside a chunk reply')
+      return { type: 'chunk', data }
+    }
+    case 0x01: return { type: 'not_found' }
+    case 0x02: {
+      const len = new DataView((await reader.read(2)).buffer).getUint16(0)
+      if (len > MAX_ERROR_LEN) throw new Error(`error reply of ${len} bytes (at most ${MAX_ERROR_LEN})`)
+      const bytes = len === 0 ? new Uint8Array(0) : await reader.read(len)
+      if (bytes == null) throw new Error('stream ended inside an error reply')
+      return { type: 'error', message: new TextDecoder('utf-8', { fatal: true }).decode(bytes) }
+    }
+    default: throw new Error(`unknown reply tag 0x${tag[0].toString(16).padStart(2, '0')}`)
+  }
+}
+
+/**
+ * The requester side of one /dfs/chunks/1 stream. `request(hashes)` writes a frame (it does not
+ * wait for earlier answers: frames pipeline); `reply()` reads the next reply in request order,
+ * within 30 s; `finish()` closes the write side; `end()` waits for the responder to close.
+ */
+export class ChunkStream {
+  static async open (libp2p, peer, { signal = AbortSignal.timeout(10_000), timeoutMs = REPLY_TIMEOUT_MS } = {}) {
+    const stream = await libp2p.dialProtocol(peer, CHUNKS, { signal })
+    return new ChunkStream(stream, timeoutMs)
+  }
+
+  constructor (stream, timeoutMs = REPLY_TIMEOUT_MS) {
+    this.stream = stream
+    this.reader = new ByteReader(stream)
+    this.timeoutMs = timeoutMs
+    this.pending = [] // hashes asked and not answered yet, in order
+    this.frames = 0
+  }
+
+  /** Writes raw bytes (for malformed frames in tests). */
+  async sendRaw (bytes) {
+    if (!this.stream.send(bytes)) await this.stream.onDrain()
+  }
+
+  async request (hashes) {
+    const frame = encodeChunkRequest(hashes)
+    this.pending.push(...hashes)
+    this.frames++
+    await this.sendRaw(frame)
+  }
+
+  /** The next reply, with the hash it answers (null hash for replies to raw bytes). */
+  async reply () {
+    const r = await withTimeout(readChunkReply(this.reader), this.timeoutMs, `${CHUNKS} reply`,
+      () => this.stream.abort(new Error('reply timeout')))
+    if (r != null) r.hash = this.pending.shift() ?? null
+    return r
+  }
+
+  async finish () { await this.stream.close() }
+
+  /** Resolves true when the responder closed the stream with nothing more to read. */
+  async end () {
+    return withTimeout(this.reader.atEnd(), this.timeoutMs, `${CHUNKS} end of stream`,
+      () => this.stream.abort(new Error('end timeout')))
+  }
+
+  abort (err) { this.stream.abort(err) }
+}
+
+/**
+ * Fetches `hashes` on one /dfs/chunks/1 stream: `perFrame` hashes per request frame, up to
+ * `inFlight` frames written ahead of the replies. Checks every chunk's BLAKE3 against the hash it
+ * answers, and its length against `lengths[i]` when given. Throws on `not_found` or `error`.
+ * Returns the chunks in order and the stream's statistics.
+ */
+export async function fetchChunks (libp2p, peer, hashes, { perFrame = 4, inFlight = 4, lengths } = {}) {
+  const cs = await ChunkStream.open(libp2p, peer)
+  const frames = []
+  for (let i = 0; i < hashes.length; i += perFrame) frames.push(hashes.slice(i, i + perFrame))
+  let maxAhead = 0
+  try {
+    let sent = 0
+    let answeredFrames = 0
+    const chunks = []
+    while (sent < Math.min(inFlight, frames.length)) await cs.request(frames[sent++])
+    if (sent === frames.length) await cs.finish()
+    for (let i = 0; i < hashes.length; i++) {
+      maxAhead = Math.max(maxAhead, sent - answeredFrames)
+      const r = await cs.reply()
+      if (r == null) throw new Error(`${CHUNKS} stream ended after ${i} of ${hashes.length} replies`)
+      if (r.type !== 'chunk') throw new Error(`chunk ${hex(hashes[i])}: ${show(r)}`)
+      if (!bytesEqual(blake3(r.data), hashes[i])) throw new Error(`chunk ${i} does not match its hash`)
+      if (lengths != null && r.data.length !== lengths[i]) throw new Error(`chunk ${i} is ${r.data.length} bytes, expected ${lengths[i]}`)
+      chunks.push(r.data)
+      // A frame fully answered: write the next one, keeping `inFlight` frames ahead.
+      if ((i + 1) % perFrame === 0 || i + 1 === hashes.length) {
+        answeredFrames++
+        if (sent < frames.length) {
+          await cs.request(frames[sent++])
+          if (sent === frames.length) await cs.finish()
         }
-      } else if (req?.chunk != null) {
-        const data = byChunk.get(hex(req.chunk.hash))
-        if (data != null) res = { chunk: { data } }
       }
-      await sendAll(stream, encode(res))
+    }
+    if (!(await cs.end())) throw new Error(`${CHUNKS}: more bytes after the last reply`)
+    return { chunks, frames: frames.length, maxAhead, stream: cs.stream }
+  } catch (err) {
+    cs.abort(err)
+    throw err
+  }
+}
+
+/** The expected length of each chunk of a file of `size` bytes (1 MiB but the last). */
+export function chunkLengths (size) {
+  const n = Math.ceil(Number(size) / CHUNK_SIZE)
+  return Array.from({ length: n }, (_, i) => i + 1 < n ? CHUNK_SIZE : Number(size) - CHUNK_SIZE * (n - 1))
+}
+
+/**
+ * /dfs/chunks/1 server for content held in memory (`files`: Uint8Array list). Reads a frame,
+ * answers each hash in order (chunk or not found), then reads the next frame; a malformed frame
+ * gets an error reply and the stream is closed. When the requester has closed its side and every
+ * frame is answered, closes the stream. Records every requested hash (hex) into `log`, and
+ * `{ frames, hashes, outcome }` of each stream into `streams`.
+ */
+export function chunksHandler (files, log = [], { idleMs = 30_000, streams = [] } = {}) {
+  const byChunk = contentIndex(files).byChunk
+  return async (stream) => {
+    const reader = new ByteReader(stream)
+    const send = (bytes) => sendAll(stream, bytes)
+    const stat = { frames: 0, hashes: 0, outcome: 'open' }
+    streams.push(stat)
+    try {
+      while (true) {
+        const head = await withTimeout(reader.read(2), idleMs, `${CHUNKS} idle`)
+        if (head == null) { stat.outcome = 'requester closed'; break } // everything answered
+        const count = new DataView(head.buffer).getUint16(0)
+        if (count < 1 || count > MAX_FRAME_HASHES) {
+          await send(encodeErrorReply(`malformed frame: count ${count}, expected 1 to ${MAX_FRAME_HASHES}`))
+          stat.outcome = 'malformed frame'
+          break
+        }
+        stat.frames++
+        stat.hashes += count
+        const body = await reader.read(32 * count)
+        if (body == null) throw new Error('stream ended inside a frame')
+        for (let i = 0; i < count; i++) {
+          const h = hex(body.subarray(32 * i, 32 * i + 32))
+          log.push(h)
+          const data = byChunk.get(h)
+          await send(data != null ? encodeChunkReply(data) : encodeNotFoundReply())
+        }
+      }
       await stream.close()
     } catch (err) {
+      stat.outcome = `failed: ${err.message}`
       stream.abort(err)
     }
   }

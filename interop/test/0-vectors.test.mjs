@@ -5,7 +5,10 @@ import assert from 'node:assert/strict'
 import { blake3 } from '@noble/hashes/blake3.js'
 import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { hex, fromHex, encode, decode, encodeRecord, decodeRecord, contentIdOf } from '../lib/proto.mjs'
+import {
+  hex, fromHex, encode, decode, encodeRecord, decodeRecord, contentIdOf,
+  encodeChunkRequest, encodeChunkReply, encodeNotFoundReply, encodeErrorReply, readChunkReply, ByteReader
+} from '../lib/proto.mjs'
 
 const te = new TextEncoder()
 
@@ -28,14 +31,11 @@ test('record and tombstone vectors', async () => {
   assert.equal(back.authorId.toString(), peerIdFromPrivateKey(key).toString())
 })
 
-test('fetch and sync message vectors', () => {
+test('fetch/2 and sync message vectors', () => {
   const aa = new Uint8Array(32).fill(0xaa)
-  const bb = new Uint8Array(32).fill(0xbb)
   const cc = new Uint8Array(32).fill(0xcc)
   const cases = [
     [{ record: { key: 'hello.txt' } }, 'a1667265636f7264a1636b65796968656c6c6f2e747874'],
-    [{ chunk: { hash: bb } }, 'a1656368756e6ba164686173685820' + 'bb'.repeat(32)],
-    [{ chunk: { data: te.encode('hello') } }, 'a1656368756e6ba164646174614568656c6c6f'],
     [{ manifest: { cid: aa, offset: 0 } }, 'a1686d616e6966657374a2636369645820' + 'aa'.repeat(32) + '666f666673657400'],
     [{ manifest: { total: 1, offset: 0, chunks: [cc] } }, 'a1686d616e6966657374a365746f74616c01666f666673657400666368756e6b73815820' + 'cc'.repeat(32)],
     ['not_found', '696e6f745f666f756e64'],
@@ -50,4 +50,38 @@ test('fetch and sync message vectors', () => {
     assert.equal(hex(encode(value)), want, JSON.stringify(value))
     assert.deepEqual(decode(fromHex(want)), value)
   }
+})
+
+test('the answer to a record request (fetch/2 vector)', async () => {
+  const want = 'a1667265636f7264a1667265636f7264a5636b65796968656c6c6f2e747874636369645820516301b6db4d5a8115ce6b37ab38935fa719fb3aced4a5184eaba7904e992ab16473697a65056474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c'
+  const key = await generateKeyPairFromSeed('Ed25519', new Uint8Array(32).fill(1))
+  const author = peerIdFromPrivateKey(key).toMultihash().bytes
+  const record = decode(encodeRecord({ key: 'hello.txt', cid: contentIdOf(te.encode('hello')), size: 5, time: 0x0000019000000000n, author }))
+  assert.equal(hex(encode({ record: { record } })), want)
+  assert.equal(decodeRecord(decode(fromHex(want)).record.record).key, 'hello.txt')
+})
+
+// A byte stream delivering `bytes` one byte at a time (the reader must reassemble).
+const bytewise = (bytes) => (async function * () { for (const b of bytes) yield new Uint8Array([b]) })()
+
+test('/dfs/chunks/1 frame vectors', async () => {
+  const bb = new Uint8Array(32).fill(0xbb)
+  assert.equal(hex(encodeChunkRequest([bb])), '0001' + 'bb'.repeat(32))
+  assert.equal(hex(encodeChunkReply(te.encode('hello'))), '000000000568656c6c6f')
+  assert.equal(hex(encodeNotFoundReply()), '01')
+  assert.equal(hex(encodeErrorReply('busy')), '02000462757379')
+  assert.throws(() => encodeChunkRequest([]), /1 to 64/)
+  assert.throws(() => encodeChunkRequest(new Array(65).fill(bb)), /1 to 64/)
+
+  // The three replies back to back, as a responder writes them, decode in order.
+  const reader = new ByteReader(bytewise(fromHex('000000000568656c6c6f' + '01' + '02000462757379')))
+  const r1 = await readChunkReply(reader)
+  assert.equal(r1.type, 'chunk')
+  assert.equal(new TextDecoder().decode(r1.data), 'hello')
+  assert.deepEqual(await readChunkReply(reader), { type: 'not_found' })
+  assert.deepEqual(await readChunkReply(reader), { type: 'error', message: 'busy' })
+  assert.equal(await readChunkReply(reader), null, 'a clean end after the last reply')
+  // A reply cut short is an error, not an end.
+  await assert.rejects(readChunkReply(new ByteReader(bytewise(fromHex('0000000005686566')))), /ended inside/)
+  await assert.rejects(readChunkReply(new ByteReader(bytewise(fromHex('03')))), /unknown reply tag/)
 })

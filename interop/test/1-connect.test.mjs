@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { multiaddr } from '@multiformats/multiaddr'
 import { DfsNode, dfsVersion, waitFor } from '../lib/dfs.mjs'
 import { createJsNode, identified, JS_AGENT } from '../lib/jsnode.mjs'
-import { FETCH, SYNC } from '../lib/proto.mjs'
+import { FETCH, CHUNKS, SYNC } from '../lib/proto.mjs'
 
 const network = 'interop-connect'
 let version
@@ -17,9 +17,10 @@ function checkIdentify (result, dfsPeerId) {
   assert.equal(result.peerId.toString(), dfsPeerId)
   assert.equal(result.agentVersion, `dfs/${version}`)
   assert.equal(result.protocolVersion, '/dfs/1.0.0')
-  for (const p of [FETCH, SYNC, '/ipfs/id/1.0.0', '/ipfs/ping/1.0.0']) {
+  for (const p of [FETCH, CHUNKS, SYNC, '/ipfs/id/1.0.0', '/ipfs/ping/1.0.0']) {
     assert.ok(result.protocols.includes(p), `identify lists ${p}: ${result.protocols}`)
   }
+  assert.ok(!result.protocols.includes('/dfs/fetch/1'), `identify no longer lists /dfs/fetch/1: ${result.protocols}`)
   assert.ok(result.protocols.some(p => p === '/meshsub/1.1.0' || p === '/meshsub/1.2.0'), 'gossipsub v1.1+')
 }
 

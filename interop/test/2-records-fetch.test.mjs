@@ -1,5 +1,6 @@
 // 2. The records topic: a `dfs put` reaches a js gossipsub subscriber as a signed record.
-// 3. The js node fetches that file over /dfs/fetch/1 and verifies it with its own BLAKE3.
+// 3. The js node fetches that file: record and chunk list over /dfs/fetch/2, chunks over
+// /dfs/chunks/1 (several hashes per frame, several frames in flight), verified with its own BLAKE3.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
@@ -9,14 +10,14 @@ import { DfsNode, waitFor, nextEvent } from '../lib/dfs.mjs'
 import { createJsNode } from '../lib/jsnode.mjs'
 import { MESHSUB, encodeRpc, decodePublished, splitFrames } from '../lib/meshsub.mjs'
 import {
-  recordsTopic, decodeRecord, contentIdOf, chunkHashes, contentId, fetchManifest, fetchChunk, request,
-  hex, show, FETCH, CHUNK_SIZE
+  recordsTopic, decodeRecord, contentIdOf, chunkHashes, chunkLengths, contentId, fetchManifest, fetchChunks, request,
+  ChunkStream, hex, show, FETCH, CHUNK_SIZE
 } from '../lib/proto.mjs'
 
 const network = 'interop-records'
 const topic = recordsTopic(network)
 const key = 'dir/interop file ✓.bin'
-const data = new Uint8Array(randomBytes(2.5 * CHUNK_SIZE)) // 3 chunks, the last one half full
+const data = new Uint8Array(randomBytes(6.5 * CHUNK_SIZE)) // 7 chunks, the last one half full
 let dfs, js, dfsPeer
 let raw, rawOut // a bare peer speaking raw /meshsub/1.1.0 (no gossipsub implementation)
 const rawPublished = new EventTarget()
@@ -103,7 +104,7 @@ test('a dfs put reaches the js subscriber as a signed, decodable record', async 
   assert.equal(hex(answered.from), hex(msg.from.toMultihash().bytes))
 })
 
-test('the js node fetches the file over /dfs/fetch/1 chunk by chunk and verifies it', async (t) => {
+test('the js node fetches the file: /dfs/fetch/2 for the record and chunk list, /dfs/chunks/1 for the chunks', async (t) => {
   if (received == null) t.skip('needs the record of the previous test')
   const { record } = received
 
@@ -117,18 +118,56 @@ test('the js node fetches the file over /dfs/fetch/1 chunk by chunk and verifies
 
   // Chunk list, checked against total = ceil(size / 1 MiB) and the content id.
   const hashes = await fetchManifest(js, dfsPeer, record.cid, record.size)
-  assert.equal(hashes.length, 3)
+  assert.equal(hashes.length, 7)
   assert.deepEqual(hashes.map(hex), chunkHashes(data).map(hex))
   assert.equal(hex(contentId(data.length, hashes)), hex(record.cid))
 
-  // Chunk by chunk, each checked against its BLAKE3 hash.
-  const parts = []
-  for (const h of hashes) parts.push(await fetchChunk(js, dfsPeer, h))
-  assert.deepEqual(parts.map(p => p.length), [CHUNK_SIZE, CHUNK_SIZE, CHUNK_SIZE / 2])
-  assert.ok(Buffer.concat(parts).equals(Buffer.from(data)), 'assembled bytes equal the original')
+  // Chunk by chunk on one stream: 2 hashes per frame (4 frames, the last with one hash), 3
+  // frames written before the first reply is read. Each chunk is checked against its BLAKE3
+  // hash and the length the chunk list implies; the whole file against its own BLAKE3.
+  const lengths = chunkLengths(record.size)
+  const got = await fetchChunks(js, dfsPeer, hashes, { perFrame: 2, inFlight: 3, lengths })
+  assert.equal(got.frames, 4)
+  assert.equal(got.maxAhead, 3, 'three frames were in flight at once')
+  assert.deepEqual(got.chunks.map(p => p.length), [...new Array(6).fill(CHUNK_SIZE), CHUNK_SIZE / 2])
+  const whole = Buffer.concat(got.chunks)
+  assert.equal(hex(blake3(whole)), hex(blake3(data)), 'BLAKE3 of the assembled file')
+  assert.ok(whole.equals(Buffer.from(data)), 'assembled bytes equal the original')
+
+  // Replies come in request order, one per hash, whatever the mix: a frame of a chunk, a hash
+  // the node lacks, another chunk; then a frame of only missing hashes; pipelined, then EOF.
+  const missing = new Uint8Array(32).fill(7)
+  const cs = await ChunkStream.open(js, dfsPeer)
+  await cs.request([hashes[6], missing, hashes[0]])
+  await cs.request([missing, missing])
+  await cs.finish()
+  const replies = []
+  for (let i = 0; i < 5; i++) replies.push(await cs.reply())
+  assert.deepEqual(replies.map(r => r?.type), ['chunk', 'not_found', 'chunk', 'not_found', 'not_found'])
+  assert.equal(hex(blake3(replies[0].data)), hex(hashes[6]))
+  assert.equal(hex(blake3(replies[2].data)), hex(hashes[0]))
+  assert.equal(await cs.end(), true, 'the responder closes the stream once every frame is answered')
+
+  // A frame of 64 hashes (the maximum) is answered in full.
+  const many = Array.from({ length: 64 }, (_, i) => hashes[i % hashes.length])
+  const full = await fetchChunks(js, dfsPeer, many, { perFrame: 64, inFlight: 1 })
+  assert.equal(full.chunks.length, 64)
 
   // What the node does not have: not_found.
-  assert.equal(await request(js, dfsPeer, FETCH, { chunk: { hash: new Uint8Array(32).fill(7) } }), 'not_found')
   assert.equal(await request(js, dfsPeer, FETCH, { manifest: { cid: new Uint8Array(32).fill(7), offset: 0 } }), 'not_found')
   assert.equal(await request(js, dfsPeer, FETCH, { record: { key: 'no such key' } }), 'not_found')
+
+  // Version 1's `chunk` request is no fetch/2 request: it fails without an answer. PROTOCOL.md
+  // says the stream is reset; the node observed closes it cleanly without writing a response
+  // (EOF, 0 bytes). Either way the request fails at once with no value: both are accepted here,
+  // and the diagnostic says which one happened.
+  await assert.rejects(request(js, dfsPeer, FETCH, { chunk: { hash: hashes[0] } }, { timeoutMs: 10_000 }), (err) => {
+    t.diagnostic(`fetch/2 chunk request: ${err.name}: ${err.message}`)
+    return err.name === 'StreamResetError' || err.name === 'EmptyResponseError'
+  }, 'the chunk request fails without an answer')
+  // ... and /dfs/fetch/1 is not spoken any more.
+  await assert.rejects(js.dialProtocol(dfsPeer, '/dfs/fetch/1', { signal: AbortSignal.timeout(10_000) }), (err) => {
+    t.diagnostic(`/dfs/fetch/1: ${err.name}: ${err.message}`)
+    return err.name === 'UnsupportedProtocolError'
+  }, '/dfs/fetch/1 is not negotiated')
 })

@@ -1,13 +1,16 @@
 // 4. The js node writes: it publishes a record (built per "Records") for content it holds and
-// serves that content over /dfs/fetch/1; two dfs nodes (the second bootstrapped only to the
-// first) replicate it.
+// serves that content (chunk list over /dfs/fetch/2, chunks over /dfs/chunks/1); two dfs nodes
+// (the second bootstrapped only to the first) replicate it.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { multiaddr } from '@multiformats/multiaddr'
 import { DfsNode, waitFor } from '../lib/dfs.mjs'
 import { createJsNode } from '../lib/jsnode.mjs'
-import { recordsTopic, encodeRecord, decodeRecord, contentIdOf, fetchHandler, Hlc, hex, show, FETCH, CHUNK_SIZE } from '../lib/proto.mjs'
+import {
+  recordsTopic, encodeRecord, decodeRecord, contentIdOf, chunkHashes, fetchHandler, chunksHandler, Hlc, hex, show,
+  FETCH, CHUNKS, CHUNK_SIZE
+} from '../lib/proto.mjs'
 
 const network = 'interop-jswrite'
 const topic = recordsTopic(network)
@@ -15,7 +18,9 @@ const key = 'from-js/payload.bin'
 const data = new Uint8Array(randomBytes(Math.floor(1.5 * CHUNK_SIZE) + 3)) // 2 chunks
 const cleanup = []
 let a, b, js
-const served = [] // the fetch requests the js node answered
+const served = [] // the fetch/2 requests the js node answered
+const servedChunks = [] // the chunk hashes (hex) asked of the js node on /dfs/chunks/1
+const chunkStreams = [] // { frames, hashes, outcome } of each /dfs/chunks/1 stream
 
 before(async () => {
   a = await DfsNode.start({ network, name: 'a' })
@@ -25,6 +30,7 @@ before(async () => {
   js = await createJsNode({ listen: true })
   cleanup.push(() => js.stop())
   await js.handle(FETCH, fetchHandler([data], served))
+  await js.handle(CHUNKS, chunksHandler([data], servedChunks, { streams: chunkStreams }))
   js.services.pubsub.subscribe(topic)
   await js.dial(multiaddr(a.addr), { signal: AbortSignal.timeout(10_000) })
   await waitFor(() => js.services.pubsub.getMeshPeers(topic).includes(a.peerId),
@@ -34,7 +40,7 @@ before(async () => {
 
 after(async () => { for (const fn of cleanup.reverse()) await fn() })
 
-test('a record published by js is replicated by two dfs nodes, content fetched from js', async () => {
+test('a record published by js is replicated by two dfs nodes, content fetched from js', async (t) => {
   const cid = contentIdOf(data)
   const time = new Hlc().now()
   const author = js.peerId.toMultihash().bytes
@@ -61,8 +67,15 @@ test('a record published by js is replicated by two dfs nodes, content fetched f
     assert.ok(Buffer.from(got).equals(Buffer.from(data)), `${node.name}: dfs get returns the bytes js published`)
   }
 
-  // The content came from the js node: the chunk list, then every chunk.
+  // The content came from the js node: the chunk list over /dfs/fetch/2, then every chunk over
+  // /dfs/chunks/1 (no fetch/2 request other than record and manifest).
   assert.ok(served.some(r => r.manifest != null && hex(r.manifest.cid) === hex(cid)), `manifest served: ${show(served)}`)
-  const chunkRequests = served.filter(r => r.chunk != null).length
-  assert.ok(chunkRequests >= 2, `both chunks served (${chunkRequests} chunk requests)`)
+  assert.ok(served.every(r => r.manifest != null || r.record != null), `fetch/2 requests: ${show(served)}`)
+  for (const h of chunkHashes(data).map(hex)) {
+    assert.ok(servedChunks.includes(h), `chunk ${h} asked on ${CHUNKS}: ${servedChunks}`)
+  }
+  // Each requester closed its write side when done; the js responder then closed the stream.
+  await waitFor(() => chunkStreams.length > 0 && chunkStreams.every(s => s.outcome === 'requester closed'),
+    { timeout: 35_000, what: `every ${CHUNKS} stream closed by its requester: ${show(chunkStreams)}` })
+  t.diagnostic(`${CHUNKS} streams served by js: ${show(chunkStreams)}`)
 })

@@ -157,6 +157,7 @@ impl Transfers {
         let finish = FinishGuard {
             inner: inner.clone(),
             cid,
+            rx: rx.clone(),
         };
         self.inner.tasks.spawn(async move {
             let _finish = finish;
@@ -182,7 +183,7 @@ impl Transfers {
                     Progress::Failed(Arc::new(error))
                 }
             };
-            inner.transfers.lock().expect("transfers lock").remove(&cid);
+            drop(_finish);
             let _ = tx.send(state);
         });
         Some(rx)
@@ -216,16 +217,20 @@ impl Transfers {
     }
 }
 
-/// Forgets a transfer when its task ends, also when shutdown cancels it.
+/// Forgets a transfer when its task ends, also when shutdown cancels it (and not a newer
+/// transfer of the same content started after this one was forgotten).
 struct FinishGuard {
     inner: Arc<Inner>,
     cid: ContentId,
+    rx: watch::Receiver<Progress>,
 }
 
 impl Drop for FinishGuard {
     fn drop(&mut self) {
         if let Ok(mut t) = self.inner.transfers.lock() {
-            t.remove(&self.cid);
+            if t.get(&self.cid).is_some_and(|(rx, _)| rx.same_channel(&self.rx)) {
+                t.remove(&self.cid);
+            }
         }
     }
 }
@@ -286,6 +291,8 @@ impl Shared {
 /// How a worker ended.
 struct WorkerEnd {
     peer: PeerId,
+    /// Chunks it wrote.
+    wrote: u64,
     lacking: HashSet<Hash>,
     result: Result<(), WorkerError>,
 }
@@ -578,8 +585,13 @@ impl Transfer {
                     if let Some(s) = self.peers.get_mut(&end.peer) {
                         s.lacking.extend(end.lacking);
                     }
+                    // Only progress resets the stall count: peers that answer "not found" to
+                    // everything must not keep a transfer alive forever.
+                    if end.wrote > 0 {
+                        stalls = 0;
+                    }
                     match end.result {
-                        Ok(()) => stalls = 0,
+                        Ok(()) => {}
                         Err(WorkerError::Peer(e)) => self.fail(end.peer, &e),
                         Err(WorkerError::Fatal(e)) => return Err(e),
                     }
@@ -597,6 +609,7 @@ impl Transfer {
 
 /// One peer's share of a transfer: a stream with up to `per_peer` chunks requested at once.
 async fn worker(shared: Arc<Shared>, peer: PeerId, mut lacking: HashSet<Hash>) -> WorkerEnd {
+    let before = shared.written.load(Ordering::Relaxed);
     let mut outstanding = VecDeque::new();
     let mut writes = FuturesUnordered::new();
     let mut result =
@@ -613,6 +626,9 @@ async fn worker(shared: Arc<Shared>, peer: PeerId, mut lacking: HashSet<Hash>) -
     }
     WorkerEnd {
         peer,
+        // Other workers write at the same time: this counts theirs too, which only matters
+        // for "did anything move", the one use of it.
+        wrote: shared.written.load(Ordering::Relaxed) - before,
         lacking,
         result,
     }

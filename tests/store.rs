@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dfs::record::{chunk_len, content_id, Hash, Record, CHUNK_SIZE};
-use dfs::store::{Applied, Stat, Store, StoreError, SYNC_LEAVES};
+use dfs::store::{Applied, Stat, Store, StoreError, INLINE_MAX, SYNC_LEAVES};
 use proptest::prelude::*;
 
 const MIB: usize = CHUNK_SIZE;
@@ -71,6 +71,16 @@ fn chunk_files(dir: &Path) -> BTreeSet<String> {
     files_under(&dir.join("chunks"))
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The chunks of a record's content that are stored as files (not inline), in hex.
+fn file_chunks(store: &Store, record: &Record) -> BTreeSet<String> {
+    let list = store.chunk_list(&record.cid.unwrap()).unwrap().unwrap();
+    list.iter()
+        .enumerate()
+        .filter(|&(i, _)| chunk_len(record.size, i as u64) >= INLINE_MAX)
+        .map(|(_, h)| h.to_hex())
         .collect()
 }
 
@@ -322,7 +332,8 @@ fn shared_chunks_survive_one_delete_and_go_with_the_second() {
     let s = open(d.path());
     let shared = data(1, 2 * MIB);
     let mut other = shared.clone();
-    other.extend_from_slice(&data(2, MIB + 5)); // two shared chunks, two of its own
+    // Two shared chunks, two of its own (the 5-byte tail inline).
+    other.extend_from_slice(&data(2, MIB + 5));
     let ra = s.put("a", &shared[..]).unwrap();
     let rb = s.put("b", &other[..]).unwrap();
     let ca = s.chunk_list(&ra.cid.unwrap()).unwrap().unwrap();
@@ -330,9 +341,10 @@ fn shared_chunks_survive_one_delete_and_go_with_the_second() {
     assert_eq!(ca[..], cb[..2]);
     assert_eq!(
         chunk_files(d.path()).len(),
-        4,
+        3,
         "shared chunks are stored once"
     );
+    assert!(s.has_chunk(&cb[3]) && !chunk_path(d.path(), &cb[3]).exists());
 
     s.delete("a").unwrap();
     assert_eq!(read_all(&s, "b"), other);
@@ -345,6 +357,7 @@ fn shared_chunks_survive_one_delete_and_go_with_the_second() {
         "{:?}",
         chunk_files(d.path())
     );
+    assert!(cb.iter().all(|h| !s.has_chunk(h)), "the inline tail went too");
     assert_eq!(s.gc().unwrap(), 0);
 }
 
@@ -352,11 +365,15 @@ fn shared_chunks_survive_one_delete_and_go_with_the_second() {
 fn overwrite_frees_the_old_content() {
     let d = tempfile::tempdir().unwrap();
     let s = open(d.path());
-    s.put("k", &data(1, MIB + 1)[..]).unwrap();
-    let r = s.put("k", &data(2, 10)[..]).unwrap();
+    let r0 = s.put("k", &data(1, MIB + 1)[..]).unwrap();
+    let old = s.chunk_list(&r0.cid.unwrap()).unwrap().unwrap();
+    let r = s.put("k", &data(2, 2 * MIB)[..]).unwrap();
+    assert_eq!(chunk_files(d.path()), file_chunks(&s, &r));
+    assert!(old.iter().all(|h| !s.has_chunk(h)), "file and inline tail");
+    let r = s.put("k", &data(3, 10)[..]).unwrap();
+    assert!(chunk_files(d.path()).is_empty(), "a 10-byte file is inline");
     let kept = s.chunk_list(&r.cid.unwrap()).unwrap().unwrap();
-    let expect: BTreeSet<String> = kept.iter().map(|h| h.to_hex()).collect();
-    assert_eq!(chunk_files(d.path()), expect);
+    assert!(s.has_chunk(&kept[0]));
 }
 
 #[test]
@@ -755,9 +772,7 @@ fn kill_during_put_leaves_old_or_new() {
         let mut live = BTreeSet::new();
         for st in s.list().unwrap() {
             assert!(st.local);
-            for h in s.chunk_list(&st.record.cid.unwrap()).unwrap().unwrap() {
-                live.insert(h.to_hex());
-            }
+            live.extend(file_chunks(&s, &st.record));
         }
         assert_eq!(chunk_files(d.path()), live);
         if midway && (leftovers > 0 || chunks_before != live) {

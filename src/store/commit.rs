@@ -1,5 +1,5 @@
-//! Group commit: the record changes of concurrent puts, deletes, merges and small chunk writes
-//! share one redb write transaction, and so one fsync.
+//! Group commit: the index changes of concurrent puts, deletes, merges, small chunk writes,
+//! chunk lists and completions share one redb write transaction, and so one fsync.
 //!
 //! Leader/follower, with no thread of its own: a caller queues its change and, if no commit is
 //! running, becomes the leader: it takes the whole queue, syncs the directories of the batch's
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use super::index::Tables;
 use super::{Applied, Store, StoreError};
-use crate::record::{content_id, Hash, Record};
+use crate::record::{content_id, ContentId, Hash, Record};
 
 /// One change waiting for a commit.
 pub(crate) enum Op {
@@ -53,6 +53,17 @@ pub(crate) enum Op {
         hash: Hash,
         bytes: Vec<u8>,
     },
+    /// A verified chunk list from a peer, kept only while some live record references `cid`.
+    ChunkList {
+        cid: ContentId,
+        size: u64,
+        chunks: Vec<Hash>,
+    },
+    /// Content whose chunks are all present: `files` are those stored as files.
+    Complete {
+        cid: ContentId,
+        files: Vec<Hash>,
+    },
 }
 
 /// What a change did once committed.
@@ -60,6 +71,8 @@ pub(crate) enum Done {
     Record(Record),
     Applied(Vec<Applied>),
     Chunk,
+    /// Whether a chunk list was kept, or content is complete.
+    Yes(bool),
 }
 
 /// Why one change failed: `Clean` before it wrote anything (the rest of the batch goes on),
@@ -222,7 +235,7 @@ impl Store {
     fn commit_batch(&self, ops: &[Op]) -> Vec<Outcome> {
         // The renames of every chunk file of the batch become durable before any record.
         let files = ops.iter().flat_map(|op| match op {
-            Op::Put { files, .. } => &files[..],
+            Op::Put { files, .. } | Op::Complete { files, .. } => &files[..],
             _ => &[],
         });
         if let Err(e) = self.inner.chunks.sync_dirs(files) {
@@ -353,6 +366,17 @@ impl Store {
             Op::Chunk { hash, bytes } => {
                 t.put_inline(hash, bytes)?;
                 Ok((Done::Chunk, true))
+            }
+            Op::ChunkList { cid, size, chunks } => {
+                if t.content_refs(cid)? == 0 {
+                    return Ok((Done::Yes(false), false));
+                }
+                t.add_content(cid, *size, chunks, false)?;
+                Ok((Done::Yes(true), true))
+            }
+            Op::Complete { cid, .. } => {
+                let complete = t.set_complete(cid)?;
+                Ok((Done::Yes(complete), complete))
             }
         }
     }

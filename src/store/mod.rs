@@ -394,16 +394,14 @@ impl Store {
         if !crate::record::chunk_list_matches(cid, size, chunks) {
             return Err(StoreError::BadChunkList(*cid));
         }
-        let txn = self.inner.db.begin_write()?;
-        {
-            let mut t = Tables::open(&txn)?;
-            if t.content_refs(cid)? == 0 {
-                return Ok(false);
-            }
-            t.add_content(cid, size, chunks, false)?;
+        match self.submit(Op::ChunkList {
+            cid: *cid,
+            size,
+            chunks: chunks.to_vec(),
+        })? {
+            Done::Yes(kept) => Ok(kept),
+            _ => unreachable!("a chunk list is kept or not"),
         }
-        txn.commit()?;
-        Ok(true)
     }
 
     /// Pins `chunks` against garbage collection until the guard drops.
@@ -479,8 +477,8 @@ impl Store {
         Ok(true)
     }
 
-    /// Marks content complete when every chunk is present (making their directories durable
-    /// first); returns whether it is complete now.
+    /// Marks content complete when every chunk is present (making the directories of its
+    /// chunk files durable first); returns whether it is complete now.
     pub fn mark_complete(&self, cid: &ContentId) -> Result<bool, StoreError> {
         let inner = &*self.inner;
         let content = match read_content(&inner.db.begin_read()?, cid)? {
@@ -502,11 +500,11 @@ impl Store {
                 files.push(*h);
             }
         }
-        inner.chunks.sync_dirs(&files)?;
-        let txn = inner.db.begin_write()?;
-        let complete = Tables::open(&txn)?.set_complete(cid)?;
-        txn.commit()?;
-        Ok(complete)
+        // The batch syncs the directories of the files before it commits.
+        match self.submit(Op::Complete { cid: *cid, files })? {
+            Done::Yes(complete) => Ok(complete),
+            _ => unreachable!("content is complete or not"),
+        }
     }
 
     /// Live records whose content is not complete here (to resume fetching after a restart).

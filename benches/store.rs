@@ -1,9 +1,11 @@
 //! Store throughput next to a plain file copy: puts and gets one large file and prints MiB/s,
 //! the ratio to `std::fs::copy` + fsync of the same bytes on the same file system, and the
-//! process's peak RSS.
+//! process's peak RSS. Then many small durable puts from concurrent threads, in puts/s (what
+//! group commit is for).
 //!
 //! `DFS_BENCH_SIZE` sets the file size in MiB (default 1024); `DFS_BENCH_DIR` the directory to
-//! work in (default: a temp dir).
+//! work in (default: a temp dir); `DFS_BENCH_SMALL_PUTS` the number of 4 KiB puts (default
+//! 10,000, from [`SMALL_THREADS`] threads); `DFS_BENCH_ONLY=large` or `small` runs one part.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -13,6 +15,11 @@ use std::time::Instant;
 use dfs::store::Store;
 
 const MIB: u64 = 1 << 20;
+
+/// Size of each small put.
+const SMALL_SIZE: usize = 4096;
+/// Threads putting small files at once (as many clients as the cluster bench's small puts).
+const SMALL_THREADS: usize = 32;
 
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -92,7 +99,71 @@ fn stored(
     Ok(())
 }
 
+/// `n` durable puts of distinct 4 KiB files under distinct keys, from [`SMALL_THREADS`]
+/// threads into a fresh store; then reopens it and checks a sample. Returns puts/s.
+fn small_puts(dir: &Path, n: usize) -> Result<f64, Box<dyn std::error::Error>> {
+    let store_dir = dir.join("small");
+    let author = libp2p::PeerId::random().to_bytes();
+    let store = Store::open(&store_dir, author.clone())?;
+    let file = |i: usize| -> Vec<u8> {
+        let mut b = vec![0u8; SMALL_SIZE];
+        blake3::Hasher::new()
+            .update(&(i as u64).to_le_bytes())
+            .finalize_xof()
+            .fill(&mut b);
+        b
+    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (r, s) = timed(|| {
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..SMALL_THREADS)
+                .map(|_| {
+                    let (store, next) = (&store, &next);
+                    scope.spawn(move || -> Result<(), dfs::store::StoreError> {
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if i >= n {
+                                return Ok(());
+                            }
+                            store.put(&format!("small {i}"), &file(i)[..])?;
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .try_for_each(|w| w.join().expect("put thread panicked"))
+        })
+    });
+    r?;
+    drop(store);
+    let store = Store::open(&store_dir, author)?;
+    for i in (0..n).step_by((n / 100).max(1)) {
+        let mut got = Vec::new();
+        store.get(&format!("small {i}"))?.read_to_end(&mut got)?;
+        assert_eq!(got, file(i), "small put {i}");
+    }
+    assert_eq!(store.record_count(), n as u64);
+    drop(store);
+    std::fs::remove_dir_all(&store_dir)?;
+    Ok(n as f64 / s)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let only = std::env::var("DFS_BENCH_ONLY").unwrap_or_default();
+    let small_n: usize = std::env::var("DFS_BENCH_SMALL_PUTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000)
+        .max(1);
+    if only == "small" {
+        let base = std::env::var_os("DFS_BENCH_DIR").map(std::path::PathBuf::from);
+        let dir = match base {
+            Some(d) => tempfile::tempdir_in(d)?,
+            None => tempfile::tempdir()?,
+        };
+        return print_small(dir.path(), small_n);
+    }
     let size_mib: u64 = std::env::var("DFS_BENCH_SIZE")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -159,5 +230,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     row("plain read", read_s, read_s);
     row("store get (verified)", get_s, read_s);
     println!("peak RSS (VmHWM): {:.1} MiB", peak_rss_mib());
+    if only == "large" {
+        return Ok(());
+    }
+    print_small(dir.path(), small_n)
+}
+
+fn print_small(dir: &Path, n: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let rate = small_puts(dir, n)?;
+    println!(
+        "{n} durable puts of {} KiB from {SMALL_THREADS} threads in {}: {rate:.0} puts/s",
+        SMALL_SIZE / 1024,
+        dir.display()
+    );
     Ok(())
 }

@@ -38,9 +38,13 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most exchange rounds in one session; what is left waits for the next session.
 pub const MAX_ROUNDS: usize = 64;
 
-/// The leaf of a key hash (its top 12 bits).
+/// Bits of a key hash that name its leaf (12 for 4096 leaves).
+pub const LEAF_BITS: u32 = LEAVES.trailing_zeros();
+
+/// The leaf of a key hash (its top [`LEAF_BITS`] bits). The tree's geometry is defined here
+/// only: the store keeps its leaf hashes by it, and sessions walk it.
 pub fn leaf_of(key_hash: u64) -> u16 {
-    (key_hash >> 52) as u16
+    (key_hash >> (64 - LEAF_BITS)) as u16
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -228,7 +228,9 @@ struct FinishGuard {
 impl Drop for FinishGuard {
     fn drop(&mut self) {
         if let Ok(mut t) = self.inner.transfers.lock() {
-            if t.get(&self.cid).is_some_and(|(rx, _)| rx.same_channel(&self.rx)) {
+            if t.get(&self.cid)
+                .is_some_and(|(rx, _)| rx.same_channel(&self.rx))
+            {
                 t.remove(&self.cid);
             }
         }

@@ -1,19 +1,27 @@
-//! Garbage collection of chunk files, safe against concurrent puts, fetches and reads.
+//! Garbage collection of chunk files and inline chunks, safe against concurrent puts, fetches
+//! and reads.
 //!
-//! A chunk file may be removed only when no chunk list in the index references it and nobody
-//! holds a pin on it. Puts, chunk writes and readers pin a hash *before* they look at its file;
-//! removal happens under the pin lock after a fresh read transaction has re-checked the chunk's
-//! reference count. So a put that found a chunk file present keeps it until its record commits
-//! (and the reference count protects it from then on), and a reader's chunks stay until it is
-//! dropped.
+//! A chunk may be removed only when no chunk list in the index references it and nobody holds
+//! a pin on it. Puts, chunk writes and readers pin a hash *before* they look at its file;
+//! removal happens under the pin lock after a fresh transaction (begun after the commit that
+//! dropped the last reference) has re-checked the chunk's reference count. So a put that found
+//! a chunk file present keeps it until its record commits (and the reference count protects it
+//! from then on), and a reader's chunks stay until it is dropped.
+//!
+//! Inline chunks follow the same rule, in a write transaction of their own right after the
+//! commit, not in the commit itself: a reader that pinned a chunk just before that commit, and
+//! checked its content in a snapshot taken just before it, must still find the bytes. That
+//! transaction is not fsynced (`Durability::None`): if a crash loses it, the entries are
+//! unreferenced garbage that the sweep at the next open removes. A put never dedupes against an
+//! inline chunk: it carries the bytes to its own commit, which stores them again if they went.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use redb::Database;
+use redb::{Database, Durability, ReadableTable};
 
 use super::chunks::{remove_if_present, ChunkDir};
-use super::index::CHUNK_REFS;
+use super::index::{CHUNK_REFS, INLINE};
 use super::StoreError;
 use crate::record::Hash;
 
@@ -52,7 +60,8 @@ impl Pins {
     }
 }
 
-/// Removes those of `hashes` that are unreferenced and unpinned; returns how many files went.
+/// Removes those of `hashes` that are unreferenced and unpinned, files and inline chunks;
+/// returns how many went. Call it after the commit that dropped their references.
 pub(crate) fn free(
     db: &Database,
     chunks: &ChunkDir,
@@ -62,24 +71,85 @@ pub(crate) fn free(
     if hashes.is_empty() {
         return Ok(0);
     }
-    let pins = pins.lock();
-    let txn = db.begin_read()?;
-    let refs = txn.open_table(CHUNK_REFS)?;
     let mut removed = 0;
-    for h in hashes {
-        if pins.contains_key(h) || refs.get(&h.0)?.is_some() {
-            continue;
+    let mut inline = Vec::new();
+    {
+        let pins = pins.lock();
+        let txn = db.begin_read()?;
+        let refs = txn.open_table(CHUNK_REFS)?;
+        let stored = txn.open_table(INLINE)?;
+        for h in hashes {
+            if pins.contains_key(h) || refs.get(&h.0)?.is_some() {
+                continue;
+            }
+            if chunks.remove(h)? {
+                removed += 1;
+            }
+            if stored.get(&h.0)?.is_some() {
+                inline.push(*h);
+            }
         }
-        if chunks.remove(h)? {
-            removed += 1;
-        }
+    }
+    if !inline.is_empty() {
+        removed += remove_inline(db, pins, inline)?;
     }
     Ok(removed)
 }
 
-/// The full sweep: every chunk file without a reference or pin, every stale temp file, and
-/// every stray file in the chunk directories. Returns the number of files removed.
+/// Removes the inline chunks among `candidates` that are unreferenced and unpinned, in one
+/// transaction that is not fsynced. Begins the write transaction before
+/// taking the pin lock, as every writer does, so that nobody pins while waiting for a commit.
+fn remove_inline(db: &Database, pins: &Pins, candidates: Vec<Hash>) -> Result<usize, StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::None);
+    let mut removed = 0;
+    {
+        let refs = txn.open_table(CHUNK_REFS)?;
+        let mut stored = txn.open_table(INLINE)?;
+        let pins = pins.lock();
+        for h in candidates {
+            if pins.contains_key(&h) || refs.get(&h.0)?.is_some() {
+                continue;
+            }
+            if stored.remove(&h.0)?.is_some() {
+                removed += 1;
+            }
+        }
+    }
+    if removed > 0 {
+        txn.commit()?;
+    }
+    Ok(removed)
+}
+
+/// The full sweep: every chunk file and inline chunk without a reference or pin, every stale
+/// temp file, and every stray file in the chunk directories. Returns the number removed.
 pub(crate) fn sweep(db: &Database, chunks: &ChunkDir, pins: &Pins) -> Result<usize, StoreError> {
+    let mut removed = sweep_files(db, chunks, pins)?;
+    let unreferenced = {
+        let txn = db.begin_read()?;
+        let refs = txn.open_table(CHUNK_REFS)?;
+        let mut out = Vec::new();
+        for item in txn.open_table(INLINE)?.iter()? {
+            let (h, _) = item?;
+            let h = *h.value();
+            if refs.get(&h)?.is_none() {
+                out.push(Hash(h));
+            }
+        }
+        out
+    };
+    if !unreferenced.is_empty() {
+        // Re-checked in the write transaction: the read above was only a shortlist.
+        removed += remove_inline(db, pins, unreferenced)?;
+    }
+    if removed > 0 {
+        tracing::debug!(removed, "garbage collected");
+    }
+    Ok(removed)
+}
+
+fn sweep_files(db: &Database, chunks: &ChunkDir, pins: &Pins) -> Result<usize, StoreError> {
     let pins = pins.lock();
     let txn = db.begin_read()?;
     let refs = txn.open_table(CHUNK_REFS)?;
@@ -106,9 +176,6 @@ pub(crate) fn sweep(db: &Database, chunks: &ChunkDir, pins: &Pins) -> Result<usi
         if remove_if_present(&path)? {
             removed += 1;
         }
-    }
-    if removed > 0 {
-        tracing::debug!(removed, "garbage collected");
     }
     Ok(removed)
 }

@@ -9,6 +9,10 @@
 //! - `content_refs`: content id -> number of live records with that content id.
 //! - `chunk_refs`: chunk hash -> number of references from the chunk lists in `contents`.
 //!   A chunk file whose hash is not here is garbage.
+//! - `inline_chunks`: chunk hash -> the chunk's bytes, for chunks shorter than
+//!   [`INLINE_MAX`](super::INLINE_MAX) (instead of a file; see `store/mod.rs`). Like a file, an
+//!   entry whose hash is not in `chunk_refs` is garbage. Added after the first release: an older
+//!   index gains it, empty, when the store opens it (its small chunks stay files and still read).
 //! - `meta`: `"clock"` -> the largest clock value issued or observed.
 
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
@@ -24,6 +28,7 @@ pub(crate) const CONTENT_REFS: TableDefinition<&[u8; 32], u64> =
     TableDefinition::new("content_refs");
 pub(crate) const CHUNK_REFS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("chunk_refs");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const INLINE: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("inline_chunks");
 
 /// Key of the clock's last value in `meta`.
 pub(crate) const CLOCK: &str = "clock";
@@ -80,6 +85,7 @@ pub(crate) struct Tables<'t> {
     content_refs: Table<'t, &'static [u8; 32], u64>,
     chunk_refs: Table<'t, &'static [u8; 32], u64>,
     meta: Table<'t, &'static str, u64>,
+    inline: Table<'t, &'static [u8; 32], &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -91,7 +97,17 @@ impl<'t> Tables<'t> {
             content_refs: txn.open_table(CONTENT_REFS)?,
             chunk_refs: txn.open_table(CHUNK_REFS)?,
             meta: txn.open_table(META)?,
+            inline: txn.open_table(INLINE)?,
         })
+    }
+
+    /// Stores a small chunk's bytes in `inline_chunks` unless they are there already. The
+    /// caller has verified them against `hash`.
+    pub fn put_inline(&mut self, hash: &Hash, bytes: &[u8]) -> Result<(), StoreError> {
+        if self.inline.get(&hash.0)?.is_none() {
+            self.inline.insert(&hash.0, bytes)?;
+        }
+        Ok(())
     }
 
     pub fn record(&self, key: &str) -> Result<Option<Record>, StoreError> {

@@ -3,27 +3,36 @@
 //!
 //! On disk, under the store directory:
 //! - `index.redb`: the index (see `store/index.rs` for its tables);
-//! - `chunks/<xx>/<hash hex>`: one file per distinct chunk, named by its BLAKE3 hash (`xx` is
-//!   its first byte), never by a key;
+//! - `chunks/<xx>/<hash hex>`: one file per distinct chunk of [`INLINE_MAX`] bytes or more,
+//!   named by its BLAKE3 hash (`xx` is its first byte), never by a key;
 //! - `tmp/`: chunks being written; anything left here after a crash is removed by [`Store::gc`].
 //!
+//! Chunks shorter than [`INLINE_MAX`] (small files, and the short tail of a large one) are
+//! stored inline, in the index's `inline_chunks` table, and written in the record's own
+//! transaction. Every chunk path looks in both places (inline first), so an older store whose
+//! small chunks are files still reads, and a chunk's location never changes what a caller sees.
+//!
 //! Durability: a put reads 1 MiB chunks on the calling thread and hands them to a few writer
-//! threads, which hash them and write each chunk not already present to a temp file, fsync it
-//! and rename it into place (their fsyncs overlap, so the file system commits them together; see
-//! `store/put.rs`). Then the directories of all the content's chunks are fsynced once and the
-//! record commits in a redb transaction (fsynced). Only then is the put acknowledged. A chunk file at its final path was
-//! always fsynced before its rename, so it is safe to dedupe against; one that a crash left
-//! without a record is unreferenced garbage for the next [`Store::gc`].
+//! threads, which hash them and write each large chunk not already present to a temp file,
+//! fsync it and rename it into place (their fsyncs overlap, so the file system commits them
+//! together; see `store/put.rs`). Then the record goes to the group committer
+//! (`store/commit.rs`): the directories of all the batch's chunk files are fsynced once, and
+//! the records of all the puts, deletes and merges that queued meanwhile commit in one redb
+//! transaction (one fsync), with their inline chunks. Only then is each put acknowledged. A
+//! chunk file at its final path was always fsynced before its rename, so it is safe to dedupe
+//! against; one that a crash left without a record is unreferenced garbage for the next
+//! [`Store::gc`].
 //!
 //! Garbage collection: the index counts references (live records per content id, chunk lists
 //! per chunk) in the same transaction as each record change. Chunks whose count drops to zero
-//! are removed right after the commit, unless pinned by a running put, fetch or reader; see
-//! `store/gc.rs` for why that is safe against a concurrent put.
+//! (files and inline ones) are removed right after the commit, unless pinned by a running put,
+//! fetch or reader; see `store/gc.rs` for why that is safe against a concurrent put.
 //!
 //! Memory: a put holds at most 10 chunk buffers, a reader one; neither depends on the file size
 //! (the bench's 1 GiB put and get peak at about 16 MiB RSS).
 
 mod chunks;
+mod commit;
 mod gc;
 mod index;
 mod put;
@@ -36,15 +45,29 @@ use std::sync::Arc;
 use redb::{Database, ReadTransaction, ReadableTable};
 
 use crate::record::{
-    content_id, key_hash, validate_key, Clock, ContentId, Hash, InvalidRecord, Record,
-    MAX_AUTHOR_LEN,
+    key_hash, validate_key, Clock, ContentId, Hash, InvalidRecord, Record, MAX_AUTHOR_LEN,
 };
 use chunks::ChunkDir;
+use commit::{Committer, Done, Op};
 use gc::Pins;
 use index::{decode, Content, Tables};
 
-/// Number of leaves of the anti-entropy tree (the top 12 bits of a key hash).
-pub const SYNC_LEAVES: usize = 4096;
+/// Number of leaves of the anti-entropy tree, whose geometry [`crate::protocols::sync`] defines.
+pub use crate::protocols::sync::LEAVES as SYNC_LEAVES;
+
+/// Chunks shorter than this many bytes are stored in the index (`inline_chunks`) instead of a
+/// file of their own.
+///
+/// A chunk file costs an inode, a directory entry, at least one 4 KiB block, and two fsyncs
+/// (the file, then its directory after the rename) that no other put can share. Inline, the
+/// bytes ride in the record's transaction, whose single fsync a group commit shares among every
+/// put of the batch. The trade turns for larger chunks: redb writes a value again into its
+/// copy-on-write pages on every commit that touches its leaf, and the index (which every record
+/// read and anti-entropy walk goes through) grows by the chunk; a file's two fsyncs matter less
+/// next to its bytes. 16 KiB is the bound iroh-blobs' file store uses for the same choice, and
+/// keeps the index at most 16 KiB per small file; it covers the 4 KiB puts that dominate small
+/// workloads and the short tails of large files.
+pub const INLINE_MAX: usize = 16 * 1024;
 
 /// How often `get` retries when the content it found is freed before it could pin it.
 const GET_ATTEMPTS: usize = 3;
@@ -108,6 +131,7 @@ struct Inner {
     /// so concurrent updates commute.
     leaves: Box<[AtomicU64]>,
     count: AtomicU64,
+    committer: Committer,
 }
 
 impl std::fmt::Debug for Store {
@@ -119,7 +143,7 @@ impl std::fmt::Debug for Store {
 }
 
 fn leaf_of(key: &str) -> usize {
-    (key_hash(key) >> 52) as usize
+    crate::protocols::sync::leaf_of(key_hash(key)) as usize
 }
 
 fn read_record(txn: &ReadTransaction, key: &str) -> Result<Option<Record>, StoreError> {
@@ -181,6 +205,7 @@ impl Store {
                 author,
                 leaves,
                 count: AtomicU64::new(count),
+                committer: Committer::default(),
             }),
         };
         store.gc()?;
@@ -246,54 +271,32 @@ impl Store {
     pub fn put(&self, key: &str, reader: impl Read) -> Result<Record, StoreError> {
         validate_key(key)?;
         let inner = &*self.inner;
-        let content = put::write_content(&inner.chunks, &inner.pins, reader);
-        let committed = content
-            .result
-            // The chunks' renames, and those of the chunks found present, become durable.
-            .and_then(|()| Ok(inner.chunks.sync_dirs(&content.hashes)?))
-            .and_then(|()| self.commit_put(key, content.size, &content.hashes));
-        inner.pins.unpin_all(&content.hashes);
+        let put::Streamed {
+            hashes,
+            size,
+            renamed,
+            files,
+            inline,
+            result,
+        } = put::write_content(&inner.chunks, &inner.pins, reader);
+        let committed = result.and_then(|()| {
+            self.submit(Op::Put {
+                key: key.to_string(),
+                size,
+                hashes: hashes.clone(),
+                files,
+                inline,
+            })
+        });
+        inner.pins.unpin_all(&hashes);
         match committed {
-            Ok((record, freed)) => {
-                self.free(&freed);
-                Ok(record)
-            }
+            Ok(Done::Record(record)) => Ok(record),
+            Ok(_) => unreachable!("a put commits a record"),
             Err(e) => {
-                self.free(&content.renamed);
+                self.free(&renamed);
                 Err(e)
             }
         }
-    }
-
-    fn commit_put(
-        &self,
-        key: &str,
-        size: u64,
-        hashes: &[Hash],
-    ) -> Result<(Record, Vec<Hash>), StoreError> {
-        let inner = &*self.inner;
-        let cid = content_id(size, hashes);
-        let txn = inner.db.begin_write()?;
-        let mut freed = Vec::new();
-        let (record, old) = {
-            let mut t = Tables::open(&txn)?;
-            let old = t.record(key)?;
-            // Ticking inside the write transaction orders it after every record applied before.
-            let record = Record {
-                key: key.to_string(),
-                cid: Some(cid),
-                size,
-                time: inner.clock.tick(),
-                author: inner.author.clone(),
-            };
-            t.add_content(&cid, size, hashes, true)?;
-            t.replace(old.as_ref(), &record, &mut freed)?;
-            t.set_clock(inner.clock.last())?;
-            (record, old)
-        };
-        txn.commit()?;
-        self.sync_update(old.as_ref(), &record);
-        Ok((record, freed))
     }
 
     /// A reader over the key's content that verifies every chunk as it reads it.
@@ -312,18 +315,16 @@ impl Store {
             };
             drop(txn);
             // Pin, then check the content is still referenced: from then on gc keeps it.
-            self.inner.pins.pin_all(&content.chunks);
+            let guard = self.pin(content.chunks);
             if is_complete(&self.inner.db.begin_read()?, &cid)? {
                 return Ok(Reader {
-                    store: self.clone(),
+                    guard,
                     record,
-                    chunks: content.chunks,
                     next: 0,
                     buf: Vec::new(),
                     pos: 0,
                 });
             }
-            self.inner.pins.unpin_all(&content.chunks);
         }
         Err(StoreError::Incomplete(key.to_string()))
     }
@@ -332,30 +333,12 @@ impl Store {
     /// live record.
     pub fn delete(&self, key: &str) -> Result<Record, StoreError> {
         validate_key(key)?;
-        let inner = &*self.inner;
-        let txn = inner.db.begin_write()?;
-        let mut freed = Vec::new();
-        let (record, old) = {
-            let mut t = Tables::open(&txn)?;
-            let old = match t.record(key)? {
-                Some(r) if !r.is_tombstone() => r,
-                _ => return Err(StoreError::NotFound(key.to_string())),
-            };
-            let record = Record {
-                key: key.to_string(),
-                cid: None,
-                size: 0,
-                time: inner.clock.tick(),
-                author: inner.author.clone(),
-            };
-            t.replace(Some(&old), &record, &mut freed)?;
-            t.set_clock(inner.clock.last())?;
-            (record, old)
-        };
-        txn.commit()?;
-        self.sync_update(Some(&old), &record);
-        self.free(&freed);
-        Ok(record)
+        match self.submit(Op::Delete {
+            key: key.to_string(),
+        })? {
+            Done::Record(record) => Ok(record),
+            _ => unreachable!("a delete commits a record"),
+        }
     }
 
     /// Merges a record from elsewhere by last-writer-wins (after validating it and moving the
@@ -373,52 +356,10 @@ impl Store {
     }
 
     fn merge(&self, records: Vec<Record>) -> Result<Vec<Applied>, StoreError> {
-        let inner = &*self.inner;
-        let mut outcomes = Vec::with_capacity(records.len());
-        let mut changes = Vec::new();
-        let mut freed = Vec::new();
-        let txn = inner.db.begin_write()?;
-        {
-            let mut t = Tables::open(&txn)?;
-            for record in records {
-                if record.validate().is_err() {
-                    outcomes.push(Applied::Unchanged);
-                    continue;
-                }
-                inner.clock.observe(record.time);
-                let old = t.record(&record.key)?;
-                if old.as_ref().is_some_and(|o| !record.supersedes(o)) {
-                    outcomes.push(Applied::Unchanged);
-                    continue;
-                }
-                t.replace(old.as_ref(), &record, &mut freed)?;
-                let fetch = match &record.cid {
-                    None => false,
-                    // Empty content has nothing to fetch.
-                    Some(cid) if record.size == 0 && *cid == content_id(0, &[]) => {
-                        t.add_content(cid, 0, &[], true)?;
-                        false
-                    }
-                    Some(cid) => !t.content(cid)?.is_some_and(|c| c.complete),
-                };
-                outcomes.push(Applied::Updated {
-                    previous: old.clone(),
-                    fetch,
-                });
-                changes.push((old, record));
-            }
-            t.set_clock(inner.clock.last())?;
+        match self.submit(Op::Merge { records })? {
+            Done::Applied(outcomes) => Ok(outcomes),
+            _ => unreachable!("a merge gives outcomes"),
         }
-        if changes.is_empty() {
-            // Nothing to write: dropping the transaction aborts it.
-            return Ok(outcomes);
-        }
-        txn.commit()?;
-        for (old, record) in &changes {
-            self.sync_update(old.as_ref(), record);
-        }
-        self.free(&freed);
-        Ok(outcomes)
     }
 
     /// The chunk list known for this content id (complete or not), if any.
@@ -434,11 +375,7 @@ impl Store {
         let Some(content) = read_content(&self.inner.db.begin_read()?, cid)? else {
             return Ok(None);
         };
-        self.inner.pins.pin_all(&content.chunks);
-        let guard = PinGuard {
-            store: self.clone(),
-            chunks: content.chunks,
-        };
+        let guard = self.pin(content.chunks);
         // Pinned first, then checked: from here on gc keeps the chunks.
         if read_content(&self.inner.db.begin_read()?, cid)?.is_none() {
             return Ok(None);
@@ -457,49 +394,67 @@ impl Store {
         if !crate::record::chunk_list_matches(cid, size, chunks) {
             return Err(StoreError::BadChunkList(*cid));
         }
-        let txn = self.inner.db.begin_write()?;
-        {
-            let mut t = Tables::open(&txn)?;
-            if t.content_refs(cid)? == 0 {
-                return Ok(false);
-            }
-            t.add_content(cid, size, chunks, false)?;
+        match self.submit(Op::ChunkList {
+            cid: *cid,
+            size,
+            chunks: chunks.to_vec(),
+        })? {
+            Done::Yes(kept) => Ok(kept),
+            _ => unreachable!("a chunk list is kept or not"),
         }
-        txn.commit()?;
-        Ok(true)
     }
 
-    /// True when the chunk's file is in place.
+    /// Pins `chunks` against garbage collection until the guard drops.
+    fn pin(&self, chunks: Vec<Hash>) -> PinGuard {
+        self.inner.pins.pin_all(&chunks);
+        PinGuard {
+            store: self.clone(),
+            chunks,
+        }
+    }
+
+    /// True when the chunk is stored here, inline or as a file (reads verify it).
     pub fn has_chunk(&self, hash: &Hash) -> bool {
-        self.inner.chunks.exists(hash)
+        // An index that cannot be read has nothing to offer: look for the file.
+        self.has_inline(hash).unwrap_or(false) || self.inner.chunks.exists(hash)
+    }
+
+    fn has_inline(&self, hash: &Hash) -> Result<bool, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let t = txn.open_table(index::INLINE)?;
+        Ok(t.get(&hash.0)?.is_some())
     }
 
     /// Verifies a chunk against its hash, then writes it atomically and durably (idempotent).
+    /// A chunk shorter than [`INLINE_MAX`] goes to the index, in a group commit.
     pub fn write_chunk(&self, hash: &Hash, bytes: &[u8]) -> Result<(), StoreError> {
         if Hash::of(bytes) != *hash {
             return Err(StoreError::BadChunk(*hash));
         }
         let pins = &self.inner.pins;
         pins.pin(*hash);
-        let written = if self.inner.chunks.exists(hash) {
+        let written = if self.has_chunk(hash) {
             Ok(())
+        } else if bytes.len() < INLINE_MAX {
+            self.submit(Op::Chunk {
+                hash: *hash,
+                bytes: bytes.to_vec(),
+            })
+            .map(|_| ())
         } else {
-            self.inner.chunks.write_durable(hash, bytes)
+            self.inner
+                .chunks
+                .write_durable(hash, bytes)
+                .map_err(StoreError::from)
         };
         pins.unpin_all([hash]);
-        Ok(written?)
+        written
     }
 
-    /// Reads and verifies a chunk: `BadChunk` if it is damaged on disk, `Ok(None)` if absent.
+    /// Reads and verifies a chunk: `BadChunk` if it is damaged, `Ok(None)` if absent.
     pub fn read_chunk(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
         let mut buf = Vec::new();
-        if !self.inner.chunks.read_into(hash, &mut buf)? {
-            return Ok(None);
-        }
-        if Hash::of(&buf) != *hash {
-            return Err(StoreError::BadChunk(*hash));
-        }
-        Ok(Some(buf))
+        Ok(self.read_chunk_into(hash, &mut buf)?.then_some(buf))
     }
 
     /// Reads a chunk into `buf` (cleared first, its capacity reused) without verifying it, for
@@ -509,11 +464,31 @@ impl Store {
         hash: &Hash,
         buf: &mut Vec<u8>,
     ) -> Result<bool, StoreError> {
-        Ok(self.inner.chunks.read_into(hash, buf)?)
+        buf.clear();
+        let inline = {
+            let txn = self.inner.db.begin_read()?;
+            let t = txn.open_table(index::INLINE)?;
+            let v = t.get(&hash.0)?;
+            v.map(|v| buf.extend_from_slice(v.value())).is_some()
+        };
+        Ok(inline || self.inner.chunks.read_into(hash, buf)?)
     }
 
-    /// Marks content complete when every chunk is present (making their directories durable
-    /// first); returns whether it is complete now.
+    /// The one chunk read: into `buf` (cleared first) from the index or the chunk's file, then
+    /// verified. `Ok(false)` if absent; `BadChunk` (and `buf` empty) if damaged.
+    fn read_chunk_into(&self, hash: &Hash, buf: &mut Vec<u8>) -> Result<bool, StoreError> {
+        if !self.read_chunk_unverified(hash, buf)? {
+            return Ok(false);
+        }
+        if Hash::of(buf) != *hash {
+            buf.clear();
+            return Err(StoreError::BadChunk(*hash));
+        }
+        Ok(true)
+    }
+
+    /// Marks content complete when every chunk is present (making the directories of its
+    /// chunk files durable first); returns whether it is complete now.
     pub fn mark_complete(&self, cid: &ContentId) -> Result<bool, StoreError> {
         let inner = &*self.inner;
         let content = match read_content(&inner.db.begin_read()?, cid)? {
@@ -521,14 +496,25 @@ impl Store {
             Some(c) if c.complete => return Ok(true),
             Some(c) => c,
         };
-        if !content.chunks.iter().all(|h| inner.chunks.exists(h)) {
-            return Ok(false);
+        let mut files = Vec::new();
+        {
+            let txn = inner.db.begin_read()?;
+            let stored = txn.open_table(index::INLINE)?;
+            for h in &content.chunks {
+                if stored.get(&h.0)?.is_some() {
+                    continue;
+                }
+                if !inner.chunks.exists(h) {
+                    return Ok(false);
+                }
+                files.push(*h);
+            }
         }
-        inner.chunks.sync_dirs(&content.chunks)?;
-        let txn = inner.db.begin_write()?;
-        let complete = Tables::open(&txn)?.set_complete(cid)?;
-        txn.commit()?;
-        Ok(complete)
+        // The batch syncs the directories of the files before it commits.
+        match self.submit(Op::Complete { cid: *cid, files })? {
+            Done::Yes(complete) => Ok(complete),
+            _ => unreachable!("content is complete or not"),
+        }
     }
 
     /// Live records whose content is not complete here (to resume fetching after a restart).
@@ -561,14 +547,14 @@ impl Store {
         if leaf as usize >= SYNC_LEAVES {
             return Ok(Vec::new());
         }
-        let lo = ((leaf as u64) << 52).to_be_bytes();
+        let lo = ((leaf as u64) << (64 - crate::protocols::sync::LEAF_BITS)).to_be_bytes();
         let txn = self.inner.db.begin_read()?;
         let t = txn.open_table(index::BY_HASH)?;
         let mut out = Vec::new();
         for item in t.range::<&[u8]>(&lo[..]..)? {
             let (k, v) = item?;
             let h = u64::from_be_bytes(k.value()[..8].try_into().expect("8-byte prefix"));
-            if (h >> 52) as u16 != leaf {
+            if crate::protocols::sync::leaf_of(h) != leaf {
                 break;
             }
             out.push((h, v.value()));
@@ -602,8 +588,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Full mark-and-sweep of chunk files not referenced by any content and not pinned by a
-    /// running put, fetch or reader, and of stale temp files. Returns the number of files removed.
+    /// Full mark-and-sweep of chunks (files and inline) not referenced by any content and not
+    /// pinned by a running put, fetch or reader, and of stale temp files. Returns the number of
+    /// chunks and files removed.
     pub fn gc(&self) -> Result<usize, StoreError> {
         gc::sweep(&self.inner.db, &self.inner.chunks, &self.inner.pins)
     }
@@ -633,9 +620,9 @@ impl Store {
 /// A reader over one record's content, verifying every chunk against its hash before serving
 /// any of its bytes. Keeps its chunks pinned (safe from gc) until dropped.
 pub struct Reader {
-    store: Store,
+    /// The store and the content's chunks, pinned.
+    guard: PinGuard,
     record: Record,
-    chunks: Vec<Hash>,
     next: usize,
     buf: Vec<u8>,
     pos: usize,
@@ -658,11 +645,15 @@ impl Reader {
     }
 
     fn load_next(&mut self) -> io::Result<()> {
-        let hash = self.chunks[self.next];
-        let present = self.store.inner.chunks.read_into(&hash, &mut self.buf)?;
-        if !present || Hash::of(&self.buf) != hash {
-            self.buf.clear();
-            return Err(self.integrity(hash));
+        let hash = self.guard.chunks[self.next];
+        match self.guard.store.read_chunk_into(&hash, &mut self.buf) {
+            Ok(true) => {}
+            Ok(false) | Err(StoreError::BadChunk(_)) => {
+                self.buf.clear();
+                return Err(self.integrity(hash));
+            }
+            Err(StoreError::Io(e)) => return Err(e),
+            Err(e) => return Err(io::Error::other(e)),
         }
         self.next += 1;
         self.pos = 0;
@@ -676,7 +667,7 @@ impl Read for Reader {
             return Ok(0);
         }
         while self.pos == self.buf.len() {
-            if self.next == self.chunks.len() {
+            if self.next == self.guard.chunks.len() {
                 return Ok(0);
             }
             self.load_next()?;
@@ -712,12 +703,6 @@ impl std::fmt::Debug for PinGuard {
         f.debug_struct("PinGuard")
             .field("chunks", &self.chunks.len())
             .finish()
-    }
-}
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        self.store.inner.pins.unpin_all(&self.chunks);
     }
 }
 

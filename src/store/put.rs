@@ -1,6 +1,7 @@
 //! The streaming half of a put: the calling thread reads 1 MiB chunks while a few writer
 //! threads hash them, pin them, and write, fsync and rename into place the ones not already
-//! present.
+//! present. Chunks shorter than [`INLINE_MAX`] get no file: their bytes go to the index in the
+//! put's commit. A content of a single chunk is handled on the calling thread.
 //!
 //! Hashing in the writers spreads it over the cores; overlapping the writers' fsyncs lets the
 //! file system commit them together. On ext4 (2-core VM, shared disk), writing, fsyncing and
@@ -15,7 +16,7 @@ use std::sync::Mutex;
 
 use super::chunks::ChunkDir;
 use super::gc::Pins;
-use super::StoreError;
+use super::{StoreError, INLINE_MAX};
 use crate::record::{Hash, InvalidRecord, CHUNK_SIZE, MAX_FILE_SIZE};
 
 /// Writer threads of one put (started as chunks need them: a small put runs one).
@@ -31,6 +32,11 @@ pub(crate) struct Streamed {
     pub size: u64,
     /// Chunks this put renamed into place (durable once their directories are synced).
     pub renamed: Vec<Hash>,
+    /// Chunks stored as files (renamed by this put or found present): their directories must
+    /// be synced before the record commits.
+    pub files: Vec<Hash>,
+    /// Chunks shorter than [`INLINE_MAX`], with their bytes, for the record's transaction.
+    pub inline: Vec<(Hash, Vec<u8>)>,
     /// The first failure: reading, or writing a chunk. The content is incomplete then.
     pub result: Result<(), StoreError>,
 }
@@ -47,12 +53,64 @@ struct Job {
 struct Written {
     hashes: Vec<(usize, Hash)>,
     renamed: Vec<Hash>,
+    files: Vec<Hash>,
+    inline: Vec<(Hash, Vec<u8>)>,
     error: Option<io::Error>,
 }
 
+impl Written {
+    /// Hashes and pins one chunk, then keeps its bytes if it is to be inlined, or writes its
+    /// file (fsynced and renamed into place) unless it is present.
+    fn chunk(&mut self, chunks: &ChunkDir, pins: &Pins, index: usize, bytes: &[u8]) {
+        let hash = Hash::of(bytes);
+        pins.pin(hash);
+        self.hashes.push((index, hash));
+        if bytes.len() < INLINE_MAX {
+            self.inline.push((hash, bytes.to_vec()));
+            return;
+        }
+        self.files.push(hash);
+        if !chunks.exists(&hash) {
+            match chunks
+                .write_tmp(&hash, bytes)
+                .and_then(|p| chunks.commit(p))
+            {
+                Ok(()) => self.renamed.push(hash),
+                Err(e) => self.error = Some(e),
+            }
+        }
+    }
+}
+
 /// Reads `reader` to its end in chunks and makes every chunk present on disk (not yet durable:
-/// the caller syncs the chunk directories).
+/// the caller syncs the chunk directories), or in memory for the small ones.
 pub(crate) fn write_content(chunks: &ChunkDir, pins: &Pins, mut reader: impl Read) -> Streamed {
+    // The first chunk is read into a buffer that grows as needed: a small put never allocates
+    // a whole chunk, and one whose content is a single chunk spawns no writer.
+    let mut first = Vec::new();
+    if let Err(e) = (&mut reader)
+        .take(CHUNK_SIZE as u64)
+        .read_to_end(&mut first)
+    {
+        return Streamed::failed(e.into());
+    }
+    if first.len() < CHUNK_SIZE {
+        let mut w = Written::default();
+        if !first.is_empty() {
+            w.chunk(chunks, pins, 0, &first);
+        }
+        let result = w.error.take().map_or(Ok(()), |e| Err(e.into()));
+        return Streamed {
+            hashes: w.hashes.into_iter().map(|(_, h)| h).collect(),
+            size: first.len() as u64,
+            renamed: w.renamed,
+            files: w.files,
+            inline: w.inline,
+            result,
+        };
+    }
+    first.resize(CHUNK_SIZE, 0);
+    let mut first = Some(first);
     let (job_tx, job_rx) = sync_channel::<Job>(1);
     let jobs = Mutex::new(job_rx);
     let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(BUFFERS);
@@ -64,6 +122,25 @@ pub(crate) fn write_content(chunks: &ChunkDir, pins: &Pins, mut reader: impl Rea
         let mut allocated = 0;
         let read = (|| -> Result<(), StoreError> {
             loop {
+                if let Some(buf) = first.take() {
+                    // Already read in full.
+                    allocated += 1;
+                    writers.push(s.spawn({
+                        let spare = spare_tx.clone();
+                        let (jobs, stop) = (&jobs, &stop);
+                        move || write_jobs(chunks, pins, jobs, spare, stop)
+                    }));
+                    size += CHUNK_SIZE as u64;
+                    count += 1;
+                    job_tx
+                        .send(Job {
+                            index: 0,
+                            buf,
+                            len: CHUNK_SIZE,
+                        })
+                        .map_err(|_| stopped())?;
+                    continue;
+                }
                 let mut buf = match spare_rx.try_recv() {
                     Ok(b) => b,
                     Err(_) if allocated < BUFFERS => {
@@ -111,9 +188,13 @@ pub(crate) fn write_content(chunks: &ChunkDir, pins: &Pins, mut reader: impl Rea
     let mut result = read;
     let mut indexed = Vec::with_capacity(count);
     let mut renamed = Vec::new();
+    let mut files = Vec::new();
+    let mut inline = Vec::new();
     for w in writers {
         indexed.extend(w.hashes);
         renamed.extend(w.renamed);
+        files.extend(w.files);
+        inline.extend(w.inline);
         if let (Ok(()), Some(e)) = (&result, w.error) {
             result = Err(e.into());
         }
@@ -126,7 +207,22 @@ pub(crate) fn write_content(chunks: &ChunkDir, pins: &Pins, mut reader: impl Rea
         hashes: indexed.into_iter().map(|(_, h)| h).collect(),
         size,
         renamed,
+        files,
+        inline,
         result,
+    }
+}
+
+impl Streamed {
+    fn failed(e: StoreError) -> Streamed {
+        Streamed {
+            hashes: Vec::new(),
+            size: 0,
+            renamed: Vec::new(),
+            files: Vec::new(),
+            inline: Vec::new(),
+            result: Err(e),
+        }
     }
 }
 
@@ -151,21 +247,9 @@ fn write_jobs(
             return out;
         };
         if !stop.load(Ordering::Relaxed) {
-            let bytes = &buf[..len];
-            let hash = Hash::of(bytes);
-            pins.pin(hash);
-            out.hashes.push((index, hash));
-            if !chunks.exists(&hash) {
-                match chunks
-                    .write_tmp(&hash, bytes)
-                    .and_then(|p| chunks.commit(p))
-                {
-                    Ok(()) => out.renamed.push(hash),
-                    Err(e) => {
-                        stop.store(true, Ordering::Relaxed);
-                        out.error = Some(e);
-                    }
-                }
+            out.chunk(chunks, pins, index, &buf[..len]);
+            if out.error.is_some() {
+                stop.store(true, Ordering::Relaxed);
             }
         }
         // The put may have stopped reading: then the buffer is simply freed.

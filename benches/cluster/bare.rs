@@ -72,7 +72,7 @@ pub fn recv_main() {
         println!("{}", listen.with(Protocol::P2p(id)));
         let (_, mut stream) = incoming.next().await.expect("an incoming stream");
         let t = Instant::now();
-        let mut buf = vec![0u8; 256 * 1024];
+        let mut buf = vec![0u8; CHUNK_SIZE];
         let mut total = 0u64;
         loop {
             let n = stream.read(&mut buf).await.expect("read the bare stream");

@@ -70,22 +70,28 @@ pub fn recv_main() {
             }
         });
         println!("{}", listen.with(Protocol::P2p(id)));
-        let (_, mut stream) = incoming.next().await.expect("an incoming stream");
-        let t = Instant::now();
-        let mut buf = vec![0u8; CHUNK_SIZE];
-        let mut total = 0u64;
-        loop {
-            let n = stream.read(&mut buf).await.expect("read the bare stream");
-            if n == 0 {
-                break;
+        // Read on a worker thread, as a node's tasks do (not on block_on's own thread, which
+        // would cost a cross-thread wake-up per frame and handicap the reference).
+        tokio::spawn(async move {
+            let (_, mut stream) = incoming.next().await.expect("an incoming stream");
+            let t = Instant::now();
+            let mut buf = vec![0u8; CHUNK_SIZE];
+            let mut total = 0u64;
+            loop {
+                let n = stream.read(&mut buf).await.expect("read the bare stream");
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
             }
-            total += n as u64;
-        }
-        let secs = t.elapsed().as_secs_f64();
-        println!("{total} {secs}");
-        let _ = stream.write_all(b"k").await;
-        let _ = stream.close().await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+            let secs = t.elapsed().as_secs_f64();
+            println!("{total} {secs}");
+            let _ = stream.write_all(b"k").await;
+            let _ = stream.close().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        })
+        .await
+        .expect("the reading task");
     });
 }
 
@@ -115,18 +121,22 @@ pub fn send_main(addr: &str, bytes: u64) {
                 }
             }
         };
-        let chunk = vec![0x5Au8; CHUNK_SIZE];
-        let mut left = bytes;
-        while left > 0 {
-            let n = left.min(chunk.len() as u64) as usize;
-            stream
-                .write_all(&chunk[..n])
-                .await
-                .expect("write the bare stream");
-            left -= n as u64;
-        }
-        stream.close().await.expect("close the bare stream");
-        let _ = stream.read(&mut [0u8; 1]).await;
+        tokio::spawn(async move {
+            let chunk = vec![0x5Au8; CHUNK_SIZE];
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                stream
+                    .write_all(&chunk[..n])
+                    .await
+                    .expect("write the bare stream");
+                left -= n as u64;
+            }
+            stream.close().await.expect("close the bare stream");
+            let _ = stream.read(&mut [0u8; 1]).await;
+        })
+        .await
+        .expect("the writing task");
     });
 }
 

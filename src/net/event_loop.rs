@@ -614,62 +614,71 @@ impl EventLoop {
         let Some((peer, request, channel)) = settle(event, &mut self.pending_fetch, "fetch") else {
             return;
         };
-        let (reply, answer) = oneshot::channel();
-        let admitted = self.admit(peer);
-        let handed = admitted
-            && self
-                .events
-                .try_send(Event::Fetch {
-                    peer,
-                    request,
-                    reply,
-                })
-                .is_ok();
-        if !handed {
-            if admitted {
-                self.release(peer);
-            }
-            let busy = fetch::Response::Error {
-                message: BUSY.into(),
-            };
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .fetch
-                .send_response(channel, busy);
-            return;
-        }
-        self.answers
-            .push(answer.map(move |a| Answer::Fetch(peer, channel, a)).boxed());
+        let busy = fetch::Response::Error {
+            message: BUSY.into(),
+        };
+        self.hand_over(
+            peer,
+            channel,
+            |reply| Event::Fetch {
+                peer,
+                request,
+                reply,
+            },
+            busy,
+            |b, channel, response| b.fetch.send_response(channel, response).is_ok(),
+            Answer::Fetch,
+        );
     }
 
     fn on_sync_event(&mut self, event: request_response::Event<sync::Request, sync::Response>) {
         let Some((peer, request, channel)) = settle(event, &mut self.pending_sync, "sync") else {
             return;
         };
-        let (reply, answer) = oneshot::channel();
+        let busy = sync::Response::Error {
+            message: BUSY.into(),
+        };
+        self.hand_over(
+            peer,
+            channel,
+            |reply| Event::Sync {
+                peer,
+                request,
+                reply,
+            },
+            busy,
+            |b, channel, response| b.sync.send_response(channel, response).is_ok(),
+            Answer::Sync,
+        );
+    }
+
+    /// Hands an inbound request to the application with a `oneshot` for its answer, which
+    /// [`Self::on_answer`] sends back; answers `busy` at once when the peer has too many
+    /// requests in progress or the application is not keeping up.
+    fn hand_over<Resp: Send + 'static>(
+        &mut self,
+        peer: PeerId,
+        channel: ResponseChannel<Resp>,
+        event: impl FnOnce(oneshot::Sender<Resp>) -> Event,
+        busy: Resp,
+        respond: fn(&mut Behaviour, ResponseChannel<Resp>, Resp) -> bool,
+        answer: fn(
+            PeerId,
+            ResponseChannel<Resp>,
+            Result<Resp, oneshot::error::RecvError>,
+        ) -> Answer,
+    ) {
+        let (reply, answered) = oneshot::channel();
         let admitted = self.admit(peer);
-        let handed = admitted
-            && self
-                .events
-                .try_send(Event::Sync {
-                    peer,
-                    request,
-                    reply,
-                })
-                .is_ok();
-        if !handed {
-            if admitted {
-                self.release(peer);
-            }
-            let busy = sync::Response::Error {
-                message: BUSY.into(),
-            };
-            let _ = self.swarm.behaviour_mut().sync.send_response(channel, busy);
+        if admitted && self.events.try_send(event(reply)).is_ok() {
+            self.answers
+                .push(answered.map(move |a| answer(peer, channel, a)).boxed());
             return;
         }
-        self.answers
-            .push(answer.map(move |a| Answer::Sync(peer, channel, a)).boxed());
+        if admitted {
+            self.release(peer);
+        }
+        respond(self.swarm.behaviour_mut(), channel, busy);
     }
 }
 

@@ -220,17 +220,12 @@ impl Replication {
                 reply,
             } => {
                 let this = self.clone();
-                self.tasks.spawn(async move {
-                    let Ok(_permit) = this.work.clone().acquire_owned().await else {
-                        return;
-                    };
-                    let response = this
-                        .blocking(move |store| serve::fetch(store, request))
+                self.answer(reply, async move {
+                    this.blocking(move |store| serve::fetch(store, request))
                         .await
                         .unwrap_or_else(|e| crate::protocols::fetch::Response::Error {
                             message: e.to_string(),
-                        });
-                    let _ = reply.send(response);
+                        })
                 });
             }
             Event::Sync {
@@ -238,17 +233,11 @@ impl Replication {
                 request,
                 reply,
             } => {
-                let this = self.clone();
-                self.tasks.spawn(async move {
-                    let Ok(_permit) = this.work.clone().acquire_owned().await else {
-                        return;
-                    };
-                    let responder = anti_entropy::Responder {
-                        replication: this.clone(),
-                        peer,
-                    };
-                    let _ = reply.send(responder.serve(request).await);
-                });
+                let responder = anti_entropy::Responder {
+                    replication: self.clone(),
+                    peer,
+                };
+                self.answer(reply, responder.serve(request));
             }
             Event::PeerReady(peer) => {
                 self.start_sync(peer);
@@ -256,6 +245,22 @@ impl Replication {
             }
             Event::PeerGone(_) => {}
         }
+    }
+
+    /// Computes the answer to an inbound request on its own task, at most
+    /// `MAX_INBOUND_WORK` at once, and hands it back to the network.
+    fn answer<T: Send + 'static>(
+        &self,
+        reply: tokio::sync::oneshot::Sender<T>,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) {
+        let permits = self.work.clone();
+        self.tasks.spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            let _ = reply.send(work.await);
+        });
     }
 
     /// Starts anti-entropy with every connected dfs peer.

@@ -491,3 +491,92 @@ async fn download_in_progress_survives_an_overwrite_and_a_delete() {
     );
     assert!(node.client.store().chunk_list(&cid).unwrap().is_none());
 }
+
+/// A peer that opens every chunk stream it may (8), asks for 64 chunks on each and never reads
+/// a reply cannot starve the node's honest peers: read-ahead stops at half the serving buffers,
+/// so an honest node still replicates a file from the victim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_that_never_reads_does_not_starve_honest_fetches() {
+    use dfs::protocols::chunks;
+    use dfs::record::Hash;
+    use futures::StreamExt;
+    let victim = TestNode::start(vec![]).await;
+    let bytes = data(40 * CHUNK_SIZE, 31);
+    put(&victim.client, "shared", bytes.clone()).await;
+    let hashes: Vec<Hash> = bytes.chunks(CHUNK_SIZE).map(Hash::of).collect();
+
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
+        .build();
+    let control = swarm.behaviour().new_control();
+    swarm.dial(victim.addr.clone()).unwrap();
+    // One connection, established before any stream is opened (else libp2p-stream dials a
+    // second one of its own).
+    tokio::time::timeout(DEADLINE, async {
+        while !matches!(
+            swarm.select_next_some().await,
+            libp2p::swarm::SwarmEvent::ConnectionEstablished { .. }
+        ) {}
+    })
+    .await
+    .expect("the attacker connects");
+    let driver = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    let victim_id = victim.client.peer_id();
+    let mut held = Vec::new();
+    for i in 0..chunks::MAX_STREAMS_PER_PEER {
+        let frame: Vec<Hash> = (0..chunks::MAX_HASHES_PER_REQUEST)
+            .map(|j| hashes[(i * 7 + j) % hashes.len()])
+            .collect();
+        // A stream opened while the victim's acceptor is busy may be dropped: open another.
+        let stream = tokio::time::timeout(DEADLINE, async {
+            loop {
+                if let Ok(mut s) = control
+                    .clone()
+                    .open_stream(victim_id, chunks::PROTOCOL)
+                    .await
+                {
+                    if chunks::write_request(&mut s, &frame).await.is_ok() {
+                        break s;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the attacker opens its streams");
+        held.push(stream); // never read
+    }
+    // Let the victim fill what it will for the stalled streams.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let honest = TestNode::start(vec![victim.addr.clone()]).await;
+    let started = std::time::Instant::now();
+    assert!(
+        honest
+            .client
+            .wait_for("shared", false, Duration::from_secs(20))
+            .await,
+        "the honest node replicates despite the stalled streams"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "well before the stalled streams time out: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(get(&honest.client, "shared").await.unwrap(), bytes);
+    drop(held);
+    driver.abort();
+}

@@ -224,7 +224,13 @@ impl Client {
             let mut buf = bytes::BytesMut::with_capacity(CHUNK_SIZE);
             let mut failed = None;
             while buf.len() < CHUNK_SIZE {
-                match reader.read_buf(&mut buf).await {
+                // Shutdown does not wait for a client that stalls: the put is abandoned (the
+                // channel closes without its end mark, so nothing is stored).
+                let read = tokio::select! {
+                    read = reader.read_buf(&mut buf) => read,
+                    _ = self.tasks.cancelled() => Err(std::io::Error::other("the node is stopping")),
+                };
+                match read {
                     Ok(0) => break,
                     Ok(_) => {}
                     Err(e) => {
@@ -435,13 +441,17 @@ impl Node {
                     return Err(e.into());
                 }
             };
-        let network_task = tasks.spawn(event_loop.run());
         let replication = Replication::new(
             store.clone(),
             network.clone(),
             tasks.clone(),
             config.replication(),
         );
+        if let Err(e) = replication.serve_streams() {
+            tasks.shutdown().await;
+            return Err(e.into());
+        }
+        let network_task = tasks.spawn(event_loop.run());
         tasks.spawn(replication.clone().run(events));
         Ok(Node {
             client: Client {

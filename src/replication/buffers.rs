@@ -53,6 +53,11 @@ impl Pool {
         self.wrap(permit)
     }
 
+    /// Buffers free now.
+    pub(crate) fn available(&self) -> usize {
+        self.permits.available_permits()
+    }
+
     /// A buffer if one is free now.
     pub(crate) fn try_get(self: &Arc<Self>) -> Option<Buf> {
         let permit = self.permits.clone().try_acquire_owned().ok()?;

@@ -205,6 +205,9 @@ impl State {
             .ok_or_else(|| io::Error::other("chunk index beyond the chunk list"))?;
         let mut ended = false;
         loop {
+            if self.tasks.is_cancelled() {
+                return Err(io::Error::other("the node is stopping"));
+            }
             let store = self.store.clone();
             let read = self
                 .tasks

@@ -22,6 +22,8 @@ pub enum PeerError {
     Refused(String),
     #[error("the peer does not have it")]
     NotFound,
+    #[error("the peer closed the stream before replying (busy)")]
+    Closed,
     #[error("protocol violation: {0}")]
     Protocol(&'static str),
     #[error("the peer sent chunk {0} with bytes that do not match its hash")]

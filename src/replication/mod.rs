@@ -25,7 +25,7 @@ use std::time::Duration;
 use libp2p::PeerId;
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::net::{Event, Network};
+use crate::net::{self, Event, Network};
 use crate::protocols::chunks;
 use crate::record::Record;
 use crate::store::{Applied, Store, StoreError};
@@ -175,15 +175,19 @@ impl Replication {
         Ok(changed)
     }
 
+    /// Registers the protocols served on raw streams. Called before the network task runs, so
+    /// that no stream arrives before its protocol is known.
+    pub fn serve_streams(&self) -> Result<(), net::Error> {
+        let incoming = self.network.accept(chunks::PROTOCOL).ok_or_else(|| {
+            net::Error::Start(format!("{} is already registered", chunks::PROTOCOL))
+        })?;
+        let server = serve::ChunkServer::new(self.store.clone(), self.tasks.clone());
+        self.tasks.spawn(server.run(incoming));
+        Ok(())
+    }
+
     /// Consumes the network's events until shutdown: the application's main loop.
     pub async fn run(self, mut events: mpsc::Receiver<Event>) {
-        match self.network.accept(chunks::PROTOCOL) {
-            Some(incoming) => {
-                let server = serve::ChunkServer::new(self.store.clone(), self.tasks.clone());
-                self.tasks.spawn(server.run(incoming));
-            }
-            None => tracing::error!("chunk protocol already registered; not serving chunks"),
-        }
         let (merge_tx, merge_rx) = mpsc::channel(MERGE_QUEUE);
         self.tasks.spawn(self.clone().merge_gossip(merge_rx));
         self.transfers.resume();

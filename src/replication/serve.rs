@@ -19,7 +19,9 @@ use crate::tasks::Tasks;
 /// Chunk buffers that serving holds at once (read ahead or being written to streams): bounds
 /// the memory a node spends serving others at about this many MiB.
 const SERVE_BUFFERS: usize = 32;
-/// Chunks read ahead per stream while the previous ones are written.
+/// Chunks read ahead per stream while the previous ones are written, as long as more than half
+/// of the pool is free; beyond, a stream holds one buffer at a time, so that streams whose
+/// readers are slow (or never read) cannot take the whole pool.
 const READ_AHEAD: usize = 4;
 
 /// Serves chunk streams, within per-peer and global limits.
@@ -66,12 +68,12 @@ impl ChunkServer {
     }
 
     fn admit(self: &Arc<Self>, peer: PeerId) -> Option<Slot> {
+        let permit = self.streams.clone().try_acquire_owned().ok()?;
         let mut per_peer = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
         let n = per_peer.entry(peer).or_default();
         if *n >= chunks::MAX_STREAMS_PER_PEER {
             return None;
         }
-        let permit = self.streams.clone().try_acquire_owned().ok()?;
         *n += 1;
         Some(Slot {
             server: self.clone(),
@@ -133,11 +135,13 @@ impl ChunkServer {
                     // Wait for a buffer only while holding none (see `Pool::get`).
                     let buf = if reads.is_empty() {
                         self.buffers.get().await
-                    } else {
+                    } else if self.buffers.available() > SERVE_BUFFERS / 2 {
                         match self.buffers.try_get() {
                             Some(b) => b,
                             None => break,
                         }
+                    } else {
+                        break;
                     };
                     let hash = request[next];
                     next += 1;
@@ -151,12 +155,31 @@ impl ChunkServer {
                             .flatten()
                     });
                 }
-                match reads.next().await.flatten() {
-                    Some(buf) => chunks::write_chunk(stream, &buf.data).await?,
-                    None => chunks::write_not_found(stream).await?,
-                }
+                // A reply that cannot be written within the timeout (a requester that does
+                // not read) ends the stream, giving its buffers back.
+                let reply = async {
+                    match reads.next().await.flatten() {
+                        Some(buf) => chunks::write_chunk(stream, &buf.data).await,
+                        None => chunks::write_not_found(stream).await,
+                    }
+                };
+                tokio::time::timeout(chunks::REPLY_TIMEOUT, reply)
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the requester stopped reading",
+                        )
+                    })??;
             }
-            stream.flush().await?;
+            tokio::time::timeout(chunks::REPLY_TIMEOUT, stream.flush())
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the requester stopped reading",
+                    )
+                })??;
         }
         stream.close().await?;
         Ok(())
@@ -191,7 +214,8 @@ pub(crate) fn fetch(store: &Store, request: fetch::Request) -> fetch::Response {
             })
         }
         fetch::Request::Manifest { cid, offset } => Ok(match store.chunk_list(&cid)? {
-            Some(chunks) if offset <= chunks.len() as u64 => {
+            // A page is never empty, except the one page of an empty file.
+            Some(chunks) if offset < chunks.len() as u64 || (offset == 0 && chunks.is_empty()) => {
                 let start = offset as usize;
                 let end = (start + fetch::MANIFEST_PAGE).min(chunks.len());
                 fetch::Response::Manifest {

@@ -43,6 +43,10 @@ const CHUNK_BUDGET: usize = 32;
 const PEER_REFRESH: Duration = Duration::from_secs(1);
 /// Most peer hints remembered.
 const MAX_HINTS: usize = 4096;
+/// Times a worker opens a new stream when its peer closed one before replying.
+const MAX_REOPENS: u32 = 3;
+/// Pause before such a reopen (times the attempt number).
+const REOPEN_PAUSE: Duration = Duration::from_millis(100);
 
 /// The state of a transfer, as seen by those waiting on it.
 #[derive(Debug, Clone)]
@@ -612,12 +616,24 @@ impl Transfer {
 /// One peer's share of a transfer: a stream with up to `per_peer` chunks requested at once.
 async fn worker(shared: Arc<Shared>, peer: PeerId, mut lacking: HashSet<Hash>) -> WorkerEnd {
     let before = shared.written.load(Ordering::Relaxed);
-    let mut outstanding = VecDeque::new();
     let mut writes = FuturesUnordered::new();
-    let mut result =
-        stream_chunks(&shared, peer, &mut lacking, &mut outstanding, &mut writes).await;
-    // What was asked for but not received goes back to the queue for the other workers.
-    shared.requeue(outstanding.into_iter().rev());
+    let mut attempt = 0;
+    let mut result = loop {
+        let mut outstanding = VecDeque::new();
+        let result =
+            stream_chunks(&shared, peer, &mut lacking, &mut outstanding, &mut writes).await;
+        // What was asked for but not received goes back to the queue for the other workers.
+        shared.requeue(outstanding.into_iter().rev());
+        // A stream closed before its first reply is what a busy responder does (or a
+        // libp2p-stream acceptor that had no room for it): try again after a short pause.
+        match result {
+            Err(WorkerError::Peer(PeerError::Closed)) if attempt < MAX_REOPENS => {
+                attempt += 1;
+                tokio::time::sleep(REOPEN_PAUSE * attempt).await;
+            }
+            other => break other,
+        }
+    };
     while let Some(written) = writes.next().await {
         let failed = settle(&shared, written);
         if result.is_ok() {
@@ -666,20 +682,32 @@ async fn stream_chunks(
     writes: &mut PendingWrites,
 ) -> Result<(), WorkerError> {
     let per_peer = shared.inner.per_peer;
+    if !shared.has_work_for(lacking) {
+        return Ok(());
+    }
+    // Opening is bounded: a peer that left (libp2p-stream would dial it) must not hold the
+    // transfer. Chunks are taken only once the stream is open.
+    let open = shared.inner.network.open_stream(peer, chunks::PROTOCOL);
+    let mut stream = tokio::time::timeout(chunks::REPLY_TIMEOUT, open)
+        .await
+        .map_err(|_| PeerError::Timeout(chunks::REPLY_TIMEOUT))?
+        .map_err(PeerError::from)?;
     let first = shared.take(per_peer.min(chunks::MAX_HASHES_PER_REQUEST), lacking);
     if first.is_empty() {
+        let _ = stream.close().await;
         return Ok(());
     }
     outstanding.extend(first.iter().copied());
-    let mut stream = shared
-        .inner
-        .network
-        .open_stream(peer, chunks::PROTOCOL)
-        .await
-        .map_err(PeerError::from)?;
+    let mut replied = false;
     chunks::write_request(&mut stream, &first)
         .await
-        .map_err(|e| PeerError::Frame(e.into()))?;
+        .map_err(|e| {
+            if is_closed(&e) {
+                PeerError::Closed
+            } else {
+                PeerError::Frame(e.into())
+            }
+        })?;
     loop {
         // Keep the pipeline full: ask for more while fewer than `per_peer` are outstanding.
         let room = per_peer.saturating_sub(outstanding.len());
@@ -702,7 +730,11 @@ async fn stream_chunks(
         let reply = tokio::time::timeout(chunks::REPLY_TIMEOUT, chunks::read_reply(&mut stream))
             .await
             .map_err(|_| PeerError::Timeout(chunks::REPLY_TIMEOUT))?
-            .map_err(PeerError::Frame)?;
+            .map_err(|e| match e {
+                chunks::FrameError::Io(ref io) if !replied && is_closed(io) => PeerError::Closed,
+                e => PeerError::Frame(e),
+            })?;
+        replied = true;
         match reply {
             chunks::Reply::Chunk { len } => {
                 let mut buf = match shared.inner.buffers.try_get() {
@@ -746,6 +778,15 @@ async fn stream_chunks(
     let _ = stream.close().await;
     tracing::trace!(%peer, key = %shared.key, "chunk stream done");
     Ok(())
+}
+
+/// True for the ways a stream ends when its other side dropped or reset it.
+fn is_closed(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }
 
 /// Verifies a received chunk (hash, then expected length) and writes it durably.

@@ -40,7 +40,7 @@ const STALL_PAUSE: Duration = Duration::from_millis(500);
 /// bounds the memory of fetching at about this many MiB.
 const CHUNK_BUDGET: usize = 32;
 /// How often a running transfer looks for newly connected peers and checks it is still wanted.
-const PEER_REFRESH: Duration = Duration::from_secs(1);
+const PEER_REFRESH: Duration = Duration::from_millis(250);
 /// Most peer hints remembered.
 const MAX_HINTS: usize = 4096;
 /// Times a worker opens a new stream when its peer closed one before replying.

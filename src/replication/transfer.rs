@@ -44,9 +44,9 @@ const PEER_REFRESH: Duration = Duration::from_millis(250);
 /// Most peer hints remembered.
 const MAX_HINTS: usize = 4096;
 /// Times a worker opens a new stream when its peer closed one before replying.
-const MAX_REOPENS: u32 = 3;
+const MAX_REOPENS: u32 = 5;
 /// Pause before such a reopen (times the attempt number).
-const REOPEN_PAUSE: Duration = Duration::from_millis(100);
+const REOPEN_PAUSE: Duration = Duration::from_millis(20);
 
 /// The state of a transfer, as seen by those waiting on it.
 #[derive(Debug, Clone)]
@@ -566,6 +566,11 @@ impl Transfer {
                 if running.contains(&peer) || !self.usable(&peer) {
                     continue;
                 }
+                // No more workers than the queue can feed (a one-chunk file needs one).
+                let queued = shared.queue.lock().expect("queue lock").len();
+                if queued <= running.len() * self.inner.per_peer / 2 {
+                    break;
+                }
                 let lacking = self.peers[&peer].lacking.clone();
                 if shared.has_work_for(&lacking) {
                     running.insert(peer);
@@ -682,22 +687,19 @@ async fn stream_chunks(
     writes: &mut PendingWrites,
 ) -> Result<(), WorkerError> {
     let per_peer = shared.inner.per_peer;
-    if !shared.has_work_for(lacking) {
+    let first = shared.take(per_peer.min(chunks::MAX_HASHES_PER_REQUEST), lacking);
+    if first.is_empty() {
         return Ok(());
     }
-    // Opening is bounded: a peer that left (libp2p-stream would dial it) must not hold the
-    // transfer. Chunks are taken only once the stream is open.
+    // Taken first, so that workers started together do not all open streams for one chunk;
+    // if the stream does not open, they go back to the queue (see `worker`). Opening is
+    // bounded: a peer that left (libp2p-stream would dial it) must not hold the transfer.
+    outstanding.extend(first.iter().copied());
     let open = shared.inner.network.open_stream(peer, chunks::PROTOCOL);
     let mut stream = tokio::time::timeout(chunks::REPLY_TIMEOUT, open)
         .await
         .map_err(|_| PeerError::Timeout(chunks::REPLY_TIMEOUT))?
         .map_err(PeerError::from)?;
-    let first = shared.take(per_peer.min(chunks::MAX_HASHES_PER_REQUEST), lacking);
-    if first.is_empty() {
-        let _ = stream.close().await;
-        return Ok(());
-    }
-    outstanding.extend(first.iter().copied());
     let mut replied = false;
     chunks::write_request(&mut stream, &first)
         .await

@@ -580,3 +580,43 @@ async fn a_peer_that_never_reads_does_not_starve_honest_fetches() {
     drop(held);
     driver.abort();
 }
+
+/// Records whose content nobody serves do not hold up content that is served: looking for a
+/// chunk list takes no transfer slot (and gives its lookup permit back between looks), and
+/// content nobody could serve waits in back-off before it is tried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn content_nobody_serves_does_not_starve_replication() {
+    let honest = TestNode::start(vec![]).await;
+    let victim = TestNode::start(vec![honest.addr.clone()]).await;
+    assert!(eventually(DEADLINE, || async { victim.peer_count().await == 1 }).await);
+    let author = libp2p::PeerId::random().to_bytes();
+    let now = dfs::record::wall_ms() << 16;
+    let ghosts: Vec<Record> = (0..200u64)
+        .map(|i| Record {
+            key: format!("ghost-{i}"),
+            cid: Some(dfs::record::Hash::of(&i.to_be_bytes())),
+            size: 5 * CHUNK_SIZE as u64,
+            time: now + i,
+            author: author.clone(),
+        })
+        .collect();
+    let store = victim.client.store().clone();
+    tokio::task::spawn_blocking(move || store.apply_batch(ghosts).unwrap())
+        .await
+        .unwrap();
+    // Let the periodic retry (1 s in tests) start looking for all of them.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = std::time::Instant::now();
+    put(&honest.client, "real", data(CHUNK_SIZE, 41)).await;
+    assert!(
+        victim
+            .client
+            .wait_for("real", false, Duration::from_secs(20))
+            .await
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "an honest one-chunk file replicates in under 2 s behind 200 unservable records: {:?}",
+        started.elapsed()
+    );
+}

@@ -43,6 +43,19 @@ const CHUNK_BUDGET: usize = 32;
 const PEER_REFRESH: Duration = Duration::from_millis(250);
 /// Most peer hints remembered.
 const MAX_HINTS: usize = 4096;
+/// Chunk-list lookups running at once (each a few small requests). Lookups do not hold a
+/// transfer slot, and give their permit back while they wait to look again, so content that
+/// nobody serves cannot keep served content waiting.
+const MAX_LOOKUPS: usize = 32;
+/// How long one peer may take to answer a chunk-list page during a lookup.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// First pause before a background transfer of content that nobody could serve is tried again;
+/// it doubles with each failure, up to [`MAX_BACKOFF`]. A get does not wait for it.
+const FIRST_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
+/// Most contents remembered in back-off (beyond, the oldest half is forgotten).
+const MAX_BACKOFF_ENTRIES: usize = 65_536;
+
 /// Times a worker opens a new stream when its peer closed one before replying.
 const MAX_REOPENS: u32 = 5;
 /// Pause before such a reopen (times the attempt number).
@@ -75,6 +88,10 @@ struct Inner {
     tasks: Tasks,
     per_peer: usize,
     slots: Arc<Semaphore>,
+    lookups: Arc<Semaphore>,
+    /// Contents that no peer could serve lately: when each may be tried again in the
+    /// background, and the pause after which it was set.
+    backoff: Mutex<HashMap<ContentId, (tokio::time::Instant, Duration)>>,
     buffers: Arc<Pool>,
     transfers: Mutex<HashMap<ContentId, Running>>,
     hints: Mutex<HashMap<ContentId, Vec<PeerId>>>,
@@ -98,6 +115,8 @@ impl Transfers {
                 tasks,
                 per_peer: per_peer.max(1),
                 slots: Arc::new(Semaphore::new(max_transfers.max(1))),
+                lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
+                backoff: Mutex::new(HashMap::new()),
                 buffers: Pool::new(CHUNK_BUDGET),
                 transfers: Mutex::new(HashMap::new()),
                 hints: Mutex::new(HashMap::new()),
@@ -141,6 +160,9 @@ impl Transfers {
         if self.inner.tasks.is_cancelled() {
             return None;
         }
+        if !urgent && self.inner.backing_off(&cid) {
+            return None;
+        }
         let mut transfers = self.inner.transfers.lock().expect("transfers lock");
         if let Some((rx, skip_queue)) = transfers.get(&cid) {
             if urgent {
@@ -165,24 +187,24 @@ impl Transfers {
         };
         self.inner.tasks.spawn(async move {
             let _finish = finish;
-            // A slot, or no slot at all when a get is waiting: gets are few and bounded by the
-            // API's own limit, background transfers are many.
-            let slot = tokio::select! {
-                slot = inner.slots.clone().acquire_owned() => slot.ok(),
-                _ = skip_queue.notified() => None,
-            };
-            let run = Transfer::new(inner.clone(), record.clone(), tx.clone()).run();
+            let run = Transfer::new(inner.clone(), record.clone(), tx.clone(), skip_queue).run();
             let outcome = std::panic::AssertUnwindSafe(run)
                 .catch_unwind()
                 .await
                 .unwrap_or(Err(TransferError::Panicked));
-            drop(slot);
             let state = match outcome {
                 Ok(()) => {
                     tracing::debug!(key = %record.key, cid = %cid, "content replicated");
+                    inner.backoff.lock().expect("backoff lock").remove(&cid);
                     Progress::Complete
                 }
                 Err(error) => {
+                    if matches!(
+                        error,
+                        TransferError::NoChunkList | TransferError::NoSource(_)
+                    ) {
+                        inner.back_off(cid);
+                    }
                     tracing::debug!(key = %record.key, cid = %cid, %error, "transfer failed; will retry later");
                     Progress::Failed(Arc::new(error))
                 }
@@ -218,6 +240,34 @@ impl Transfers {
     /// Chunks fetched from peers and written since the node started.
     pub(crate) fn chunks_fetched(&self) -> u64 {
         self.inner.chunks_fetched.load(Ordering::Relaxed)
+    }
+}
+
+impl Inner {
+    /// True while content that nobody could serve waits for its next background attempt.
+    fn backing_off(&self, cid: &ContentId) -> bool {
+        self.backoff
+            .lock()
+            .expect("backoff lock")
+            .get(cid)
+            .is_some_and(|(until, _)| tokio::time::Instant::now() < *until)
+    }
+
+    /// Doubles the pause before the next background attempt at `cid` (from [`FIRST_BACKOFF`]
+    /// up to [`MAX_BACKOFF`]).
+    fn back_off(&self, cid: ContentId) {
+        let mut backoff = self.backoff.lock().expect("backoff lock");
+        if backoff.len() >= MAX_BACKOFF_ENTRIES && !backoff.contains_key(&cid) {
+            let mut entries: Vec<_> = backoff.iter().map(|(c, (until, _))| (*until, *c)).collect();
+            entries.sort();
+            for (_, c) in entries.into_iter().take(MAX_BACKOFF_ENTRIES / 2) {
+                backoff.remove(&c);
+            }
+        }
+        let pause = backoff
+            .get(&cid)
+            .map_or(FIRST_BACKOFF, |(_, p)| (*p * 2).min(MAX_BACKOFF));
+        backoff.insert(cid, (tokio::time::Instant::now() + pause, pause));
     }
 }
 
@@ -328,18 +378,26 @@ struct Transfer {
     record: Record,
     cid: ContentId,
     progress: Arc<watch::Sender<Progress>>,
+    /// Signalled when a get waits for this transfer: it then needs no slot.
+    skip_queue: Arc<Notify>,
     peers: HashMap<PeerId, PeerState>,
     order: Vec<PeerId>,
 }
 
 impl Transfer {
-    fn new(inner: Arc<Inner>, record: Record, progress: Arc<watch::Sender<Progress>>) -> Self {
+    fn new(
+        inner: Arc<Inner>,
+        record: Record,
+        progress: Arc<watch::Sender<Progress>>,
+        skip_queue: Arc<Notify>,
+    ) -> Self {
         let cid = record.cid.expect("transfers are for live records");
         Transfer {
             inner,
             record,
             cid,
             progress,
+            skip_queue,
             peers: HashMap::new(),
             order: Vec::new(),
         }
@@ -440,18 +498,23 @@ impl Transfer {
             Vec::new()
         } else {
             // The peers that told us about the record may still be fetching it themselves:
-            // look again a few times before giving the slot back.
+            // look again a few times. Each look holds a lookup permit, not the wait between.
             let mut found = None;
             'look: for attempt in 0..=MAX_STALLS {
                 if attempt > 0 {
                     tokio::time::sleep(STALL_PAUSE).await;
                     self.refresh_peers().await?;
                 }
+                let _permit = self.inner.lookups.clone().acquire_owned().await;
                 for peer in self.order.clone() {
                     if !self.usable(&peer) {
                         continue;
                     }
-                    match self.manifest_from(peer).await {
+                    let page = tokio::time::timeout(LOOKUP_TIMEOUT, self.manifest_from(peer));
+                    match page
+                        .await
+                        .unwrap_or(Err(PeerError::Timeout(LOOKUP_TIMEOUT)))
+                    {
                         Ok(list) => {
                             found = Some(list);
                             break 'look;
@@ -512,6 +575,13 @@ impl Transfer {
     async fn run(mut self) -> Result<(), TransferError> {
         self.refresh_peers().await?;
         let list = self.chunk_list().await?;
+        // Moving chunks takes a slot (bandwidth, buffers); finding the chunk list did not. A
+        // get that waits needs no slot: gets are few and bounded by the API's own limit.
+        let skip_queue = self.skip_queue.clone();
+        let _slot = tokio::select! {
+            slot = self.inner.slots.clone().acquire_owned() => slot.ok(),
+            _ = skip_queue.notified() => None,
+        };
         let size = self.record.size;
         let (missing, lengths) = self
             .blocking(move |store| {

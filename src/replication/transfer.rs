@@ -809,15 +809,15 @@ async fn stream_chunks(
         replied = true;
         match reply {
             chunks::Reply::Chunk { len } => {
-                let mut buf = match shared.inner.buffers.try_get() {
-                    Some(b) => b,
-                    None => {
-                        // Wait for a buffer: only safe while this worker holds none, so let
-                        // its own writes finish first.
-                        while let Some(written) = writes.next().await {
-                            settle(shared, written)?;
-                        }
-                        shared.inner.buffers.get().await
+                // A free buffer, else the one of this worker's next finished write; waiting in
+                // the pool's queue is only safe while this worker holds none.
+                let mut buf = loop {
+                    if let Some(b) = shared.inner.buffers.try_get() {
+                        break b;
+                    }
+                    match writes.next().await {
+                        Some(written) => settle(shared, written)?,
+                        None => break shared.inner.buffers.get().await,
                     }
                 };
                 tokio::time::timeout(chunks::REPLY_TIMEOUT, stream.read_exact(buf.fill(len)))

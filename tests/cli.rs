@@ -505,8 +505,21 @@ fn node_refuses(args: &[&str], data_dir: Option<&Path>) -> String {
         .args(args)
         .arg("--data-dir")
         .arg(&data)
-        .args(["--api", "127.0.0.1:0"]);
-    let out = cmd.output().unwrap();
+        .args(["--api", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    // Bounded: a node that starts instead of refusing is killed and the test fails.
+    let until = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("dfs node {args:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
     assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
@@ -724,4 +737,42 @@ async fn local_put_is_read_by_the_node_itself() {
     let out = node.run(&["get", "via-cli", "-o", back.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(std::fs::read(&back).unwrap() == content);
+}
+
+/// Regression: libp2p listens with SO_REUSEPORT, so a second node on the same TCP port used to
+/// start and take the first one's incoming connections. It must refuse: "address in use".
+#[test]
+fn two_nodes_cannot_listen_on_the_same_port() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let first_dir = tempfile::tempdir().unwrap();
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let mut first = dfs()
+        .arg("node")
+        .arg("--data-dir")
+        .arg(first_dir.path())
+        .args(["--listen", &listen, "--api", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the first node's api file", DEADLINE, || {
+        first_dir.path().join("api").exists().then_some(())
+    });
+    let err = node_refuses(&["--listen", &listen], None);
+    assert!(err.contains("address in use"), "{err}");
+    let _ = first.kill();
+    let _ = first.wait();
+}
+
+/// Regression: a second node on one data dir said "Database already open. Cannot acquire lock"
+/// (or that the API port was taken); it must say a node is already running there.
+#[test]
+fn second_node_on_one_data_dir_says_a_node_is_running() {
+    let first = TestNode::start("cli-twice", None);
+    let err = node_refuses(&["--listen", "/ip4/127.0.0.1/tcp/0"], Some(&first.data()));
+    assert!(err.contains("already running on this data dir"), "{err}");
 }

@@ -51,18 +51,24 @@ pub(super) async fn run(args: NodeArgs) -> Result<()> {
     if let Some(ms) = args.sync_interval_ms {
         config.sync_interval = Duration::from_millis(ms.max(1));
     }
-    let listener = tokio::net::TcpListener::bind(api_addr).await.map_err(|e| {
-        Error::Usage(format!(
-            "cannot listen for the API on {}: {e}; choose another address with --api",
-            args.api
-        ))
-    })?;
-    let api_addr = listener
-        .local_addr()
-        .map_err(|e| Error::Usage(e.to_string()))?;
+    // The node first: a second node on this data dir is told so (the store is locked), not
+    // that the first one's API port is taken.
     let mut node = Node::start(config)
         .await
         .map_err(|e| Error::Usage(format!("cannot start the node: {e}")))?;
+    let listener = match tokio::net::TcpListener::bind(api_addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            node.shutdown().await;
+            return Err(Error::Usage(format!(
+                "cannot listen for the API on {}: {e}; choose another address with --api",
+                args.api
+            )));
+        }
+    };
+    let api_addr = listener
+        .local_addr()
+        .map_err(|e| Error::Usage(e.to_string()))?;
     let client = node.client();
     if let Ok(info) = client.info().await {
         let addrs: Vec<String> = info.addrs.iter().map(|a| a.to_string()).collect();

@@ -251,6 +251,31 @@ impl Network {
     }
 }
 
+/// Refuses a TCP listen address whose port another socket holds. libp2p binds its listeners
+/// with `SO_REUSEPORT` (so that dials can reuse the port), which would let a second node bind
+/// the same port and take the first one's connections; a plain bind first says "in use".
+fn probe_listen(addr: &Multiaddr) -> Result<(), Error> {
+    use libp2p::multiaddr::Protocol;
+    let mut parts = addr.iter();
+    let ip: std::net::IpAddr = match parts.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    let port = match parts.next() {
+        Some(Protocol::Tcp(port)) if port != 0 => port,
+        _ => return Ok(()),
+    };
+    match std::net::TcpListener::bind((ip, port)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::Start(format!(
+            "cannot listen on {addr}: address in use (is another node running on this port?)"
+        ))),
+        // Other failures (no such address, ...) are libp2p's to report.
+        Err(_) => Ok(()),
+    }
+}
+
 /// Builds the swarm, binds the listeners and returns the handle, the event receiver and the
 /// event loop, which the caller spawns. Returns once the listeners are bound.
 pub async fn start(
@@ -259,6 +284,9 @@ pub async fn start(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(Network, mpsc::Receiver<Event>, event_loop::EventLoop), Error> {
     crate::protocols::validate_network(&config.network).map_err(Error::Start)?;
+    for addr in &config.listen {
+        probe_listen(addr)?;
+    }
     let local = keypair.public().to_peer_id();
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);

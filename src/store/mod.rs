@@ -91,6 +91,8 @@ pub enum StoreError {
     Io(#[from] io::Error),
     #[error("index error: {0}")]
     Index(String),
+    #[error("a node is already running on this data dir (its store {} is open)", .0.display())]
+    Locked(PathBuf),
 }
 
 /// A record with its local state.
@@ -172,7 +174,10 @@ impl Store {
         }
         std::fs::create_dir_all(dir)?;
         let chunks = ChunkDir::open(dir)?;
-        let db = Database::create(dir.join("index.redb"))?;
+        let db = Database::create(dir.join("index.redb")).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(dir.to_path_buf()),
+            e => e.into(),
+        })?;
         let txn = db.begin_write()?;
         drop(Tables::open(&txn)?);
         txn.commit()?;

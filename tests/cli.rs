@@ -776,3 +776,19 @@ fn second_node_on_one_data_dir_says_a_node_is_running() {
     let err = node_refuses(&["--listen", "/ip4/127.0.0.1/tcp/0"], Some(&first.data()));
     assert!(err.contains("already running on this data dir"), "{err}");
 }
+
+/// Regression: an address the transport cannot dial (`/dns4/...`) was retried for ever; the
+/// node now refuses it at start with one clear line.
+#[test]
+fn node_refuses_an_unsupported_bootstrap_address() {
+    let err = node_refuses(
+        &[
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--bootstrap",
+            "/dns4/example.com/tcp/4001",
+        ],
+        None,
+    );
+    assert!(err.contains("unsupported bootstrap address"), "{err}");
+}

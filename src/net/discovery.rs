@@ -28,6 +28,9 @@ struct Bootstrap {
     next_attempt: Instant,
     backoff: Duration,
     warned: bool,
+    /// Its address answers as another peer than its `/p2p/` part names: dialling it again
+    /// cannot help, so it is not dialled any more.
+    abandoned: bool,
 }
 
 #[derive(Debug)]
@@ -79,6 +82,7 @@ impl Discovery {
                 next_attempt: now,
                 backoff: BACKOFF_MIN,
                 warned: false,
+                abandoned: false,
             })
             .collect();
         Discovery {
@@ -92,7 +96,7 @@ impl Discovery {
     pub fn due_bootstrap_dials(&mut self, now: Instant) -> Vec<DialOpts> {
         let mut dials = Vec::new();
         for b in &mut self.bootstrap {
-            if b.connected || b.pending.is_some() || b.next_attempt > now {
+            if b.abandoned || b.connected || b.pending.is_some() || b.next_attempt > now {
                 continue;
             }
             let opts = match b.peer {
@@ -160,6 +164,23 @@ impl Discovery {
                 tracing::debug!(addr = %b.addr, %error, retry_in = ?b.backoff, "bootstrap dial failed");
             }
             b.backoff = (b.backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// A bootstrap dial reached a peer other than the one its address names: the address is
+    /// wrong, and retrying it for ever would only hide that. Said once, loudly.
+    pub fn on_wrong_peer(&mut self, connection: ConnectionId, obtained: PeerId) {
+        for b in &mut self.bootstrap {
+            if b.pending != Some(connection) {
+                continue;
+            }
+            b.pending = None;
+            b.abandoned = true;
+            tracing::error!(
+                addr = %b.addr,
+                %obtained,
+                "bootstrap address answers as another peer; not dialling it again (fix its /p2p/ part)"
+            );
         }
     }
 
@@ -270,6 +291,7 @@ mod tests {
             "back-off doubled"
         );
         let dials = d.due_bootstrap_dials(t0 + BACKOFF_MIN * 2);
+        assert_eq!(dials.len(), 1);
         let peer = PeerId::random();
         d.on_connected(peer, dials[0].connection_id());
         d.on_disconnected(peer, t0);
@@ -287,5 +309,17 @@ mod tests {
         assert!(d.learn(other, vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()], now));
         assert!(d.dial_discovered(other, now).is_some());
         assert!(d.dial_discovered(other, now).is_none());
+    }
+
+    #[test]
+    fn a_bootstrap_address_of_another_peer_is_given_up() {
+        let named = PeerId::random();
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{named}").parse().unwrap();
+        let mut d = Discovery::new(PeerId::random(), std::slice::from_ref(&addr));
+        let t0 = Instant::now();
+        let dials = d.due_bootstrap_dials(t0);
+        assert_eq!(dials.len(), 1);
+        d.on_wrong_peer(dials[0].connection_id(), PeerId::random());
+        assert!(d.due_bootstrap_dials(t0 + BACKOFF_MAX * 2).is_empty());
     }
 }

@@ -485,8 +485,16 @@ impl EventLoop {
                 error,
             } => {
                 tracing::debug!(peer = ?peer_id, error = %error, "dial failed");
-                self.discovery
-                    .on_dial_failure(connection_id, Instant::now(), &error.to_string());
+                match error {
+                    libp2p::swarm::DialError::WrongPeerId { obtained, .. } => {
+                        self.discovery.on_wrong_peer(connection_id, obtained)
+                    }
+                    error => self.discovery.on_dial_failure(
+                        connection_id,
+                        Instant::now(),
+                        &error.to_string(),
+                    ),
+                }
             }
             SwarmEvent::IncomingConnectionError { error, .. } => {
                 tracing::debug!(error = %error, "incoming connection failed");

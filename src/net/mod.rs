@@ -251,6 +251,21 @@ impl Network {
     }
 }
 
+/// True for `/ip4|ip6/<ip>/tcp/<port>[/p2p/<id>]`, the addresses this node's transport dials.
+fn is_tcp_ip(addr: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    let parts: Vec<Protocol> = addr.iter().collect();
+    matches!(
+        parts.as_slice(),
+        [Protocol::Ip4(_) | Protocol::Ip6(_), Protocol::Tcp(_)]
+            | [
+                Protocol::Ip4(_) | Protocol::Ip6(_),
+                Protocol::Tcp(_),
+                Protocol::P2p(_)
+            ]
+    )
+}
+
 /// Refuses a TCP listen address whose port another socket holds. libp2p binds its listeners
 /// with `SO_REUSEPORT` (so that dials can reuse the port), which would let a second node bind
 /// the same port and take the first one's connections; a plain bind first says "in use".
@@ -286,6 +301,14 @@ pub async fn start(
     crate::protocols::validate_network(&config.network).map_err(Error::Start)?;
     for addr in &config.listen {
         probe_listen(addr)?;
+    }
+    for addr in &config.bootstrap {
+        if !is_tcp_ip(addr) {
+            return Err(Error::Start(format!(
+                "unsupported bootstrap address {addr}: dfs dials /ip4/…/tcp/… and /ip6/…/tcp/… \
+                 addresses (optionally ending in /p2p/<peer id>)"
+            )));
+        }
     }
     let local = keypair.public().to_peer_id();
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);

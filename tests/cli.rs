@@ -792,3 +792,59 @@ fn node_refuses_an_unsupported_bootstrap_address() {
     );
     assert!(err.contains("unsupported bootstrap address"), "{err}");
 }
+
+/// Regression: a bare `dfs` printed an error line instead of the help.
+#[test]
+fn bare_dfs_prints_help() {
+    let out = dfs().output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("Usage: dfs <COMMAND>") && err.contains("Commands:"),
+        "{err}"
+    );
+}
+
+/// Regression: clap's "did you mean" tip was cut from the one-line error.
+#[test]
+fn a_mistyped_command_gets_a_suggestion() {
+    let out = dfs().args(["gett", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("similar subcommand exists: 'get'"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// Regression: `get -o -` created a file named `-`; it means standard output.
+#[test]
+fn get_dash_o_dash_writes_to_stdout() {
+    let node = TestNode::start("cli-dash", None);
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("f");
+    std::fs::write(&file, b"dash dash").unwrap();
+    let out = node.run(&["put", file.to_str().unwrap(), "--key", "d"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = dfs()
+        .current_dir(work.path())
+        .args(["get", "d", "-o", "-", "--data-dir"])
+        .arg(node.data())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"dash dash");
+    assert!(!work.path().join("-").exists(), "no file named -");
+}
+
+/// Regression: a `405` had an empty body; every error answer is JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_not_allowed_has_a_json_body() {
+    let node = TestNode::start("cli-405", None);
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/files/x", node.url()))
+        .bearer_auth(node.token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    assert!(res.json::<Value>().await.unwrap()["error"].is_string());
+}

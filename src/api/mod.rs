@@ -136,6 +136,12 @@ pub fn router(client: Client, token: String) -> Router {
         )
         .merge(authed)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint (see docs/API.md)",
+            )
+        })
         .layer(middleware::from_fn_with_state(state.clone(), limit))
         .with_state(state)
 }

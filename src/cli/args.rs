@@ -18,7 +18,13 @@ Exit codes: 0 success, 1 operation failed (not found, rejected), 2 usage or conn
 
 /// A decentralized file store on rust-libp2p.
 #[derive(Debug, Parser)]
-#[command(name = "dfs", bin_name = "dfs", version, after_help = MAIN_EXAMPLES)]
+#[command(
+    name = "dfs",
+    bin_name = "dfs",
+    version,
+    after_help = MAIN_EXAMPLES,
+    arg_required_else_help = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -59,7 +65,7 @@ Examples:
     Get {
         /// The key (any UTF-8 name, at most 1 KiB; never a path on disk).
         key: String,
-        /// Write to this file (atomically: a temp file renamed on success).
+        /// Write to this file (atomically: a temp file renamed on success); `-` is standard output.
         #[arg(short, long, value_name = "PATH")]
         output: Option<PathBuf>,
         #[command(flatten)]

@@ -84,7 +84,13 @@ async fn run_command(command: Command) -> Result<()> {
             key,
             output,
             target,
-        } => files::get(&target.connect()?, &key, output.as_deref()).await,
+        } => {
+            // `-o -` is standard output, as for `put -`.
+            let dest = output
+                .as_deref()
+                .filter(|p| *p != std::path::Path::new("-"));
+            files::get(&target.connect()?, &key, dest).await
+        }
         Command::Rm { key, target } => files::rm(&target.connect()?, &key).await,
         Command::Ls { json, all, target } => files::ls(&target.connect()?, json, all).await,
         Command::Stat { key, json, target } => files::stat(&target.connect()?, &key, json).await,
@@ -113,6 +119,11 @@ pub fn usage_error(e: clap::Error) -> u8 {
         let _ = e.print();
         return 0;
     }
+    // A bare `dfs` (or a command without its subcommand) shows the help, not an error.
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = e.print();
+        return 2;
+    }
     let rendered = e.render().to_string();
     let message: Vec<&str> = rendered
         .lines()
@@ -121,6 +132,16 @@ pub fn usage_error(e: clap::Error) -> u8 {
         .collect();
     let message = message.join(" ");
     let message = message.strip_prefix("error: ").unwrap_or(&message);
-    eprintln!("error: {message} (see dfs --help)");
+    // clap's "did you mean" tips come after the first paragraph: keep them on the line.
+    let tips: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("tip:"))
+        .collect();
+    if tips.is_empty() {
+        eprintln!("error: {message} (see dfs --help)");
+    } else {
+        eprintln!("error: {message} ({}; see dfs --help)", tips.join("; "));
+    }
     2
 }

@@ -231,6 +231,23 @@ async fn partitioned_groups_converge_after_healing() {
     }
 }
 
+/// A foreign libp2p peer that speaks only raw streams (TCP + noise + yamux), as a test's
+/// hostile peer.
+fn stream_swarm() -> libp2p::Swarm<libp2p_stream::Behaviour> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
+        .build()
+}
+
 /// A libp2p peer that answers every chunk request of `/dfs/chunks/1` with wrong bytes.
 async fn start_liar(
     target: libp2p::Multiaddr,
@@ -243,18 +260,7 @@ async fn start_liar(
     use std::sync::atomic::Ordering;
     let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = served.clone();
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
-        .build();
+    let mut swarm = stream_swarm();
     let mut incoming = swarm
         .behaviour()
         .new_control()
@@ -505,18 +511,7 @@ async fn a_peer_that_never_reads_does_not_starve_honest_fetches() {
     put(&victim.client, "shared", bytes.clone()).await;
     let hashes: Vec<Hash> = bytes.chunks(CHUNK_SIZE).map(Hash::of).collect();
 
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
-        .build();
+    let mut swarm = stream_swarm();
     let control = swarm.behaviour().new_control();
     swarm.dial(victim.addr.clone()).unwrap();
     // One connection, established before any stream is opened (else libp2p-stream dials a

@@ -47,14 +47,7 @@ impl NodeProc {
         for b in bootstrap {
             cmd.args(["--bootstrap", b]);
         }
-        let mut child = cmd
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut child = spawn_quiet(cmd.env("RUST_LOG", "warn"), bin);
         let pid = child.id().expect("a running node has a pid");
         let deadline = Instant::now() + START_TIMEOUT;
         let url = loop {
@@ -177,18 +170,21 @@ pub struct CliRun {
     pub peak_rss_mib: f64,
 }
 
-/// Runs `bin ARGS`, sampling its peak RSS while it runs; panics if it fails or outlives
-/// `timeout`.
-pub async fn cli(bin: &Path, args: &[&str], timeout: Duration) -> CliRun {
-    let t = Instant::now();
-    let child = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
+/// Starts a process with no stdin or stdout (stderr shown), killed when dropped.
+fn spawn_quiet(cmd: &mut Command, bin: &Path) -> tokio::process::Child {
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
+}
+
+/// Runs `bin ARGS`, sampling its peak RSS while it runs; panics if it fails or outlives
+/// `timeout`.
+pub async fn cli(bin: &Path, args: &[&str], timeout: Duration) -> CliRun {
+    let t = Instant::now();
+    let child = spawn_quiet(Command::new(bin).args(args), bin);
     let pid = child.id().expect("a running CLI has a pid");
     let out = child.wait_with_output();
     tokio::pin!(out);

@@ -163,27 +163,28 @@ impl ChunkServer {
                         None => chunks::write_not_found(stream).await,
                     }
                 };
-                tokio::time::timeout(chunks::REPLY_TIMEOUT, reply)
-                    .await
-                    .map_err(|_| {
-                        std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "the requester stopped reading",
-                        )
-                    })??;
+                within_reply_timeout(reply).await?;
             }
-            tokio::time::timeout(chunks::REPLY_TIMEOUT, stream.flush())
-                .await
-                .map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "the requester stopped reading",
-                    )
-                })??;
+            within_reply_timeout(stream.flush()).await?;
         }
         stream.close().await?;
         Ok(())
     }
+}
+
+/// A write to a requester, bounded: one that does not take it within the reply timeout has
+/// stopped reading.
+async fn within_reply_timeout(
+    write: impl std::future::Future<Output = std::io::Result<()>>,
+) -> std::io::Result<()> {
+    tokio::time::timeout(chunks::REPLY_TIMEOUT, write)
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the requester stopped reading",
+            )
+        })?
 }
 
 /// Reads a chunk into `buf` (not verified again: it was verified when stored, and the requester

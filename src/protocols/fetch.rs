@@ -1,5 +1,5 @@
-//! The fetch protocol, `/dfs/fetch/2` (request-response, CBOR): ask a peer for a key's record or
-//! a page of a file's chunk list. One request and one response per stream. Chunk bytes travel on
+//! The fetch protocol, `/dfs/fetch/2` (request-response, CBOR): ask a peer for a key's record,
+//! a page of a file's chunk list, or which network it belongs to. One request and one response per stream. Chunk bytes travel on
 //! [`super::chunks`] instead (`/dfs/fetch/1` carried them here and is gone).
 //!
 //! A receiver trusts nothing it gets: a chunk list is checked against the content id
@@ -32,6 +32,8 @@ pub enum Request {
     Record { key: String },
     /// A page of the chunk list of a content id, starting at chunk `offset`.
     Manifest { cid: Hash, offset: u64 },
+    /// The id of the network the peer belongs to (how a reader that bootstraps learns it).
+    Network,
 }
 
 /// A fetch response.
@@ -48,6 +50,10 @@ pub enum Response {
         total: u64,
         offset: u64,
         chunks: Vec<Hash>,
+    },
+    /// The network id of the peer (its owner's peer id).
+    Network {
+        id: String,
     },
     /// The peer does not have what was asked for (or not all of it, for a chunk list).
     NotFound,

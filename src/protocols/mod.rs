@@ -2,14 +2,16 @@
 //! documentation of its messages. `docs/PROTOCOL.md` is the specification for other
 //! implementations; these modules are the reference.
 //!
-//! - [`records`]: gossipsub topic `dfs/<network>/records/1`, record updates (metadata only).
+//! - [`records`]: gossipsub topic `dfs/<network>/records/2`, signed record updates (metadata).
+//! - [`members`]: gossipsub topic `dfs/<network>/members/1`, signed grants (membership).
 //! - [`peers`]: gossipsub topic `dfs/<network>/peers/1`, peer announcements (discovery).
-//! - [`fetch`]: request-response `/dfs/fetch/2`, records and chunk lists.
+//! - [`fetch`]: request-response `/dfs/fetch/2`, records, chunk lists and the network id.
 //! - [`chunks`]: raw stream `/dfs/chunks/1`, bulk chunk bytes.
 //! - [`sync`]: request-response `/dfs/sync/1`, anti-entropy over a tree of record digests.
 
 pub mod chunks;
 pub mod fetch;
+pub mod members;
 pub mod peers;
 pub mod records;
 pub mod sync;

@@ -74,6 +74,9 @@ impl Session {
     /// Runs rounds until both record sets have the same digest, nothing more can be settled,
     /// or the round limit is reached (the next session continues).
     pub(crate) async fn run(self) -> Result<(), SyncError> {
+        if !self.replication.same_network(self.peer).await {
+            return Ok(());
+        }
         let result = self.rounds().await;
         // Counted when it ends, so that at rest `requests_sent` per session is exact.
         self.replication
@@ -83,14 +86,47 @@ impl Session {
         result
     }
 
+    /// Brings this node's grants up to the peer's: sends the digest of its set and adds what
+    /// the peer answers (all its grants, unless the digests were equal). The peer does the
+    /// same in its own sessions, so both converge on membership before records are compared.
+    async fn grants(&self) -> Result<(), SyncError> {
+        let Some(digest) = self.replication.members.with(|m| m.digest()) else {
+            return Ok(());
+        };
+        let Response::Grants { grants } = self.request(Request::Grants { digest }).await? else {
+            return Err(protocol_error(self.peer, "expected grants"));
+        };
+        if grants.len() > crate::trust::MAX_GRANTS {
+            return Err(protocol_error(self.peer, "too many grants"));
+        }
+        let added = self.replication.add_grants(grants).await?;
+        if !added.is_empty() {
+            tracing::debug!(peer = %self.peer, added = added.len(), "grants from sync");
+        }
+        Ok(())
+    }
+
     async fn rounds(&self) -> Result<(), SyncError> {
         let peer = self.peer;
+        let mut grants_checked = false;
         let mut seen_states = HashSet::new();
         for _ in 0..sync::MAX_ROUNDS {
             let mine = tree(&self.replication).await?;
-            let Response::Root { root, count } = self.request(Request::Root).await? else {
+            let Response::Root {
+                root,
+                count,
+                grants,
+            } = self.request(Request::Root).await?
+            else {
                 return Err(protocol_error(peer, "expected root"));
             };
+            // Membership first: records count only once their authors' grants are known.
+            let mine_grants = self.replication.members.with(|m| m.digest());
+            if !grants_checked && grants.is_some() && grants != mine_grants {
+                grants_checked = true;
+                self.grants().await?;
+                continue;
+            }
             if root == mine.root() && count == mine.count {
                 return Ok(());
             }
@@ -224,6 +260,7 @@ impl Responder {
                 Response::Root {
                     root: t.root(),
                     count: t.count,
+                    grants: self.replication.members.with(|m| m.digest()),
                 }
             }
             Request::Branches => Response::Branches {
@@ -253,6 +290,20 @@ impl Responder {
                     })
                     .await??;
                 Response::Entries { entries }
+            }
+            Request::Grants { digest } => {
+                let grants = self
+                    .replication
+                    .members
+                    .with(|m| {
+                        if m.digest() == digest {
+                            Vec::new()
+                        } else {
+                            m.grants().cloned().collect()
+                        }
+                    })
+                    .unwrap_or_default();
+                Response::Grants { grants }
             }
             Request::Exchange { push, want } => {
                 if push.len() > sync::MAX_RECORDS_PER_EXCHANGE

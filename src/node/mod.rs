@@ -76,7 +76,11 @@ impl Config {
     fn net(&self, network: Option<String>) -> net::Config {
         let mut bootstrap = self.bootstrap.clone();
         if let Some(ticket) = &self.join {
-            bootstrap.extend(ticket.addrs.iter().cloned());
+            for addr in &ticket.addrs {
+                if !bootstrap.contains(addr) {
+                    bootstrap.push(addr.clone());
+                }
+            }
         }
         net::Config {
             listen: self.listen.clone(),

@@ -65,6 +65,18 @@ pub struct Membership {
     network: String,
     grants: BTreeMap<Hash, Grant>,
     standing: HashMap<Vec<u8>, Standing>,
+    /// The owner's word on each peer it granted something: its latest grant, and whether any
+    /// of its grants made the peer an admin. Rebuilt with `standing`.
+    owner_view: HashMap<Vec<u8>, OwnerView>,
+}
+
+/// What the owner's grants say about one peer.
+#[derive(Clone, Copy, Debug)]
+struct OwnerView {
+    seq: u64,
+    role: Role,
+    cutoff: u64,
+    was_admin: bool,
 }
 
 impl Membership {
@@ -75,6 +87,7 @@ impl Membership {
             network: network_id(&owner),
             grants: BTreeMap::new(),
             standing: HashMap::new(),
+            owner_view: HashMap::new(),
         }
     }
 
@@ -194,19 +207,12 @@ impl Membership {
         out
     }
 
-    /// The owner's latest grant for `subject` (by the owner's sequence numbers).
-    fn owner_latest(&self, subject: &[u8]) -> Option<&Grant> {
-        self.grants
-            .values()
-            .filter(|g| g.issuer == self.owner_bytes && g.subject == subject)
-            .max_by_key(|g| g.seq)
-    }
-
     fn admin_now(&self, peer: &[u8]) -> bool {
         peer == self.owner_bytes
             || self
-                .owner_latest(peer)
-                .is_some_and(|g| g.role == Role::Admin)
+                .owner_view
+                .get(peer)
+                .is_some_and(|v| v.role == Role::Admin)
     }
 
     /// Whether a grant counts (see the module's rules).
@@ -220,20 +226,32 @@ impl Membership {
         if g.role == Role::Admin || self.admin_now(&g.subject) {
             return false;
         }
-        if self.admin_now(&g.issuer) {
-            return true;
+        // An admin now; or a former admin, whose grants up to the cutoff of its demotion still
+        // count.
+        match self.owner_view.get(&g.issuer) {
+            Some(v) if v.role == Role::Admin => true,
+            Some(v) => v.was_admin && g.seq <= v.cutoff,
+            None => false,
         }
-        // A former admin: its grants up to the cutoff of its demotion still count.
-        let was_admin = self.grants.values().any(|o| {
-            o.issuer == self.owner_bytes && o.subject == g.issuer && o.role == Role::Admin
-        });
-        was_admin
-            && self
-                .owner_latest(&g.issuer)
-                .is_some_and(|d| g.seq <= d.cutoff)
     }
 
     fn recompute(&mut self) {
+        let mut view: HashMap<Vec<u8>, OwnerView> = HashMap::new();
+        for g in self.grants.values().filter(|g| g.issuer == self.owner_bytes) {
+            let v = view.entry(g.subject.clone()).or_insert(OwnerView {
+                seq: 0,
+                role: g.role,
+                cutoff: g.cutoff,
+                was_admin: false,
+            });
+            v.was_admin |= g.role == Role::Admin;
+            if g.seq >= v.seq {
+                v.seq = g.seq;
+                v.role = g.role;
+                v.cutoff = g.cutoff;
+            }
+        }
+        self.owner_view = view;
         let mut winners: HashMap<Vec<u8>, (&Grant, Role)> = HashMap::new();
         for g in self.grants.values().filter(|g| self.counts(g)) {
             let entry = winners.entry(g.subject.clone()).or_insert((g, g.role));

@@ -131,8 +131,9 @@ impl Stranger {
         self.publish(topic, members::encode(grant));
     }
 
-    /// Pushes records to `peer` with a sync `exchange`; returns the answer.
-    async fn push(&mut self, peer: PeerId, push: Vec<Record>) -> sync::Response {
+    /// Pushes records to `peer` with a sync `exchange`; returns the answer (`None` if the
+    /// request failed: the peer closed the connection).
+    async fn push(&mut self, peer: PeerId, push: Vec<Record>) -> Option<sync::Response> {
         let id = self
             .swarm
             .behaviour_mut()
@@ -143,20 +144,21 @@ impl Stranger {
             let event = tokio::time::timeout_at(until, self.swarm.select_next_some())
                 .await
                 .expect("a sync answer in time");
-            if let SwarmEvent::Behaviour(StrangerBehaviourEvent::Sync(
-                request_response::Event::Message {
-                    message:
-                        request_response::Message::Response {
-                            request_id,
-                            response,
-                        },
-                    ..
-                },
-            )) = event
-            {
-                if request_id == id {
-                    return response;
-                }
+            match event {
+                SwarmEvent::Behaviour(StrangerBehaviourEvent::Sync(
+                    request_response::Event::Message {
+                        message:
+                            request_response::Message::Response {
+                                request_id,
+                                response,
+                            },
+                        ..
+                    },
+                )) if request_id == id => return Some(response),
+                SwarmEvent::Behaviour(StrangerBehaviourEvent::Sync(
+                    request_response::Event::OutboundFailure { request_id, .. },
+                )) if request_id == id => return None,
+                _ => {}
             }
         }
     }
@@ -214,7 +216,7 @@ async fn a_stranger_cannot_write_delete_impersonate_or_grant() {
         .push(owner.client.peer_id(), vec![tomb, forged, pushed])
         .await;
     assert!(
-        matches!(answer, sync::Response::Records { .. }),
+        matches!(answer, Some(sync::Response::Records { .. })),
         "{answer:?}"
     );
     s.idle(Duration::from_millis(1500)).await;
@@ -475,4 +477,39 @@ async fn a_reader_reads_but_cannot_write_and_writers_cannot_grant() {
     );
     put(&reader.client, "mine", b"now allowed".to_vec()).await;
     assert!(owner.client.wait_for("mine", false, DEADLINE).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_that_keeps_pushing_forged_records_is_blocked() {
+    let owner = TestNode::start(vec![]).await;
+    let mut s = Stranger::connect(&owner.addr, &network(&owner)).await;
+    let peer = owner.client.peer_id();
+    for i in 0..3u64 {
+        let mut forged = signed(
+            &s.key.clone(),
+            &format!("forged-{i}"),
+            None,
+            0,
+            now(),
+            i + 1,
+        );
+        forged.author = peer.to_bytes();
+        s.push(peer, vec![forged]).await;
+    }
+    // The third strike closes the connection and refuses the peer.
+    let stranger = s.peer_id();
+    assert!(
+        eventually(DEADLINE, || async {
+            owner
+                .client
+                .peers()
+                .await
+                .unwrap()
+                .iter()
+                .all(|p| p.peer_id != stranger)
+        })
+        .await,
+        "the misbehaving peer is disconnected"
+    );
+    assert_eq!(owner.client.refusals().count(Refusal::Invalid), 3);
 }

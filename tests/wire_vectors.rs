@@ -4,8 +4,17 @@
 use dfs::protocols::{fetch, peers, records, sync};
 use dfs::record::{content_id, Hash, Record};
 
-fn cbor4ii<T: serde::Serialize>(v: &T) -> String {
-    hex::encode(cbor4ii::serde::to_vec(Vec::new(), v).unwrap())
+/// A message as the node writes it on the wire (`/dfs/fetch/2`, `/dfs/sync/1`), in hex; and
+/// the same bytes read back strictly, as the node reads them.
+fn cbor4ii<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
+    v: &T,
+) -> String {
+    let bytes = dfs::protocols::encode_cbor(v);
+    let back: T = dfs::protocols::codec::decode_exact(&bytes).unwrap();
+    assert_eq!(&back, v);
+    let independent = cbor4ii::serde::to_vec(Vec::new(), v).unwrap();
+    assert_eq!(bytes, independent, "ciborium and cbor4ii agree");
+    hex::encode(bytes)
 }
 
 /// The ed25519 key whose secret is 32 bytes of 0x01.

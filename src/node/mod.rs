@@ -457,8 +457,13 @@ impl Client {
         }
         let mut best: Option<(PeerId, Record)> = None;
         for (peer, r) in answers.into_iter().flatten() {
-            if r.key != key || r.check().is_err() || !self.replication.members().admits(&r) {
-                tracing::debug!(%peer, "ignoring invalid record in lookup answer");
+            if r.key != key || r.check().is_err() {
+                self.replication
+                    .misbehaved(peer, "an invalid record in a lookup answer");
+                continue;
+            }
+            if !self.replication.members().admits(&r) {
+                tracing::debug!(%peer, "ignoring a record by a peer without write access in a lookup answer");
                 continue;
             }
             if best.as_ref().is_none_or(|(_, b)| r.supersedes(b)) {

@@ -65,12 +65,10 @@ pub enum Response {
 
 /// The request-response behaviour of this protocol with its limits.
 pub type Behaviour = libp2p::request_response::Behaviour<Codec>;
-pub type Codec = libp2p::request_response::cbor::codec::Codec<Request, Response>;
+pub type Codec = super::codec::Codec<Request, Response>;
 
 pub fn behaviour() -> Behaviour {
-    let codec = Codec::default()
-        .set_request_size_maximum(MAX_REQUEST_SIZE)
-        .set_response_size_maximum(MAX_RESPONSE_SIZE);
+    let codec = Codec::new(MAX_REQUEST_SIZE, MAX_RESPONSE_SIZE);
     Behaviour::with_codec(
         codec,
         [(PROTOCOL, libp2p::request_response::ProtocolSupport::Full)],

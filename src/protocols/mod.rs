@@ -10,6 +10,7 @@
 //! - [`sync`]: request-response `/dfs/sync/1`, anti-entropy over a tree of record digests.
 
 pub mod chunks;
+pub mod codec;
 pub mod fetch;
 pub mod members;
 pub mod peers;
@@ -32,7 +33,7 @@ pub enum DecodeError {
 }
 
 /// Decodes one CBOR value from a bounded buffer.
-pub(crate) fn decode_cbor<T: serde::de::DeserializeOwned>(
+pub fn decode_cbor<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     limit: usize,
 ) -> Result<T, DecodeError> {
@@ -43,7 +44,7 @@ pub(crate) fn decode_cbor<T: serde::de::DeserializeOwned>(
 }
 
 /// Encodes one value as CBOR.
-pub(crate) fn encode_cbor<T: serde::Serialize>(value: &T) -> Vec<u8> {
+pub fn encode_cbor<T: serde::Serialize>(value: &T) -> Vec<u8> {
     let mut out = Vec::new();
     ciborium::ser::into_writer(value, &mut out).expect("CBOR encoding into a Vec cannot fail");
     out

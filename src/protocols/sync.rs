@@ -138,12 +138,10 @@ impl Tree {
 }
 
 pub type Behaviour = libp2p::request_response::Behaviour<Codec>;
-pub type Codec = libp2p::request_response::cbor::codec::Codec<Request, Response>;
+pub type Codec = super::codec::Codec<Request, Response>;
 
 pub fn behaviour() -> Behaviour {
-    let codec = Codec::default()
-        .set_request_size_maximum(MAX_MESSAGE_SIZE)
-        .set_response_size_maximum(MAX_MESSAGE_SIZE);
+    let codec = Codec::new(MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE);
     Behaviour::with_codec(
         codec,
         [(PROTOCOL, libp2p::request_response::ProtocolSupport::Full)],

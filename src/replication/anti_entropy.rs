@@ -21,6 +21,8 @@ pub enum SyncError {
     Network(#[from] net::Error),
     #[error("sync protocol violation by {peer}: {reason}")]
     Protocol { peer: PeerId, reason: String },
+    #[error("{peer} refused a sync request: {message}")]
+    Refused { peer: PeerId, message: String },
     #[error("invalid request: {0}")]
     Invalid(&'static str),
     #[error(transparent)]
@@ -65,8 +67,13 @@ impl Session {
             .stats
             .bytes_received
             .fetch_add(sync::encoded_len(&response) as u64, Ordering::Relaxed);
-        if let Response::Error { message } = &response {
-            return Err(protocol_error(self.peer, message));
+        if let Response::Error { message } = response {
+            // The peer answered, saying what it did not accept in our request (or that it is
+            // busy): a refusal, not a violation on its part.
+            return Err(SyncError::Refused {
+                peer: self.peer,
+                message,
+            });
         }
         Ok(response)
     }
@@ -229,8 +236,12 @@ impl Session {
                 .stats
                 .records_received
                 .fetch_add(records.len() as u64, Ordering::Relaxed);
-            let changed = self.replication.merge(records, &[peer]).await?;
-            tracing::debug!(%peer, changed, "sync round done");
+            let merged = self.replication.merge(records, &[peer]).await?;
+            if merged.invalid > 0 {
+                self.replication
+                    .misbehaved(peer, "records that do not verify in a sync answer");
+            }
+            tracing::debug!(%peer, changed = merged.changed, "sync round done");
         }
         Ok(())
     }
@@ -315,7 +326,11 @@ impl Responder {
                     .stats
                     .records_received
                     .fetch_add(push.len() as u64, Ordering::Relaxed);
-                self.replication.merge(push, &[self.peer]).await?;
+                let merged = self.replication.merge(push, &[self.peer]).await?;
+                if merged.invalid > 0 {
+                    self.replication
+                        .misbehaved(self.peer, "records that do not verify in a sync push");
+                }
                 let records = self
                     .replication
                     .blocking(move |store| store.records_by_key_hash(&want))

@@ -45,6 +45,10 @@ const MAX_INBOUND_WORK: usize = 16;
 const MERGE_QUEUE: usize = 4096;
 /// Most records merged in one store transaction.
 const MERGE_BATCH: usize = 256;
+/// Misbehaviours (invalid records sent through sync) before a peer is blocked.
+const MAX_STRIKES: u32 = 3;
+/// How long a misbehaving peer stays blocked.
+const BLOCK_FOR: Duration = Duration::from_secs(600);
 /// How often the store is swept for chunks nobody references (left by a transfer that was
 /// abandoned when its record was overwritten or deleted).
 const GC_INTERVAL: Duration = Duration::from_secs(600);
@@ -108,6 +112,8 @@ pub struct Replication {
     refusals: Arc<Refusals>,
     /// Grants are added one at a time, so a revocation's drop follows its grant in order.
     granting: Arc<tokio::sync::Mutex<()>>,
+    /// Misbehaviours per peer, towards [`MAX_STRIKES`].
+    strikes: Arc<Mutex<std::collections::HashMap<PeerId, u32>>>,
     /// The network each connected peer said it belongs to (asked once per connection).
     peer_networks: Arc<Mutex<std::collections::HashMap<PeerId, Option<String>>>>,
 }
@@ -141,6 +147,7 @@ impl Replication {
             refusals,
             granting: Arc::new(tokio::sync::Mutex::new(())),
             peer_networks: Arc::default(),
+            strikes: Arc::default(),
         }
     }
 
@@ -277,39 +284,44 @@ impl Replication {
         &self,
         records: Vec<Record>,
         sources: &[PeerId],
-    ) -> Result<usize, MergeError> {
+    ) -> Result<Merged, MergeError> {
         let refusals = self.refusals.clone();
         let members = self.members.clone();
-        let applied = self
-            .blocking(move |store| -> Result<Vec<(Record, bool)>, StoreError> {
-                // Signatures are checked here, off the async threads, whatever the path.
-                let mut valid = Vec::with_capacity(records.len());
-                for r in records {
-                    if r.check().is_err() {
-                        refusals.refuse(Refusal::Invalid, &r.author, Some(&r.key));
-                    } else {
-                        valid.push(r);
-                    }
-                }
-                let outcomes = store.apply_batch(valid.clone())?;
-                Ok(valid
-                    .into_iter()
-                    .zip(outcomes)
-                    .filter_map(|(r, o)| match o {
-                        Applied::Updated { fetch, .. } => Some((r, fetch)),
-                        Applied::Unchanged => None,
-                        Applied::Refused => {
-                            let why = if members.admits(&r) {
-                                Refusal::SeqReused
-                            } else {
-                                Refusal::NotAWriter
-                            };
-                            refusals.refuse(why, &r.author, Some(&r.key));
-                            None
+        let (applied, invalid) = self
+            .blocking(
+                move |store| -> Result<(Vec<(Record, bool)>, usize), StoreError> {
+                    // Signatures are checked here, off the async threads, whatever the path.
+                    let mut valid = Vec::with_capacity(records.len());
+                    let mut invalid = 0;
+                    for r in records {
+                        if r.check().is_err() {
+                            refusals.refuse(Refusal::Invalid, &r.author, Some(&r.key));
+                            invalid += 1;
+                        } else {
+                            valid.push(r);
                         }
-                    })
-                    .collect())
-            })
+                    }
+                    let outcomes = store.apply_batch(valid.clone())?;
+                    let applied = valid
+                        .into_iter()
+                        .zip(outcomes)
+                        .filter_map(|(r, o)| match o {
+                            Applied::Updated { fetch, .. } => Some((r, fetch)),
+                            Applied::Unchanged => None,
+                            Applied::Refused => {
+                                let why = if members.admits(&r) {
+                                    Refusal::SeqReused
+                                } else {
+                                    Refusal::NotAWriter
+                                };
+                                refusals.refuse(why, &r.author, Some(&r.key));
+                                None
+                            }
+                        })
+                        .collect();
+                    Ok((applied, invalid))
+                },
+            )
             .await??;
         let changed = applied.len();
         for (record, incomplete) in applied {
@@ -317,7 +329,30 @@ impl Replication {
                 self.transfers.enqueue(record, sources.to_vec());
             }
         }
-        Ok(changed)
+        Ok(Merged { changed, invalid })
+    }
+
+    /// Notes that `peer` sent what no honest peer sends (records that do not verify); at
+    /// [`MAX_STRIKES`] it is blocked (disconnected and refused) for [`BLOCK_FOR`].
+    pub(crate) fn misbehaved(&self, peer: PeerId, what: &'static str) {
+        let strikes = {
+            let mut strikes = self.strikes.lock().expect("strikes");
+            let n = strikes.entry(peer).or_insert(0);
+            *n += 1;
+            *n
+        };
+        if strikes < MAX_STRIKES {
+            tracing::debug!(%peer, what, strikes, "peer misbehaved");
+            return;
+        }
+        self.strikes.lock().expect("strikes").remove(&peer);
+        tracing::info!(%peer, what, "blocking a misbehaving peer for {BLOCK_FOR:?}");
+        let network = self.network.clone();
+        self.tasks.spawn(async move {
+            let _ = network.block(peer, true).await;
+            tokio::time::sleep(BLOCK_FOR).await;
+            let _ = network.block(peer, false).await;
+        });
     }
 
     /// Registers the protocols served on raw streams. Called before the network task runs, so
@@ -492,6 +527,14 @@ impl Replication {
             }
         }
     }
+}
+
+/// What a merge did: records that changed the store, and records refused because they do not
+/// verify (which an honest peer never sends).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Merged {
+    pub changed: usize,
+    pub invalid: usize,
 }
 
 /// Why merging records failed.

@@ -237,7 +237,11 @@ impl Membership {
 
     fn recompute(&mut self) {
         let mut view: HashMap<Vec<u8>, OwnerView> = HashMap::new();
-        for g in self.grants.values().filter(|g| g.issuer == self.owner_bytes) {
+        for g in self
+            .grants
+            .values()
+            .filter(|g| g.issuer == self.owner_bytes)
+        {
             let v = view.entry(g.subject.clone()).or_insert(OwnerView {
                 seq: 0,
                 role: g.role,

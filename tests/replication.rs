@@ -618,3 +618,140 @@ async fn content_nobody_serves_does_not_starve_replication() {
         started.elapsed()
     );
 }
+
+/// The chunk list of a fake file: hash i of `seed` is BLAKE3(seed || i), made page by page so
+/// the test peer never holds a whole list.
+fn fake_hash(seed: u64, i: u64) -> dfs::record::Hash {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&seed.to_be_bytes());
+    b[8..].copy_from_slice(&i.to_be_bytes());
+    dfs::record::Hash::of(&b)
+}
+
+fn fake_cid(seed: u64, size: u64) -> dfs::record::Hash {
+    let n = dfs::record::chunk_count(size);
+    let list: Vec<_> = (0..n).map(|i| fake_hash(seed, i)).collect();
+    dfs::record::content_id(size, &list)
+}
+
+/// Records by a member that claim 1 TiB files whose chunk lists a peer serves but whose chunks
+/// nobody does (issue 13, chunk-list amplification): the lists stored for content still
+/// arriving stay within their budget, large lists are fetched one at a time, and an honest
+/// put still reaches the victim within 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_claiming_huge_files_stay_within_the_list_budget() {
+    use dfs::protocols::fetch;
+    use futures::StreamExt;
+    let honest = TestNode::start(vec![]).await;
+    let victim = TestNode::start(vec![honest.addr.clone()]).await;
+    assert!(eventually(DEADLINE, || async { victim.peer_count().await == 1 }).await);
+    let owner = identity(honest.dir.path());
+    let size = dfs::record::MAX_FILE_SIZE;
+    let n = dfs::record::chunk_count(size);
+    let seeds: Vec<u64> = (1..=10).collect();
+    let cids: Vec<_> = seeds.iter().map(|s| (*s, fake_cid(*s, size))).collect();
+    let now = dfs::record::wall_ms() << 16;
+    let records: Vec<Record> = cids
+        .iter()
+        .map(|(s, cid)| {
+            signed(
+                &owner,
+                &format!("huge-{s}"),
+                Some(*cid),
+                size,
+                now + s,
+                1_000_000 + s,
+            )
+        })
+        .collect();
+
+    // A peer that serves every page of those lists, and no chunk.
+    let mut server = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| fetch::behaviour())
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
+        .build();
+    server.dial(victim.addr.clone()).unwrap();
+    let pages = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let served = pages.clone();
+    let serving = tokio::spawn(async move {
+        loop {
+            if let libp2p::swarm::SwarmEvent::Behaviour(
+                libp2p::request_response::Event::Message {
+                    message:
+                        libp2p::request_response::Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                },
+            ) = server.select_next_some().await
+            {
+                let answer = match request {
+                    fetch::Request::Manifest { cid, offset } => {
+                        match cids.iter().find(|(_, c)| *c == cid) {
+                            Some((seed, _)) if offset < n => {
+                                served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let end = (offset + fetch::MANIFEST_PAGE as u64).min(n);
+                                fetch::Response::Manifest {
+                                    total: n,
+                                    offset,
+                                    chunks: (offset..end).map(|i| fake_hash(*seed, i)).collect(),
+                                }
+                            }
+                            _ => fetch::Response::NotFound,
+                        }
+                    }
+                    _ => fetch::Response::NotFound,
+                };
+                let _ = server.behaviour_mut().send_response(channel, answer);
+            }
+        }
+    });
+    assert!(eventually(DEADLINE, || async { victim.peer_count().await == 2 }).await);
+    let store = victim.client.store().clone();
+    tokio::task::spawn_blocking(move || store.apply_batch(records).unwrap())
+        .await
+        .unwrap();
+    // The victim fetches the lists (the retry tick is 1 s in tests), one large list at a time.
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            pages.load(std::sync::atomic::Ordering::Relaxed)
+                >= 2 * n.div_ceil(fetch::MANIFEST_PAGE as u64)
+        })
+        .await,
+        "lists were fetched: {} pages served",
+        pages.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let started = std::time::Instant::now();
+    put(&honest.client, "honest", data(CHUNK_SIZE, 5)).await;
+    assert!(
+        victim
+            .client
+            .wait_for("honest", false, Duration::from_secs(20))
+            .await
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "an honest put took {:?} during the attack",
+        started.elapsed()
+    );
+    // Listing stays quick: it reads no chunk list.
+    let started = std::time::Instant::now();
+    assert!(victim.client.list().await.unwrap().len() >= 11);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "ls took {:?}",
+        started.elapsed()
+    );
+    let pending = victim.client.store().pending_hashes().unwrap();
+    assert!(pending >= n, "a list of content still arriving is counted");
+    assert!(pending <= dfs::store::MAX_PENDING_HASHES);
+    serving.abort();
+}

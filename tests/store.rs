@@ -1133,3 +1133,40 @@ fn kill_during_concurrent_small_puts_loses_no_acked_put() {
         assert!(files_under(&d.path().join("tmp")).is_empty());
     }
 }
+
+/// The lists of content still arriving have a budget: a list beyond it is refused (and tried
+/// again later), and completing or dropping content gives its share back.
+#[test]
+fn chunk_lists_of_content_still_arriving_stay_within_their_budget() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    s.set_list_budget(100);
+    let a = author();
+    let list = |seed: u8, n: usize| -> Vec<Hash> {
+        (0..n)
+            .map(|i| Hash::of(&[seed, i as u8, (i >> 8) as u8]))
+            .collect()
+    };
+    let size = |n: usize| (n as u64) * CHUNK_SIZE as u64;
+    let (l1, l2) = (list(1, 60), list(2, 60));
+    let (c1, c2) = (content_id(size(60), &l1), content_id(size(60), &l2));
+    s.apply_batch(vec![
+        rec("one", base_time(), &a, Some(c1), size(60)),
+        rec("two", base_time(), &a, Some(c2), size(60)),
+    ])
+    .unwrap();
+    assert!(s.set_chunk_list(&c1, size(60), &l1).unwrap());
+    assert_eq!(s.pending_hashes().unwrap(), 60);
+    assert!(matches!(
+        s.set_chunk_list(&c2, size(60), &l2),
+        Err(StoreError::ListBudget {
+            pending: 60,
+            len: 60
+        })
+    ));
+    // Dropping the first record frees its list's share.
+    s.apply(rec("one", base_time() + 1, &a, None, 0)).unwrap();
+    assert_eq!(s.pending_hashes().unwrap(), 0);
+    assert!(s.set_chunk_list(&c2, size(60), &l2).unwrap());
+    assert_eq!(s.pending_hashes().unwrap(), 60);
+}

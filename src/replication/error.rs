@@ -35,6 +35,16 @@ pub enum PeerError {
 impl PeerError {
     /// The peer lied or does not speak the protocol: it is out of the transfer for good. Other
     /// failures (a timeout, a reset, a refusal) count towards dropping it until it reconnects.
+    /// The peer sent what an honest peer never sends (a bad chunk, a malformed answer), rather
+    /// than not speaking the protocol at all (a foreign libp2p peer).
+    pub fn is_lie(&self) -> bool {
+        match self {
+            PeerError::Protocol(_) | PeerError::BadChunk(_) => true,
+            PeerError::Frame(e) => !matches!(e, FrameError::Io(_)),
+            _ => false,
+        }
+    }
+
     pub fn is_misbehaviour(&self) -> bool {
         match self {
             PeerError::Protocol(_) | PeerError::BadChunk(_) => true,

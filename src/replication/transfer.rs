@@ -26,7 +26,9 @@ use super::buffers::{Buf, Pool};
 use super::error::{PeerError, TransferError};
 use crate::net::Network;
 use crate::protocols::{chunks, fetch};
-use crate::record::{chunk_count, chunk_len, chunk_list_matches, ContentId, Hash, Record};
+use crate::record::{
+    chunk_count, chunk_len, chunk_list_matches, ContentId, Hash, Record, CHUNK_SIZE,
+};
 use crate::store::{Store, StoreError};
 use crate::tasks::Tasks;
 
@@ -34,6 +36,10 @@ use crate::tasks::Tasks;
 const MAX_PEER_FAILURES: u32 = 3;
 /// Times a transfer looks again for peers when none can serve what is missing.
 const MAX_STALLS: u32 = 10;
+/// "Not found" answers in a row after which a peer is taken to lack the content (its worker
+/// ends as a failure): without it, a peer that has none of a million-chunk file would be asked
+/// for every chunk, 16 at a time.
+const MAX_MISSES: u32 = 64;
 /// Pause between two such looks.
 const STALL_PAUSE: Duration = Duration::from_millis(500);
 /// Chunk buffers held at once by all transfers together (received, being verified or written):
@@ -47,6 +53,14 @@ const MAX_HINTS: usize = 4096;
 /// transfer slot, and give their permit back while they wait to look again, so content that
 /// nobody serves cannot keep served content waiting.
 const MAX_LOOKUPS: usize = 32;
+/// Chunk lists longer than this (64 GiB of content) are "large": their transfers share
+/// [`LARGE_LIST_BUDGET`], so that records claiming huge files (whose lists a peer may serve
+/// without ever serving a chunk) cannot grow memory; smaller ones are bounded by the lookup and
+/// transfer limits alone and never wait for a large one.
+const LARGE_LIST: u64 = 64 * 1024;
+/// Chunk hashes of large lists held in memory at once, over all transfers (32 MiB of hashes,
+/// one list of the largest file a record may describe).
+const LARGE_LIST_BUDGET: u64 = 1 << 20;
 /// How long one peer may take to answer a chunk-list page during a lookup.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// First pause before a background transfer of content that nobody could serve is tried again;
@@ -98,6 +112,8 @@ struct Inner {
     resuming: AtomicBool,
     /// Chunks received from peers and written, over the node's life.
     chunks_fetched: AtomicU64,
+    /// Permits (one per chunk hash) for the lists of large transfers.
+    large_lists: Arc<Semaphore>,
 }
 
 impl Transfers {
@@ -122,6 +138,7 @@ impl Transfers {
                 hints: Mutex::new(HashMap::new()),
                 resuming: AtomicBool::new(false),
                 chunks_fetched: AtomicU64::new(0),
+                large_lists: Arc::new(Semaphore::new(LARGE_LIST_BUDGET as usize)),
             }),
         }
     }
@@ -201,7 +218,9 @@ impl Transfers {
                 Err(error) => {
                     if matches!(
                         error,
-                        TransferError::NoChunkList | TransferError::NoSource(_)
+                        TransferError::NoChunkList
+                            | TransferError::NoSource(_)
+                            | TransferError::Store(StoreError::ListBudget { .. })
                     ) {
                         inner.back_off(cid);
                     }
@@ -305,12 +324,37 @@ struct PeerState {
     lacking: HashSet<Hash>,
 }
 
+/// The expected length of each chunk of a file: every chunk is full but the last (a hash, which
+/// names bytes, has one length; content whose list says otherwise fails its transfer).
+#[derive(Clone, Copy)]
+struct Lengths {
+    last: Option<Hash>,
+    last_len: usize,
+}
+
+impl Lengths {
+    fn of(list: &[Hash], size: u64) -> Lengths {
+        Lengths {
+            last: list.last().copied(),
+            last_len: chunk_len(size, list.len().saturating_sub(1) as u64),
+        }
+    }
+
+    fn expected(&self, hash: &Hash) -> usize {
+        if self.last.as_ref() == Some(hash) {
+            self.last_len
+        } else {
+            CHUNK_SIZE
+        }
+    }
+}
+
 /// What the workers of one transfer share.
 struct Shared {
     inner: Arc<Inner>,
     key: String,
     queue: Mutex<VecDeque<Hash>>,
-    lengths: HashMap<Hash, usize>,
+    lengths: Lengths,
     written: AtomicU64,
     progress: Arc<watch::Sender<Progress>>,
 }
@@ -476,7 +520,11 @@ impl Transfer {
         s.failures += 1;
         if error.is_misbehaviour() {
             if !s.bad {
-                tracing::warn!(%peer, key = %self.record.key, %error, "peer out of this transfer");
+                if error.is_lie() {
+                    tracing::warn!(%peer, key = %self.record.key, %error, "peer out of this transfer");
+                } else {
+                    tracing::debug!(%peer, key = %self.record.key, %error, "peer out of this transfer");
+                }
             }
             s.bad = true;
         } else if s.failures >= MAX_PEER_FAILURES {
@@ -574,6 +622,20 @@ impl Transfer {
 
     async fn run(mut self) -> Result<(), TransferError> {
         self.refresh_peers().await?;
+        // A large list waits for room in the large-list budget, held while the list is in use.
+        let count = chunk_count(self.record.size);
+        let _large = if count > LARGE_LIST {
+            let permits = count.min(LARGE_LIST_BUDGET) as u32;
+            let budget = self.inner.large_lists.clone();
+            Some(
+                budget
+                    .acquire_many_owned(permits)
+                    .await
+                    .map_err(|_| TransferError::Stopped)?,
+            )
+        } else {
+            None
+        };
         let list = self.chunk_list().await?;
         // Moving chunks takes a slot (bandwidth, buffers); finding the chunk list did not. A
         // get that waits needs no slot: gets are few and bounded by the API's own limit.
@@ -582,19 +644,13 @@ impl Transfer {
             slot = self.inner.slots.clone().acquire_owned() => slot.ok(),
             _ = skip_queue.notified() => None,
         };
-        let size = self.record.size;
-        let (missing, lengths) = self
+        let lengths = Lengths::of(&list, self.record.size);
+        let missing = self
             .blocking(move |store| {
-                let mut lengths = HashMap::new();
-                for (i, h) in list.iter().enumerate() {
-                    lengths.entry(*h).or_insert(chunk_len(size, i as u64));
-                }
                 let mut seen = HashSet::new();
-                let missing: VecDeque<Hash> = list
-                    .into_iter()
+                list.into_iter()
                     .filter(|h| seen.insert(*h) && !store.has_chunk(h))
-                    .collect();
-                (missing, lengths)
+                    .collect::<VecDeque<Hash>>()
             })
             .await?;
         self.fetch_chunks(missing, lengths).await?;
@@ -609,13 +665,13 @@ impl Transfer {
     /// True while some live record still references this content.
     async fn still_wanted(&self) -> Result<bool, TransferError> {
         let cid = self.cid;
-        Ok(self.blocking(move |s| s.chunk_list(&cid)).await??.is_some())
+        Ok(self.blocking(move |s| s.is_referenced(&cid)).await??)
     }
 
     async fn fetch_chunks(
         &mut self,
         queue: VecDeque<Hash>,
-        lengths: HashMap<Hash, usize>,
+        lengths: Lengths,
     ) -> Result<(), TransferError> {
         let shared = Arc::new(Shared {
             inner: self.inner.clone(),
@@ -771,6 +827,7 @@ async fn stream_chunks(
         .map_err(|_| PeerError::Timeout(chunks::REPLY_TIMEOUT))?
         .map_err(PeerError::from)?;
     let mut replied = false;
+    let mut misses = 0u32;
     chunks::write_request(&mut stream, &first)
         .await
         .map_err(|e| {
@@ -825,7 +882,8 @@ async fn stream_chunks(
                     .map_err(|_| PeerError::Timeout(chunks::REPLY_TIMEOUT))?
                     .map_err(|e| PeerError::Frame(e.into()))?;
                 outstanding.pop_front();
-                let expected = shared.lengths.get(&hash).copied().unwrap_or(0);
+                misses = 0;
+                let expected = shared.lengths.expected(&hash);
                 let store = shared.inner.store.clone();
                 let tasks = shared.inner.tasks.clone();
                 writes.push(
@@ -843,6 +901,10 @@ async fn stream_chunks(
                 outstanding.pop_front();
                 lacking.insert(hash);
                 shared.requeue([hash]);
+                misses += 1;
+                if misses >= MAX_MISSES {
+                    return Err(PeerError::NotFound.into());
+                }
             }
             chunks::Reply::Error { message } => return Err(PeerError::Refused(message).into()),
         }

@@ -412,6 +412,16 @@ impl Store {
                 if t.content_refs(cid)? == 0 {
                     return Ok((Done::Yes(false), false));
                 }
+                if t.content(cid)?.is_none() {
+                    let pending = t.pending_hashes()?;
+                    let budget = inner.list_budget.load(std::sync::atomic::Ordering::Relaxed);
+                    if pending + chunks.len() as u64 > budget {
+                        return Err(Failed::Clean(StoreError::ListBudget {
+                            pending,
+                            len: chunks.len() as u64,
+                        }));
+                    }
+                }
                 t.add_content(cid, *size, chunks, false)?;
                 Ok((Done::Yes(true), true))
             }

@@ -17,9 +17,14 @@
 //!   record that author signed with that number: every record this node ever accepted, kept
 //!   after the record is superseded, so that a second record under one number (what a revoked
 //!   writer would need to back-date a write) is recognised and refused.
+//! - `content_state`: content id -> 1 if complete, 0 if not: the `complete` flag of `contents`
+//!   without its chunk list, so that listing keys or checking a transfer never decodes a list
+//!   (a list can hold a million hashes).
 //! - `grants`: grant id -> the signed grant's bytes (membership; interpreted by `crate::trust`).
 //! - `meta`: `"clock"` -> the largest clock value issued or observed; `"seq"` -> the last
-//!   sequence number this node signed; `"format"` -> the record format of the index (2).
+//!   sequence number this node signed; `"format"` -> the record format of the index (2);
+//!   `"pending_hashes"` -> the number of chunk hashes in the lists of incomplete content (the
+//!   budget of lists stored for content still arriving; see `Store::set_chunk_list`).
 
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -37,11 +42,15 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 pub(crate) const INLINE: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("inline_chunks");
 pub(crate) const AUTHOR_SEQS: TableDefinition<&[u8], u64> = TableDefinition::new("author_seqs");
 pub(crate) const GRANTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("grants");
+pub(crate) const CONTENT_STATE: TableDefinition<&[u8; 32], u64> =
+    TableDefinition::new("content_state");
 
 /// Key of the clock's last value in `meta`.
 pub(crate) const CLOCK: &str = "clock";
 /// Key of the last sequence number this node signed, in `meta`.
 pub(crate) const SEQ: &str = "seq";
+/// Key of the number of chunk hashes in the lists of incomplete content, in `meta`.
+pub(crate) const PENDING: &str = "pending_hashes";
 /// Key of the index's record format in `meta`.
 pub(crate) const FORMAT: &str = "format";
 /// The record format this index holds: 2, signed records.
@@ -109,6 +118,7 @@ pub(crate) struct Tables<'t> {
     inline: Table<'t, &'static [u8; 32], &'static [u8]>,
     author_seqs: Table<'t, &'static [u8], u64>,
     grants: Table<'t, &'static [u8; 32], &'static [u8]>,
+    content_state: Table<'t, &'static [u8; 32], u64>,
 }
 
 impl<'t> Tables<'t> {
@@ -123,6 +133,7 @@ impl<'t> Tables<'t> {
             inline: txn.open_table(INLINE)?,
             author_seqs: txn.open_table(AUTHOR_SEQS)?,
             grants: txn.open_table(GRANTS)?,
+            content_state: txn.open_table(CONTENT_STATE)?,
         })
     }
 
@@ -218,6 +229,18 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
+    /// Chunk hashes in the lists of incomplete content.
+    pub fn pending_hashes(&self) -> Result<u64, StoreError> {
+        Ok(self.meta.get(PENDING)?.map_or(0, |v| v.value()))
+    }
+
+    fn add_pending(&mut self, delta: i64) -> Result<(), StoreError> {
+        let now = self.pending_hashes()?;
+        let next = now.saturating_add_signed(delta);
+        self.meta.insert(PENDING, next)?;
+        Ok(())
+    }
+
     /// Records a chunk list (adding its chunk references) if the content id has none yet.
     /// With `complete`, also marks existing content complete.
     pub fn add_content(
@@ -231,8 +254,13 @@ impl<'t> Tables<'t> {
             if complete && !c.complete {
                 c.complete = true;
                 self.contents.insert(&cid.0, encode(&c).as_slice())?;
+                self.content_state.insert(&cid.0, 1)?;
+                self.add_pending(-(c.chunks.len() as i64))?;
             }
             return Ok(());
+        }
+        if !complete {
+            self.add_pending(chunks.len() as i64)?;
         }
         for h in chunks {
             let n = self.chunk_refs.get(&h.0)?.map_or(0, |v| v.value());
@@ -244,6 +272,7 @@ impl<'t> Tables<'t> {
             chunks: chunks.to_vec(),
         };
         self.contents.insert(&cid.0, encode(&c).as_slice())?;
+        self.content_state.insert(&cid.0, u64::from(complete))?;
         Ok(())
     }
 
@@ -254,6 +283,8 @@ impl<'t> Tables<'t> {
             Some(mut c) => {
                 c.complete = true;
                 self.contents.insert(&cid.0, encode(&c).as_slice())?;
+                self.content_state.insert(&cid.0, 1)?;
+                self.add_pending(-(c.chunks.len() as i64))?;
                 Ok(true)
             }
             None => Ok(false),
@@ -283,6 +314,10 @@ impl<'t> Tables<'t> {
             return Ok(());
         };
         self.contents.remove(&cid.0)?;
+        self.content_state.remove(&cid.0)?;
+        if !content.complete {
+            self.add_pending(-(content.chunks.len() as i64))?;
+        }
         for h in &content.chunks {
             let n = self.chunk_refs.get(&h.0)?.map_or(0, |v| v.value());
             if n > 1 {

@@ -71,6 +71,12 @@ pub use crate::protocols::sync::LEAVES as SYNC_LEAVES;
 /// workloads and the short tails of large files.
 pub const INLINE_MAX: usize = 16 * 1024;
 
+/// Most chunk hashes kept in the lists of content still arriving (8 Mi hashes: 256 MiB of
+/// index, the lists of 8 TiB of content). A list that would go beyond waits
+/// (`StoreError::ListBudget`) until content completes or goes: a peer cannot fill the index
+/// with lists of content that never arrives.
+pub const MAX_PENDING_HASHES: u64 = 8 << 20;
+
 /// How often `get` retries when the content it found is freed before it could pin it.
 const GET_ATTEMPTS: usize = 3;
 
@@ -95,6 +101,8 @@ pub enum StoreError {
     Index(String),
     #[error("a node is already running on this data dir (its store {} is open)", .0.display())]
     Locked(PathBuf),
+    #[error("no room for the chunk list of {len} chunks: {pending} chunk hashes of content still arriving are stored already")]
+    ListBudget { pending: u64, len: u64 },
     #[error("{} was written by an older dfs (unsigned records, format 1); move the data dir away and join the network again", .0.display())]
     OldFormat(PathBuf),
 }
@@ -149,6 +157,8 @@ struct Inner {
     chunks: ChunkDir,
     pins: Pins,
     clock: Clock,
+    /// The most chunk hashes kept in lists of content still arriving.
+    list_budget: AtomicU64,
     /// This node's key: it signs the records of local puts and deletes.
     keypair: Keypair,
     admission: RwLock<Option<Admission>>,
@@ -184,7 +194,9 @@ fn read_content(txn: &ReadTransaction, cid: &ContentId) -> Result<Option<Content
 }
 
 fn is_complete(txn: &ReadTransaction, cid: &ContentId) -> Result<bool, StoreError> {
-    Ok(read_content(txn, cid)?.is_some_and(|c| c.complete))
+    let t = txn.open_table(index::CONTENT_STATE)?;
+    let state = t.get(&cid.0)?;
+    Ok(state.is_some_and(|v| v.value() == 1))
 }
 
 impl Store {
@@ -240,6 +252,7 @@ impl Store {
                 chunks,
                 pins: Pins::default(),
                 clock: Clock::starting_after(last),
+                list_budget: AtomicU64::new(MAX_PENDING_HASHES),
                 keypair,
                 admission: RwLock::new(None),
                 leaves,
@@ -498,6 +511,7 @@ impl Store {
 
     /// Stores a chunk list received from a peer, after checking it against the content id.
     /// Kept only while some live record references `cid`: `Ok(false)` if none does.
+    /// `ListBudget` when the lists of content still arriving would exceed their budget.
     pub fn set_chunk_list(
         &self,
         cid: &ContentId,
@@ -515,6 +529,28 @@ impl Store {
             Done::Yes(kept) => Ok(kept),
             _ => unreachable!("a chunk list is kept or not"),
         }
+    }
+
+    /// Sets the most chunk hashes kept in the lists of content still arriving (default
+    /// [`MAX_PENDING_HASHES`]).
+    pub fn set_list_budget(&self, hashes: u64) {
+        self.inner.list_budget.store(hashes, Ordering::Relaxed);
+    }
+
+    /// True while some live record references the content id (cheap: no list is read).
+    pub fn is_referenced(&self, cid: &ContentId) -> Result<bool, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let t = txn.open_table(index::CONTENT_REFS)?;
+        let refs = t.get(&cid.0)?;
+        Ok(refs.is_some_and(|v| v.value() > 0))
+    }
+
+    /// Chunk hashes in the stored lists of content still arriving (bounded by
+    /// [`MAX_PENDING_HASHES`]).
+    pub fn pending_hashes(&self) -> Result<u64, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let meta = txn.open_table(index::META)?;
+        Ok(meta.get(index::PENDING)?.map_or(0, |v| v.value()))
     }
 
     /// Pins `chunks` against garbage collection until the guard drops.

@@ -141,3 +141,23 @@ test('js, a writer, publishes seq 1 and then seq 2 (replacing it): both dfs node
     { timeout: 35_000, what: `every ${CHUNKS} stream closed by its requester: ${show(chunkStreams)}` })
   t.diagnostic(`${CHUNKS} streams served by js: ${show(chunkStreams)}; fetch/2 requests: ${show(served.map(r => typeof r === 'string' ? r : Object.keys(r)[0]))}`)
 })
+
+test('one number, one record: a second record under seq 2 is refused, the next number (seq 3) is stored', async (t) => {
+  if (grant == null || signer.seq < 2) t.skip('needs the records of the previous test')
+  const hlc = new Hlc()
+  hlc.observe(state.records.get(key).time)
+  const reused = signRecord(signer, { key: 'from-js/reused.bin', cid: contentIdOf(first), size: first.length, time: hlc.now(), seq: 2 })
+  const third = signRecord(signer, { key: 'from-js/third.bin', cid: contentIdOf(first), size: first.length, time: hlc.now() })
+  assert.equal(third.seq, 3n)
+  for (const r of [reused, third]) {
+    state.records.set(r.key, r)
+    await js.services.pubsub.publish(topic, encodeRecord(r))
+  }
+  // Gossip from one peer arrives in order: once seq 3 is stored, the reused seq 2 was judged.
+  for (const node of [a, b]) {
+    await waitFor(async () => (await node.stat(third.key)).local, { timeout: 30_000, interval: 250, what: `${node.name}: seq 3 stored` })
+    const keys = (await node.ls()).map(s => s.key)
+    assert.ok(!keys.includes(reused.key), `${node.name}: the record reusing seq 2 is not stored: ${keys}`)
+    assert.equal((await node.stat(key)).version, state.records.get(key).time, `${node.name}: seq 2's record is still the current one`)
+  }
+})

@@ -52,12 +52,14 @@ async function jsPeer (files, name) {
   await js.handle(SYNC, syncHandler(state, log.sync))
   js.services.pubsub.subscribe(topic)
   js.services.pubsub.subscribe(members)
-  for (const node of [owner, reader]) await js.dial(multiaddr(node.addr), { signal: AbortSignal.timeout(10_000) })
-  for (const t of [topic, members]) {
-    await waitFor(() => [owner, reader].every(n => js.services.pubsub.getMeshPeers(t).includes(n.peerId)),
-      { what: `${name}: both dfs nodes in the js mesh of ${t}` })
+  const connect = async () => {
+    for (const node of [owner, reader]) await js.dial(multiaddr(node.addr), { signal: AbortSignal.timeout(10_000) })
+    for (const t of [topic, members]) {
+      await waitFor(() => [owner, reader].every(n => js.services.pubsub.getMeshPeers(t).includes(n.peerId)),
+        { what: `${name}: both dfs nodes in the js mesh of ${t}` })
+    }
   }
-  return { js, signer, state, log, id: js.peerId.toString() }
+  return { js, signer, state, log, connect, id: js.peerId.toString() }
 }
 
 /** Pushes records to a node with a sync `exchange`; returns the answer (or the error) for a diagnostic. */
@@ -82,6 +84,17 @@ async function honestPut (key) {
 
 test('a stranger (no grant) is refused: its signed record, an impersonation, tampered and unsigned records, a self-grant', async (t) => {
   const content = new Uint8Array(randomBytes(5000))
+  // An observer connected to the owner alone: the owner must neither deliver nor forward what it refuses.
+  const observer = await createJsNode({ listen: false })
+  cleanup.push(() => observer.stop())
+  const observed = []
+  observer.services.pubsub.addEventListener('message', (evt) => observed.push(evt.detail))
+  observer.services.pubsub.subscribe(topic)
+  observer.services.pubsub.subscribe(members)
+  await observer.dial(multiaddr(owner.addr), { signal: AbortSignal.timeout(10_000) })
+  for (const tp of [topic, members]) {
+    await waitFor(() => observer.services.pubsub.getMeshPeers(tp).includes(owner.peerId), { what: `the owner in the observer's mesh of ${tp}` })
+  }
   const s = await jsPeer([content], 'stranger')
   cleanup.push(() => s.js.stop())
   const ownerAuthor = peerIdFromString(owner.peerId).toMultihash().bytes
@@ -101,6 +114,8 @@ test('a stranger (no grant) is refused: its signed record, an impersonation, tam
   const forged = [own, impersonation, tampered, unsigned]
   for (const r of forged) s.state.records.set(r.key, r)
   s.state.grants.push(selfGrant)
+  // Connected only now: the nodes' first sync sessions (on identify) already find them at the js responder.
+  await s.connect()
 
   // Gossip: the grant and the valid record first (ignored: no penalty), then the invalid ones
   // (rejected: they count against this peer's score).
@@ -131,8 +146,13 @@ test('a stranger (no grant) is refused: its signed record, an impersonation, tam
   assert.deepEqual(s.log.fetch.filter(r => r.manifest != null), [], 'no chunk list asked of the stranger')
   assert.deepEqual(s.log.chunks, [], 'no chunk asked of the stranger')
 
-  // The nodes keep working: an honest put replicates.
+  // The nodes keep working: an honest put replicates (and reaches the observer through the owner).
   await honestPut('honest/after-stranger.bin')
+  await waitFor(() => observed.some(m => m.topic === topic), { what: 'the honest record at the observer' })
+  const forgedData = [...forged.map(r => hex(encodeRecord(r))), hex(encodeGrant(selfGrant))]
+  assert.deepEqual(observed.filter(m => forgedData.includes(hex(m.data))).map(m => m.topic), [],
+    'the owner forwarded none of the stranger\'s messages')
+  assert.ok(observed.every(m => m.from.toString() === owner.peerId), `every message the observer got came from the owner: ${observed.map(m => m.from.toString())}`)
   // The owner logged the refusals at info.
   const refusals = owner.logLines().filter(l => /refused a/.test(l))
   for (const l of refusals) t.diagnostic(`owner log: ${l.slice(0, 300)}`)
@@ -146,6 +166,7 @@ test('a revoked writer: its seq 1 stays, its later records (back-dated) are refu
   const late = new Uint8Array(randomBytes(3000))
   const w = await jsPeer([kept, late], 'writer')
   cleanup.push(() => w.js.stop())
+  await w.connect()
   await owner.cli('allow', w.id)
   for (const node of [owner, reader]) {
     await waitFor(async () => (await node.role(w.id)) === 'writer', { what: `${node.name}: the js peer is a writer` })

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { multiaddr } from '@multiformats/multiaddr'
 import { DfsNode, dfsVersion, waitFor } from '../lib/dfs.mjs'
 import { createJsNode, identified, JS_AGENT } from '../lib/jsnode.mjs'
-import { FETCH, CHUNKS, SYNC } from '../lib/proto.mjs'
+import { FETCH, CHUNKS, SYNC, SYNC_LIMIT, request, show } from '../lib/proto.mjs'
 
 let version
 const cleanup = []
@@ -79,4 +79,9 @@ test('a dfs node dials a js-libp2p node through --bootstrap: ping and identify',
   t.diagnostic(`dfs id --json of a node bootstrapped to a plain libp2p peer: ${JSON.stringify(id)}`)
   assert.notEqual(id.network, dfs.peerId, 'a node started with --bootstrap does not create its own network')
   assert.notEqual(id.role, 'admin')
+  // While it does not know its network: `"network"` is answered `not_found`, and the sync root
+  // carries no `grants` digest.
+  assert.equal(await request(js, conn.remotePeer, FETCH, 'network'), 'not_found')
+  const root = await request(js, conn.remotePeer, SYNC, 'root', { limit: SYNC_LIMIT })
+  assert.deepEqual(Object.keys(root.root ?? {}).sort(), ['count', 'root'], `root answer without grants: ${show(root)}`)
 })

@@ -39,12 +39,13 @@ export function nextEvent (target, type, { filter = () => true, timeout = 20_000
   })
 }
 
-function childEnv (extra = {}) {
-  const env = { ...process.env, NO_COLOR: '1', ...extra }
-  // Default log level unless the runner asks otherwise (test 5 checks the default level's output).
+function childEnv ({ rustLog } = {}) {
+  const env = { ...process.env, NO_COLOR: '1' }
+  // Default log level unless the test or the runner asks otherwise (test 4 checks the default level's output).
   delete env.RUST_LOG
   if (process.env.DFS_INTEROP_RUST_LOG) env.RUST_LOG = process.env.DFS_INTEROP_RUST_LOG
-  for (const k of ['DFS_API', 'DFS_API_TOKEN', 'DFS_DATA_DIR', 'DFS_LISTEN', 'DFS_BOOTSTRAP', 'DFS_NETWORK']) delete env[k]
+  if (rustLog != null) env.RUST_LOG = rustLog
+  for (const k of ['DFS_API', 'DFS_API_TOKEN', 'DFS_DATA_DIR', 'DFS_LISTEN', 'DFS_BOOTSTRAP', 'DFS_JOIN', 'DFS_NETWORK']) delete env[k]
   return env
 }
 
@@ -63,13 +64,17 @@ export function dfsCli (args, { timeout = 30_000, encoding = 'utf8' } = {}) {
 let running = new Set()
 process.on('exit', () => { for (const child of running) child.kill('SIGKILL') })
 
-/** A dfs node in a fresh temporary data dir. */
+/**
+ * A dfs node in a fresh temporary data dir. Without `bootstrap` it creates a network and owns it
+ * (network id = its peer id); with `bootstrap` alone it joins the bootstrap peer's network as a
+ * reader. `rustLog` sets its RUST_LOG (default: the node's default level).
+ */
 export class DfsNode {
-  static async start ({ network, bootstrap = [], name = 'dfs' } = {}) {
+  static async start ({ bootstrap = [], name = 'dfs', rustLog } = {}) {
     const dir = await mkdtemp(join(tmpdir(), `dfs-interop-${name}-`))
-    const args = ['node', '--data-dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0', '--network', network]
+    const args = ['node', '--data-dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0']
     for (const b of bootstrap) args.push('--bootstrap', b)
-    const child = spawn(DFS_BIN, args, { env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(DFS_BIN, args, { env: childEnv({ rustLog }), stdio: ['ignore', 'pipe', 'pipe'] })
     running.add(child)
     const node = new DfsNode(name, dir, child)
     try {
@@ -99,6 +104,13 @@ export class DfsNode {
 
   get peerId () { return this.id.peer_id }
   get addr () { return this.id.addrs[0] }
+  /** `dfs id --json` now (network and role can change after start: a reader learns its network). */
+  async idNow () { return JSON.parse(await this.cli('id', '--json')) }
+  /** `dfs members --json`: [{ peer_id, role, owner, cutoff? }] */
+  async members () { return JSON.parse(await this.cli('members', '--json')) }
+  async role (peerId) { return (await this.members()).find(m => m.peer_id === peerId)?.role ?? null }
+  /** `dfs ls --all --json` (tombstones included). */
+  async ls () { return JSON.parse((await this.cli('ls', '--all', '--json')).replace(/"version"\s*:\s*(\d+)/g, '"version":"$1"')) }
 
   cli (...args) { return dfsCli([...args, '--data-dir', this.dir]) }
   cliBytes (...args) { return dfsCli([...args, '--data-dir', this.dir], { encoding: 'buffer' }) }
@@ -120,11 +132,14 @@ export class DfsNode {
     } finally { await rm(file, { force: true }) }
   }
 
-  /** Log lines at WARN or ERROR level (ANSI colours stripped). */
-  warnings () {
+  /** Log lines (ANSI colours stripped). */
+  logLines () {
     // eslint-disable-next-line no-control-regex
-    return this.stderr.replace(/\x1b\[[0-9;]*m/g, '').split('\n').filter(l => /\b(WARN|ERROR)\b/.test(l))
+    return (this.stderr + this.stdout).replace(/\x1b\[[0-9;]*m/g, '').split('\n')
   }
+
+  /** Log lines at WARN or ERROR level. */
+  warnings () { return this.logLines().filter(l => /\b(WARN|ERROR)\b/.test(l)) }
 
   async stop () {
     if (!this.exited) {

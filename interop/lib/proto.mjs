@@ -1,6 +1,7 @@
 // The dfs wire protocol, implemented from docs/PROTOCOL.md only (not from the Rust sources).
 // BLAKE3 comes from @noble/hashes, CBOR from cborg: both independent of the Rust implementation.
 import { blake3 } from '@noble/hashes/blake3.js'
+import { ed25519 } from '@noble/curves/ed25519.js'
 import { encode as cborEncode, decode as cborDecode } from 'cborg'
 import { peerIdFromMultihash } from '@libp2p/peer-id'
 import * as Digest from 'multiformats/hashes/digest'
@@ -17,7 +18,12 @@ export const MAX_ERROR_LEN = 1024 // error reply: "len: u16 (≤ 1024)"
 export const REPLY_TIMEOUT_MS = 30_000 // "a requester gives up on a stream whose next reply does not start within 30 s"
 export const RECORD_LIMIT = 2048
 
-export const recordsTopic = (network) => `dfs/${network}/records/1`
+export const SYNC_LIMIT = 2 * 1024 * 1024
+export const GRANT_LIMIT = 1024
+export const MAX_REPLACES = 16
+
+export const recordsTopic = (network) => `dfs/${network}/records/2`
+export const membersTopic = (network) => `dfs/${network}/members/1`
 export const peersTopic = (network) => `dfs/${network}/peers/1`
 
 export const hex = (b) => Buffer.from(b).toString('hex')
@@ -62,25 +68,112 @@ const keepOrder = () => 0
 export const encode = (value) => cborEncode(value, { mapSorter: keepOrder })
 export const decode = (bytes) => cborDecode(bytes)
 
-/** A record map: key, cid (Uint8Array(32) or null), size, time (bigint HLC), author (peer id bytes). */
-export function encodeRecord ({ key, cid, size, time, author }) {
-  return encode({ key, cid: cid ?? null, size: BigInt(size) <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(size) : BigInt(size), time: BigInt(time), author })
-}
+/** A u64 as CBOR wants it: a Number when exact (shortest encoding either way), else a BigInt. */
+export const u64 = (n) => BigInt(n) <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(n) : BigInt(n)
 
 function bytesEqual (a, b) {
   if (a.length !== b.length) return false
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
   return true
 }
+export { bytesEqual }
 
-/** Decodes and validates a record per "Records" → "Validation"; throws on any violation. */
-export function decodeRecord (bytes, { now = Date.now() } = {}) {
-  const r = typeof bytes.length === 'number' && bytes instanceof Uint8Array ? decode(bytes) : bytes
-  const fields = Object.keys(r).sort().join(',')
-  if (fields !== 'author,cid,key,size,time') throw new Error(`record fields: ${fields}`)
-  const { key, cid, size, time, author } = r
+const RECORD_DOMAIN = new TextEncoder().encode('dfs/record/2\0')
+const GRANT_DOMAIN = new TextEncoder().encode('dfs/grant/1\0')
+
+// ---- ed25519 peer ids: identity multihash (0x00, len) of the protobuf public key (08 01 12 20 + key) ----
+
+const PROTOBUF_ED25519 = [0x08, 0x01, 0x12, 0x20]
+
+/** The author bytes (peer id multihash) of an ed25519 public key. */
+export function authorOf (publicKey) {
+  if (publicKey.length !== 32) throw new Error('an ed25519 public key is 32 bytes')
+  return new Uint8Array([0x00, 0x24, ...PROTOBUF_ED25519, ...publicKey])
+}
+
+/** The ed25519 public key in `author` bytes; throws unless it is an ed25519 peer id. */
+export function publicKeyOf (author) {
+  if (!(author instanceof Uint8Array) || author.length !== 38 || author[0] !== 0x00 || author[1] !== 0x24 ||
+    !PROTOBUF_ED25519.every((b, i) => author[2 + i] === b)) throw new Error(`not an ed25519 peer id: ${hex(author ?? [])}`)
+  return author.subarray(6)
+}
+
+/** An ed25519 signer: `seed` is the 32-byte secret; `seq` numbers every object it signs (1, 2, ...). */
+export class Signer {
+  constructor (seed) {
+    this.seed = seed
+    this.publicKey = ed25519.getPublicKey(seed)
+    this.author = authorOf(this.publicKey)
+    this.peerId = peerIdFromMultihash(Digest.decode(this.author))
+    this.seq = 0
+  }
+
+  /** From a libp2p Ed25519 private key (its `raw` is seed || public key). */
+  static fromLibp2p (privateKey) {
+    if (privateKey.type !== 'Ed25519') throw new Error('an Ed25519 key')
+    const signer = new Signer(privateKey.raw.subarray(0, 32))
+    if (!bytesEqual(signer.publicKey, privateKey.publicKey.raw)) throw new Error('the libp2p key does not derive its own public key')
+    return signer
+  }
+
+  nextSeq () { return ++this.seq }
+  sign (bytes) { return ed25519.sign(bytes, this.seed) }
+}
+
+// ---- records (format v2) ----
+
+/** The first seven fields in table order, as plain CBOR values (the signed part of a record). */
+function recordBody ({ key, cid, size, time, author, seq, replaces = [] }) {
+  return { key, cid: cid ?? null, size: u64(size), time: u64(time), author, seq: u64(seq), replaces }
+}
+
+/** Signed bytes = "dfs/record/2" 0x00 || canonical CBOR of the seven fields. */
+export const recordSignedBytes = (r) => concat([RECORD_DOMAIN, encode(recordBody(r))])
+/** Version id = BLAKE3(signed bytes). */
+export const versionId = (r) => blake3(recordSignedBytes(r))
+/** Fingerprint = the first 8 bytes of the version id, big-endian. */
+export const fingerprint = (r) => new DataView(versionId(r).buffer).getBigUint64(0)
+/** Key hash = the first 8 bytes of BLAKE3(key), big-endian. */
+export const keyHash = (key) => new DataView(blake3(new TextEncoder().encode(key)).buffer).getBigUint64(0)
+
+/** The record as a CBOR-ready map in table order (with `sig`). */
+export const recordMap = (r) => ({ ...recordBody(r), sig: r.sig })
+
+/** Encodes a record (eight fields, in table order). */
+export const encodeRecord = (r) => encode(recordMap(r))
+
+/**
+ * Makes a signed record: `signer` signs it and gives it the next `seq` unless `seq` is given.
+ * Returns the record object ({ key, cid, size, time, author, seq, replaces, sig }).
+ */
+export function signRecord (signer, { key, cid, size, time, author = signer.author, seq = signer.nextSeq(), replaces = [] }) {
+  const r = { key, cid: cid ?? null, size: BigInt(size), time: BigInt(time), author, seq: BigInt(seq), replaces }
+  r.sig = signer.sign(recordSignedBytes(r))
+  return r
+}
+
+/** True if `sig` is `author`'s ed25519 signature of the record's signed bytes (re-encoded). */
+export function verifyRecord (r) {
+  try {
+    return ed25519.verify(r.sig, recordSignedBytes(r), publicKeyOf(r.author))
+  } catch { return false }
+}
+
+/**
+ * Decodes and validates a record per "Records (format v2)" → "Validation" (everything but
+ * authority): fields, key rules, size, tombstone, author, replaces, time, and the signature.
+ * Accepts a CBOR byte string or a decoded map; throws on any violation.
+ */
+export function decodeRecord (bytes, { now = Date.now(), verify = true } = {}) {
+  const r = bytes instanceof Uint8Array ? decode(bytes) : bytes
+  if (r == null || typeof r !== 'object') throw new Error('a record is a map')
+  for (const f of ['key', 'cid', 'size', 'time', 'author', 'seq', 'replaces', 'sig']) {
+    if (!(f in r)) throw new Error(`record field ${f} missing: ${Object.keys(r)}`)
+  }
+  const { key, cid, size, time, author, seq, replaces, sig } = r
+  if (typeof key !== 'string') throw new Error('bad key')
   const keyBytes = new TextEncoder().encode(key)
-  if (typeof key !== 'string' || keyBytes.length < 1 || keyBytes.length > 1024 || key.includes('\0')) throw new Error('bad key')
+  if (keyBytes.length < 1 || keyBytes.length > 1024 || key.includes('\0')) throw new Error('bad key')
   if (cid !== null && !(cid instanceof Uint8Array && cid.length === 32)) throw new Error('bad cid')
   const sizeN = BigInt(size)
   if (sizeN < 0n || sizeN > MAX_SIZE) throw new Error('bad size')
@@ -89,8 +182,68 @@ export function decodeRecord (bytes, { now = Date.now() } = {}) {
   if (timeN < 0n || timeN >= 2n ** 64n) throw new Error('bad time')
   if ((timeN >> 16n) > BigInt(now) + 5n * 60n * 1000n) throw new Error('time too far ahead')
   if (!(author instanceof Uint8Array) || author.length > 64) throw new Error('bad author')
-  const authorId = peerIdFromMultihash(Digest.decode(author))
-  return { key, cid, size: sizeN, time: timeN, author, authorId }
+  publicKeyOf(author)
+  const seqN = BigInt(seq)
+  if (seqN < 0n || seqN >= 2n ** 64n) throw new Error('bad seq')
+  if (!Array.isArray(replaces) || replaces.length > MAX_REPLACES || !replaces.every(v => v instanceof Uint8Array && v.length === 32)) throw new Error('bad replaces')
+  if (!(sig instanceof Uint8Array) || sig.length !== 64) throw new Error('bad sig')
+  const rec = { key, cid, size: sizeN, time: timeN, author, seq: seqN, replaces, sig }
+  if (verify && !verifyRecord(rec)) throw new Error('the signature does not verify')
+  rec.authorId = peerIdFromMultihash(Digest.decode(author))
+  rec.versionId = versionId(rec)
+  return rec
+}
+
+// ---- grants (members topic) ----
+
+const ROLES = ['admin', 'writer', 'reader']
+
+function grantBody ({ network, subject, role, cutoff = 0, time, issuer, seq }) {
+  return { network, subject, role, cutoff: u64(cutoff), time: u64(time), issuer, seq: u64(seq) }
+}
+
+/** Signed bytes = "dfs/grant/1" 0x00 || canonical CBOR of every field but `sig`. */
+export const grantSignedBytes = (g) => concat([GRANT_DOMAIN, encode(grantBody(g))])
+/** Grant id = BLAKE3(signed bytes). */
+export const grantId = (g) => blake3(grantSignedBytes(g))
+export const grantMap = (g) => ({ ...grantBody(g), sig: g.sig })
+export const encodeGrant = (g) => encode(grantMap(g))
+
+export function signGrant (signer, { network, subject, role, cutoff = 0, time, issuer = signer.author, seq = signer.nextSeq() }) {
+  const g = { network, subject, role, cutoff: BigInt(cutoff), time: BigInt(time), issuer, seq: BigInt(seq) }
+  g.sig = signer.sign(grantSignedBytes(g))
+  return g
+}
+
+export function verifyGrant (g) {
+  try {
+    return ed25519.verify(g.sig, grantSignedBytes(g), publicKeyOf(g.issuer))
+  } catch { return false }
+}
+
+/** Decodes and verifies a grant (fields, role, ed25519 ids, signature); throws on any violation. */
+export function decodeGrant (bytes, { verify = true } = {}) {
+  const g = bytes instanceof Uint8Array ? decode(bytes) : bytes
+  for (const f of ['network', 'subject', 'role', 'cutoff', 'time', 'issuer', 'seq', 'sig']) {
+    if (g == null || !(f in g)) throw new Error(`grant field ${f} missing`)
+  }
+  if (typeof g.network !== 'string') throw new Error('bad network')
+  if (!ROLES.includes(g.role)) throw new Error(`bad role ${g.role}`)
+  publicKeyOf(g.subject)
+  publicKeyOf(g.issuer)
+  if (!(g.sig instanceof Uint8Array) || g.sig.length !== 64) throw new Error('bad sig')
+  const grant = { network: g.network, subject: g.subject, role: g.role, cutoff: BigInt(g.cutoff), time: BigInt(g.time), issuer: g.issuer, seq: BigInt(g.seq), sig: g.sig }
+  if (verify && !verifyGrant(grant)) throw new Error('the grant signature does not verify')
+  grant.id = grantId(grant)
+  grant.subjectId = peerIdFromMultihash(Digest.decode(grant.subject))
+  grant.issuerId = peerIdFromMultihash(Digest.decode(grant.issuer))
+  return grant
+}
+
+/** Grants digest = BLAKE3 of the ids of every grant, sorted bytewise and concatenated. */
+export function grantsDigest (grants) {
+  const ids = grants.map(g => g.id ?? grantId(g)).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
+  return blake3(concat(ids))
 }
 
 /** Hybrid logical clock: ms since the epoch in the upper 48 bits, a counter in the lower 16. */
@@ -171,11 +324,12 @@ export async function fetchManifest (libp2p, peer, cid, size) {
 
 /**
  * Fetch server for content held in memory: `files` is a list of Uint8Array. Answers `manifest`
- * (pages of at most 16,384 hashes) and `record` with `not_found`; any other request (such as
+ * (pages of at most 16,384 hashes), `record` from `state.records` (a Map key → record, or
+ * `not_found`) and `"network"` with `state.network` (or `not_found`); any other request (such as
  * version 1's `chunk`) does not decode as a fetch/2 request: the stream is reset, as the spec
  * says. Records every decoded request into `log` (for assertions).
  */
-export function fetchHandler (files, log = []) {
+export function fetchHandler (files, log = [], state = {}) {
   const byCid = contentIndex(files).byCid
   const PAGE = 16384
   return async (stream) => {
@@ -183,8 +337,11 @@ export function fetchHandler (files, log = []) {
       const req = decode(await readToEnd(stream, FETCH_REQUEST_LIMIT))
       log.push(req)
       let res
-      if (req === 'not_found' || typeof req !== 'object' || req == null) throw new Error(`not a fetch/2 request: ${show(req)}`)
-      if (req.manifest != null) {
+      if (req === 'network') {
+        res = state.network != null ? { network: { id: state.network } } : 'not_found'
+      } else if (typeof req !== 'object' || req == null) {
+        throw new Error(`not a fetch/2 request: ${show(req)}`)
+      } else if (req.manifest != null) {
         res = 'not_found'
         const hashes = byCid.get(hex(req.manifest.cid))
         const offset = Number(req.manifest.offset)
@@ -192,14 +349,76 @@ export function fetchHandler (files, log = []) {
           res = { manifest: { total: hashes.length, offset, chunks: hashes.slice(offset, offset + PAGE) } }
         }
       } else if (req.record != null) {
-        res = 'not_found'
+        const r = state.records?.get(req.record.key)
+        res = r != null ? { record: { record: recordMap(r) } } : 'not_found'
       } else {
         throw new Error(`not a fetch/2 request: ${show(req)}`)
       }
       await sendAll(stream, encode(res))
       await stream.close()
     } catch (err) {
-      stat.outcome = `failed: ${err.message}`
+      stream.abort(err)
+    }
+  }
+}
+
+// ---- /dfs/sync/1: the digest tree of a record set ----
+
+const LEAVES = 4096
+const BRANCHES = 64
+
+/** The digest tree of `records` (record objects): leaf and branch hashes, root, count, entries. */
+export function syncTree (records) {
+  const leaves = new Array(LEAVES).fill(0n)
+  const entries = Array.from({ length: LEAVES }, () => [])
+  const byKeyHash = new Map()
+  for (const r of records) {
+    const kh = keyHash(r.key)
+    const fp = fingerprint(r)
+    const leaf = Number(kh >> 52n)
+    leaves[leaf] ^= fp
+    entries[leaf].push([kh, fp])
+    byKeyHash.set(kh, r)
+  }
+  for (const e of entries) e.sort((x, y) => x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : x[1] < y[1] ? -1 : x[1] > y[1] ? 1 : 0)
+  const branches = Array.from({ length: BRANCHES }, (_, b) => leaves.slice(64 * b, 64 * b + 64).reduce((a, x) => a ^ x, 0n))
+  const root = leaves.reduce((a, x) => a ^ x, 0n)
+  return { leaves, branches, root, count: records.length, entries, byKeyHash }
+}
+
+/**
+ * A /dfs/sync/1 responder over `state.records` (Map key → record object) and `state.grants`
+ * (grant objects): it answers every request of the table as the spec says, with whatever is in
+ * `state` (the tests put forged records and grants there). Every decoded request goes to `log`.
+ */
+export function syncHandler (state, log = []) {
+  return async (stream) => {
+    try {
+      const req = decode(await readToEnd(stream, SYNC_LIMIT))
+      log.push(req)
+      const tree = syncTree([...(state.records?.values() ?? [])])
+      const grants = state.grants ?? []
+      let res
+      if (req === 'root') {
+        res = { root: { root: u64(tree.root), count: tree.count, ...(state.network != null ? { grants: grantsDigest(grants) } : {}) } }
+      } else if (req === 'branches') {
+        res = { branches: { hashes: tree.branches.map(u64) } }
+      } else if (req?.leaves != null) {
+        res = { leaves: { hashes: req.leaves.branches.map(b => tree.leaves.slice(64 * b, 64 * b + 64).map(u64)) } }
+      } else if (req?.entries != null) {
+        res = { entries: { entries: req.entries.leaves.map(l => tree.entries[l].map(([k, f]) => [u64(k), u64(f)])) } }
+      } else if (req?.exchange != null) {
+        state.pushed?.push(...req.exchange.push)
+        res = { records: { records: req.exchange.want.map(k => tree.byKeyHash.get(BigInt(k))).filter(r => r != null).map(recordMap) } }
+      } else if (req?.grants != null) {
+        const same = bytesEqual(grantsDigest(grants), req.grants.digest)
+        res = { grants: { grants: same ? [] : grants.map(grantMap) } }
+      } else {
+        throw new Error(`not a sync request: ${show(req)}`)
+      }
+      await sendAll(stream, encode(res))
+      await stream.close()
+    } catch (err) {
       stream.abort(err)
     }
   }

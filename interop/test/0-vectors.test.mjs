@@ -3,10 +3,15 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { blake3 } from '@noble/hashes/blake3.js'
-import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
+import { ed25519 } from '@noble/curves/ed25519.js'
+import { generateKeyPairFromSeed, publicKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import * as Digest from 'multiformats/hashes/digest'
 import {
-  hex, fromHex, encode, decode, encodeRecord, decodeRecord, contentIdOf,
+  hex, fromHex, encode, decode, encodeRecord, decodeRecord, contentIdOf, Signer, signRecord, recordSignedBytes,
+  versionId, fingerprint, verifyRecord, publicKeyOf, recordMap, signGrant, encodeGrant, grantSignedBytes, grantId,
+  decodeGrant, grantsDigest, keyHash, syncTree,
   encodeChunkRequest, encodeChunkReply, encodeNotFoundReply, encodeErrorReply, readChunkReply, ByteReader
 } from '../lib/proto.mjs'
 
@@ -16,49 +21,169 @@ test('BLAKE3 vector', () => {
   assert.equal(hex(blake3(te.encode('hello'))), 'ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f')
 })
 
-test('record and tombstone vectors', async () => {
-  const key = await generateKeyPairFromSeed('Ed25519', new Uint8Array(32).fill(1))
-  const author = peerIdFromPrivateKey(key).toMultihash().bytes
-  // The spec's table leaves the cid of "hello" blank; the record vector carries it.
-  const cid = contentIdOf(te.encode('hello'))
-  const record = encodeRecord({ key: 'hello.txt', cid, size: 5, time: 0x0000019000000000n, author })
-  assert.equal(hex(record), 'a5636b65796968656c6c6f2e747874636369645820516301b6db4d5a8115ce6b37ab38935fa719fb3aced4a5184eaba7904e992ab16473697a65056474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c')
-  const tomb = encodeRecord({ key: 'hello.txt', cid: null, size: 0, time: 0x0000019000000000n, author })
-  assert.equal(hex(tomb), 'a5636b65796968656c6c6f2e74787463636964f66473697a65006474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c')
-  const back = decodeRecord(record)
+// The vectors' keys: ed25519 secrets of 32 bytes of 0x01 (the owner, the records' author) and 0x02.
+const ONE = new Uint8Array(32).fill(1)
+const TWO = new Uint8Array(32).fill(2)
+const OWNER = '12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5'
+const RECORD = 'a8636b65796968656c6c6f2e747874636369645820516301b6db4d5a8115ce6b37ab38935fa719fb3aced4a5184eaba7904e992ab16473697a65056474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6373657101687265706c6163657380637369675840f95c565b26f81058061db81d49bc3b2d37a0eb091068fcc18d286b88b2b89e65db748a594a9a9b23965698895daa24a96cc8d825d9124238e95555f261754604'
+const SIGNED = '6466732f7265636f72642f3200a7636b65796968656c6c6f2e747874636369645820516301b6db4d5a8115ce6b37ab38935fa719fb3aced4a5184eaba7904e992ab16473697a65056474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6373657101687265706c6163657380'
+const VERSION_ID = 'e7c3e28dd3def845ba6254eeb18fda496ecb8250428f4c6f90e584f98747d55a'
+const TOMBSTONE = 'a8636b65796968656c6c6f2e74787463636964f66473697a65006474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6373657102687265706c61636573815820e7c3e28dd3def845ba6254eeb18fda496ecb8250428f4c6f90e584f98747d55a637369675840ee5c05f0c71c5bab430cc598571c3138efc85bfe09bd5a4ee124527a6125c2769ce841e5caaf3ba89e13e9870e4d448f132e11db6e34c3697a73baa0bf72f70e'
+const TAMPERED = 'a8636b65796968656c6c6f2e747874636369645820516301b6db4d5a8115ce6b37ab38935fa719fb3aced4a5184eaba7904e992ab16473697a65066474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6373657101687265706c6163657380637369675840f95c565b26f81058061db81d49bc3b2d37a0eb091068fcc18d286b88b2b89e65db748a594a9a9b23965698895daa24a96cc8d825d9124238e95555f261754604'
+const GRANT = 'a8676e6574776f726b7834313244334b6f6f574b3939566f56784e4537587a79427758457a573778684b37477076383572394633563366794b53554b504835677375626a65637458260024080112208139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b39464726f6c6566777269746572666375746f6666006474696d651b00000190000000006669737375657258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c63736571026373696758407e8b7cbd86e25f98f4d7a9162b71d42aafa26dec97c7ee6c6973c8ef2e8584ac1d3504c5d6aeaccfc7e4df300c08004b4217c06c769a9f6ffa929a10b20c920d'
+const GRANT_ID = '5e029b663dd38dd2c1705cb7e214a60d8324a63fff476bc4982500a588f4cc12'
+const HELLO = { key: 'hello.txt', cid: contentIdOf(te.encode('hello')), size: 5, time: 0x0000019000000000n }
+
+test('the vector keys: ed25519 peer ids (identity multihash of the protobuf key), from @noble/curves and from libp2p', async () => {
+  const one = new Signer(ONE)
+  assert.equal(one.peerId.toString(), OWNER)
+  assert.equal(new Signer(TWO).peerId.toString(), '12D3KooWJWoaqZhDaoEFshF7Rh1bpY9ohihFhzcW6d69Lr2NASuq')
+  // libp2p's own key derivation agrees, and a Signer made from a libp2p key signs with it.
+  const key = await generateKeyPairFromSeed('Ed25519', ONE)
+  assert.equal(peerIdFromPrivateKey(key).toString(), OWNER)
+  const fromLibp2p = Signer.fromLibp2p(key)
+  assert.equal(hex(fromLibp2p.author), hex(one.author))
+  assert.equal(hex(publicKeyOf(one.author)), hex(key.publicKey.raw))
+  const msg = te.encode('x')
+  assert.ok(await key.publicKey.verify(msg, fromLibp2p.sign(msg)), 'libp2p verifies a @noble/curves signature')
+})
+
+test('signed record vector: encoding, signed bytes, version id, fingerprint, signature', async () => {
+  const one = new Signer(ONE)
+  const record = signRecord(one, { ...HELLO, seq: 1 })
+  assert.equal(hex(encodeRecord(record)), RECORD, 'signing the vector fields gives the vector (ed25519 is deterministic)')
+  assert.equal(hex(recordSignedBytes(record)), SIGNED)
+  assert.ok(hex(recordSignedBytes(record)).startsWith(hex(te.encode('dfs/record/2')) + '00a7'), 'domain, 0x00, a 7-entry map')
+  assert.equal(hex(versionId(record)), VERSION_ID)
+  assert.equal(hex(blake3(fromHex(SIGNED))), VERSION_ID)
+  assert.equal(fingerprint(record), 0xe7c3e28dd3def845n)
+
+  // Decoding re-encodes the received fields and verifies the signature with @noble/curves ...
+  const back = decodeRecord(fromHex(RECORD))
   assert.equal(back.key, 'hello.txt')
   assert.equal(back.size, 5n)
-  assert.equal(back.authorId.toString(), peerIdFromPrivateKey(key).toString())
+  assert.equal(back.seq, 1n)
+  assert.deepEqual(back.replaces, [])
+  assert.equal(back.authorId.toString(), OWNER)
+  assert.equal(hex(back.versionId), VERSION_ID)
+  assert.ok(ed25519.verify(back.sig, fromHex(SIGNED), publicKeyOf(back.author)))
+  // ... and libp2p's crypto agrees (a second, independent ed25519).
+  const pub = publicKeyFromProtobuf(Digest.decode(back.author).digest)
+  assert.ok(await pub.verify(fromHex(SIGNED), back.sig), 'libp2p crypto verifies the vector signature')
+
+  // Field order on the wire does not matter: the receiver re-encodes; unknown fields are ignored.
+  const m = decode(fromHex(RECORD))
+  const shuffled = encode({ sig: m.sig, extra: 'not signed', replaces: m.replaces, seq: m.seq, author: m.author, time: m.time, size: m.size, cid: m.cid, key: m.key })
+  const again = decodeRecord(shuffled)
+  assert.equal(hex(again.versionId), VERSION_ID)
+  assert.equal(hex(encodeRecord(again)), RECORD, 're-encoded in table order, the unknown field dropped')
+})
+
+test('tombstone vector: seq 2, replaces the first version, signed', () => {
+  const one = new Signer(ONE)
+  const tomb = signRecord(one, { key: 'hello.txt', cid: null, size: 0, time: 0x0000019000000000n, seq: 2, replaces: [fromHex(VERSION_ID)] })
+  assert.equal(hex(encodeRecord(tomb)), TOMBSTONE)
+  const back = decodeRecord(fromHex(TOMBSTONE))
+  assert.equal(back.cid, null)
+  assert.equal(back.size, 0n)
+  assert.equal(back.seq, 2n)
+  assert.deepEqual(back.replaces.map(hex), [VERSION_ID])
+  assert.ok(verifyRecord(back))
+})
+
+test('tampered record vector (size 6): the signature does not verify', async () => {
+  const m = decode(fromHex(TAMPERED))
+  assert.equal(m.size, 6)
+  assert.equal(hex(m.sig), hex(decode(fromHex(RECORD)).sig), 'the first record\'s signature')
+  assert.throws(() => decodeRecord(fromHex(TAMPERED)), /signature does not verify/)
+  assert.equal(verifyRecord(decodeRecord(fromHex(TAMPERED), { verify: false })), false)
+  const pub = publicKeyFromProtobuf(Digest.decode(m.author).digest)
+  assert.equal(await pub.verify(recordSignedBytes(m), m.sig), false, 'libp2p crypto refuses it too')
+  // Other forgeries the tests send: a record naming another author than its signer, and one with no valid signature.
+  const two = new Signer(TWO)
+  const forged = signRecord(two, { ...HELLO, seq: 1, author: new Signer(ONE).author })
+  assert.equal(verifyRecord(forged), false, 'signed by 0x02 in the name of 0x01')
+  assert.equal(verifyRecord({ ...forged, sig: new Uint8Array(64) }), false, 'a zero signature')
+})
+
+test('grant vector: encoding, signature, grant id', async () => {
+  const one = new Signer(ONE)
+  const two = new Signer(TWO)
+  const grant = signGrant(one, { network: OWNER, subject: two.author, role: 'writer', cutoff: 0, time: 0x0000019000000000n, seq: 2 })
+  assert.equal(hex(encodeGrant(grant)), GRANT)
+  assert.ok(hex(grantSignedBytes(grant)).startsWith(hex(te.encode('dfs/grant/1')) + '00a7'))
+  assert.equal(hex(grantId(grant)), GRANT_ID)
+  const back = decodeGrant(fromHex(GRANT))
+  assert.equal(back.network, OWNER)
+  assert.equal(back.role, 'writer')
+  assert.equal(back.cutoff, 0n)
+  assert.equal(back.seq, 2n)
+  assert.equal(back.subjectId.toString(), two.peerId.toString())
+  assert.equal(back.issuerId.toString(), OWNER)
+  assert.equal(hex(back.id), GRANT_ID)
+  const pub = publicKeyFromProtobuf(Digest.decode(back.issuer).digest)
+  assert.ok(await pub.verify(grantSignedBytes(back), back.sig), 'libp2p crypto verifies the grant signature')
+  // A grant changed after signing does not verify.
+  assert.throws(() => decodeGrant(encode({ ...decode(fromHex(GRANT)), role: 'admin' })), /does not verify/)
+  // Grants digest: BLAKE3 of the sorted ids.
+  assert.equal(hex(grantsDigest([back])), hex(blake3(fromHex(GRANT_ID))))
+  assert.equal(hex(grantsDigest([])), hex(blake3(new Uint8Array(0))))
+})
+
+test('peers topic vector', () => {
+  const one = new Signer(ONE)
+  const addr = multiaddr('/ip4/127.0.0.1/tcp/4001').bytes
+  assert.equal(hex(encode({ peer_id: one.author, addrs: [addr], time: 1700000000000 })), 'a367706565725f696458260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6561646472738148047f000001060fa16474696d651b0000018bcfe56800')
 })
 
 test('fetch/2 and sync message vectors', () => {
   const aa = new Uint8Array(32).fill(0xaa)
   const cc = new Uint8Array(32).fill(0xcc)
+  const dd = new Uint8Array(32).fill(0xdd)
   const cases = [
     [{ record: { key: 'hello.txt' } }, 'a1667265636f7264a1636b65796968656c6c6f2e747874'],
     [{ manifest: { cid: aa, offset: 0 } }, 'a1686d616e6966657374a2636369645820' + 'aa'.repeat(32) + '666f666673657400'],
     [{ manifest: { total: 1, offset: 0, chunks: [cc] } }, 'a1686d616e6966657374a365746f74616c01666f666673657400666368756e6b73815820' + 'cc'.repeat(32)],
     ['not_found', '696e6f745f666f756e64'],
     [{ error: { message: 'x' } }, 'a1656572726f72a1676d6573736167656178'],
+    ['network', '676e6574776f726b'],
+    [{ network: { id: OWNER } }, 'a1676e6574776f726ba16269647834313244334b6f6f574b3939566f56784e4537587a79427758457a573778684b37477076383572394633563366794b53554b504835'],
     ['root', '64726f6f74'],
     [{ root: { root: 1, count: 2 } }, 'a164726f6f74a264726f6f740165636f756e7402'],
+    [{ root: { root: 1, count: 2, grants: dd } }, 'a164726f6f74a364726f6f740165636f756e7402666772616e74735820' + 'dd'.repeat(32)],
     [{ leaves: { branches: [3] } }, 'a1666c6561766573a1686272616e636865738103'],
     [{ entries: { entries: [[[1, 2]]] } }, 'a167656e7472696573a167656e74726965738181820102'],
-    [{ exchange: { push: [], want: [7] } }, 'a16865786368616e6765a26470757368806477616e748107']
+    [{ exchange: { push: [], want: [7] } }, 'a16865786368616e6765a26470757368806477616e748107'],
+    [{ grants: { digest: dd } }, 'a1666772616e7473a1666469676573745820' + 'dd'.repeat(32)]
   ]
   for (const [value, want] of cases) {
-    assert.equal(hex(encode(value)), want, JSON.stringify(value))
+    assert.equal(hex(encode(value)), want, JSON.stringify(value, (k, x) => x instanceof Uint8Array ? hex(x) : x))
     assert.deepEqual(decode(fromHex(want)), value)
   }
 })
 
-test('the answer to a record request (fetch/2 vector)', async () => {
-  const want = 'a1667265636f7264a1667265636f7264a5636b65796968656c6c6f2e747874636369645820516301b6db4d5a8115ce6b37ab38935fa719fb3aced4a5184eaba7904e992ab16473697a65056474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c'
-  const key = await generateKeyPairFromSeed('Ed25519', new Uint8Array(32).fill(1))
-  const author = peerIdFromPrivateKey(key).toMultihash().bytes
-  const record = decode(encodeRecord({ key: 'hello.txt', cid: contentIdOf(te.encode('hello')), size: 5, time: 0x0000019000000000n, author }))
-  assert.equal(hex(encode({ record: { record } })), want)
-  assert.equal(decodeRecord(decode(fromHex(want)).record.record).key, 'hello.txt')
+test('the answer to a record request (fetch/2 vector)', () => {
+  const want = 'a1667265636f7264a1667265636f7264' + RECORD
+  const record = signRecord(new Signer(ONE), { ...HELLO, seq: 1 })
+  assert.equal(hex(encode({ record: { record: recordMap(record) } })), want)
+  const back = decodeRecord(decode(fromHex(want)).record.record)
+  assert.equal(back.key, 'hello.txt')
+  assert.equal(hex(back.versionId), VERSION_ID)
+})
+
+test('sync digest tree: key hash, leaves, branches, root of a record set', () => {
+  const record = decodeRecord(fromHex(RECORD))
+  const tomb = decodeRecord(fromHex(TOMBSTONE))
+  const kh = keyHash('hello.txt')
+  assert.equal(kh, new DataView(blake3(te.encode('hello.txt')).buffer).getBigUint64(0))
+  const tree = syncTree([record])
+  const leaf = Number(kh >> 52n)
+  assert.equal(tree.leaves[leaf], 0xe7c3e28dd3def845n)
+  assert.equal(tree.branches[Math.floor(leaf / 64)], 0xe7c3e28dd3def845n)
+  assert.equal(tree.root, 0xe7c3e28dd3def845n)
+  assert.equal(tree.count, 1)
+  assert.deepEqual(tree.entries[leaf], [[kh, 0xe7c3e28dd3def845n]])
+  assert.equal(syncTree([tomb]).root, fingerprint(tomb))
 })
 
 // A byte stream delivering `bytes` one byte at a time (the reader must reassemble).

@@ -4,9 +4,8 @@ import assert from 'node:assert/strict'
 import { multiaddr } from '@multiformats/multiaddr'
 import { DfsNode, dfsVersion, waitFor } from '../lib/dfs.mjs'
 import { createJsNode, identified, JS_AGENT } from '../lib/jsnode.mjs'
-import { FETCH, CHUNKS, SYNC } from '../lib/proto.mjs'
+import { FETCH, CHUNKS, SYNC, SYNC_LIMIT, request, show } from '../lib/proto.mjs'
 
-const network = 'interop-connect'
 let version
 const cleanup = []
 
@@ -25,8 +24,12 @@ function checkIdentify (result, dfsPeerId) {
 }
 
 test('a js-libp2p node dials a dfs node: ping and identify', async () => {
-  const dfs = await DfsNode.start({ network, name: 'dialed' })
+  const dfs = await DfsNode.start({ name: 'dialed' })
   cleanup.push(() => dfs.stop())
+  // A fresh node without --bootstrap/--join owns a new network: its id is the node's peer id.
+  assert.equal(dfs.id.network, dfs.peerId, `dfs id --json: ${JSON.stringify(dfs.id)}`)
+  assert.equal(dfs.id.role, 'admin')
+  assert.deepEqual(await dfs.members(), [{ peer_id: dfs.peerId, role: 'admin', owner: true }])
   const js = await createJsNode({ listen: false })
   cleanup.push(() => js.stop())
 
@@ -43,7 +46,7 @@ test('a js-libp2p node dials a dfs node: ping and identify', async () => {
   assert.equal(peer.agent, JS_AGENT)
 })
 
-test('a dfs node dials a js-libp2p node through --bootstrap: ping and identify', async () => {
+test('a dfs node dials a js-libp2p node through --bootstrap: ping and identify', async (t) => {
   const js = await createJsNode({ listen: true })
   cleanup.push(() => js.stop())
   const jsAddr = js.getMultiaddrs().find(a => a.toString().startsWith('/ip4/127.0.0.1/tcp/'))
@@ -51,7 +54,7 @@ test('a dfs node dials a js-libp2p node through --bootstrap: ping and identify',
 
   let identify
   js.addEventListener('connection:open', (evt) => { identify ??= identified(js, evt.detail.remotePeer) })
-  const dfs = await DfsNode.start({ network, name: 'dialer', bootstrap: [jsAddr.toString()] })
+  const dfs = await DfsNode.start({ name: 'dialer', bootstrap: [jsAddr.toString()] })
   cleanup.push(() => dfs.stop())
 
   // The dfs node opened the connection.
@@ -70,4 +73,15 @@ test('a dfs node dials a js-libp2p node through --bootstrap: ping and identify',
     { what: 'the js peer with its agent in `dfs peers`' })
   assert.equal(peer.agent, JS_AGENT)
   assert.ok(peer.addrs.some(a => a.startsWith(jsAddr.toString().split('/p2p/')[0])), `addrs ${peer.addrs} contain ${jsAddr}`)
+  // --bootstrap alone joins the bootstrap peer's network as a reader; this js peer speaks no
+  // /dfs/fetch/2, so the node cannot learn a network id from it: it does not own one either.
+  const id = await dfs.idNow()
+  t.diagnostic(`dfs id --json of a node bootstrapped to a plain libp2p peer: ${JSON.stringify(id)}`)
+  assert.notEqual(id.network, dfs.peerId, 'a node started with --bootstrap does not create its own network')
+  assert.notEqual(id.role, 'admin')
+  // While it does not know its network: `"network"` is answered `not_found`, and the sync root
+  // carries no `grants` digest.
+  assert.equal(await request(js, conn.remotePeer, FETCH, 'network'), 'not_found')
+  const root = await request(js, conn.remotePeer, SYNC, 'root', { limit: SYNC_LIMIT })
+  assert.deepEqual(Object.keys(root.root ?? {}).sort(), ['count', 'root'], `root answer without grants: ${show(root)}`)
 })

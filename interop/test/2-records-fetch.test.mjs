@@ -1,4 +1,5 @@
-// 2. The records topic: a `dfs put` reaches a js gossipsub subscriber as a signed record.
+// 2. The records topic dfs/<network>/records/2 (network = the owner's peer id): a `dfs put` reaches a
+// js gossipsub subscriber as a signed format v2 record (ed25519 signature checked, seq, replaces).
 // 3. The js node fetches that file: record and chunk list over /dfs/fetch/2, chunks over
 // /dfs/chunks/1 (several hashes per frame, several frames in flight), verified with its own BLAKE3.
 import { test, before, after } from 'node:test'
@@ -11,11 +12,10 @@ import { createJsNode } from '../lib/jsnode.mjs'
 import { MESHSUB, encodeRpc, decodePublished, splitFrames } from '../lib/meshsub.mjs'
 import {
   recordsTopic, decodeRecord, contentIdOf, chunkHashes, chunkLengths, contentId, fetchManifest, fetchChunks, request,
-  ChunkStream, hex, show, FETCH, CHUNK_SIZE
+  ChunkStream, hex, show, FETCH, SYNC, SYNC_LIMIT, CHUNK_SIZE, keyHash, fingerprint, syncTree, grantsDigest
 } from '../lib/proto.mjs'
 
-const network = 'interop-records'
-const topic = recordsTopic(network)
+let network, topic // the dfs owner's network id (its peer id) and the records topic
 const key = 'dir/interop file ✓.bin'
 const data = new Uint8Array(randomBytes(6.5 * CHUNK_SIZE)) // 7 chunks, the last one half full
 let dfs, js, dfsPeer
@@ -24,7 +24,10 @@ const rawPublished = new EventTarget()
 let received // { record, msg, msgId }
 
 before(async () => {
-  dfs = await DfsNode.start({ network, name: 'records' })
+  dfs = await DfsNode.start({ name: 'records' })
+  network = dfs.id.network
+  assert.equal(network, dfs.peerId, 'the network id is the owner\'s peer id')
+  topic = recordsTopic(network)
   js = await createJsNode({ listen: false })
   js.services.pubsub.subscribe(topic)
   const conn = await js.dial(multiaddr(dfs.addr), { signal: AbortSignal.timeout(10_000) })
@@ -78,7 +81,10 @@ test('a dfs put reaches the js subscriber as a signed, decodable record', async 
   assert.equal(gm.msgId, hex(blake3(msg.data)), 'message id = BLAKE3(data)')
 
   assert.ok(msg.data.length <= 2048, 'a record message is at most 2048 bytes')
-  const record = decodeRecord(msg.data)
+  assert.equal(topic, `dfs/${dfs.peerId}/records/2`)
+  const record = decodeRecord(msg.data) // format v2: every field, and the ed25519 signature verified
+  assert.equal(record.seq, 1n, 'the first object the owner signs is seq 1')
+  assert.deepEqual(record.replaces, [], 'a first write replaces nothing')
   assert.equal(record.key, key)
   assert.equal(record.size, BigInt(data.length))
   assert.equal(hex(record.cid), hex(contentIdOf(data)), 'cid per the content id formula')
@@ -115,6 +121,10 @@ test('the js node fetches the file: /dfs/fetch/2 for the record and chunk list, 
   const current = decodeRecord(res.record.record)
   assert.equal(current.time, record.time)
   assert.equal(hex(current.cid), hex(record.cid))
+  assert.equal(hex(current.versionId), hex(record.versionId), 'the same version, signature verified')
+
+  // `"network"` names the owner's network.
+  assert.deepEqual(await request(js, dfsPeer, FETCH, 'network'), { network: { id: network } })
 
   // Chunk list, checked against total = ceil(size / 1 MiB) and the content id.
   const hashes = await fetchManifest(js, dfsPeer, record.cid, record.size)
@@ -170,4 +180,57 @@ test('the js node fetches the file: /dfs/fetch/2 for the record and chunk list, 
     t.diagnostic(`/dfs/fetch/1: ${err.name}: ${err.message}`)
     return err.name === 'UnsupportedProtocolError'
   }, '/dfs/fetch/1 is not negotiated')
+})
+
+test('/dfs/sync/1 against the node: root with the grants digest, the digest tree, exchange, grants', async (t) => {
+  if (received == null) t.skip('needs the record of the first test')
+  const { record } = received
+  const sync = (value) => request(js, dfsPeer, SYNC, value, { limit: SYNC_LIMIT })
+  const tree = syncTree([record])
+
+  // The owner holds no grant (grants about the owner are void): the digest of the empty set.
+  const root = await sync('root')
+  t.diagnostic(`root: ${show(root)}`)
+  assert.deepEqual(Object.keys(root.root ?? {}).sort(), ['count', 'grants', 'root'], `root answer: ${show(root)}`)
+  assert.equal(BigInt(root.root.count), 1n)
+  assert.equal(BigInt(root.root.root), fingerprint(record), 'root = XOR of fingerprints = the one record\'s fingerprint')
+  assert.equal(hex(root.root.grants), hex(grantsDigest([])), 'grants digest of no grant = BLAKE3 of nothing')
+
+  const branches = await sync('branches')
+  assert.deepEqual(branches.branches.hashes.map(BigInt), tree.branches)
+  const leaf = Number(keyHash(key) >> 52n)
+  const branch = Math.floor(leaf / 64)
+  const leaves = await sync({ leaves: { branches: [branch] } })
+  assert.deepEqual(leaves.leaves.hashes[0].map(BigInt), tree.leaves.slice(64 * branch, 64 * branch + 64))
+  const entries = await sync({ entries: { leaves: [leaf] } })
+  assert.deepEqual(entries.entries.entries[0].map(e => e.map(BigInt)), [[keyHash(key), fingerprint(record)]])
+
+  const ex = await sync({ exchange: { push: [], want: [keyHash(key)] } })
+  assert.equal(ex.records.records.length, 1)
+  assert.equal(hex(decodeRecord(ex.records.records[0]).versionId), hex(record.versionId))
+
+  // Asking grants with our (empty-set) digest: nothing to send either way.
+  const grants = await sync({ grants: { digest: grantsDigest([]) } })
+  assert.deepEqual(grants, { grants: { grants: [] } })
+})
+
+test('an overwrite and a delete by the node: seq 2 and 3, each replacing the previous version', async (t) => {
+  if (received == null) t.skip('needs the record of the first test')
+  const first = received.record
+  const next = (what) => nextEvent(js.services.pubsub, 'message', { filter: (evt) => evt.detail.topic === topic, timeout: 20_000, what })
+  let message = next('the overwrite on the records topic')
+  await dfs.put(key, new TextEncoder().encode('second version'))
+  const second = decodeRecord((await message).detail.data)
+  assert.equal(second.seq, 2n)
+  assert.deepEqual(second.replaces.map(hex), [hex(first.versionId)])
+  assert.ok(second.time > first.time, 'the clock moved on')
+
+  message = next('the tombstone on the records topic')
+  await dfs.cli('rm', key)
+  const tomb = decodeRecord((await message).detail.data)
+  assert.equal(tomb.cid, null)
+  assert.equal(tomb.size, 0n)
+  assert.equal(tomb.seq, 3n)
+  assert.deepEqual(tomb.replaces.map(hex), [hex(second.versionId)])
+  assert.equal(tomb.authorId.toString(), dfs.peerId)
 })

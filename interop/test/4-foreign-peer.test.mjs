@@ -12,7 +12,7 @@ const cleanup = []
 after(async () => { for (const fn of cleanup.reverse()) await fn() })
 
 test(`a peer without the dfs protocols stays connected for ${HOLD_MS / 1000} s, quietly`, async () => {
-  const dfs = await DfsNode.start({ network: 'interop-foreign', name: 'foreign' })
+  const dfs = await DfsNode.start({ name: 'foreign' })
   cleanup.push(() => dfs.stop())
   const js = await createJsNode({ pubsub: false, listen: false })
   cleanup.push(() => js.stop())

@@ -15,7 +15,7 @@ const cleanup = []
 let dfs, js, conn
 
 before(async () => {
-  dfs = await DfsNode.start({ network: 'interop-malformed', name: 'malformed' })
+  dfs = await DfsNode.start({ name: 'malformed' })
   cleanup.push(() => dfs.stop())
   await dfs.put('malformed/file.bin', data)
   js = await createJsNode({ pubsub: false, listen: false })

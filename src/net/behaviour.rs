@@ -1,23 +1,40 @@
-//! The combined libp2p behaviour of a dfs node: connection limits and a block list, identify
-//! (`/ipfs/id/1.0.0`), ping, gossipsub (records and peer announcements), fetch and sync
+//! The combined libp2p behaviour of a dfs node: a block list, connection limits (counts and
+//! process memory), identify (`/ipfs/id/1.0.0`), ping (liveness), gossipsub (records and peer
+//! announcements, with peer scoring tuned for how dfs is deployed), fetch and sync
 //! (request-response), and raw streams (`libp2p-stream`) for bulk chunk transfers.
 
 use std::time::Duration;
 
 use libp2p::{
-    allow_block_list, connection_limits, gossipsub, identify, identity::Keypair, ping,
-    swarm::NetworkBehaviour,
+    allow_block_list, connection_limits, gossipsub, identify, identity::Keypair,
+    memory_connection_limits, ping, swarm::NetworkBehaviour,
 };
 
 use crate::protocols::{self, fetch, sync};
 
 /// Largest gossipsub RPC accepted (several messages may share one RPC).
 pub const MAX_GOSSIP_TRANSMIT: usize = 64 * 1024;
+/// Connections being set up (before the handshake ends) accepted at once. Each costs a socket
+/// and a few KiB; the handshake timeout frees a slot within 5 s, so 64 idle sockets (or any
+/// number below this) cannot keep honest peers out.
+pub const MAX_PENDING_INCOMING: u32 = 256;
+/// Dials in progress at once.
+pub const MAX_PENDING_OUTGOING: u32 = 64;
+/// Established connections of one peer.
+pub const MAX_PER_PEER: u32 = 2;
+/// New connections are refused while the process uses more memory than this.
+pub const MAX_MEMORY: usize = 1 << 30;
+/// How often a connection is pinged, and how long an answer may take: a connection whose
+/// ping fails is closed, so a dead link is noticed within about 10 s, not at the next
+/// request's timeout.
+pub const PING_INTERVAL: Duration = Duration::from_secs(5);
+pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub limits: connection_limits::Behaviour,
+    pub memory: memory_connection_limits::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub gossipsub: gossipsub::Behaviour,
@@ -27,7 +44,10 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
-    /// The behaviour of a node with identity `key`, scoring messages on `topics`.
+    /// The behaviour of a node with identity `key`, scoring messages on `topics`. Beyond
+    /// `max_peers`, the event loop sheds foreign peers; the hard limit of established
+    /// connections (four times as many) is only a backstop, which dfs and bootstrap peers
+    /// bypass.
     pub fn new(
         key: &Keypair,
         max_peers: u32,
@@ -52,19 +72,24 @@ impl Behaviour {
             )
             .map_err(|e| format!("gossipsub scoring: {e}"))?;
         let limits = connection_limits::ConnectionLimits::default()
-            .with_max_established(Some(max_peers.saturating_mul(2).max(8)))
-            .with_max_established_per_peer(Some(2))
-            .with_max_pending_incoming(Some(64))
-            .with_max_pending_outgoing(Some(64));
+            .with_max_established(Some(max_peers.saturating_mul(4).max(16)))
+            .with_max_established_per_peer(Some(MAX_PER_PEER))
+            .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+            .with_max_pending_outgoing(Some(MAX_PENDING_OUTGOING));
         Ok(Behaviour {
             blocked: Default::default(),
             limits: connection_limits::Behaviour::new(limits),
+            memory: memory_connection_limits::Behaviour::with_max_bytes(MAX_MEMORY),
             identify: identify::Behaviour::new(
                 identify::Config::new(super::PROTOCOL_VERSION.into(), key.public())
                     .with_agent_version(super::AGENT_VERSION.into())
                     .with_push_listen_addr_updates(true),
             ),
-            ping: ping::Behaviour::new(ping::Config::new()),
+            ping: ping::Behaviour::new(
+                ping::Config::new()
+                    .with_interval(PING_INTERVAL)
+                    .with_timeout(PING_TIMEOUT),
+            ),
             gossipsub,
             fetch: fetch::behaviour(),
             sync: sync::behaviour(),
@@ -74,9 +99,17 @@ impl Behaviour {
 }
 
 /// Peer scoring: invalid messages (P4) cost a peer dearly; the mesh-delivery penalties (P3,
-/// P3b) are off, because a quiet store legitimately sends few messages.
+/// P3b) are off, because a quiet store legitimately sends few messages; the IP-colocation
+/// penalty (P6) is off, because dfs nodes share addresses in normal use (several nodes on one
+/// host, containers on one server, machines behind one NAT), and gossipsub's default (more
+/// than 10 peers on one IP graylists them all) cut 9 of 20 such nodes off gossip. Sybils on
+/// one address are bounded by the connection limits instead, and still lose their score for
+/// what they send.
 fn score_params(topics: &[gossipsub::TopicHash]) -> gossipsub::PeerScoreParams {
-    let mut params = gossipsub::PeerScoreParams::default();
+    let mut params = gossipsub::PeerScoreParams {
+        ip_colocation_factor_weight: 0.0,
+        ..Default::default()
+    };
     for topic in topics {
         let t = gossipsub::TopicScoreParams {
             mesh_message_deliveries_weight: 0.0,

@@ -1,6 +1,9 @@
 //! The one task that owns the libp2p swarm. It carries out [`Command`]s, hands inbound requests,
 //! validated gossip records and peer changes to the application as [`Event`]s, sends back the
-//! answers it is given, and drives discovery on a timer. It never touches the store.
+//! answers it is given, and drives discovery on a timer. It also manages connections: it sheds
+//! foreign peers beyond the peer limit, closes connections whose pings fail, charges discovery
+//! dials to a budget, and reports failed handshakes in one rate-limited line each. It never
+//! touches the store.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -10,14 +13,18 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{gossipsub, identify, identity::Keypair, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
+use libp2p::swarm::{DialError, ListenError};
+use libp2p::{gossipsub, identify, identity::Keypair, ping, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::discovery::{self, Discovery};
+use super::limits::{self, DialBudget};
+use super::transport::{self, ConnectError};
 use super::{Command, Config, Error, Event, NodeInfo, PeerInfo};
+use crate::log_limit::KeyedLogLimit;
 use crate::protocols::{fetch, peers, records, sync};
 use crate::record::{wall_ms, Record};
 
@@ -33,6 +40,8 @@ const MAX_INBOUND_PER_PEER: usize = 48;
 /// The answer to a request refused because its peer has too many in progress, or because the
 /// application is not keeping up.
 const BUSY: &str = "busy: too many requests in progress";
+/// Lines about what peers (or strangers) do to a node: at most one per reason per period.
+const LOG_PERIOD: Duration = Duration::from_secs(10);
 
 /// An inbound request's answer, once the application has given it.
 enum Answer {
@@ -48,8 +57,10 @@ enum Answer {
     ),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Connected {
+    /// When the first connection of the peer was established.
+    since: Instant,
     addrs: Vec<Multiaddr>,
     remote: Option<Multiaddr>,
     agent: Option<String>,
@@ -72,6 +83,9 @@ pub struct EventLoop {
     peers_topic: gossipsub::IdentTopic,
     connected: HashMap<PeerId, Connected>,
     listen_addrs: Vec<Multiaddr>,
+    budget: DialBudget,
+    /// This node's rate limit of lines that peers can trigger.
+    logs: KeyedLogLimit,
     announce_due: bool,
     last_announce: Option<Instant>,
     last_redial: Instant,
@@ -90,21 +104,19 @@ impl EventLoop {
         let peers_topic = peers::topic(&config.network);
         let topics = [records_topic.hash(), peers_topic.hash()];
         let max_peers = config.max_peers;
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .map_err(|e| Error::Start(format!("transport: {e}")))?
-            .with_behaviour(|key| {
-                Behaviour::new(key, max_peers, &topics)
-                    .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
-            })
-            .map_err(|e| Error::Start(format!("behaviour: {e}")))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
-            .build();
+        let transport = transport::build(&keypair, config.swarm_key)
+            .map_err(|e| Error::Start(format!("transport: {e}")))?;
+        let behaviour = Behaviour::new(&keypair, max_peers, &topics)
+            .map_err(|e| Error::Start(format!("behaviour: {e}")))?;
+        // Built by hand rather than with `SwarmBuilder`, whose transport combinators would
+        // wrap handshake errors in types that hide their cause from the logs.
+        let mut swarm = Swarm::new(
+            transport,
+            behaviour,
+            local,
+            libp2p::swarm::Config::with_tokio_executor()
+                .with_idle_connection_timeout(Duration::from_secs(3600)),
+        );
         for topic in [&records_topic, &peers_topic] {
             swarm
                 .behaviour_mut()
@@ -148,7 +160,21 @@ impl EventLoop {
                 other => tracing::trace!(?other, "event during start-up"),
             }
         }
-        tracing::info!(peer_id = %local, network = %config.network, "dfs node started");
+        // Bootstrap peers always get in, whatever the connection limits.
+        for addr in &config.bootstrap {
+            if let (_, Some(peer)) = discovery::split_peer(addr) {
+                swarm.behaviour_mut().limits.bypass_peer_id(&peer);
+            }
+        }
+        match &config.swarm_key {
+            Some(key) => tracing::info!(
+                peer_id = %local,
+                network = %config.network,
+                swarm_key_fingerprint = %key.fingerprint(),
+                "dfs node started in a private network"
+            ),
+            None => tracing::info!(peer_id = %local, network = %config.network, "dfs node started"),
+        }
         Ok(EventLoop {
             discovery: Discovery::new(local, &config.bootstrap),
             swarm,
@@ -164,6 +190,8 @@ impl EventLoop {
             peers_topic,
             connected: HashMap::new(),
             listen_addrs,
+            budget: DialBudget::new(Instant::now()),
+            logs: KeyedLogLimit::new(LOG_PERIOD),
             announce_due: true,
             last_announce: None,
             last_redial: Instant::now(),
@@ -232,16 +260,56 @@ impl EventLoop {
         }
         if now.duration_since(self.last_redial) >= self.config.redial_interval {
             self.last_redial = now;
+            // dfs peers first: forged announcements must not crowd them out of the budget.
             for peer in self.discovery.known_peers() {
                 if self.connected.len() >= self.config.max_peers as usize {
                     break;
                 }
                 if !self.connected.contains_key(&peer) {
-                    if let Some(opts) = self.discovery.dial_discovered(peer, now) {
+                    if let Some(opts) =
+                        self.discovery
+                            .dial_discovered(peer, now, &mut self.budget, None)
+                    {
                         self.dial(opts);
                     }
                 }
             }
+        }
+        self.shed(now);
+    }
+
+    /// Disconnects foreign peers (not dfs, not bootstrap, past their grace to identify) while
+    /// more than `max_peers` are connected, so that strangers cannot keep the peers that matter
+    /// out: room is made for newcomers, and dfs and bootstrap peers are never shed.
+    fn shed(&mut self, now: Instant) {
+        let limit = self.config.max_peers as usize;
+        if self.connected.len() <= limit {
+            return;
+        }
+        let candidates: Vec<limits::Candidate> = self
+            .connected
+            .iter()
+            .map(|(peer, c)| limits::Candidate {
+                peer: *peer,
+                since: c.since,
+                protected: c.dfs || self.discovery.is_bootstrap(peer),
+            })
+            .collect();
+        let victims = limits::victims(&candidates, limit, now);
+        if victims.is_empty() {
+            return;
+        }
+        if let Some(suppressed) = self.logs.check("shed") {
+            tracing::info!(
+                shed = victims.len(),
+                connected = self.connected.len(),
+                limit,
+                suppressed,
+                "too many peers: disconnecting peers that do not speak dfs"
+            );
+        }
+        for peer in victims {
+            let _ = self.swarm.disconnect_peer_id(peer);
         }
     }
 
@@ -370,7 +438,10 @@ impl EventLoop {
                     list.unblock_peer(peer);
                     let now = Instant::now();
                     self.discovery.unblocked(peer, now);
-                    if let Some(opts) = self.discovery.dial_discovered(peer, now) {
+                    if let Some(opts) =
+                        self.discovery
+                            .dial_discovered(peer, now, &mut self.budget, None)
+                    {
                         self.dial(opts);
                     }
                 }
@@ -460,12 +531,23 @@ impl EventLoop {
                 ..
             } => {
                 self.discovery.on_connected(peer_id, connection_id);
-                let entry = self.connected.entry(peer_id).or_default();
+                let now = Instant::now();
+                let entry = self.connected.entry(peer_id).or_insert_with(|| Connected {
+                    since: now,
+                    addrs: Vec::new(),
+                    remote: None,
+                    agent: None,
+                    dfs: false,
+                });
                 if entry.remote.is_none() {
                     entry.remote = Some(endpoint.get_remote_address().clone());
                 }
                 if num_established.get() == 1 {
                     tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                    if self.discovery.is_bootstrap(&peer_id) {
+                        self.swarm.behaviour_mut().limits.bypass_peer_id(&peer_id);
+                    }
+                    self.shed(now);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -476,6 +558,10 @@ impl EventLoop {
             } => {
                 tracing::debug!(peer = %peer_id, ?cause, "disconnected");
                 self.connected.remove(&peer_id);
+                self.budget.forget(&peer_id);
+                if !self.discovery.is_bootstrap(&peer_id) {
+                    self.swarm.behaviour_mut().limits.remove_peer_id(&peer_id);
+                }
                 let _ = self.events.try_send(Event::PeerGone(peer_id));
                 self.discovery.on_disconnected(peer_id, Instant::now());
             }
@@ -485,6 +571,7 @@ impl EventLoop {
                 error,
             } => {
                 tracing::debug!(peer = ?peer_id, error = %error, "dial failed");
+                report_dial_error(&self.logs, &error);
                 match error {
                     libp2p::swarm::DialError::WrongPeerId { obtained, .. } => {
                         self.discovery.on_wrong_peer(connection_id, obtained)
@@ -496,8 +583,13 @@ impl EventLoop {
                     ),
                 }
             }
-            SwarmEvent::IncomingConnectionError { error, .. } => {
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
                 tracing::debug!(error = %error, "incoming connection failed");
+                report_incoming_error(&self.logs, &send_back_addr, &error);
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
@@ -508,6 +600,18 @@ impl EventLoop {
         match event {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 self.on_identified(peer_id, info)
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(failure),
+            }) => {
+                // A peer that does not speak ping is not dead; any other failure means the
+                // connection is: close it now rather than at the next request's timeout.
+                if !matches!(failure, ping::Failure::Unsupported) {
+                    tracing::debug!(%peer, %failure, "ping failed; closing the connection");
+                    self.swarm.close_connection(connection);
+                }
             }
             BehaviourEvent::Identify(_) | BehaviourEvent::Ping(_) | BehaviourEvent::Streams(()) => {
             }
@@ -527,6 +631,7 @@ impl EventLoop {
             BehaviourEvent::Sync(event) => self.on_sync_event(event),
             BehaviourEvent::Blocked(never) => match never {},
             BehaviourEvent::Limits(never) => match never {},
+            BehaviourEvent::Memory(never) => match never {},
         }
     }
 
@@ -547,6 +652,8 @@ impl EventLoop {
         c.agent = Some(info.agent_version.chars().take(128).collect());
         if speaks_dfs && !c.dfs {
             c.dfs = true;
+            self.discovery.mark_dfs(peer);
+            self.swarm.behaviour_mut().limits.bypass_peer_id(&peer);
             tracing::debug!(%peer, agent = %info.agent_version, "dfs peer identified");
             if self.events.try_send(Event::PeerReady(peer)).is_err() {
                 tracing::debug!(%peer, "event queue full; the next sync round finds the peer");
@@ -570,7 +677,7 @@ impl EventLoop {
         } else if message.topic == self.peers_topic.hash() {
             match peers::decode(&message.data, message.source.as_ref()) {
                 Ok(a) => {
-                    self.on_announcement(a);
+                    self.on_announcement(a, source);
                     gossipsub::MessageAcceptance::Accept
                 }
                 Err(e) => {
@@ -587,7 +694,7 @@ impl EventLoop {
             .report_message_validation_result(&id, &source, acceptance);
     }
 
-    fn on_announcement(&mut self, a: peers::Announcement) {
+    fn on_announcement(&mut self, a: peers::Announcement, forwarder: PeerId) {
         let now = Instant::now();
         if a.peer_id == self.local() {
             return;
@@ -600,7 +707,10 @@ impl EventLoop {
         if !self.connected.contains_key(&a.peer_id)
             && self.connected.len() < self.config.max_peers as usize
         {
-            if let Some(opts) = self.discovery.dial_discovered(a.peer_id, now) {
+            if let Some(opts) =
+                self.discovery
+                    .dial_discovered(a.peer_id, now, &mut self.budget, Some(forwarder))
+            {
                 tracing::debug!(peer = %a.peer_id, "dialling discovered peer");
                 self.dial(opts);
             }
@@ -687,6 +797,65 @@ impl EventLoop {
             self.release(peer);
         }
         respond(self.swarm.behaviour_mut(), channel, busy);
+    }
+}
+
+/// Says in one line (rate-limited) why a dial failed in its handshake: above all a swarm key
+/// the peer does not share. Other dial failures (refused, unreachable) stay at debug: bootstrap
+/// peers have their own warning, and discovered peers come and go.
+fn report_dial_error(logs: &KeyedLogLimit, error: &DialError) {
+    let DialError::Transport(attempts) = error else {
+        return;
+    };
+    for (addr, e) in attempts {
+        let libp2p::TransportError::Other(e) = e else {
+            continue;
+        };
+        let Some(reason) = transport::connect_error(e) else {
+            continue;
+        };
+        let key = match reason {
+            ConnectError::SwarmKey => "dial-swarm-key",
+            ConnectError::NotLibp2p => "dial-not-libp2p",
+            ConnectError::PrivateTimeout(_) => "dial-private-timeout",
+            ConnectError::PrivateClosed => "dial-private-closed",
+            ConnectError::Timeout(_) | ConnectError::Other(_) => continue,
+        };
+        if let Some(suppressed) = logs.check(key) {
+            tracing::warn!(suppressed, "connection to {addr} failed: {reason}");
+        }
+    }
+}
+
+/// The same for connections that peers (or strangers) open to this node.
+fn report_incoming_error(logs: &KeyedLogLimit, addr: &Multiaddr, error: &ListenError) {
+    match error {
+        ListenError::Transport(libp2p::TransportError::Other(e)) => {
+            let Some(reason) = transport::connect_error(e) else {
+                return;
+            };
+            let key = match reason {
+                ConnectError::SwarmKey => "incoming-swarm-key",
+                ConnectError::NotLibp2p => "incoming-not-libp2p",
+                ConnectError::PrivateTimeout(_) => "incoming-private-timeout",
+                ConnectError::PrivateClosed => "incoming-private-closed",
+                ConnectError::Timeout(_) => "incoming-timeout",
+                ConnectError::Other(_) => return,
+            };
+            if let Some(suppressed) = logs.check(key) {
+                if matches!(reason, ConnectError::Timeout(_)) {
+                    tracing::info!(suppressed, "connection from {addr} failed: {reason}");
+                } else {
+                    tracing::warn!(suppressed, "connection from {addr} failed: {reason}");
+                }
+            }
+        }
+        ListenError::Denied { cause } => {
+            if let Some(suppressed) = logs.check("incoming-denied") {
+                tracing::info!(suppressed, "refusing a connection from {addr}: {cause}");
+            }
+        }
+        _ => {}
     }
 }
 

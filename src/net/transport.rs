@@ -156,15 +156,11 @@ fn classify<E: std::error::Error + Send + Sync + 'static>(
                 ConnectError::NotLibp2p
             } else if says(&e, PNET_CLOSED) {
                 ConnectError::PrivateClosed
-            } else if has_negotiation_failure(&e) || has::<noise::Error>(&e) {
+            } else if private && (has_negotiation_failure(&e) || has::<noise::Error>(&e)) {
                 // Past the private-network layer, bytes that are not libp2p's handshake
                 // (multistream-select or noise fails) mean another key; some wrappers report
                 // the first byte's check only as "handshake failed".
-                if private {
-                    ConnectError::SwarmKey
-                } else {
-                    ConnectError::NotLibp2p
-                }
+                ConnectError::SwarmKey
             } else {
                 ConnectError::Other(Box::new(e))
             }

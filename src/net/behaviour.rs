@@ -24,11 +24,13 @@ pub const MAX_PENDING_OUTGOING: u32 = 64;
 pub const MAX_PER_PEER: u32 = 2;
 /// New connections are refused while the process uses more memory than this.
 pub const MAX_MEMORY: usize = 1 << 30;
-/// How often a connection is pinged, and how long an answer may take: a connection whose
-/// ping fails is closed, so a dead link is noticed within about 10 s, not at the next
+/// How often a connection is pinged, and how long an answer may take. The event loop closes a
+/// connection that has had no successful ping for [`DEAD_AFTER`] (libp2p's ping keeps quiet
+/// about a first failure), so a dead link is noticed within seconds, not at the next
 /// request's timeout.
-pub const PING_INTERVAL: Duration = Duration::from_secs(5);
-pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
+pub const PING_INTERVAL: Duration = Duration::from_secs(2);
+pub const PING_TIMEOUT: Duration = Duration::from_secs(4);
+pub const DEAD_AFTER: Duration = Duration::from_secs(8);
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {

@@ -13,13 +13,13 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
-use libp2p::swarm::{DialError, ListenError};
+use libp2p::swarm::{ConnectionId, DialError, ListenError};
 use libp2p::{gossipsub, identify, identity::Keypair, ping, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::behaviour::{Behaviour, BehaviourEvent};
+use super::behaviour::{Behaviour, BehaviourEvent, DEAD_AFTER};
 use super::discovery::{self, Discovery};
 use super::limits::{self, DialBudget};
 use super::transport::{self, ConnectError};
@@ -84,6 +84,8 @@ pub struct EventLoop {
     connected: HashMap<PeerId, Connected>,
     listen_addrs: Vec<Multiaddr>,
     budget: DialBudget,
+    /// The last successful ping of each connection that answers pings.
+    last_pong: HashMap<ConnectionId, Instant>,
     /// This node's rate limit of lines that peers can trigger.
     logs: KeyedLogLimit,
     announce_due: bool,
@@ -191,6 +193,7 @@ impl EventLoop {
             connected: HashMap::new(),
             listen_addrs,
             budget: DialBudget::new(Instant::now()),
+            last_pong: HashMap::new(),
             logs: KeyedLogLimit::new(LOG_PERIOD),
             announce_due: true,
             last_announce: None,
@@ -276,6 +279,28 @@ impl EventLoop {
             }
         }
         self.shed(now);
+        self.close_dead(now);
+    }
+
+    /// Closes the connections that have had no successful ping for [`DEAD_AFTER`]: the link
+    /// or the peer is dead, and requests on it would only time out.
+    fn close_dead(&mut self, now: Instant) {
+        let dead: Vec<ConnectionId> = self
+            .last_pong
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(**t) >= DEAD_AFTER)
+            .map(|(c, _)| *c)
+            .collect();
+        for connection in dead {
+            self.last_pong.remove(&connection);
+            if let Some(suppressed) = self.logs.check("dead-connection") {
+                tracing::info!(
+                    suppressed,
+                    "closing a connection that has not answered a ping for {DEAD_AFTER:?}"
+                );
+            }
+            self.swarm.close_connection(connection);
+        }
     }
 
     /// Disconnects foreign peers (not dfs, not bootstrap, past their grace to identify) while
@@ -532,6 +557,7 @@ impl EventLoop {
             } => {
                 self.discovery.on_connected(peer_id, connection_id);
                 let now = Instant::now();
+                self.last_pong.insert(connection_id, now);
                 let entry = self.connected.entry(peer_id).or_insert_with(|| Connected {
                     since: now,
                     addrs: Vec::new(),
@@ -551,11 +577,19 @@ impl EventLoop {
                 }
             }
             SwarmEvent::ConnectionClosed {
+                connection_id,
+                num_established,
+                ..
+            } if num_established > 0 => {
+                self.last_pong.remove(&connection_id);
+            }
+            SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
                 cause,
                 ..
             } => {
+                self.last_pong.remove(&connection_id);
                 tracing::debug!(peer = %peer_id, ?cause, "disconnected");
                 self.connected.remove(&peer_id);
                 self.budget.forget(&peer_id);
@@ -602,19 +636,30 @@ impl EventLoop {
                 self.on_identified(peer_id, info)
             }
             BehaviourEvent::Ping(ping::Event {
+                connection,
+                result: Ok(_),
+                ..
+            }) => {
+                if let Some(t) = self.last_pong.get_mut(&connection) {
+                    *t = Instant::now();
+                }
+            }
+            BehaviourEvent::Ping(ping::Event {
                 peer,
                 connection,
                 result: Err(failure),
             }) => {
-                // A peer that does not speak ping is not dead; any other failure means the
-                // connection is: close it now rather than at the next request's timeout.
-                if !matches!(failure, ping::Failure::Unsupported) {
+                if matches!(failure, ping::Failure::Unsupported) {
+                    // A peer that does not speak ping is not dead: it is not watched.
+                    self.last_pong.remove(&connection);
+                } else {
+                    // libp2p reports a second failure in a row: the connection is dead.
                     tracing::debug!(%peer, %failure, "ping failed; closing the connection");
+                    self.last_pong.remove(&connection);
                     self.swarm.close_connection(connection);
                 }
             }
-            BehaviourEvent::Identify(_) | BehaviourEvent::Ping(_) | BehaviourEvent::Streams(()) => {
-            }
+            BehaviourEvent::Identify(_) | BehaviourEvent::Streams(()) => {}
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,

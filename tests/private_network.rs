@@ -184,3 +184,60 @@ async fn nodes_with_different_keys_cannot_connect_either_way() {
     )
     .await;
 }
+
+#[test]
+fn dfs_swarm_key_prints_or_writes_a_key_that_dfs_node_reads() {
+    let dfs = env!("CARGO_BIN_EXE_dfs");
+    let out = std::process::Command::new(dfs)
+        .arg("swarm-key")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("/key/swarm/psk/1.0.0/\n/base16/\n"),
+        "{text}"
+    );
+    parse_swarm_key(&text).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("swarm.key");
+    let out = std::process::Command::new(dfs)
+        .args(["swarm-key", "-o"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert_ne!(written, text, "every key is new");
+    dfs::net::transport::read_swarm_key(&file).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // An existing file is not overwritten.
+    let again = std::process::Command::new(dfs)
+        .args(["swarm-key", "-o"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), written);
+
+    // A node refuses a file that is not a swarm key, saying why.
+    let bad = dir.path().join("bad.key");
+    std::fs::write(&bad, "/key/swarm/psk/1.0.0/\n/base16/\nxyz\n").unwrap();
+    let out = std::process::Command::new(dfs)
+        .args(["node", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"])
+        .arg("--swarm-key")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("64 hex digits"), "{stderr}");
+}

@@ -373,7 +373,9 @@ impl EventLoop {
                         tracing::debug!(key = %record.key, "no peers to publish to; sync will carry it")
                     }
                     Err(e) => {
-                        tracing::warn!(key = %record.key, error = %e, "record not published; sync will carry it")
+                        if let Some(suppressed) = self.logs.check("not-published") {
+                            tracing::warn!(key = %record.key, error = %e, suppressed, "record not published; sync will carry it")
+                        }
                     }
                 }
             }

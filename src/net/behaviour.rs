@@ -16,7 +16,8 @@ use crate::protocols::{self, fetch, sync};
 pub const MAX_GOSSIP_TRANSMIT: usize = 64 * 1024;
 /// Connections being set up (before the handshake ends) accepted at once. Each costs a socket
 /// and a few KiB; the handshake timeout frees a slot within 5 s, so 64 idle sockets (or any
-/// number below this) cannot keep honest peers out.
+/// number below this) cannot keep honest peers out; one IP address may hold at most half
+/// ([`super::limits::MAX_PENDING_PER_IP`]).
 pub const MAX_PENDING_INCOMING: u32 = 256;
 /// Dials in progress at once.
 pub const MAX_PENDING_OUTGOING: u32 = 64;
@@ -36,6 +37,7 @@ pub const DEAD_AFTER: Duration = Duration::from_secs(8);
 pub struct Behaviour {
     pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub limits: connection_limits::Behaviour,
+    pub pending_per_ip: super::limits::PendingPerIp,
     pub memory: memory_connection_limits::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
@@ -81,6 +83,7 @@ impl Behaviour {
         Ok(Behaviour {
             blocked: Default::default(),
             limits: connection_limits::Behaviour::new(limits),
+            pending_per_ip: Default::default(),
             memory: memory_connection_limits::Behaviour::with_max_bytes(MAX_MEMORY),
             identify: identify::Behaviour::new(
                 identify::Config::new(super::PROTOCOL_VERSION.into(), key.public())

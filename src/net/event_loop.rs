@@ -679,6 +679,7 @@ impl EventLoop {
             BehaviourEvent::Blocked(never) => match never {},
             BehaviourEvent::Limits(never) => match never {},
             BehaviourEvent::Memory(never) => match never {},
+            BehaviourEvent::PendingPerIp(never) => match never {},
         }
     }
 

@@ -1,12 +1,23 @@
 //! Connection management policy: which connections to shed when the node has more peers than
-//! it wants (foreign peers first, never dfs or bootstrap peers), and the dial budget that
-//! bounds how many attacker-chosen addresses gossip announcements can make the node dial.
-//! Pure bookkeeping: the event loop applies the decisions.
+//! it wants (foreign peers first, never dfs or bootstrap peers), the dial budget that bounds
+//! how many attacker-chosen addresses gossip announcements can make the node dial, and
+//! [`PendingPerIp`], the one limit libp2p's `connection-limits` lacks: connections being set up
+//! from one IP address. The event loop applies the decisions.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use libp2p::PeerId;
+use libp2p::core::transport::PortUse;
+use libp2p::core::Endpoint;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{
+    dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId};
 use tokio::time::Instant;
 
 /// How long a new peer has to identify itself as a dfs peer before it may be shed.
@@ -19,6 +30,115 @@ pub const DIAL_REFILL_PER_SEC: f64 = 0.5;
 /// The same, for the dials that announcements relayed by one peer may cause.
 pub const FORWARDER_BURST: f64 = 24.0;
 pub const FORWARDER_REFILL_PER_SEC: f64 = 0.25;
+
+/// Connections being set up from one IP address at once: half of the pending room
+/// ([`super::behaviour::MAX_PENDING_INCOMING`]), so that sockets from one address (idle or
+/// trickling) cannot take it all from peers elsewhere.
+pub const MAX_PENDING_PER_IP: usize = 128;
+
+/// Counts the incoming connections being set up per remote IP address and refuses those
+/// beyond [`MAX_PENDING_PER_IP`].
+#[derive(Debug, Default)]
+pub struct PendingPerIp {
+    per_ip: HashMap<IpAddr, usize>,
+    pending: HashMap<ConnectionId, IpAddr>,
+}
+
+/// The refusal of [`PendingPerIp`].
+#[derive(Debug, thiserror::Error)]
+#[error("{count} connections from {ip} are being set up already (limit {MAX_PENDING_PER_IP})")]
+pub struct TooManyPending {
+    pub ip: IpAddr,
+    pub count: usize,
+}
+
+fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
+    match addr.iter().next()? {
+        Protocol::Ip4(ip) => Some(ip.into()),
+        Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    }
+}
+
+impl PendingPerIp {
+    fn release(&mut self, connection: ConnectionId) {
+        let Some(ip) = self.pending.remove(&connection) else {
+            return;
+        };
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+impl NetworkBehaviour for PendingPerIp {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = Infallible;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection: ConnectionId,
+        _local: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        let Some(ip) = ip_of(remote) else {
+            return Ok(());
+        };
+        let count = self.per_ip.get(&ip).copied().unwrap_or(0);
+        if count >= MAX_PENDING_PER_IP {
+            return Err(ConnectionDenied::new(TooManyPending { ip, count }));
+        }
+        self.per_ip.insert(ip, count + 1);
+        self.pending.insert(connection, ip);
+        Ok(())
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.release(connection);
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match event {
+            FromSwarm::ListenFailure(f) => self.release(f.connection_id),
+            FromSwarm::ConnectionEstablished(e) => self.release(e.connection_id),
+            _ => {}
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        Poll::Pending
+    }
+}
 
 /// A connected peer, as the shedding policy sees it.
 #[derive(Debug, Clone, Copy)]
@@ -175,6 +295,40 @@ mod tests {
         assert!(b.take(None, MAX_DIAL_ADDRS, later));
         assert!(!b.take(None, 1, later));
         assert_eq!(b.spent, DIAL_BURST as u64 + MAX_DIAL_ADDRS as u64);
+    }
+
+    #[test]
+    fn one_address_cannot_take_all_the_pending_room() {
+        let mut limit = PendingPerIp::default();
+        let local: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
+        let attacker: Multiaddr = "/ip4/192.0.2.1/tcp/5000".parse().unwrap();
+        let honest: Multiaddr = "/ip4/198.51.100.7/tcp/6000".parse().unwrap();
+        for i in 0..MAX_PENDING_PER_IP {
+            let id = ConnectionId::new_unchecked(i);
+            assert!(limit
+                .handle_pending_inbound_connection(id, &local, &attacker)
+                .is_ok());
+        }
+        let next = ConnectionId::new_unchecked(10_000);
+        assert!(limit
+            .handle_pending_inbound_connection(next, &local, &attacker)
+            .is_err());
+        let other = ConnectionId::new_unchecked(10_001);
+        assert!(limit
+            .handle_pending_inbound_connection(other, &local, &honest)
+            .is_ok());
+        // One of the attacker's connections ends its handshake: room for one more.
+        assert!(limit
+            .handle_established_inbound_connection(
+                ConnectionId::new_unchecked(0),
+                PeerId::random(),
+                &local,
+                &attacker
+            )
+            .is_ok());
+        assert!(limit
+            .handle_pending_inbound_connection(next, &local, &attacker)
+            .is_ok());
     }
 
     #[test]

@@ -66,6 +66,9 @@ struct Connected {
     agent: Option<String>,
     /// The peer announced the dfs sync protocol through identify.
     dfs: bool,
+    /// A dfs peer among the first `max_peers` ones: never shed, and past the hard connection
+    /// limit. (Anyone can claim the dfs protocols, so the privilege is bounded.)
+    protected: bool,
 }
 
 pub struct EventLoop {
@@ -305,7 +308,8 @@ impl EventLoop {
 
     /// Disconnects foreign peers (not dfs, not bootstrap, past their grace to identify) while
     /// more than `max_peers` are connected, so that strangers cannot keep the peers that matter
-    /// out: room is made for newcomers, and dfs and bootstrap peers are never shed.
+    /// out: room is made for newcomers, and protected dfs peers and bootstrap peers are never
+    /// shed (dfs peers beyond the protected ones go after the foreign ones).
     fn shed(&mut self, now: Instant) {
         let limit = self.config.max_peers as usize;
         if self.connected.len() <= limit {
@@ -317,7 +321,8 @@ impl EventLoop {
             .map(|(peer, c)| limits::Candidate {
                 peer: *peer,
                 since: c.since,
-                protected: c.dfs || self.discovery.is_bootstrap(peer),
+                dfs: c.dfs,
+                protected: c.protected || self.discovery.is_bootstrap(peer),
             })
             .collect();
         let victims = limits::victims(&candidates, limit, now);
@@ -566,6 +571,7 @@ impl EventLoop {
                     remote: None,
                     agent: None,
                     dfs: false,
+                    protected: false,
                 });
                 if entry.remote.is_none() {
                     entry.remote = Some(endpoint.get_remote_address().clone());
@@ -701,7 +707,13 @@ impl EventLoop {
         if speaks_dfs && !c.dfs {
             c.dfs = true;
             self.discovery.mark_dfs(peer);
-            self.swarm.behaviour_mut().limits.bypass_peer_id(&peer);
+            let protected = self.connected.values().filter(|c| c.protected).count();
+            if protected < self.config.max_peers as usize {
+                if let Some(c) = self.connected.get_mut(&peer) {
+                    c.protected = true;
+                }
+                self.swarm.behaviour_mut().limits.bypass_peer_id(&peer);
+            }
             tracing::debug!(%peer, agent = %info.agent_version, "dfs peer identified");
             if self.events.try_send(Event::PeerReady(peer)).is_err() {
                 tracing::debug!(%peer, "event queue full; the next sync round finds the peer");

@@ -146,13 +146,16 @@ pub struct Candidate {
     pub peer: PeerId,
     /// When its first connection was established.
     pub since: Instant,
-    /// A dfs peer (identify showed `/dfs/sync/1`) or a bootstrap peer: never shed.
+    /// Identify showed `/dfs/sync/1`: shed only after the foreign peers.
+    pub dfs: bool,
+    /// A bootstrap peer, or one of the first `max_peers` dfs peers: never shed.
     pub protected: bool,
 }
 
 /// The peers to disconnect so that at most `limit` stay: unprotected peers that have had
-/// [`IDENTIFY_GRACE`] to identify, oldest first. Newcomers within their grace are kept, so an
-/// honest peer that has just connected is never shed before it could show it speaks dfs.
+/// [`IDENTIFY_GRACE`] to identify, foreign ones first, oldest first. Newcomers within their
+/// grace are kept, so an honest peer that has just connected is never shed before it could
+/// show it speaks dfs.
 pub fn victims(peers: &[Candidate], limit: usize, now: Instant) -> Vec<PeerId> {
     let over = peers.len().saturating_sub(limit);
     if over == 0 {
@@ -162,7 +165,7 @@ pub fn victims(peers: &[Candidate], limit: usize, now: Instant) -> Vec<PeerId> {
         .iter()
         .filter(|c| !c.protected && now.saturating_duration_since(c.since) >= IDENTIFY_GRACE)
         .collect();
-    shed.sort_by_key(|c| c.since);
+    shed.sort_by_key(|c| (c.dfs, c.since));
     shed.into_iter().take(over).map(|c| c.peer).collect()
 }
 
@@ -250,21 +253,25 @@ mod tests {
         let old_foreign = Candidate {
             peer: PeerId::random(),
             since: t0,
+            dfs: false,
             protected: false,
         };
         let older_dfs = Candidate {
             peer: PeerId::random(),
             since: t0 - Duration::from_secs(1),
+            dfs: true,
             protected: true,
         };
         let newer_foreign = Candidate {
             peer: PeerId::random(),
             since: t0 + Duration::from_secs(10),
+            dfs: false,
             protected: false,
         };
         let newcomer = Candidate {
             peer: PeerId::random(),
             since: now,
+            dfs: false,
             protected: false,
         };
         let all = [old_foreign, older_dfs, newer_foreign, newcomer];
@@ -277,6 +284,19 @@ mod tests {
         assert_eq!(
             victims(&all, 0, now),
             vec![old_foreign.peer, newer_foreign.peer]
+        );
+        // A dfs peer beyond the protected ones goes, but after the foreign ones.
+        let unprotected_dfs = Candidate {
+            peer: PeerId::random(),
+            since: t0 - Duration::from_secs(5),
+            dfs: true,
+            protected: false,
+        };
+        let all = [old_foreign, unprotected_dfs, newer_foreign];
+        assert_eq!(victims(&all, 2, now), vec![old_foreign.peer]);
+        assert_eq!(
+            victims(&all, 0, now),
+            vec![old_foreign.peer, newer_foreign.peer, unprotected_dfs.peer]
         );
     }
 

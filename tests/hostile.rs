@@ -1,8 +1,9 @@
 //! A hostile-peer harness: attackers inside the test process (raw TCP sockets and libp2p swarms
 //! written from `docs/PROTOCOL.md`) run the attacks of issue 13 against a node, and the test
 //! checks that honest peers are not hurt: an honest peer connects in under 2 s during the
-//! attack, an honest 1 MiB put reaches the victim in under 2 s, and the node's dials stay
-//! within its budget. Every attack is bounded in time and stops by itself.
+//! attack, an honest 1 MiB put reaches the victim in under 2 s, the node's dials stay within
+//! its budget, and the nodes log less than 10 KB/s (at info). Every attack is bounded in time
+//! and stops by itself.
 //!
 //! - idle TCP sockets that never handshake (attack 3);
 //! - 150 foreign peer ids that fill the connection slots (attack 4);
@@ -30,6 +31,50 @@ const ATTACK_MAX: Duration = Duration::from_secs(30);
 
 /// The attacks share two cores with the victim: one at a time, so that timings mean something.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Bytes the nodes of this test binary have logged.
+static LOGGED: AtomicU64 = AtomicU64::new(0);
+/// The issue's bound on what an attack may make a node log.
+const MAX_LOG_RATE: f64 = 10_000.0;
+
+struct CountingWriter;
+
+impl std::io::Write for CountingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGGED.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Counts what the nodes log: dfs at info, as `dfs node` does, and libp2p's warnings (the
+/// attackers' own swarms log their start at info). Installed before any node starts: the
+/// first subscriber wins.
+fn count_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn,dfs=info")
+        .with_ansi(false)
+        .with_writer(|| CountingWriter)
+        .try_init();
+}
+
+/// Checks that the nodes logged less than [`MAX_LOG_RATE`] since `start` (bytes, time).
+fn check_log_rate(start: (u64, Instant)) {
+    let bytes = LOGGED.load(Ordering::Relaxed) - start.0;
+    let secs = start.1.elapsed().as_secs_f64();
+    let rate = bytes as f64 / secs;
+    eprintln!("logged {bytes} bytes in {secs:.1} s ({rate:.0} B/s)");
+    assert!(
+        rate < MAX_LOG_RATE,
+        "the attack made the nodes log {rate:.0} B/s"
+    );
+}
+
+fn log_mark() -> (u64, Instant) {
+    (LOGGED.load(Ordering::Relaxed), Instant::now())
+}
 
 /// Starts an honest node bootstrapped to `victim`, checks that the victim sees it as a dfs peer
 /// within [`HONEST_CONNECT`] and that a 1 MiB put on it reaches the victim within
@@ -120,7 +165,9 @@ fn idle_sockets(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sockets_do_not_keep_honest_peers_out() {
     let _serial = SERIAL.lock().await;
+    count_logs();
     let victim = TestNode::start(vec![]).await;
+    let logs = log_mark();
     let stop = CancellationToken::new();
     let started = Instant::now();
     let (opened, closed) = idle_sockets(socket_addr(&victim.addr), 64, stop.clone());
@@ -143,6 +190,7 @@ async fn idle_sockets_do_not_keep_honest_peers_out() {
         "idle sockets should be closed within {limit:?}; {} were",
         closed.load(Ordering::Relaxed)
     );
+    check_log_rate(logs);
     stop.cancel();
     victim.stop().await;
 }
@@ -203,6 +251,7 @@ fn foreign_peers(target: Multiaddr, n: usize, stop: CancellationToken) -> Arc<At
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_peer_ids_do_not_keep_honest_or_bootstrap_peers_out() {
     let _serial = SERIAL.lock().await;
+    count_logs();
     let bootstrap = TestNode::start(vec![]).await;
     let bootstrap_id = bootstrap.client.peer_id();
     let victim = TestNode::start(vec![bootstrap.addr.clone()]).await;
@@ -214,6 +263,7 @@ async fn foreign_peer_ids_do_not_keep_honest_or_bootstrap_peers_out() {
     );
 
     let stop = CancellationToken::new();
+    let logs = log_mark();
     let established = foreign_peers(victim.addr.clone(), 150, stop.clone());
     // Until the foreign peers hold more slots than the node wants (64).
     assert!(
@@ -267,6 +317,7 @@ async fn foreign_peer_ids_do_not_keep_honest_or_bootstrap_peers_out() {
     );
     // Foreign peers are shed beyond the limit, so the count stays bounded.
     assert!(victim.peer_count().await <= 4 * 64);
+    check_log_rate(logs);
     stop.cancel();
     victim.stop().await;
     bootstrap.stop().await;
@@ -370,7 +421,9 @@ where
 async fn forged_announcements_do_not_make_the_node_dial_hundreds_of_addresses() {
     use dfs::net::limits::{DIAL_BURST, DIAL_REFILL_PER_SEC};
     let _serial = SERIAL.lock().await;
+    count_logs();
     let victim = TestNode::start(vec![]).await;
+    let logs = log_mark();
     let topic = gossipsub::IdentTopic::new("dfs/test/peers/1");
     let stop = CancellationToken::new();
     let (sink_addrs, dialled) = sinks(stop.clone()).await;
@@ -425,6 +478,7 @@ async fn forged_announcements_do_not_make_the_node_dial_hundreds_of_addresses() 
         made <= budget,
         "{made} dials of attacker addresses in {elapsed:.1} s exceed the budget of {budget}"
     );
+    check_log_rate(logs);
     stop.cancel();
     victim.stop().await;
 }

@@ -35,3 +35,4 @@ pub mod record;
 pub mod replication;
 pub mod store;
 pub mod tasks;
+pub mod trust;

@@ -424,7 +424,12 @@ async fn forged_announcements_do_not_make_the_node_dial_hundreds_of_addresses() 
     count_logs();
     let victim = TestNode::start(vec![]).await;
     let logs = log_mark();
-    let topic = gossipsub::IdentTopic::new("dfs/test/peers/1");
+    // The peers topic of the victim's network, `dfs/<network id>/peers/1` (PROTOCOL.md).
+    let network = victim
+        .client
+        .network_id()
+        .expect("the victim owns a network");
+    let topic = gossipsub::IdentTopic::new(format!("dfs/{network}/peers/1"));
     let stop = CancellationToken::new();
     let (sink_addrs, dialled) = sinks(stop.clone()).await;
 

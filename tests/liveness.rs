@@ -19,22 +19,34 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Far beyond the tests: only the session started on (re)connection can sync.
 const NO_SYNC: Duration = Duration::from_secs(600);
 
-async fn node(bootstrap: Vec<Multiaddr>) -> TestNode {
-    common::init_tracing();
+/// Starts a node with a test configuration changed by `tweak`; with `owner`, it joins the
+/// owner's network as a writer (a ticket), else, with `bootstrap`, as a reader.
+async fn node_with(
+    tweak: impl FnOnce(&mut dfs::node::Config),
+    owner: Option<&TestNode>,
+    bootstrap: Vec<Multiaddr>,
+) -> TestNode {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = common::config(dir.path().to_path_buf(), bootstrap.clone(), "test");
-    config.sync_interval = NO_SYNC;
+    let mut config = common::config(dir.path().to_path_buf(), bootstrap.clone());
+    if let Some(owner) = owner {
+        config.join = Some(owner.client.invite(false).await.expect("invite"));
+    }
+    tweak(&mut config);
     let node = common::start_node(config).await;
-    let client = node.client();
+    let client = std::sync::Arc::new(node.client());
     let addr = client.info().await.unwrap().addrs[0].clone();
     TestNode {
         node: Some(node),
         client,
         dir,
         addr,
-        network: "test".into(),
         bootstrap,
     }
+}
+
+async fn node(owner: Option<&TestNode>, bootstrap: Vec<Multiaddr>) -> TestNode {
+    common::init_tracing();
+    node_with(|c| c.sync_interval = NO_SYNC, owner, bootstrap).await
 }
 
 /// A TCP proxy to `target` on 127.0.0.1 that forwards bytes both ways until `frozen` is set,
@@ -146,8 +158,8 @@ async fn a_connection_whose_pings_fail_is_closed_quickly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnected_peer_is_synced_at_once() {
-    let a = node(vec![]).await;
-    let b = node(vec![a.addr.clone()]).await;
+    let a = node(None, vec![]).await;
+    let b = node(None, vec![a.addr.clone()]).await;
     let a_id = a.client.peer_id();
     assert!(
         eventually(Duration::from_secs(5), || async {

@@ -48,15 +48,11 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
-    /// The behaviour of a node with identity `key`, scoring messages on `topics`. Beyond
-    /// `max_peers`, the event loop sheds foreign peers; the hard limit of established
-    /// connections (four times as many) is only a backstop, which dfs and bootstrap peers
-    /// bypass.
-    pub fn new(
-        key: &Keypair,
-        max_peers: u32,
-        topics: &[gossipsub::TopicHash],
-    ) -> Result<Behaviour, String> {
+    /// The behaviour of a node with identity `key`. Topics get their scoring when the node
+    /// subscribes to them ([`topic_score`]). Beyond `max_peers`, the event loop sheds foreign
+    /// peers; the hard limit of established connections (four times as many) is only a
+    /// backstop, which protected dfs peers and bootstrap peers bypass.
+    pub fn new(key: &Keypair, max_peers: u32) -> Result<Behaviour, String> {
         let gossip_config = gossipsub::ConfigBuilder::default()
             .validation_mode(gossipsub::ValidationMode::Strict)
             .message_id_fn(protocols::message_id)
@@ -70,10 +66,7 @@ impl Behaviour {
             gossip_config,
         )?;
         gossipsub
-            .with_peer_score(
-                score_params(topics),
-                gossipsub::PeerScoreThresholds::default(),
-            )
+            .with_peer_score(score_params(), gossipsub::PeerScoreThresholds::default())
             .map_err(|e| format!("gossipsub scoring: {e}"))?;
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_established(Some(max_peers.saturating_mul(4).max(16)))
@@ -103,26 +96,26 @@ impl Behaviour {
     }
 }
 
-/// Peer scoring: invalid messages (P4) cost a peer dearly; the mesh-delivery penalties (P3,
-/// P3b) are off, because a quiet store legitimately sends few messages; the IP-colocation
-/// penalty (P6) is off, because dfs nodes share addresses in normal use (several nodes on one
-/// host, containers on one server, machines behind one NAT), and gossipsub's default (more
-/// than 10 peers on one IP graylists them all) cut 9 of 20 such nodes off gossip. Sybils on
-/// one address are bounded by the connection limits instead, and still lose their score for
-/// what they send.
-fn score_params(topics: &[gossipsub::TopicHash]) -> gossipsub::PeerScoreParams {
-    let mut params = gossipsub::PeerScoreParams {
+/// Peer scoring for the whole node: gossipsub's defaults but for the IP-colocation penalty
+/// (P6), which is off, because dfs nodes share addresses in normal use (several nodes on one
+/// host, containers on one server, machines behind one NAT), and gossipsub's default (more than
+/// 10 peers on one IP graylists them all) cut 9 of 20 such nodes off gossip. Sybils on one
+/// address are bounded by the connection limits instead, and still lose their score for what
+/// they send ([`topic_score`]).
+fn score_params() -> gossipsub::PeerScoreParams {
+    gossipsub::PeerScoreParams {
         ip_colocation_factor_weight: 0.0,
         ..Default::default()
-    };
-    for topic in topics {
-        let t = gossipsub::TopicScoreParams {
-            mesh_message_deliveries_weight: 0.0,
-            mesh_failure_penalty_weight: 0.0,
-            invalid_message_deliveries_weight: -10.0,
-            ..Default::default()
-        };
-        params.topics.insert(topic.clone(), t);
     }
-    params
+}
+
+/// Peer scoring of one topic: invalid messages (P4) cost a peer dearly; the mesh-delivery
+/// penalties (P3, P3b) are off, because a quiet store legitimately sends few messages.
+pub fn topic_score() -> gossipsub::TopicScoreParams {
+    gossipsub::TopicScoreParams {
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -10.0,
+        ..Default::default()
+    }
 }

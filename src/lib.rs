@@ -17,6 +17,7 @@
 //! - [`datadir`]: the data dir's layout (identity key, store, API URL and token files) and the
 //!   one helper that writes its files atomically.
 //! - [`identity`]: the persisted ed25519 keypair.
+//! - [`log_limit`]: rate limits for log lines a peer can trigger over and over.
 //! - [`api`]: the local HTTP API (axum, loopback, bearer token), a thin layer over
 //!   [`node::Client`], and the HTTP client the CLI uses.
 //! - [`cli`]: the command line (clap) and its commands, a thin layer over the API.
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod datadir;
 pub mod demo;
 pub mod identity;
+pub mod log_limit;
 pub mod net;
 pub mod node;
 pub mod protocols;

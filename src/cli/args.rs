@@ -137,6 +137,21 @@ Examples:
         #[command(flatten)]
         target: Target,
     },
+    /// Print a new swarm key: the pre-shared key of a private network (give it to every node
+    /// with `dfs node --swarm-key FILE`).
+    #[command(after_help = "\
+Examples:
+  dfs swarm-key > swarm.key
+  dfs swarm-key -o swarm.key            written with mode 0600
+  dfs node --swarm-key swarm.key ...    only nodes holding the same key can connect
+
+The format is IPFS's swarm.key (/key/swarm/psk/1.0.0/, /base16/, 64 hex digits). Anyone who
+has the file can join the network: copy it like a password.")]
+    SwarmKey {
+        /// Write the key to this file (mode 0600; refused if it exists) instead of stdout.
+        #[arg(short, long, value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
     /// Make a ticket that lets a new machine join this network as a writer (admins only).
     #[command(after_help = "\
 Examples:
@@ -242,6 +257,10 @@ pub struct NodeArgs {
     /// network as a reader.
     #[arg(long, env = "DFS_JOIN", value_name = "TICKET", hide_env_values = true)]
     pub(super) join: Option<String>,
+    /// Join a private network: only nodes holding this swarm key (a file from `dfs swarm-key`)
+    /// can connect.
+    #[arg(long, env = "DFS_SWARM_KEY", value_name = "FILE")]
+    pub(super) swarm_key: Option<PathBuf>,
     /// Allow the API on a non-loopback address (anyone who can reach it and has the token
     /// controls the node).
     #[arg(long)]

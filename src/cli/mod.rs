@@ -3,7 +3,7 @@
 //! dispatch of each command to its module, and the error type that gives the exit code.
 //!
 //! - `args`: the clap definitions (every flag and help text).
-//! - `node`: `dfs node`, a peer and its API until a signal.
+//! - `node`: `dfs node`, a peer and its API until a signal; `dfs swarm-key`.
 //! - `files`: `put`, `get`, `rm`, `ls` and `stat`.
 //! - `peers`: `peers` and `id`.
 //! - `members`: `invite`, `allow`, `deny` and `members`.
@@ -78,6 +78,7 @@ fn init_logging(default: &str) {
 async fn run_command(command: Command) -> Result<()> {
     match command {
         Command::Node(args) => node::run(args).await,
+        Command::SwarmKey { output } => node::swarm_key(output.as_deref()),
         Command::Demo { nodes } => crate::demo::run(nodes.into())
             .await
             .map_err(|e| Error::Failed(format!("demo failed: {e:#}"))),

@@ -25,6 +25,10 @@ pub(super) async fn run(args: NodeArgs) -> Result<()> {
         }
         tracing::warn!(addr = %api_addr, "the API listens on a non-loopback address");
     }
+    let swarm_key = match &args.swarm_key {
+        Some(path) => Some(crate::net::transport::read_swarm_key(path).map_err(Error::Usage)?),
+        None => None,
+    };
     let data_dir = DataDir::new(args.data_dir.unwrap_or_else(default_data_dir));
     let dir = data_dir.path();
     std::fs::create_dir_all(dir).map_err(|e| {
@@ -50,6 +54,7 @@ pub(super) async fn run(args: NodeArgs) -> Result<()> {
                 .map_err(|e| Error::Usage(format!("--join: {e}")))?,
         );
     }
+    config.swarm_key = swarm_key;
     if let Some(ms) = args.announce_interval_ms {
         config.announce_interval = Duration::from_millis(ms.max(1));
     }
@@ -124,6 +129,29 @@ pub(super) async fn run(args: NodeArgs) -> Result<()> {
     node.shutdown().await;
     tracing::info!("stopped");
     result
+}
+
+/// `dfs swarm-key`: prints a new swarm key, or writes it to a new file with mode 0600.
+pub(super) fn swarm_key(output: Option<&std::path::Path>) -> Result<()> {
+    let key = crate::net::transport::new_swarm_key();
+    let Some(path) = output.filter(|p| *p != std::path::Path::new("-")) else {
+        print!("{key}");
+        return Ok(());
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let write = |options: &std::fs::OpenOptions| -> std::io::Result<()> {
+        use std::io::Write;
+        let mut file = options.open(path)?;
+        file.write_all(key.as_bytes())?;
+        file.sync_all()
+    };
+    write(&options).map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))
 }
 
 /// Resolves the `--api` address (`HOST:PORT`) to the first socket address.

@@ -1,23 +1,44 @@
-//! The combined libp2p behaviour of a dfs node: connection limits and a block list, identify
-//! (`/ipfs/id/1.0.0`), ping, gossipsub (records and peer announcements), fetch and sync
+//! The combined libp2p behaviour of a dfs node: a block list, connection limits (counts and
+//! process memory), identify (`/ipfs/id/1.0.0`), ping (liveness), gossipsub (records and peer
+//! announcements, with peer scoring tuned for how dfs is deployed), fetch and sync
 //! (request-response), and raw streams (`libp2p-stream`) for bulk chunk transfers.
 
 use std::time::Duration;
 
 use libp2p::{
-    allow_block_list, connection_limits, gossipsub, identify, identity::Keypair, ping,
-    swarm::NetworkBehaviour,
+    allow_block_list, connection_limits, gossipsub, identify, identity::Keypair,
+    memory_connection_limits, ping, swarm::NetworkBehaviour,
 };
 
 use crate::protocols::{self, fetch, sync};
 
 /// Largest gossipsub RPC accepted (several messages may share one RPC).
 pub const MAX_GOSSIP_TRANSMIT: usize = 64 * 1024;
+/// Connections being set up (before the handshake ends) accepted at once. Each costs a socket
+/// and a few KiB; the handshake timeout frees a slot within 5 s, so 64 idle sockets (or any
+/// number below this) cannot keep honest peers out; one IP address may hold at most half
+/// ([`super::limits::MAX_PENDING_PER_IP`]).
+pub const MAX_PENDING_INCOMING: u32 = 256;
+/// Dials in progress at once.
+pub const MAX_PENDING_OUTGOING: u32 = 64;
+/// Established connections of one peer.
+pub const MAX_PER_PEER: u32 = 2;
+/// New connections are refused while the process uses more memory than this.
+pub const MAX_MEMORY: usize = 1 << 30;
+/// How often a connection is pinged, and how long an answer may take. The event loop closes a
+/// connection that has had no successful ping for [`DEAD_AFTER`] (libp2p's ping keeps quiet
+/// about a first failure), so a dead link is noticed within seconds, not at the next
+/// request's timeout.
+pub const PING_INTERVAL: Duration = Duration::from_secs(2);
+pub const PING_TIMEOUT: Duration = Duration::from_secs(4);
+pub const DEAD_AFTER: Duration = Duration::from_secs(8);
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub limits: connection_limits::Behaviour,
+    pub pending_per_ip: super::limits::PendingPerIp,
+    pub memory: memory_connection_limits::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub gossipsub: gossipsub::Behaviour,
@@ -28,7 +49,9 @@ pub struct Behaviour {
 
 impl Behaviour {
     /// The behaviour of a node with identity `key`. Topics get their scoring when the node
-    /// subscribes to them ([`topic_score`]).
+    /// subscribes to them ([`topic_score`]). Beyond `max_peers`, the event loop sheds foreign
+    /// peers; the hard limit of established connections (four times as many) is only a
+    /// backstop, which protected dfs peers and bootstrap peers bypass.
     pub fn new(key: &Keypair, max_peers: u32) -> Result<Behaviour, String> {
         let gossip_config = gossipsub::ConfigBuilder::default()
             .validation_mode(gossipsub::ValidationMode::Strict)
@@ -43,30 +66,46 @@ impl Behaviour {
             gossip_config,
         )?;
         gossipsub
-            .with_peer_score(
-                gossipsub::PeerScoreParams::default(),
-                gossipsub::PeerScoreThresholds::default(),
-            )
+            .with_peer_score(score_params(), gossipsub::PeerScoreThresholds::default())
             .map_err(|e| format!("gossipsub scoring: {e}"))?;
         let limits = connection_limits::ConnectionLimits::default()
-            .with_max_established(Some(max_peers.saturating_mul(2).max(8)))
-            .with_max_established_per_peer(Some(2))
-            .with_max_pending_incoming(Some(64))
-            .with_max_pending_outgoing(Some(64));
+            .with_max_established(Some(max_peers.saturating_mul(4).max(16)))
+            .with_max_established_per_peer(Some(MAX_PER_PEER))
+            .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+            .with_max_pending_outgoing(Some(MAX_PENDING_OUTGOING));
         Ok(Behaviour {
             blocked: Default::default(),
             limits: connection_limits::Behaviour::new(limits),
+            pending_per_ip: Default::default(),
+            memory: memory_connection_limits::Behaviour::with_max_bytes(MAX_MEMORY),
             identify: identify::Behaviour::new(
                 identify::Config::new(super::PROTOCOL_VERSION.into(), key.public())
                     .with_agent_version(super::AGENT_VERSION.into())
                     .with_push_listen_addr_updates(true),
             ),
-            ping: ping::Behaviour::new(ping::Config::new()),
+            ping: ping::Behaviour::new(
+                ping::Config::new()
+                    .with_interval(PING_INTERVAL)
+                    .with_timeout(PING_TIMEOUT),
+            ),
             gossipsub,
             fetch: fetch::behaviour(),
             sync: sync::behaviour(),
             streams: libp2p_stream::Behaviour::new(),
         })
+    }
+}
+
+/// Peer scoring for the whole node: gossipsub's defaults but for the IP-colocation penalty
+/// (P6), which is off, because dfs nodes share addresses in normal use (several nodes on one
+/// host, containers on one server, machines behind one NAT), and gossipsub's default (more than
+/// 10 peers on one IP graylists them all) cut 9 of 20 such nodes off gossip. Sybils on one
+/// address are bounded by the connection limits instead, and still lose their score for what
+/// they send ([`topic_score`]).
+fn score_params() -> gossipsub::PeerScoreParams {
+    gossipsub::PeerScoreParams {
+        ip_colocation_factor_weight: 0.0,
+        ..Default::default()
     }
 }
 

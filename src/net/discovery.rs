@@ -1,5 +1,7 @@
 //! Peer discovery state: the bootstrap peers (re-dialled with exponential back-off when lost),
-//! and the peers learned from gossip announcements and identify, dialled up to the limit.
+//! and the peers learned from gossip announcements and identify, dialled up to the limit and
+//! within the dial budget ([`super::limits::DialBudget`]), at most
+//! [`super::limits::MAX_DIAL_ADDRS`] addresses each.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,10 +12,14 @@ use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
 use tokio::time::Instant;
 
+use super::limits::{DialBudget, MAX_DIAL_ADDRS};
+
 /// First delay before re-dialling a lost or unreachable bootstrap peer.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
-/// Longest delay between attempts.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Longest delay between attempts: short, so that a bootstrap peer that comes back (a node
+/// plugged back, a partition healed) is found again within seconds. A dial of one address
+/// every 5 s costs nothing.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Most peers remembered from announcements (the oldest is forgotten first).
 pub const MAX_KNOWN: usize = 1024;
 /// Least time between two dials of the same discovered peer.
@@ -38,6 +44,8 @@ struct Known {
     addrs: Vec<Multiaddr>,
     last_dial: Option<Instant>,
     learned: Instant,
+    /// Once identified as a dfs peer: re-dialled before the others.
+    dfs: bool,
 }
 
 /// What the event loop keeps about other peers for discovery.
@@ -219,6 +227,7 @@ impl Discovery {
                 addrs,
                 last_dial: None,
                 learned: now,
+                dfs: false,
             },
         );
         true
@@ -232,21 +241,47 @@ impl Discovery {
             .unwrap_or_default()
     }
 
-    /// A dial to a discovered peer, if it is not connected and not dialled too recently.
-    pub fn dial_discovered(&mut self, peer: PeerId, now: Instant) -> Option<DialOpts> {
+    /// A dial to a discovered peer, if it is not dialled too recently and the budget has room
+    /// for its addresses (at most [`MAX_DIAL_ADDRS`]); `forwarder` is the peer that relayed
+    /// the announcement that asks for it, if any.
+    pub fn dial_discovered(
+        &mut self,
+        peer: PeerId,
+        now: Instant,
+        budget: &mut DialBudget,
+        forwarder: Option<PeerId>,
+    ) -> Option<DialOpts> {
         let k = self.known.get_mut(&peer)?;
         if k.last_dial
             .is_some_and(|t| now.duration_since(t) < REDIAL_DISCOVERED)
         {
             return None;
         }
+        let addrs: Vec<Multiaddr> = k.addrs.iter().take(MAX_DIAL_ADDRS).cloned().collect();
+        if !budget.take(forwarder, addrs.len(), now) {
+            tracing::trace!(%peer, "dial budget spent; the peer waits for a later round");
+            return None;
+        }
         k.last_dial = Some(now);
         Some(
             DialOpts::peer_id(peer)
-                .addresses(k.addrs.clone())
+                .addresses(addrs)
                 .condition(PeerCondition::DisconnectedAndNotDialing)
                 .build(),
         )
+    }
+
+    /// True if `peer` is one of the bootstrap peers (by its `/p2p/` part or by the peer that
+    /// answered on its address).
+    pub fn is_bootstrap(&self, peer: &PeerId) -> bool {
+        self.bootstrap.iter().any(|b| b.peer.as_ref() == Some(peer))
+    }
+
+    /// `peer` identified itself as a dfs peer.
+    pub fn mark_dfs(&mut self, peer: PeerId) {
+        if let Some(k) = self.known.get_mut(&peer) {
+            k.dfs = true;
+        }
     }
 
     /// A peer was unblocked: forget back-offs so that it is dialled again at once.
@@ -262,9 +297,11 @@ impl Discovery {
         }
     }
 
-    /// Discovered peers, for periodic re-dialling of those not connected.
+    /// Discovered peers, for periodic re-dialling of those not connected: dfs peers first.
     pub fn known_peers(&self) -> Vec<PeerId> {
-        self.known.keys().copied().collect()
+        let mut peers: Vec<(bool, PeerId)> = self.known.iter().map(|(p, k)| (!k.dfs, *p)).collect();
+        peers.sort_by_key(|(not_dfs, _)| *not_dfs);
+        peers.into_iter().map(|(_, p)| p).collect()
     }
 }
 
@@ -307,8 +344,9 @@ mod tests {
         let other = PeerId::random();
         assert!(!d.learn(other, vec!["/ip4/0.0.0.0/tcp/1".parse().unwrap()], now));
         assert!(d.learn(other, vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()], now));
-        assert!(d.dial_discovered(other, now).is_some());
-        assert!(d.dial_discovered(other, now).is_none());
+        let mut budget = DialBudget::new(now);
+        assert!(d.dial_discovered(other, now, &mut budget, None).is_some());
+        assert!(d.dial_discovered(other, now, &mut budget, None).is_none());
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The one task that owns the libp2p swarm. It carries out [`Command`]s, hands inbound requests,
 //! validated gossip records and peer changes to the application as [`Event`]s, sends back the
-//! answers it is given, and drives discovery on a timer. It never touches the store.
+//! answers it is given, and drives discovery on a timer. It also manages connections: it sheds
+//! foreign peers beyond the peer limit, closes connections whose pings fail, charges discovery
+//! dials to a budget, and reports failed handshakes in one rate-limited line each. It never
+//! touches the store.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -10,14 +13,18 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{gossipsub, identify, identity::Keypair, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
+use libp2p::swarm::{ConnectionId, DialError, ListenError};
+use libp2p::{gossipsub, identify, identity::Keypair, ping, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::behaviour::{Behaviour, BehaviourEvent};
+use super::behaviour::{Behaviour, BehaviourEvent, DEAD_AFTER};
 use super::discovery::{self, Discovery};
+use super::limits::{self, DialBudget};
+use super::transport::{self, ConnectError};
 use super::{Command, Config, Error, Event, Gate, NodeInfo, PeerInfo};
+use crate::log_limit::KeyedLogLimit;
 use crate::protocols::{fetch, members, peers, records, sync};
 use crate::record::{wall_ms, Record};
 
@@ -33,6 +40,8 @@ const MAX_INBOUND_PER_PEER: usize = 48;
 /// The answer to a request refused because its peer has too many in progress, or because the
 /// application is not keeping up.
 const BUSY: &str = "busy: too many requests in progress";
+/// Lines about what peers (or strangers) do to a node: at most one per reason per period.
+const LOG_PERIOD: Duration = Duration::from_secs(10);
 
 /// An inbound request's answer, once the application has given it.
 enum Answer {
@@ -48,13 +57,18 @@ enum Answer {
     ),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Connected {
+    /// When the first connection of the peer was established.
+    since: Instant,
     addrs: Vec<Multiaddr>,
     remote: Option<Multiaddr>,
     agent: Option<String>,
     /// The peer announced the dfs sync protocol through identify.
     dfs: bool,
+    /// A dfs peer among the first `max_peers` ones: never shed, and past the hard connection
+    /// limit. (Anyone can claim the dfs protocols, so the privilege is bounded.)
+    protected: bool,
 }
 
 /// The gossip topics of one network.
@@ -105,6 +119,11 @@ pub struct EventLoop {
     gate: std::sync::Arc<dyn Gate>,
     connected: HashMap<PeerId, Connected>,
     listen_addrs: Vec<Multiaddr>,
+    budget: DialBudget,
+    /// The last successful ping of each connection that answers pings.
+    last_pong: HashMap<ConnectionId, Instant>,
+    /// This node's rate limit of lines that peers can trigger.
+    logs: KeyedLogLimit,
     announce_due: bool,
     last_announce: Option<Instant>,
     last_redial: Instant,
@@ -122,21 +141,19 @@ impl EventLoop {
         let local = keypair.public().to_peer_id();
         let topics = config.network.as_deref().map(Topics::of);
         let max_peers = config.max_peers;
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .map_err(|e| Error::Start(format!("transport: {e}")))?
-            .with_behaviour(|key| {
-                Behaviour::new(key, max_peers)
-                    .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
-            })
-            .map_err(|e| Error::Start(format!("behaviour: {e}")))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
-            .build();
+        let transport = transport::build(&keypair, config.swarm_key)
+            .map_err(|e| Error::Start(format!("transport: {e}")))?;
+        let behaviour = Behaviour::new(&keypair, max_peers)
+            .map_err(|e| Error::Start(format!("behaviour: {e}")))?;
+        // Built by hand rather than with `SwarmBuilder`, whose transport combinators would
+        // wrap handshake errors in types that hide their cause from the logs.
+        let mut swarm = Swarm::new(
+            transport,
+            behaviour,
+            local,
+            libp2p::swarm::Config::with_tokio_executor()
+                .with_idle_connection_timeout(Duration::from_secs(3600)),
+        );
         if let Some(topics) = &topics {
             topics.subscribe(&mut swarm.behaviour_mut().gossipsub)?;
         }
@@ -176,6 +193,18 @@ impl EventLoop {
                 other => tracing::trace!(?other, "event during start-up"),
             }
         }
+        // Bootstrap peers always get in, whatever the connection limits.
+        for addr in &config.bootstrap {
+            if let (_, Some(peer)) = discovery::split_peer(addr) {
+                swarm.behaviour_mut().limits.bypass_peer_id(&peer);
+            }
+        }
+        if let Some(key) = &config.swarm_key {
+            tracing::info!(
+                swarm_key_fingerprint = %key.fingerprint(),
+                "in a private network: only peers holding its swarm key can connect"
+            );
+        }
         match &config.network {
             Some(network) => tracing::info!(peer_id = %local, %network, "dfs node started"),
             None => tracing::info!(
@@ -198,6 +227,9 @@ impl EventLoop {
             gate,
             connected: HashMap::new(),
             listen_addrs,
+            budget: DialBudget::new(Instant::now()),
+            last_pong: HashMap::new(),
+            logs: KeyedLogLimit::new(LOG_PERIOD),
             announce_due: true,
             last_announce: None,
             last_redial: Instant::now(),
@@ -266,16 +298,80 @@ impl EventLoop {
         }
         if now.duration_since(self.last_redial) >= self.config.redial_interval {
             self.last_redial = now;
+            // dfs peers first: forged announcements must not crowd them out of the budget.
             for peer in self.discovery.known_peers() {
                 if self.connected.len() >= self.config.max_peers as usize {
                     break;
                 }
                 if !self.connected.contains_key(&peer) {
-                    if let Some(opts) = self.discovery.dial_discovered(peer, now) {
+                    if let Some(opts) =
+                        self.discovery
+                            .dial_discovered(peer, now, &mut self.budget, None)
+                    {
                         self.dial(opts);
                     }
                 }
             }
+        }
+        self.shed(now);
+        self.close_dead(now);
+    }
+
+    /// Closes the connections that have had no successful ping for [`DEAD_AFTER`]: the link
+    /// or the peer is dead, and requests on it would only time out.
+    fn close_dead(&mut self, now: Instant) {
+        let dead: Vec<ConnectionId> = self
+            .last_pong
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(**t) >= DEAD_AFTER)
+            .map(|(c, _)| *c)
+            .collect();
+        for connection in dead {
+            self.last_pong.remove(&connection);
+            if let Some(suppressed) = self.logs.check("dead-connection") {
+                tracing::info!(
+                    suppressed,
+                    "closing a connection that has not answered a ping for {DEAD_AFTER:?}"
+                );
+            }
+            self.swarm.close_connection(connection);
+        }
+    }
+
+    /// Disconnects foreign peers (not dfs, not bootstrap, past their grace to identify) while
+    /// more than `max_peers` are connected, so that strangers cannot keep the peers that matter
+    /// out: room is made for newcomers, and protected dfs peers and bootstrap peers are never
+    /// shed (dfs peers beyond the protected ones go after the foreign ones).
+    fn shed(&mut self, now: Instant) {
+        let limit = self.config.max_peers as usize;
+        if self.connected.len() <= limit {
+            return;
+        }
+        let candidates: Vec<limits::Candidate> = self
+            .connected
+            .iter()
+            .map(|(peer, c)| limits::Candidate {
+                peer: *peer,
+                since: c.since,
+                dfs: c.dfs,
+                protected: c.protected || self.discovery.is_bootstrap(peer),
+            })
+            .collect();
+        let victims = limits::victims(&candidates, limit, now);
+        if victims.is_empty() {
+            return;
+        }
+        if let Some(suppressed) = self.logs.check("shed") {
+            tracing::info!(
+                shed = victims.len(),
+                connected = self.connected.len(),
+                limit,
+                suppressed,
+                "too many peers: disconnecting peers that do not speak dfs"
+            );
+        }
+        for peer in victims {
+            let _ = self.swarm.disconnect_peer_id(peer);
         }
     }
 
@@ -354,7 +450,9 @@ impl EventLoop {
                         tracing::debug!(key = %record.key, "no peers to publish to; sync will carry it")
                     }
                     Err(e) => {
-                        tracing::warn!(key = %record.key, error = %e, "record not published; sync will carry it")
+                        if let Some(suppressed) = self.logs.check("not-published") {
+                            tracing::warn!(key = %record.key, error = %e, suppressed, "record not published; sync will carry it")
+                        }
                     }
                 }
             }
@@ -444,7 +542,10 @@ impl EventLoop {
                     list.unblock_peer(peer);
                     let now = Instant::now();
                     self.discovery.unblocked(peer, now);
-                    if let Some(opts) = self.discovery.dial_discovered(peer, now) {
+                    if let Some(opts) =
+                        self.discovery
+                            .dial_discovered(peer, now, &mut self.budget, None)
+                    {
                         self.dial(opts);
                     }
                 }
@@ -534,22 +635,47 @@ impl EventLoop {
                 ..
             } => {
                 self.discovery.on_connected(peer_id, connection_id);
-                let entry = self.connected.entry(peer_id).or_default();
+                let now = Instant::now();
+                self.last_pong.insert(connection_id, now);
+                let entry = self.connected.entry(peer_id).or_insert_with(|| Connected {
+                    since: now,
+                    addrs: Vec::new(),
+                    remote: None,
+                    agent: None,
+                    dfs: false,
+                    protected: false,
+                });
                 if entry.remote.is_none() {
                     entry.remote = Some(endpoint.get_remote_address().clone());
                 }
                 if num_established.get() == 1 {
                     tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                    if self.discovery.is_bootstrap(&peer_id) {
+                        self.swarm.behaviour_mut().limits.bypass_peer_id(&peer_id);
+                    }
+                    self.shed(now);
                 }
             }
             SwarmEvent::ConnectionClosed {
+                connection_id,
+                num_established,
+                ..
+            } if num_established > 0 => {
+                self.last_pong.remove(&connection_id);
+            }
+            SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
                 cause,
                 ..
             } => {
+                self.last_pong.remove(&connection_id);
                 tracing::debug!(peer = %peer_id, ?cause, "disconnected");
                 self.connected.remove(&peer_id);
+                self.budget.forget(&peer_id);
+                if !self.discovery.is_bootstrap(&peer_id) {
+                    self.swarm.behaviour_mut().limits.remove_peer_id(&peer_id);
+                }
                 let _ = self.events.try_send(Event::PeerGone(peer_id));
                 self.discovery.on_disconnected(peer_id, Instant::now());
             }
@@ -559,6 +685,7 @@ impl EventLoop {
                 error,
             } => {
                 tracing::debug!(peer = ?peer_id, error = %error, "dial failed");
+                report_dial_error(&self.logs, &error);
                 match error {
                     libp2p::swarm::DialError::WrongPeerId { obtained, .. } => {
                         self.discovery.on_wrong_peer(connection_id, obtained)
@@ -570,8 +697,13 @@ impl EventLoop {
                     ),
                 }
             }
-            SwarmEvent::IncomingConnectionError { error, .. } => {
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
                 tracing::debug!(error = %error, "incoming connection failed");
+                report_incoming_error(&self.logs, &send_back_addr, &error);
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
@@ -583,8 +715,31 @@ impl EventLoop {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 self.on_identified(peer_id, info)
             }
-            BehaviourEvent::Identify(_) | BehaviourEvent::Ping(_) | BehaviourEvent::Streams(()) => {
+            BehaviourEvent::Ping(ping::Event {
+                connection,
+                result: Ok(_),
+                ..
+            }) => {
+                if let Some(t) = self.last_pong.get_mut(&connection) {
+                    *t = Instant::now();
+                }
             }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(failure),
+            }) => {
+                if matches!(failure, ping::Failure::Unsupported) {
+                    // A peer that does not speak ping is not dead: it is not watched.
+                    self.last_pong.remove(&connection);
+                } else {
+                    // libp2p reports a second failure in a row: the connection is dead.
+                    tracing::debug!(%peer, %failure, "ping failed; closing the connection");
+                    self.last_pong.remove(&connection);
+                    self.swarm.close_connection(connection);
+                }
+            }
+            BehaviourEvent::Identify(_) | BehaviourEvent::Streams(()) => {}
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
@@ -605,6 +760,8 @@ impl EventLoop {
             BehaviourEvent::Sync(event) => self.on_sync_event(event),
             BehaviourEvent::Blocked(never) => match never {},
             BehaviourEvent::Limits(never) => match never {},
+            BehaviourEvent::Memory(never) => match never {},
+            BehaviourEvent::PendingPerIp(never) => match never {},
         }
     }
 
@@ -625,6 +782,14 @@ impl EventLoop {
         c.agent = Some(info.agent_version.chars().take(128).collect());
         if speaks_dfs && !c.dfs {
             c.dfs = true;
+            self.discovery.mark_dfs(peer);
+            let protected = self.connected.values().filter(|c| c.protected).count();
+            if protected < self.config.max_peers as usize {
+                if let Some(c) = self.connected.get_mut(&peer) {
+                    c.protected = true;
+                }
+                self.swarm.behaviour_mut().limits.bypass_peer_id(&peer);
+            }
             tracing::debug!(%peer, agent = %info.agent_version, "dfs peer identified");
             if self.events.try_send(Event::PeerReady(peer)).is_err() {
                 tracing::debug!(%peer, "event queue full; the next sync round finds the peer");
@@ -675,7 +840,7 @@ impl EventLoop {
         } else if message.topic == topics.peers.hash() {
             match peers::decode(&message.data, message.source.as_ref()) {
                 Ok(a) => {
-                    self.on_announcement(a);
+                    self.on_announcement(a, source);
                     Accept
                 }
                 Err(e) => {
@@ -692,7 +857,7 @@ impl EventLoop {
             .report_message_validation_result(&id, &source, acceptance);
     }
 
-    fn on_announcement(&mut self, a: peers::Announcement) {
+    fn on_announcement(&mut self, a: peers::Announcement, forwarder: PeerId) {
         let now = Instant::now();
         if a.peer_id == self.local() {
             return;
@@ -705,7 +870,10 @@ impl EventLoop {
         if !self.connected.contains_key(&a.peer_id)
             && self.connected.len() < self.config.max_peers as usize
         {
-            if let Some(opts) = self.discovery.dial_discovered(a.peer_id, now) {
+            if let Some(opts) =
+                self.discovery
+                    .dial_discovered(a.peer_id, now, &mut self.budget, Some(forwarder))
+            {
                 tracing::debug!(peer = %a.peer_id, "dialling discovered peer");
                 self.dial(opts);
             }
@@ -792,6 +960,65 @@ impl EventLoop {
             self.release(peer);
         }
         respond(self.swarm.behaviour_mut(), channel, busy);
+    }
+}
+
+/// Says in one line (rate-limited) why a dial failed in its handshake: above all a swarm key
+/// the peer does not share. Other dial failures (refused, unreachable) stay at debug: bootstrap
+/// peers have their own warning, and discovered peers come and go.
+fn report_dial_error(logs: &KeyedLogLimit, error: &DialError) {
+    let DialError::Transport(attempts) = error else {
+        return;
+    };
+    for (addr, e) in attempts {
+        let libp2p::TransportError::Other(e) = e else {
+            continue;
+        };
+        let Some(reason) = transport::connect_error(e) else {
+            continue;
+        };
+        let key = match reason {
+            ConnectError::SwarmKey => "dial-swarm-key",
+            ConnectError::NotLibp2p => "dial-not-libp2p",
+            ConnectError::PrivateTimeout(_) => "dial-private-timeout",
+            ConnectError::PrivateClosed => "dial-private-closed",
+            ConnectError::Timeout(_) | ConnectError::Other(_) => continue,
+        };
+        if let Some(suppressed) = logs.check(key) {
+            tracing::warn!(suppressed, "connection to {addr} failed: {reason}");
+        }
+    }
+}
+
+/// The same for connections that peers (or strangers) open to this node.
+fn report_incoming_error(logs: &KeyedLogLimit, addr: &Multiaddr, error: &ListenError) {
+    match error {
+        ListenError::Transport(libp2p::TransportError::Other(e)) => {
+            let Some(reason) = transport::connect_error(e) else {
+                return;
+            };
+            let key = match reason {
+                ConnectError::SwarmKey => "incoming-swarm-key",
+                ConnectError::NotLibp2p => "incoming-not-libp2p",
+                ConnectError::PrivateTimeout(_) => "incoming-private-timeout",
+                ConnectError::PrivateClosed => "incoming-private-closed",
+                ConnectError::Timeout(_) => "incoming-timeout",
+                ConnectError::Other(_) => return,
+            };
+            if let Some(suppressed) = logs.check(key) {
+                if matches!(reason, ConnectError::Timeout(_)) {
+                    tracing::info!(suppressed, "connection from {addr} failed: {reason}");
+                } else {
+                    tracing::warn!(suppressed, "connection from {addr} failed: {reason}");
+                }
+            }
+        }
+        ListenError::Denied { cause } => {
+            if let Some(suppressed) = logs.check("incoming-denied") {
+                tracing::info!(suppressed, "refusing a connection from {addr}: {cause}");
+            }
+        }
+        _ => {}
     }
 }
 

@@ -7,10 +7,15 @@
 //!   sync, raw streams).
 //! - [`discovery`]: bootstrap re-dialling with back-off and gossip peer discovery state.
 //! - [`event_loop`]: the task that owns the swarm.
+//! - [`limits`]: connection management policy (which peers to shed) and the dial budget.
+//! - [`transport`]: TCP, the optional private-network layer (`pnet`), noise and yamux, with a
+//!   handshake timeout and failures classified for the logs.
 
 pub mod behaviour;
 pub mod discovery;
 pub mod event_loop;
+pub mod limits;
+pub mod transport;
 
 use std::time::Duration;
 
@@ -46,6 +51,8 @@ pub struct Config {
     pub announce_interval: Duration,
     /// How often known but unconnected peers are dialled again.
     pub redial_interval: Duration,
+    /// The pre-shared key of a private network (`pnet`): only peers holding it can connect.
+    pub swarm_key: Option<transport::SwarmKey>,
 }
 
 /// Why a network operation failed. Failures of libp2p are kept as they are.

@@ -54,6 +54,9 @@ pub struct Config {
     pub max_transfers: usize,
     /// How long a get waits for a peer to answer for a key this node has never heard of.
     pub lookup_timeout: Duration,
+    /// The pre-shared key of a private network (`dfs node --swarm-key`): only peers holding
+    /// it can connect. `None`: a public network.
+    pub swarm_key: Option<net::transport::SwarmKey>,
 }
 
 impl Config {
@@ -70,6 +73,7 @@ impl Config {
             chunks_in_flight: 16,
             max_transfers: 16,
             lookup_timeout: Duration::from_secs(5),
+            swarm_key: None,
         }
     }
 
@@ -89,6 +93,7 @@ impl Config {
             max_peers: self.max_peers,
             announce_interval: self.announce_interval,
             redial_interval: self.retry_interval,
+            swarm_key: self.swarm_key,
         }
     }
 

@@ -1,0 +1,137 @@
+//! Rate limits for log lines that a peer can trigger over and over: at most one line per
+//! period (per limiter, or per reason with [`KeyedLogLimit`]), and the line that is let through
+//! says how many similar ones were suppressed since the last one.
+//!
+//! ```
+//! use std::time::Duration;
+//! use dfs::log_limit::LogLimit;
+//!
+//! static REFUSED: LogLimit = LogLimit::new(Duration::from_secs(10));
+//! if let Some(suppressed) = REFUSED.check() {
+//!     tracing::info!(suppressed, "refused a record");
+//! }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One line per period; usable in a `static`.
+#[derive(Debug)]
+pub struct LogLimit {
+    period: Duration,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl State {
+    fn check(&mut self, period: Duration, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.saturating_duration_since(t) < period => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+impl LogLimit {
+    pub const fn new(period: Duration) -> LogLimit {
+        LogLimit {
+            period,
+            state: Mutex::new(State {
+                last: None,
+                suppressed: 0,
+            }),
+        }
+    }
+
+    /// `Some(n)` when a line may be written now, `n` being the lines suppressed since the last
+    /// one; `None` when this one is to be suppressed (it is counted).
+    pub fn check(&self) -> Option<u64> {
+        self.check_at(Instant::now())
+    }
+
+    /// [`Self::check`] at a given time (for tests).
+    pub fn check_at(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.check(self.period, now)
+    }
+}
+
+/// One line per period and per reason (a short static string such as `"dial-failed"`). The
+/// number of reasons is bounded by the code that names them, so memory is too.
+#[derive(Debug)]
+pub struct KeyedLogLimit {
+    period: Duration,
+    states: Mutex<Option<HashMap<&'static str, State>>>,
+}
+
+impl KeyedLogLimit {
+    pub const fn new(period: Duration) -> KeyedLogLimit {
+        KeyedLogLimit {
+            period,
+            states: Mutex::new(None),
+        }
+    }
+
+    /// As [`LogLimit::check`], counted separately for each `reason`.
+    pub fn check(&self, reason: &'static str) -> Option<u64> {
+        self.check_at(reason, Instant::now())
+    }
+
+    /// [`Self::check`] at a given time (for tests).
+    pub fn check_at(&self, reason: &'static str, now: Instant) -> Option<u64> {
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        states
+            .get_or_insert_with(HashMap::new)
+            .entry(reason)
+            .or_default()
+            .check(self.period, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_per_period_with_the_count_of_the_rest() {
+        let limit = LogLimit::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(limit.check_at(t0), Some(0));
+        for i in 1..=5 {
+            assert_eq!(limit.check_at(t0 + Duration::from_secs(i)), None);
+        }
+        assert_eq!(limit.check_at(t0 + Duration::from_secs(10)), Some(5));
+        assert_eq!(limit.check_at(t0 + Duration::from_secs(11)), None);
+        assert_eq!(limit.check_at(t0 + Duration::from_secs(25)), Some(1));
+    }
+
+    #[test]
+    fn reasons_are_limited_separately() {
+        let limit = KeyedLogLimit::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(limit.check_at("a", t0), Some(0));
+        assert_eq!(limit.check_at("b", t0), Some(0));
+        assert_eq!(limit.check_at("a", t0), None);
+        assert_eq!(limit.check_at("a", t0 + Duration::from_secs(10)), Some(1));
+        assert_eq!(limit.check_at("b", t0 + Duration::from_secs(10)), Some(0));
+    }
+
+    #[test]
+    fn a_static_limit_works() {
+        static LIMIT: LogLimit = LogLimit::new(Duration::from_secs(3600));
+        assert_eq!(LIMIT.check(), Some(0));
+        assert_eq!(LIMIT.check(), None);
+    }
+}

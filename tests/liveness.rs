@@ -1,0 +1,196 @@
+//! Liveness: a connection whose pings fail is closed quickly (not at the next request's
+//! timeout), and a peer that connects again is brought up to date by anti-entropy at once, not
+//! at the next periodic round (issue 13, item 11).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{eventually, TestNode};
+use dfs::net::behaviour::{DEAD_AFTER, PING_INTERVAL};
+use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::Multiaddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Far beyond the tests: only the session started on (re)connection can sync.
+const NO_SYNC: Duration = Duration::from_secs(600);
+
+/// Starts a node with a test configuration changed by `tweak`; with `owner`, it joins the
+/// owner's network as a writer (a ticket), else, with `bootstrap`, as a reader.
+async fn node_with(
+    tweak: impl FnOnce(&mut dfs::node::Config),
+    owner: Option<&TestNode>,
+    bootstrap: Vec<Multiaddr>,
+) -> TestNode {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path().to_path_buf(), bootstrap.clone());
+    if let Some(owner) = owner {
+        config.join = Some(owner.client.invite(false).await.expect("invite"));
+    }
+    tweak(&mut config);
+    let node = common::start_node(config).await;
+    let client = std::sync::Arc::new(node.client());
+    let addr = client.info().await.unwrap().addrs[0].clone();
+    TestNode {
+        node: Some(node),
+        client,
+        dir,
+        addr,
+        bootstrap,
+    }
+}
+
+async fn node(owner: Option<&TestNode>, bootstrap: Vec<Multiaddr>) -> TestNode {
+    common::init_tracing();
+    node_with(|c| c.sync_interval = NO_SYNC, owner, bootstrap).await
+}
+
+/// A TCP proxy to `target` on 127.0.0.1 that forwards bytes both ways until `frozen` is set,
+/// then swallows them: the sockets stay open, nothing gets through (a stalled link). Returns
+/// its address. Its tasks end with their sockets, or after 60 s.
+async fn stalling_proxy(target: SocketAddr, frozen: Arc<AtomicBool>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let Ok(Ok((inbound, _))) =
+            tokio::time::timeout(Duration::from_secs(60), listener.accept()).await
+        else {
+            return;
+        };
+        let outbound = tokio::net::TcpStream::connect(target).await.unwrap();
+        let (ri, wi) = inbound.into_split();
+        let (ro, wo) = outbound.into_split();
+        for (mut from, mut to) in [(ri, wo), (ro, wi)] {
+            let frozen = frozen.clone();
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match tokio::time::timeout_at(deadline, from.read(&mut buf)).await {
+                        Ok(Ok(n)) if n > 0 => n,
+                        _ => return,
+                    };
+                    if !frozen.load(Ordering::Relaxed) && to.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_whose_pings_fail_is_closed_quickly() {
+    let victim = TestNode::start(vec![]).await;
+    let frozen = Arc::new(AtomicBool::new(false));
+    let target = dfs::net::discovery::split_peer(&victim.addr).0;
+    let target: SocketAddr = {
+        let mut parts = target.iter();
+        match (parts.next(), parts.next()) {
+            (Some(Protocol::Ip4(ip)), Some(Protocol::Tcp(port))) => (ip, port).into(),
+            _ => panic!("unexpected address {target}"),
+        }
+    };
+    let proxy = stalling_proxy(target, frozen.clone()).await;
+    // A foreign peer that answers pings, reached through the proxy.
+    let mut peer = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| libp2p::ping::Behaviour::new(libp2p::ping::Config::new()))
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
+        .build();
+    peer.dial(
+        Multiaddr::empty()
+            .with(Protocol::Ip4(std::net::Ipv4Addr::LOCALHOST))
+            .with(Protocol::Tcp(proxy.port())),
+    )
+    .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let driver = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep_until(deadline) => return,
+                    _ = peer.select_next_some() => {}
+                }
+            }
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            victim.peer_count().await == 1
+        })
+        .await
+    );
+    // Healthy for a few pings first.
+    tokio::time::sleep(PING_INTERVAL * 2).await;
+    assert_eq!(victim.peer_count().await, 1, "a live connection stays");
+    frozen.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let limit = DEAD_AFTER + Duration::from_secs(2);
+    let closed = eventually(limit, || async { victim.peer_count().await == 0 }).await;
+    assert!(
+        closed,
+        "the dead connection should be closed within {limit:?}"
+    );
+    eprintln!(
+        "dead connection closed {:?} after the link stalled",
+        started.elapsed()
+    );
+    stop.cancel();
+    let _ = driver.await;
+    victim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnected_peer_is_synced_at_once() {
+    let a = node(None, vec![]).await;
+    let b = node(None, vec![a.addr.clone()]).await;
+    let a_id = a.client.peer_id();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            b.peer_count().await == 1
+        })
+        .await
+    );
+    // Cut off: b misses the gossip of a put.
+    b.client.block(a_id, true).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            b.peer_count().await == 0
+        })
+        .await
+    );
+    common::put(&a.client, "missed.bin", common::data(200_000, 3)).await;
+    assert!(
+        !b.client
+            .wait_for("missed.bin", false, Duration::from_millis(500))
+            .await
+    );
+    // Back: the reconnection alone must bring it (the periodic round is 10 minutes away).
+    let started = Instant::now();
+    b.client.block(a_id, false).await.unwrap();
+    assert!(
+        b.client
+            .wait_for("missed.bin", false, Duration::from_secs(5))
+            .await,
+        "the reconnected peer should be synced at once"
+    );
+    eprintln!("synced {:?} after the reconnection", started.elapsed());
+    b.stop().await;
+    a.stop().await;
+}

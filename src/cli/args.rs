@@ -137,6 +137,17 @@ Examples:
         #[command(flatten)]
         target: Target,
     },
+    /// Rebuild a damaged index (a stopped node's): keep every verified chunk, get the records
+    /// back from the peers at the next start.
+    #[command(after_help = super::disk::REPAIR_HELP)]
+    Repair {
+        /// Data dir of the stopped node [default: the platform data dir]
+        #[arg(long, env = "DFS_DATA_DIR", value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Rebuild even if the index looks healthy (its records that no peer has are lost).
+        #[arg(long)]
+        force: bool,
+    },
     /// Run a local cluster in this process: put a file, watch it replicate, get it, delete it.
     #[command(after_help = "\
 Examples:

@@ -8,8 +8,10 @@
 //! - `peers`: `peers` and `id`.
 //! - `output`: what the commands print, as text or JSON.
 //! - `transfer`: streaming bodies: stdin, progress bars, `get` to stdout or into a file.
+//! - `disk`: `repair`, for a stopped node's damaged index.
 
 mod args;
+mod disk;
 mod files;
 mod node;
 mod output;
@@ -96,6 +98,7 @@ async fn run_command(command: Command) -> Result<()> {
         Command::Stat { key, json, target } => files::stat(&target.connect()?, &key, json).await,
         Command::Peers { json, target } => peers::peers(&target.connect()?, json).await,
         Command::Id { json, target } => peers::id(&target.connect()?, json).await,
+        Command::Repair { data_dir, force } => disk::repair(data_dir, force),
     }
 }
 

@@ -36,6 +36,7 @@ mod commit;
 mod gc;
 mod index;
 mod put;
+mod repair;
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -51,6 +52,8 @@ use chunks::ChunkDir;
 use commit::{Committer, Done, Op};
 use gc::Pins;
 use index::{decode, Content, Tables};
+
+pub use repair::{diagnose, repair, RepairReport, DAMAGED_DIR, INDEX_FILE, ORPHANS_DIR};
 
 /// Number of leaves of the anti-entropy tree, whose geometry [`crate::protocols::sync`] defines.
 pub use crate::protocols::sync::LEAVES as SYNC_LEAVES;
@@ -93,6 +96,8 @@ pub enum StoreError {
     Index(String),
     #[error("a node is already running on this data dir (its store {} is open)", .0.display())]
     Locked(PathBuf),
+    #[error("the index {} is damaged: {reason}; no chunk was deleted. Stop the node and run `dfs repair --data-dir <data dir>` to rebuild it from the chunks on disk and the peers", path.display())]
+    IndexDamaged { path: PathBuf, reason: String },
 }
 
 /// A record with its local state.
@@ -174,10 +179,8 @@ impl Store {
         }
         std::fs::create_dir_all(dir)?;
         let chunks = ChunkDir::open(dir)?;
-        let db = Database::create(dir.join("index.redb")).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(dir.to_path_buf()),
-            e => e.into(),
-        })?;
+        // A damaged index is an error naming the file, never a panic or an empty store.
+        let db = repair::open_index(dir)?;
         let txn = db.begin_write()?;
         drop(Tables::open(&txn)?);
         txn.commit()?;
@@ -213,7 +216,13 @@ impl Store {
                 committer: Committer::default(),
             }),
         };
-        store.gc()?;
+        // Chunk files the index does not know go to orphans/, never away (see store/repair.rs).
+        gc::sweep(
+            &store.inner.db,
+            &store.inner.chunks,
+            &store.inner.pins,
+            Some(dir),
+        )?;
         Ok(store)
     }
 
@@ -418,10 +427,13 @@ impl Store {
         }
     }
 
-    /// True when the chunk is stored here, inline or as a file (reads verify it).
+    /// True when the chunk is stored here, inline or as a file (reads verify it), taking it
+    /// back from `orphans/` if it is there (verified).
     pub fn has_chunk(&self, hash: &Hash) -> bool {
         // An index that cannot be read has nothing to offer: look for the file.
-        self.has_inline(hash).unwrap_or(false) || self.inner.chunks.exists(hash)
+        self.has_inline(hash).unwrap_or(false)
+            || self.inner.chunks.exists(hash)
+            || self.adopt_orphan(hash)
     }
 
     fn has_inline(&self, hash: &Hash) -> Result<bool, StoreError> {
@@ -597,7 +609,7 @@ impl Store {
     /// pinned by a running put, fetch or reader, and of stale temp files. Returns the number of
     /// chunks and files removed.
     pub fn gc(&self) -> Result<usize, StoreError> {
-        gc::sweep(&self.inner.db, &self.inner.chunks, &self.inner.pins)
+        gc::sweep(&self.inner.db, &self.inner.chunks, &self.inner.pins, None)
     }
 
     /// Removes the chunks that a commit left without references (best effort: a failure only

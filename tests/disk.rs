@@ -1,0 +1,348 @@
+//! When a disk goes bad: an empty, missing, truncated or corrupt index is a clear error and
+//! never costs a chunk file; `repair` rebuilds it from the chunks on disk and the peers.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use dfs::node::Node;
+use dfs::record::{Hash, CHUNK_SIZE};
+use dfs::store::{self, Store, StoreError};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const MIB: usize = CHUNK_SIZE;
+
+fn author() -> Vec<u8> {
+    libp2p::PeerId::random().to_bytes()
+}
+
+fn files_in(dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                out.extend(files_in(&e.path()));
+            } else {
+                out.insert(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+fn chunk_path(store_dir: &Path, h: &Hash) -> PathBuf {
+    store_dir
+        .join("chunks")
+        .join(format!("{:02x}", h.0[0]))
+        .join(h.to_hex())
+}
+
+/// Flips one bit of a file.
+fn rot(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(path, &bytes).unwrap();
+}
+
+fn healthy(path: &Path, h: &Hash) -> bool {
+    std::fs::read(path).is_ok_and(|b| Hash::of(&b) == *h)
+}
+
+fn index_damaged(e: StoreError) -> String {
+    assert!(matches!(e, StoreError::IndexDamaged { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("index.redb") && msg.contains("dfs repair"),
+        "{msg}"
+    );
+    msg
+}
+
+/// A store holding a 3-chunk file and a small (inline) one; returns the file chunks.
+fn filled(dir: &Path) -> Vec<Hash> {
+    let s = Store::open(dir, author()).unwrap();
+    let r = s.put("big", &data(3 * MIB, 1)[..]).unwrap();
+    s.put("small", &data(100, 2)[..]).unwrap();
+    s.chunk_list(&r.cid.unwrap()).unwrap().unwrap()
+}
+
+#[test]
+fn an_empty_or_missing_index_is_a_clear_error_and_no_chunk_is_deleted() {
+    let d = tempfile::tempdir().unwrap();
+    let chunks = filled(d.path());
+    let before = files_in(&d.path().join("chunks"));
+    assert_eq!(before.len(), 3);
+
+    let index = d.path().join("index.redb");
+    std::fs::write(&index, b"").unwrap();
+    let msg = index_damaged(Store::open(d.path(), author()).unwrap_err());
+    assert!(msg.contains("empty"), "{msg}");
+    assert_eq!(files_in(&d.path().join("chunks")), before);
+
+    std::fs::remove_file(&index).unwrap();
+    let msg = index_damaged(Store::open(d.path(), author()).unwrap_err());
+    assert!(
+        msg.contains("missing") && msg.contains("3 chunk files"),
+        "{msg}"
+    );
+    assert_eq!(files_in(&d.path().join("chunks")), before);
+    assert!(!index.exists(), "no new index replaces the lost one");
+    assert!(chunks.iter().all(|h| healthy(&chunk_path(d.path(), h), h)));
+}
+
+#[test]
+fn a_truncated_or_corrupt_index_is_a_clear_error_not_a_panic() {
+    let d = tempfile::tempdir().unwrap();
+    filled(d.path());
+    let before = files_in(&d.path().join("chunks"));
+    let index = d.path().join("index.redb");
+    let good = std::fs::read(&index).unwrap();
+    for (what, bytes) in [
+        ("truncated to half", good[..good.len() / 2].to_vec()),
+        ("truncated to 100 bytes", good[..100].to_vec()),
+        ("a garbage header", {
+            let mut b = good.clone();
+            b[..64].fill(0xAB);
+            b
+        }),
+    ] {
+        std::fs::write(&index, &bytes).unwrap();
+        match std::panic::catch_unwind(|| Store::open(d.path(), author())) {
+            Ok(Ok(_)) => panic!("{what}: the store opened"),
+            Ok(Err(e)) => {
+                index_damaged(e);
+            }
+            Err(_) => panic!("{what}: open panicked"),
+        }
+        assert_eq!(files_in(&d.path().join("chunks")), before, "{what}");
+    }
+}
+
+#[test]
+fn chunk_files_the_index_does_not_know_are_orphaned_at_open_and_adopted_when_needed() {
+    let a = tempfile::tempdir().unwrap();
+    let s = Store::open(a.path(), author()).unwrap();
+    let bytes = data(2 * MIB + 10, 3);
+    let r = s.put("f", &bytes[..]).unwrap();
+    let list = s.chunk_list(&r.cid.unwrap()).unwrap().unwrap();
+    drop(s);
+
+    // Another store whose index does not know these chunk files (as after a lost index).
+    let b = tempfile::tempdir().unwrap();
+    drop(Store::open(b.path(), author()).unwrap());
+    for h in &list[..2] {
+        let to = chunk_path(b.path(), h);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(chunk_path(a.path(), h), &to).unwrap();
+    }
+    let s = Store::open(b.path(), author()).unwrap();
+    assert!(files_in(&b.path().join("chunks")).is_empty());
+    let orphans: BTreeSet<String> = list[..2].iter().map(|h| h.to_hex()).collect();
+    assert_eq!(files_in(&b.path().join(store::ORPHANS_DIR)), orphans);
+    assert_eq!(s.gc().unwrap(), 0);
+
+    // The record arrives; its chunks are taken back from orphans/ instead of being fetched.
+    s.apply(r.clone()).unwrap();
+    assert!(s.set_chunk_list(&r.cid.unwrap(), r.size, &list).unwrap());
+    assert!(s.has_chunk(&list[0]) && s.has_chunk(&list[1]));
+    assert!(!s.has_chunk(&list[2]), "the inline tail was not in a file");
+    assert!(files_in(&b.path().join(store::ORPHANS_DIR)).is_empty());
+    s.write_chunk(&list[2], &bytes[2 * MIB..]).unwrap();
+    assert!(s.mark_complete(&r.cid.unwrap()).unwrap());
+    let mut out = Vec::new();
+    s.get("f").unwrap().read_to_end(&mut out).unwrap();
+    assert_eq!(out, bytes);
+}
+
+#[test]
+fn repair_sets_the_index_aside_and_keeps_verified_chunks() {
+    let d = tempfile::tempdir().unwrap();
+    let chunks = filled(d.path());
+    rot(&chunk_path(d.path(), &chunks[1]));
+    let index = d.path().join("index.redb");
+    let good = std::fs::read(&index).unwrap();
+    std::fs::write(&index, &good[..good.len() / 3]).unwrap();
+    assert!(store::diagnose(d.path()).unwrap().is_some());
+
+    let report = store::repair(d.path()).unwrap();
+    assert_eq!((report.adopted, report.damaged), (2, 1));
+    assert_eq!(report.adopted_bytes, 2 * MIB as u64);
+    let old = report.old_index.unwrap();
+    assert_eq!(std::fs::read(&old).unwrap(), good[..good.len() / 3]);
+    assert_eq!(files_in(&d.path().join(store::DAMAGED_DIR)).len(), 1);
+    assert_eq!(store::diagnose(d.path()).unwrap(), None);
+
+    let s = Store::open(d.path(), author()).unwrap();
+    assert_eq!(s.record_count(), 0);
+    assert!(s.has_chunk(&chunks[0]) && s.has_chunk(&chunks[2]));
+    assert!(!s.has_chunk(&chunks[1]), "the damaged copy is not adopted");
+}
+
+/// Two connected nodes; `b` puts a file that `a` replicates. Returns the chunk list.
+async fn replicated(a: &TestNode, b: &TestNode, key: &str, bytes: &[u8]) -> Vec<Hash> {
+    let r = put(&b.client, key, bytes.to_vec()).await;
+    assert!(a.client.wait_for(key, false, DEADLINE).await);
+    a.client
+        .store()
+        .chunk_list(&r.cid.unwrap())
+        .unwrap()
+        .unwrap()
+}
+
+async fn pair() -> (TestNode, TestNode) {
+    init_tracing();
+    let b = TestNode::start(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path().to_path_buf(), vec![b.addr.clone()], "test");
+    let node = start_node(cfg).await;
+    let client = node.client();
+    let addr = client.info().await.unwrap().addrs[0].clone();
+    let a = TestNode {
+        node: Some(node),
+        client,
+        dir,
+        addr,
+        network: "test".into(),
+        bootstrap: vec![b.addr.clone()],
+    };
+    let nodes = vec![a, b];
+    assert!(fully_connected(&nodes, DEADLINE).await);
+    let mut nodes = nodes.into_iter();
+    (nodes.next().unwrap(), nodes.next().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repair_then_start_rebuilds_records_from_a_peer_and_reuses_local_chunks() {
+    let (a, b) = pair().await;
+    let big = data(4 * MIB, 10);
+    let small = data(1000, 11);
+    replicated(&a, &b, "big", &big).await;
+    replicated(&a, &b, "small", &small).await;
+    let (dir, network, bootstrap) = a.stop().await;
+    let store_dir = dir.path().join("store");
+    let index = store_dir.join("index.redb");
+    let good = std::fs::read(&index).unwrap();
+    std::fs::write(&index, &good[..good.len() / 2]).unwrap();
+
+    let cfg = config(dir.path().to_path_buf(), bootstrap.clone(), &network);
+    let err = match Node::start(cfg).await {
+        Ok(_) => panic!("a node starts on a truncated index"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("index.redb") && err.contains("dfs repair"),
+        "{err}"
+    );
+    assert_eq!(files_in(&store_dir.join("chunks")).len(), 4);
+
+    let report = store::repair(&store_dir).unwrap();
+    assert_eq!((report.adopted, report.damaged), (4, 0));
+    let a = TestNode::start_with(dir, &network, bootstrap).await;
+    for (key, bytes) in [("big", &big), ("small", &small)] {
+        assert!(a.client.wait_for(key, false, DEADLINE).await, "{key}");
+        assert_eq!(get(&a.client, key).await.as_ref(), Some(bytes), "{key}");
+    }
+    assert_eq!(
+        a.client.chunks_fetched(),
+        1,
+        "only the small file's inline chunk came from the peer"
+    );
+    drop(b);
+}
+
+/// The CLI: `dfs node` refuses a truncated index with one clear line (no panic), and `dfs repair`
+/// rebuilds it.
+#[test]
+fn cli_refuses_a_damaged_index_and_repairs_it() {
+    let bin = env!("CARGO_BIN_EXE_dfs");
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let start = || {
+        Command::new(bin)
+            .args([
+                "node",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--api",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let cli = |args: &[&str]| {
+        Command::new(bin)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env_remove("DFS_API")
+            .output()
+            .unwrap()
+    };
+    let wait_api = |child: &mut std::process::Child| {
+        let until = Instant::now() + DEADLINE;
+        while !data_dir.join("api").exists() {
+            assert!(child.try_wait().unwrap().is_none(), "the node exited");
+            assert!(Instant::now() < until, "no api file");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let stop = |mut child: std::process::Child| {
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let until = Instant::now() + DEADLINE;
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < until, "the node does not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    let mut node = start();
+    wait_api(&mut node);
+    let file = tmp.path().join("report.bin");
+    std::fs::write(&file, data(MIB + 100, 12)).unwrap();
+    let out = cli(&["put", file.to_str().unwrap(), "--key", "report"]);
+    assert!(out.status.success(), "{out:?}");
+    let store_dir = data_dir.join("store");
+    let first = files_in(&store_dir.join("chunks"));
+    assert_eq!(first.len(), 1);
+    stop(node);
+
+    let index = store_dir.join("index.redb");
+    let good = std::fs::read(&index).unwrap();
+    std::fs::write(&index, &good[..good.len() / 2]).unwrap();
+    let refused = start().wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("index.redb") && stderr.contains("dfs repair"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let out = cli(&["repair"]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("damaged") && said.contains("kept 1"),
+        "{said}"
+    );
+    let out = cli(&["repair"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("healthy"));
+    let mut node = start();
+    wait_api(&mut node);
+    stop(node);
+}

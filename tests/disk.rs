@@ -1,5 +1,7 @@
 //! When a disk goes bad: an empty, missing, truncated or corrupt index is a clear error and
-//! never costs a chunk file; `repair` rebuilds it from the chunks on disk and the peers.
+//! never costs a chunk file; `repair` rebuilds it from the chunks on disk and the peers; a chunk
+//! that rots is quarantined, reported and healed from a peer, on a read or by the scrub; with no
+//! healthy copy anywhere a read fails with an integrity error naming the key.
 
 mod common;
 
@@ -13,6 +15,7 @@ use common::*;
 use dfs::node::Node;
 use dfs::record::{Hash, CHUNK_SIZE};
 use dfs::store::{self, Store, StoreError};
+use redb::ReadableTable;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const MIB: usize = CHUNK_SIZE;
@@ -184,6 +187,98 @@ fn repair_sets_the_index_aside_and_keeps_verified_chunks() {
     assert!(!s.has_chunk(&chunks[1]), "the damaged copy is not adopted");
 }
 
+#[test]
+fn a_damaged_chunk_read_is_quarantined_reported_and_healed_by_a_good_copy() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path(), author()).unwrap();
+    let bytes = data(3 * MIB, 4);
+    let r = s.put("k", &bytes[..]).unwrap();
+    let cid = r.cid.unwrap();
+    let list = s.chunk_list(&cid).unwrap().unwrap();
+    let path = chunk_path(d.path(), &list[1]);
+    rot(&path);
+    let mut out = Vec::new();
+    let err = s.get("k").unwrap().read_to_end(&mut out).unwrap_err();
+    assert!(err.to_string().contains("integrity") && err.to_string().contains("k"));
+    let st = s.stat("k").unwrap().unwrap();
+    assert!(!st.local, "damaged content is not local");
+    assert_eq!(st.damaged, 1);
+    assert!(matches!(s.get("k"), Err(StoreError::Incomplete(_))));
+    assert!(!path.exists());
+    assert_eq!(files_in(&d.path().join(store::DAMAGED_DIR)).len(), 1);
+    assert_eq!(s.damaged_chunks().unwrap().len(), 1);
+    assert_eq!(s.incomplete().unwrap(), vec![r.clone()]);
+
+    // A healthy copy (what a transfer writes) heals it.
+    s.write_chunk(&list[1], &bytes[MIB..2 * MIB]).unwrap();
+    assert!(s.mark_complete(&cid).unwrap());
+    let st = s.stat("k").unwrap().unwrap();
+    assert!(st.local && st.damaged == 0);
+    assert!(s.damaged_chunks().unwrap().is_empty());
+    out.clear();
+    s.get("k").unwrap().read_to_end(&mut out).unwrap();
+    assert_eq!(out, bytes);
+}
+
+#[test]
+fn the_scrub_finds_damaged_file_and_inline_chunks_without_a_read() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path(), author()).unwrap();
+    let r = s.put("big", &data(2 * MIB, 5)[..]).unwrap();
+    let small = data(3000, 6);
+    let rs = s.put("small", &small[..]).unwrap();
+    let list = s.chunk_list(&r.cid.unwrap()).unwrap().unwrap();
+    let report = s.scrub(|_| true).unwrap();
+    assert!(report.finished && report.damaged.is_empty());
+    assert_eq!((report.chunks, report.bytes), (3, 2 * MIB as u64 + 3000));
+
+    rot(&chunk_path(d.path(), &list[0]));
+    drop(s);
+    // Rot inside the index: the inline chunk's bytes.
+    let h = Hash::of(&small);
+    {
+        let db = redb::Database::create(d.path().join("index.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let table: redb::TableDefinition<&[u8; 32], &[u8]> =
+                redb::TableDefinition::new("inline_chunks");
+            let mut t = txn.open_table(table).unwrap();
+            let mut v = t.get(&h.0).unwrap().unwrap().value().to_vec();
+            v[7] ^= 1;
+            t.insert(&h.0, v.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let s = Store::open(d.path(), author()).unwrap();
+    assert!(s.stat("big").unwrap().unwrap().local, "nothing read yet");
+    let report = s.scrub(|_| true).unwrap();
+    let found: BTreeSet<Hash> = report.damaged.iter().copied().collect();
+    assert_eq!(found, BTreeSet::from([list[0], h]));
+    for (key, record) in [("big", &r), ("small", &rs)] {
+        let st = s.stat(key).unwrap().unwrap();
+        assert!(!st.local && st.damaged == 1, "{key}: {st:?}");
+        assert!(s.incomplete().unwrap().contains(record));
+    }
+    assert_eq!(files_in(&d.path().join(store::DAMAGED_DIR)).len(), 2);
+    // The pacing function can stop a pass.
+    let mut calls = 0;
+    let report = s
+        .scrub(|_| {
+            calls += 1;
+            false
+        })
+        .unwrap();
+    assert!(!report.finished && calls == 1);
+    // Deleting a damaged key drops its damage note at the next pass.
+    s.delete("small").unwrap();
+    assert_eq!(s.damaged_chunks().unwrap().len(), 2);
+    s.scrub(|_| true).unwrap();
+    assert_eq!(
+        s.damaged_chunks().unwrap(),
+        vec![(list[0], s.damaged_chunks().unwrap()[0].1)]
+    );
+}
+
 /// Two connected nodes; `b` puts a file that `a` replicates. Returns the chunk list.
 async fn replicated(a: &TestNode, b: &TestNode, key: &str, bytes: &[u8]) -> Vec<Hash> {
     let r = put(&b.client, key, bytes.to_vec()).await;
@@ -195,11 +290,15 @@ async fn replicated(a: &TestNode, b: &TestNode, key: &str, bytes: &[u8]) -> Vec<
         .unwrap()
 }
 
-async fn pair() -> (TestNode, TestNode) {
+async fn pair(scrub: Option<Duration>) -> (TestNode, TestNode) {
     init_tracing();
     let b = TestNode::start(vec![]).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path().to_path_buf(), vec![b.addr.clone()], "test");
+    let mut cfg = config(dir.path().to_path_buf(), vec![b.addr.clone()], "test");
+    if let Some(every) = scrub {
+        cfg.scrub_interval = every;
+        cfg.scrub_rate = 0;
+    }
     let node = start_node(cfg).await;
     let client = node.client();
     let addr = client.info().await.unwrap().addrs[0].clone();
@@ -218,8 +317,81 @@ async fn pair() -> (TestNode, TestNode) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bit_rot_found_by_a_get_is_healed_from_a_peer() {
+    let (a, b) = pair(None).await;
+    let bytes = data(3 * MIB, 7);
+    let list = replicated(&a, &b, "movie", &bytes).await;
+    let store_dir = a.dir.path().join("store");
+    let path = chunk_path(&store_dir, &list[1]);
+    rot(&path);
+    let fetched = a.client.chunks_fetched();
+
+    let got = tokio::time::timeout(DEADLINE, get(&a.client, "movie"))
+        .await
+        .unwrap();
+    assert_eq!(got.as_deref(), Some(&bytes[..]), "the get succeeds");
+    assert!(
+        healthy(&path, &list[1]),
+        "the file on disk is healthy again"
+    );
+    assert_eq!(a.client.chunks_fetched() - fetched, 1, "only that chunk");
+    assert_eq!(files_in(&store_dir.join(store::DAMAGED_DIR)).len(), 1);
+    assert!(a.client.wait_for("movie", false, DEADLINE).await);
+    let st = a.client.stat("movie".into()).await.unwrap();
+    assert!(st.local && st.damaged == 0, "{st:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_scrub_heals_bit_rot_without_any_get() {
+    let (a, b) = pair(Some(Duration::from_millis(200))).await;
+    let bytes = data(2 * MIB + 5, 8);
+    let list = replicated(&a, &b, "archive", &bytes).await;
+    let store_dir = a.dir.path().join("store");
+    let path = chunk_path(&store_dir, &list[0]);
+    rot(&path);
+    let damaged = store_dir.join(store::DAMAGED_DIR);
+    assert!(
+        eventually(DEADLINE, || async {
+            healthy(&path, &list[0]) && !files_in(&damaged).is_empty()
+        })
+        .await,
+        "the scrub found the damage and a healthy copy replaced it"
+    );
+    assert!(a.client.wait_for("archive", false, DEADLINE).await);
+    assert!(a.client.store().damaged_chunks().unwrap().is_empty());
+    assert_eq!(get(&a.client, "archive").await.unwrap(), bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn damage_with_no_healthy_copy_fails_with_an_integrity_error_naming_the_key() {
+    let a = TestNode::start(vec![]).await;
+    let key = "lonely/file";
+    let r = put(&a.client, key, data(2 * MIB, 9)).await;
+    let list = a
+        .client
+        .store()
+        .chunk_list(&r.cid.unwrap())
+        .unwrap()
+        .unwrap();
+    let store_dir = a.dir.path().join("store");
+    for h in &list {
+        rot(&chunk_path(&store_dir, h));
+    }
+    let started = Instant::now();
+    let err = tokio::time::timeout(DEADLINE, a.client.get(key.into(), None))
+        .await
+        .unwrap()
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("integrity") && msg.contains(key), "{msg}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let st = a.client.stat(key.into()).await.unwrap();
+    assert!(!st.local && st.damaged == 1, "{st:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn repair_then_start_rebuilds_records_from_a_peer_and_reuses_local_chunks() {
-    let (a, b) = pair().await;
+    let (a, b) = pair(None).await;
     let big = data(4 * MIB, 10);
     let small = data(1000, 11);
     replicated(&a, &b, "big", &big).await;
@@ -256,10 +428,10 @@ async fn repair_then_start_rebuilds_records_from_a_peer_and_reuses_local_chunks(
     drop(b);
 }
 
-/// The CLI: `dfs node` refuses a truncated index with one clear line (no panic), and `dfs repair`
-/// rebuilds it.
+/// The CLI: `dfs node` refuses a truncated index with one clear line (no panic), `dfs repair`
+/// rebuilds it, and `dfs get` of damaged content that no peer holds exits 1 naming the key.
 #[test]
-fn cli_refuses_a_damaged_index_and_repairs_it() {
+fn cli_refuses_a_damaged_index_repairs_it_and_reports_integrity_errors() {
     let bin = env!("CARGO_BIN_EXE_dfs");
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("data");
@@ -319,6 +491,24 @@ fn cli_refuses_a_damaged_index_and_repairs_it() {
     let store_dir = data_dir.join("store");
     let first = files_in(&store_dir.join("chunks"));
     assert_eq!(first.len(), 1);
+    let h = Hash::from_hex(first.iter().next().unwrap()).unwrap();
+    rot(&chunk_path(&store_dir, &h));
+    let out = cli(&[
+        "get",
+        "report",
+        "-o",
+        tmp.path().join("out").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("integrity") && stderr.contains("report"),
+        "{stderr}"
+    );
+    let out = cli(&["stat", "report", "--json"]);
+    let stat: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stat["local"], false);
+    assert_eq!(stat["damaged"], 1);
     stop(node);
 
     let index = store_dir.join("index.redb");
@@ -336,10 +526,7 @@ fn cli_refuses_a_damaged_index_and_repairs_it() {
     let out = cli(&["repair"]);
     assert!(out.status.success(), "{out:?}");
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        said.contains("damaged") && said.contains("kept 1"),
-        "{said}"
-    );
+    assert!(said.contains("damaged") && said.contains("kept"), "{said}");
     let out = cli(&["repair"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("healthy"));
     let mut node = start();

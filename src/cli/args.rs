@@ -211,6 +211,13 @@ pub struct NodeArgs {
     /// controls the node).
     #[arg(long)]
     pub(super) api_allow_remote: bool,
+    /// Pause between background scrubs, which re-hash every stored chunk and heal damaged ones
+    /// from peers (e.g. 24h, 90m, 30s; 0 disables).
+    #[arg(long, env = "DFS_SCRUB_INTERVAL", value_name = "DURATION", default_value = "24h", value_parser = super::disk::parse_duration)]
+    pub(super) scrub_interval: std::time::Duration,
+    /// Most bytes per second a scrub reads (e.g. 16M, 512K; 0 for no limit).
+    #[arg(long, env = "DFS_SCRUB_RATE", value_name = "BYTES", default_value = "16M", value_parser = super::disk::parse_bytes)]
+    pub(super) scrub_rate: u64,
     #[arg(long, hide = true)]
     pub(super) announce_interval_ms: Option<u64>,
     #[arg(long, hide = true)]

@@ -8,7 +8,7 @@
 //! - `peers`: `peers` and `id`.
 //! - `output`: what the commands print, as text or JSON.
 //! - `transfer`: streaming bodies: stdin, progress bars, `get` to stdout or into a file.
-//! - `disk`: `repair`, for a stopped node's damaged index.
+//! - `disk`: `repair` (a stopped node's damaged index) and the scrub flags of `node`.
 
 mod args;
 mod disk;

@@ -37,6 +37,7 @@ mod gc;
 mod index;
 mod put;
 mod repair;
+mod scrub;
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -54,6 +55,7 @@ use gc::Pins;
 use index::{decode, Content, Tables};
 
 pub use repair::{diagnose, repair, RepairReport, DAMAGED_DIR, INDEX_FILE, ORPHANS_DIR};
+pub use scrub::ScrubReport;
 
 /// Number of leaves of the anti-entropy tree, whose geometry [`crate::protocols::sync`] defines.
 pub use crate::protocols::sync::LEAVES as SYNC_LEAVES;
@@ -106,6 +108,9 @@ pub struct Stat {
     pub record: Record,
     /// The whole content is verified and durable here (false for tombstones).
     pub local: bool,
+    /// Chunks of the content found damaged here (not matching their hash) and not yet
+    /// replaced by a healthy copy from a peer.
+    pub damaged: u64,
 }
 
 /// What [`Store::apply`] did.
@@ -247,7 +252,12 @@ impl Store {
             Some(cid) => is_complete(&txn, cid)?,
             None => false,
         };
-        Ok(Some(Stat { record, local }))
+        let damaged = scrub::damaged_of(&txn, &record)?;
+        Ok(Some(Stat {
+            record,
+            local,
+            damaged,
+        }))
     }
 
     /// The key's record (tombstones included).
@@ -262,6 +272,7 @@ impl Store {
         let txn = self.inner.db.begin_read()?;
         let records = txn.open_table(index::RECORDS)?;
         let contents = txn.open_table(index::CONTENTS)?;
+        let any_damaged = scrub::any_damaged(&txn)?;
         let mut out = Vec::new();
         for item in records.iter()? {
             let (_, v) = item?;
@@ -273,7 +284,15 @@ impl Store {
                 },
                 None => false,
             };
-            out.push(Stat { record, local });
+            let damaged = match any_damaged {
+                true => scrub::damaged_of(&txn, &record)?,
+                false => 0,
+            };
+            out.push(Stat {
+                record,
+                local,
+                damaged,
+            });
         }
         Ok(out)
     }
@@ -499,6 +518,7 @@ impl Store {
         }
         if Hash::of(buf) != *hash {
             buf.clear();
+            self.quarantine(hash); // see store/scrub.rs
             return Err(StoreError::BadChunk(*hash));
         }
         Ok(true)
@@ -529,7 +549,12 @@ impl Store {
         }
         // The batch syncs the directories of the files before it commits.
         match self.submit(Op::Complete { cid: *cid, files })? {
-            Done::Yes(complete) => Ok(complete),
+            Done::Yes(complete) => {
+                if complete {
+                    self.healed(&content.chunks);
+                }
+                Ok(complete)
+            }
             _ => unreachable!("content is complete or not"),
         }
     }

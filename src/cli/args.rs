@@ -85,7 +85,8 @@ Examples:
   dfs ls
   dfs ls --all --json
 
-State: local (content stored here), remote (known, content still arriving), deleted.")]
+State: local (content stored here), remote (known, content still arriving), damaged (a chunk
+failed verification here; a healthy copy is being fetched), deleted.")]
     Ls {
         /// Print JSON: a list of stat objects (see `dfs stat --help`).
         #[arg(long)]
@@ -103,7 +104,7 @@ Examples:
   dfs stat report.pdf --json
 
 JSON: {\"key\", \"size\", \"content_id\" (hex, null when deleted), \"version\", \"author\",
-       \"local\", \"deleted\"}")]
+       \"local\", \"deleted\", \"damaged\" (chunks found damaged here, not yet replaced)}")]
     Stat {
         /// The key (any UTF-8 name, at most 1 KiB; never a path on disk).
         key: String,

@@ -5,7 +5,10 @@
 //! - `index.redb`: the index (see `store/index.rs` for its tables);
 //! - `chunks/<xx>/<hash hex>`: one file per distinct chunk of [`INLINE_MAX`] bytes or more,
 //!   named by its BLAKE3 hash (`xx` is its first byte), never by a key;
-//! - `tmp/`: chunks being written; anything left here after a crash is removed by [`Store::gc`].
+//! - `tmp/`: chunks being written; anything left here after a crash is removed by [`Store::gc`];
+//! - `orphans/`: chunk files that no record referenced when the store opened, kept (never
+//!   deleted) and taken back when a record needs them; `damaged/`: quarantined copies of chunks
+//!   that failed verification (see `store/repair.rs` and `store/scrub.rs`).
 //!
 //! Chunks shorter than [`INLINE_MAX`] (small files, and the short tail of a large one) are
 //! stored inline, in the index's `inline_chunks` table, and written in the record's own

@@ -269,6 +269,11 @@ fn the_scrub_finds_damaged_file_and_inline_chunks_without_a_read() {
         })
         .unwrap();
     assert!(!report.finished && calls == 1);
+    // Where it stopped is kept: the next pass resumes there (the prefix directory of the one
+    // chunk file left), and the end of the last whole pass is kept for the schedule.
+    let (last_end, next) = s.scrub_state().unwrap();
+    assert!(last_end.is_some());
+    assert_eq!(next, list[1].0[0] as u64);
     // Deleting a damaged key drops its damage note at the next pass.
     s.delete("small").unwrap();
     assert_eq!(s.damaged_chunks().unwrap().len(), 2);

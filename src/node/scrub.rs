@@ -1,5 +1,6 @@
-//! The node's background scrub (as ZFS scrubs a pool): every `scrub_interval` after the last
-//! pass ended, one pass of [`Store::scrub`] re-hashes every stored chunk at no more than
+//! The node's background scrub (as ZFS scrubs a pool): `scrub_interval` after the last pass
+//! ended (a time the store keeps across restarts; a pass cut short by a restart resumes
+//! [`RESUME_AFTER`] after the start), one pass of [`Store::scrub`] re-hashes every stored chunk at no more than
 //! `scrub_rate` bytes per second, on one blocking thread, so that foreground reads, puts and
 //! transfers keep the disk and the cores. A damaged chunk is quarantined and its content marked
 //! incomplete by the store; the pass then asks the transfers to fetch what is incomplete, which
@@ -13,6 +14,8 @@ use crate::tasks::Tasks;
 
 /// Longest sleep of the pacing (shutdown is noticed between naps).
 const NAP: Duration = Duration::from_millis(100);
+/// Pause after a start before a pass that a restart cut short goes on.
+const RESUME_AFTER: Duration = Duration::from_secs(60);
 
 /// Runs scrub passes until shutdown; `interval` zero disables them.
 pub(super) async fn run(
@@ -26,7 +29,7 @@ pub(super) async fn run(
         return;
     }
     loop {
-        tokio::time::sleep(interval).await;
+        tokio::time::sleep(next_pass(&store, &tasks, interval).await).await;
         let (s, t) = (store.clone(), tasks.clone());
         let started = Instant::now();
         let pass = tasks
@@ -63,6 +66,27 @@ pub(super) async fn run(
             replication.transfers().resume();
         }
     }
+}
+
+/// How long to wait before the next pass: `interval` after the end of the last whole pass,
+/// sooner for a pass that was cut short.
+async fn next_pass(store: &Store, tasks: &Tasks, interval: Duration) -> Duration {
+    let s = store.clone();
+    let state = tasks.blocking(move || s.scrub_state()).await;
+    let (last, next) = match state {
+        Ok(Ok(state)) => state,
+        _ => return interval,
+    };
+    if next > 0 {
+        return interval.min(RESUME_AFTER);
+    }
+    let Some(last) = last else {
+        return interval;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    interval.saturating_sub(Duration::from_secs(now.saturating_sub(last)))
 }
 
 /// The pacing of a pass: after each chunk, sleeps until the bytes so far fit `rate` bytes per

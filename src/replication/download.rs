@@ -143,6 +143,7 @@ pub(crate) async fn start(
         tasks,
         transfers: replication.transfers().clone(),
         record: record.clone(),
+        local,
         damaged: None,
         heals: 0,
         key: record.key.clone(),
@@ -228,6 +229,8 @@ struct State {
     tasks: Tasks,
     transfers: Transfers,
     record: Record,
+    /// The content was complete here when the download began.
+    local: bool,
     /// A chunk found damaged (or missing from local content) during this download.
     damaged: Option<Hash>,
     /// Transfers started (or joined) to heal it.
@@ -277,7 +280,7 @@ impl State {
                     return Ok(self.slice(data));
                 }
                 // Content said to be local lacks a chunk: handled as damage.
-                Ok(None) if self.progress.is_none() && self.damaged.is_none() => {
+                Ok(None) if self.local && self.progress.is_none() && self.damaged.is_none() => {
                     let store = self.store.clone();
                     let _ = self
                         .tasks

@@ -101,7 +101,7 @@ pub enum StoreError {
     Index(String),
     #[error("a node is already running on this data dir (its store {} is open)", .0.display())]
     Locked(PathBuf),
-    #[error("the index {} is damaged: {reason}; no chunk was deleted. Stop the node and run `dfs repair --data-dir <data dir>` to rebuild it from the chunks on disk and the peers", path.display())]
+    #[error("the index {} is damaged: {reason}; no chunk was deleted. With the node stopped, run `dfs repair --data-dir <its data dir>` to rebuild the index from the chunks on disk and the peers", path.display())]
     IndexDamaged { path: PathBuf, reason: String },
 }
 

@@ -14,23 +14,35 @@
 //! The scrub ([`Store::scrub`]) re-hashes every stored chunk, files then inline ones, one
 //! prefix directory (or 256 inline chunks) at a time so that memory stays small, and calls a
 //! pacing function after each chunk: the node's scrub task sleeps there to hold a rate in
-//! bytes per second, and stops there on shutdown.
+//! bytes per second, and stops there on shutdown. Its progress (the next prefix directory) and
+//! the end of the last whole pass are kept in the `scrub_state` table, so that a pass resumes
+//! after a restart and the schedule survives restarts (a node restarted daily still scrubs).
+//! A file in `chunks/` larger than a chunk can be is damaged without being read.
 
 use std::fs;
 use std::io;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use redb::{ReadTransaction, ReadableTable, TableDefinition, TableError};
+use redb::{Durability, ReadTransaction, ReadableTable, TableDefinition, TableError};
 
 use super::index::{self, decode, encode, Content};
 use super::repair::{move_into, quarantine_name, DAMAGED_DIR};
 use super::{Store, StoreError};
-use crate::record::{ContentId, Hash, Record};
+use crate::record::{ContentId, Hash, Record, CHUNK_SIZE};
 
 /// Chunks found damaged and not yet replaced by a healthy copy: hash -> unix time (seconds) of
 /// detection.
 pub(crate) const DAMAGED: TableDefinition<&[u8; 32], u64> = TableDefinition::new("damaged_chunks");
+
+/// The scrub's state: [`NEXT`] and [`LAST_END`].
+const SCRUB_STATE: TableDefinition<&str, u64> = TableDefinition::new("scrub_state");
+/// Where the running pass resumes: a prefix directory (0 to 255), or 256 for the inline chunks.
+const NEXT: &str = "next";
+/// Unix time (seconds) at which the last whole pass ended.
+const LAST_END: &str = "last_end";
+/// The position of the inline chunks in a pass.
+const INLINE_PART: u64 = 256;
 
 /// Inline chunks verified per read transaction by the scrub.
 const INLINE_BATCH: usize = 256;
@@ -118,7 +130,12 @@ impl Store {
         // The file: verified again right before it moves, as a healthy copy may have replaced
         // it since the caller read it.
         let path = inner.chunks.path(hash);
-        match fs::read(&path) {
+        let oversized = fs::metadata(&path).is_ok_and(|m| m.len() > CHUNK_SIZE as u64);
+        match if oversized {
+            Ok(Vec::new())
+        } else {
+            fs::read(&path)
+        } {
             Ok(bytes) if Hash::of(&bytes) == *hash => return Ok(None),
             Ok(_) => damage.moved_to = Some(move_into(&path, &quarantine, &quarantine_name(hash))?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -266,7 +283,11 @@ impl Store {
         let mut report = ScrubReport::default();
         let mut buf = Vec::new();
         let root = inner.dir.join("chunks");
-        for prefix in 0..=255u8 {
+        let start = self.scrub_state()?.1;
+        for prefix in (start.min(INLINE_PART) as usize..256).map(|p| p as u8) {
+            if prefix as u64 > start {
+                self.save_scrub_state(NEXT, prefix as u64)?;
+            }
             let sub = root.join(format!("{prefix:02x}"));
             let entries = match fs::read_dir(&sub) {
                 Ok(rd) => rd,
@@ -281,6 +302,12 @@ impl Store {
                 }
             }
             for h in hashes {
+                if fs::metadata(inner.chunks.path(&h)).is_ok_and(|m| m.len() > CHUNK_SIZE as u64) {
+                    if self.chunk_damaged(&h)?.is_some() {
+                        report.damaged.push(h);
+                    }
+                    continue;
+                }
                 // Gone since the listing (freed, or quarantined by a read): nothing to check.
                 if !inner.chunks.read_into(&h, &mut buf)? {
                     continue;
@@ -295,6 +322,7 @@ impl Store {
                 }
             }
         }
+        self.save_scrub_state(NEXT, INLINE_PART)?;
         let mut from: Option<[u8; 32]> = None;
         loop {
             let mut bad = Vec::new();
@@ -339,8 +367,36 @@ impl Store {
                 }
             }
         }
+        self.save_scrub_state(NEXT, 0)?;
+        self.save_scrub_state(LAST_END, now_secs())?;
         report.finished = true;
         Ok(report)
+    }
+
+    /// When the last whole scrub pass ended (unix seconds; `None` if none ever did), and where
+    /// the next one starts (0 unless a pass was interrupted).
+    pub fn scrub_state(&self) -> Result<(Option<u64>, u64), StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let t = match txn.open_table(SCRUB_STATE) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok((None, 0)),
+            Err(e) => return Err(e.into()),
+        };
+        let last = t.get(LAST_END)?.map(|v| v.value());
+        let next = t.get(NEXT)?.map_or(0, |v| v.value());
+        Ok((last, next))
+    }
+
+    /// Saves one value of the scrub's state. The position is not fsynced (it rides on the next
+    /// durable commit: a crash only makes a pass redo a little).
+    fn save_scrub_state(&self, what: &str, value: u64) -> Result<(), StoreError> {
+        let mut txn = self.inner.db.begin_write()?;
+        if what == NEXT {
+            txn.set_durability(Durability::None);
+        }
+        txn.open_table(SCRUB_STATE)?.insert(what, value)?;
+        txn.commit()?;
+        Ok(())
     }
 }
 

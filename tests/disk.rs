@@ -125,6 +125,24 @@ fn a_truncated_or_corrupt_index_is_a_clear_error_not_a_panic() {
         }
         assert_eq!(files_in(&d.path().join("chunks")), before, "{what}");
     }
+
+    // A file redb reads well, with a record that is not CBOR.
+    std::fs::write(&index, &good).unwrap();
+    {
+        let db = redb::Database::create(&index).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("records");
+            txn.open_table(table)
+                .unwrap()
+                .insert("big", &[0xff, 0xff, 0x00][..])
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let msg = index_damaged(Store::open(d.path(), author()).unwrap_err());
+    assert!(msg.contains("corrupt"), "{msg}");
+    assert_eq!(files_in(&d.path().join("chunks")), before);
 }
 
 #[test]

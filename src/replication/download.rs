@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use super::transfer::{Progress, Transfers};
 use super::Replication;
+use super::TransferError;
 use crate::record::{chunk_len, Hash, Record, CHUNK_SIZE};
 use crate::store::{PinGuard, Store, StoreError};
 use crate::tasks::{TaskFailed, Tasks};
@@ -302,7 +303,13 @@ impl State {
                     }
                     None => ended = true,
                 },
-                Ok(None) if self.damaged.is_some() && self.heals < MAX_HEALS && self.heal() => {
+                // The transfer joined had counted the chunk as present: one more.
+                Ok(None)
+                    if self.damaged.is_some()
+                        && self.heals < MAX_HEALS
+                        && self.joined_too_early()
+                        && self.heal() =>
+                {
                     ended = false;
                 }
                 Ok(None) if self.damaged.is_some() => {
@@ -349,6 +356,14 @@ impl State {
             }
             None => false,
         }
+    }
+
+    /// True when the healing transfer ended without fetching the chunk because it counted it
+    /// as present (it started before the damage was found), not because no peer had it.
+    fn joined_too_early(&self) -> bool {
+        self.progress.as_ref().is_some_and(|rx| {
+            matches!(&*rx.borrow(), Progress::Failed(e) if matches!(**e, TransferError::Incomplete))
+        })
     }
 
     /// The error of a damaged chunk that could not be replaced.

@@ -348,7 +348,7 @@ impl State {
     /// can start (the node is stopping).
     fn heal(&mut self) -> bool {
         self.heals += 1;
-        tracing::info!(key = %self.key, chunk = ?self.damaged, "fetching a healthy copy of a damaged chunk");
+        tracing::debug!(key = %self.key, chunk = ?self.damaged, "fetching a healthy copy of a damaged chunk");
         match self.transfers.ensure(&self.record, true) {
             Some(rx) => {
                 self.progress = Some(rx);

@@ -381,7 +381,15 @@ async fn the_scrub_heals_bit_rot_without_any_get() {
         "the scrub found the damage and a healthy copy replaced it"
     );
     assert!(a.client.wait_for("archive", false, DEADLINE).await);
-    assert!(a.client.store().damaged_chunks().unwrap().is_empty());
+    let st = a.client.stat("archive".into()).await.unwrap();
+    assert!(st.local && st.damaged == 0, "{st:?}");
+    // The note itself goes right after the commit that completed the content.
+    assert!(
+        eventually(DEADLINE, || async {
+            a.client.store().damaged_chunks().unwrap().is_empty()
+        })
+        .await
+    );
     assert_eq!(get(&a.client, "archive").await.unwrap(), bytes);
 }
 

@@ -97,7 +97,8 @@ pub(crate) fn any_damaged(txn: &ReadTransaction) -> Result<bool, StoreError> {
     }
 }
 
-/// How many chunks of a record's content are noted as damaged (0 for a tombstone).
+/// How many chunks of a record's content are noted as damaged (0 for a tombstone, and for
+/// complete content: its notes go right after the commit that completed it).
 pub(crate) fn damaged_of(txn: &ReadTransaction, record: &Record) -> Result<u64, StoreError> {
     let Some(cid) = &record.cid else {
         return Ok(0);
@@ -106,8 +107,8 @@ pub(crate) fn damaged_of(txn: &ReadTransaction, record: &Record) -> Result<u64, 
         return Ok(0);
     }
     match super::read_content(txn, cid)? {
-        Some(c) => damaged_in(txn, &c.chunks),
-        None => Ok(0),
+        Some(c) if !c.complete => damaged_in(txn, &c.chunks),
+        _ => Ok(0),
     }
 }
 

@@ -103,7 +103,7 @@ fn stored(
 /// threads into a fresh store; then reopens it and checks a sample. Returns puts/s.
 fn small_puts(dir: &Path, n: usize) -> Result<f64, Box<dyn std::error::Error>> {
     let store_dir = dir.join("small");
-    let author = libp2p::PeerId::random().to_bytes();
+    let author = libp2p::identity::Keypair::generate_ed25519();
     let store = Store::open(&store_dir, author.clone())?;
     let file = |i: usize| -> Vec<u8> {
         let mut b = vec![0u8; SMALL_SIZE];
@@ -185,7 +185,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3)
         .max(1);
-    let author = libp2p::PeerId::random().to_bytes();
+    let author = libp2p::identity::Keypair::generate_ed25519();
     let store = Store::open(&dir.path().join("store"), author)?;
     let copy = dir.path().join("copy");
     let mut times: Times = Default::default();

@@ -6,6 +6,7 @@
 //! ```text
 //! <data dir>/
 //!   identity.key   the ed25519 keypair, protobuf-encoded (mode 0600): the stable peer id
+//!   network        the id of the network this node belongs to, and a newline (see `trust`)
 //!   store/         the local store: chunks/ and index.redb (see `store`)
 //!   api            the API URL and a newline, present while the node runs (removed on exit)
 //!   api-token      the API's bearer token, hex and a newline (mode 0600)
@@ -16,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 /// File name of the identity key.
 pub const IDENTITY_FILE: &str = "identity.key";
+/// File name of the network id.
+pub const NETWORK_FILE: &str = "network";
 /// Name of the store's directory.
 pub const STORE_DIR: &str = "store";
 /// File name of the API URL, present while a node runs.
@@ -43,6 +46,11 @@ impl DataDir {
     /// `<data dir>/identity.key`: the node's keypair.
     pub fn identity_key(&self) -> PathBuf {
         self.root.join(IDENTITY_FILE)
+    }
+
+    /// `<data dir>/network`: the id of the node's network.
+    pub fn network_file(&self) -> PathBuf {
+        self.root.join(NETWORK_FILE)
     }
 
     /// `<data dir>/store`: the local store's directory.

@@ -38,7 +38,6 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
                 .context("creating a temporary data dir")?;
             let mut config = Config::new(dir.path().to_path_buf());
             config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];
-            config.network = "demo".into();
             config.announce_interval = INTERVAL;
             config.sync_interval = INTERVAL;
             config.retry_interval = INTERVAL;
@@ -50,6 +49,9 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
                     .first()
                     .context("the previous node has no address")?;
                 config.bootstrap = vec![addr.clone()];
+                // Node 1 created the network; the others join it as writers, by ticket.
+                let first: &Node = &nodes[0];
+                config.join = Some(first.client().invite(false).await?);
             }
             let node = Node::start(config)
                 .await

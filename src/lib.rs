@@ -33,3 +33,4 @@ pub mod record;
 pub mod replication;
 pub mod store;
 pub mod tasks;
+pub mod trust;

@@ -1,5 +1,6 @@
-//! Records: the replicated metadata of one key, content ids, versions (hybrid logical clocks)
-//! and the last-writer-wins order that every node applies the same way.
+//! Records: the replicated metadata of one key, content ids, versions (hybrid logical clocks),
+//! record signatures (format v2) and the last-writer-wins order that every node applies the
+//! same way.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -20,6 +21,13 @@ pub const MAX_AUTHOR_LEN: usize = 64;
 pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 /// Domain prefix of the content id hash, so that a content id never equals a chunk hash.
 const CONTENT_ID_DOMAIN: &[u8] = b"dfs/content/1\0";
+/// Domain prefix of what a record's author signs, so a record signature is never valid as
+/// anything else signed by the same key (a grant, a libp2p message).
+pub const RECORD_SIGN_DOMAIN: &[u8] = b"dfs/record/2\0";
+/// Most versions a record may name in `replaces`.
+pub const MAX_REPLACES: usize = 16;
+/// Length of an ed25519 signature.
+pub const SIGNATURE_LEN: usize = 64;
 
 /// Why a key or record was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,6 +46,10 @@ pub enum InvalidRecord {
     BadAuthor,
     #[error("invalid record: its clock is more than {MAX_CLOCK_SKEW_MS} ms in the future")]
     FromTheFuture,
+    #[error("invalid record: it names more than {MAX_REPLACES} replaced versions")]
+    TooManyReplaces,
+    #[error("invalid record: its signature does not verify against its author's key")]
+    BadSignature,
 }
 
 /// Checks a key: UTF-8 (guaranteed by `&str`), not empty, at most [`MAX_KEY_LEN`] bytes, no NUL.
@@ -142,6 +154,12 @@ pub fn chunk_list_matches(cid: &ContentId, size: u64, chunks: &[Hash]) -> bool {
 /// Versions are hybrid logical clocks (`time`: milliseconds since the epoch in the upper 48
 /// bits, a logical counter in the lower 16) with ties broken by author peer id; see
 /// [`Record::cmp_version`]. The record with the larger version wins everywhere.
+///
+/// Format v2: every record is signed by its author's ed25519 key ([`Record::sign`],
+/// [`Record::verify`]) over [`RECORD_SIGN_DOMAIN`] and the canonical CBOR of every field but
+/// `sig`. `seq` numbers the objects an author signs (records and grants), 1, 2, 3, ... without
+/// gaps, so that a revocation can say which of them keep counting (see `crate::trust`).
+/// `replaces` names the versions ([`Record::version`]) the write replaced.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Record {
     pub key: String,
@@ -150,6 +168,39 @@ pub struct Record {
     pub time: u64,
     #[serde(with = "serde_bytes")]
     pub author: Vec<u8>,
+    pub seq: u64,
+    pub replaces: Vec<VersionId>,
+    #[serde(with = "serde_bytes")]
+    pub sig: Vec<u8>,
+}
+
+/// The id of one version of a key: the BLAKE3 hash of what its author signed
+/// ([`RECORD_SIGN_DOMAIN`] and the record's canonical fields).
+pub type VersionId = Hash;
+
+/// The fields a record's signature covers, in their canonical order.
+#[derive(Serialize)]
+struct Signed<'a> {
+    key: &'a str,
+    cid: &'a Option<ContentId>,
+    size: u64,
+    time: u64,
+    #[serde(with = "serde_bytes")]
+    author: &'a [u8],
+    seq: u64,
+    replaces: &'a [VersionId],
+}
+
+/// The ed25519 public key inside an ed25519 peer id (an identity multihash), if it is one.
+pub fn author_key(author: &[u8]) -> Option<libp2p::identity::PublicKey> {
+    let peer = libp2p::PeerId::from_bytes(author).ok()?;
+    let mh: &libp2p::multihash::Multihash<64> = peer.as_ref();
+    if mh.code() != 0 {
+        return None;
+    }
+    let key = libp2p::identity::PublicKey::try_decode_protobuf(mh.digest()).ok()?;
+    key.clone().try_into_ed25519().ok()?;
+    Some(key)
 }
 
 impl Record {
@@ -174,6 +225,48 @@ impl Record {
         self.cmp_version(other) == Ordering::Greater
     }
 
+    /// The bytes the author signs: [`RECORD_SIGN_DOMAIN`] followed by the canonical CBOR map of
+    /// every field but `sig`, in the order of the struct.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut out = RECORD_SIGN_DOMAIN.to_vec();
+        ciborium::into_writer(
+            &Signed {
+                key: &self.key,
+                cid: &self.cid,
+                size: self.size,
+                time: self.time,
+                author: &self.author,
+                seq: self.seq,
+                replaces: &self.replaces,
+            },
+            &mut out,
+        )
+        .expect("encoding to a Vec cannot fail");
+        out
+    }
+
+    /// This version's id: BLAKE3 of [`Record::signed_bytes`].
+    pub fn version(&self) -> VersionId {
+        Hash(*blake3::hash(&self.signed_bytes()).as_bytes())
+    }
+
+    /// Sets `author` to `key`'s peer id and `sig` to its signature of the record.
+    pub fn sign(&mut self, key: &libp2p::identity::Keypair) {
+        self.author = key.public().to_peer_id().to_bytes();
+        self.sig = key
+            .sign(&self.signed_bytes())
+            .expect("ed25519 signing cannot fail");
+    }
+
+    /// Checks the signature against the author's ed25519 key.
+    pub fn verify(&self) -> Result<(), InvalidRecord> {
+        let key = author_key(&self.author).ok_or(InvalidRecord::BadAuthor)?;
+        if self.sig.len() != SIGNATURE_LEN || !key.verify(&self.signed_bytes(), &self.sig) {
+            return Err(InvalidRecord::BadSignature);
+        }
+        Ok(())
+    }
+
     /// The author as a peer id, if it is one.
     pub fn author_peer(&self) -> Option<libp2p::PeerId> {
         libp2p::PeerId::from_bytes(&self.author).ok()
@@ -191,26 +284,25 @@ impl Record {
         if self.author.len() > MAX_AUTHOR_LEN || self.author_peer().is_none() {
             return Err(InvalidRecord::BadAuthor);
         }
+        if self.replaces.len() > MAX_REPLACES {
+            return Err(InvalidRecord::TooManyReplaces);
+        }
         if physical_ms(self.time) > wall_ms() + MAX_CLOCK_SKEW_MS {
             return Err(InvalidRecord::FromTheFuture);
         }
         Ok(())
     }
 
-    /// A short digest of the whole record, used by anti-entropy to compare record sets.
+    /// [`Record::validate`], then [`Record::verify`]: what every record from the network passes.
+    pub fn check(&self) -> Result<(), InvalidRecord> {
+        self.validate()?;
+        self.verify()
+    }
+
+    /// A short digest of the whole record, used by anti-entropy to compare record sets: the
+    /// first 8 bytes of its [`version`](Record::version), big-endian.
     pub fn fingerprint(&self) -> u64 {
-        let mut h = blake3::Hasher::new();
-        h.update(&(self.key.len() as u64).to_be_bytes());
-        h.update(self.key.as_bytes());
-        h.update(&self.time.to_be_bytes());
-        h.update(&(self.author.len() as u64).to_be_bytes());
-        h.update(&self.author);
-        match &self.cid {
-            Some(c) => h.update(&[1]).update(&c.0),
-            None => h.update(&[0]),
-        };
-        h.update(&self.size.to_be_bytes());
-        u64::from_be_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
+        u64::from_be_bytes(self.version().0[..8].try_into().expect("8 bytes"))
     }
 }
 
@@ -278,7 +370,57 @@ mod tests {
             size: if cid.is_some() { 1 } else { 0 },
             time,
             author: vec![author],
+            seq: 1,
+            replaces: Vec::new(),
+            sig: Vec::new(),
         }
+    }
+
+    #[test]
+    fn signatures_cover_every_field_and_name_the_author() {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let mut r = rec("k", wall_ms() << 16, 0, Some(3));
+        r.sign(&key);
+        assert_eq!(r.author_peer(), Some(key.public().to_peer_id()));
+        assert_eq!(r.check(), Ok(()));
+        for tampered in [
+            Record {
+                size: 2,
+                ..r.clone()
+            },
+            Record {
+                seq: 2,
+                ..r.clone()
+            },
+            Record {
+                key: "j".into(),
+                ..r.clone()
+            },
+            Record {
+                replaces: vec![Hash([1; 32])],
+                ..r.clone()
+            },
+            Record {
+                time: r.time + 1,
+                ..r.clone()
+            },
+        ] {
+            assert_eq!(tampered.verify(), Err(InvalidRecord::BadSignature));
+        }
+        let other = libp2p::identity::Keypair::generate_ed25519();
+        let impostor = Record {
+            author: other.public().to_peer_id().to_bytes(),
+            ..r.clone()
+        };
+        assert_eq!(impostor.verify(), Err(InvalidRecord::BadSignature));
+        assert_ne!(
+            r.version(),
+            Record {
+                seq: 2,
+                ..r.clone()
+            }
+            .version()
+        );
     }
 
     #[test]

@@ -76,7 +76,22 @@ struct TestNode {
 }
 
 impl TestNode {
-    fn start(network: &str, bootstrap: Option<&str>) -> TestNode {
+    /// A node in a network of its own (`_label` names it in the test only), or, with
+    /// `bootstrap`, a reader of the bootstrap peer's network.
+    fn start(_label: &str, bootstrap: Option<&str>) -> TestNode {
+        Self::spawn(bootstrap.map(|b| ["--bootstrap", b]))
+    }
+
+    /// A node that joins `admin`'s network as a writer, with a ticket from `dfs invite`.
+    fn join(admin: &TestNode) -> TestNode {
+        let ticket = admin.json(&["invite", "--json"])["ticket"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        Self::spawn(Some(["--join", &ticket]))
+    }
+
+    fn spawn(extra: Option<[&str; 2]>) -> TestNode {
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("node.log")).unwrap();
         let mut cmd = dfs();
@@ -84,7 +99,6 @@ impl TestNode {
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"])
-            .args(["--network", network])
             .args([
                 "--announce-interval-ms",
                 "500",
@@ -94,8 +108,8 @@ impl TestNode {
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
-        if let Some(b) = bootstrap {
-            cmd.args(["--bootstrap", b]);
+        if let Some(extra) = extra {
+            cmd.args(extra);
         }
         let child = cmd.spawn().expect("spawn dfs node");
         let mut node = TestNode { child, dir };
@@ -175,8 +189,8 @@ impl Drop for TestNode {
 #[test]
 fn three_nodes_put_get_ls_stat_peers_id_and_rm() {
     let a = TestNode::start("cli-three", None);
-    let b = TestNode::start("cli-three", Some(&a.addr()));
-    let c = TestNode::start("cli-three", Some(&a.addr()));
+    let b = TestNode::join(&a);
+    let c = TestNode::join(&a);
     let nodes = [&a, &b, &c];
     let ids: Vec<String> = nodes.iter().map(|n| n.peer_id()).collect();
 
@@ -661,7 +675,10 @@ fn data_dir_has_the_documented_layout() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["api", "api-token", "identity.key", "store"]);
+    assert_eq!(
+        names,
+        ["api", "api-token", "identity.key", "network", "store"]
+    );
     assert!(data.join("store").is_dir());
     for secret in ["api-token", "identity.key"] {
         let mode = std::fs::metadata(data.join(secret))
@@ -847,4 +864,91 @@ async fn method_not_allowed_has_a_json_body() {
         .unwrap();
     assert_eq!(res.status(), 405);
     assert!(res.json::<Value>().await.unwrap()["error"].is_string());
+}
+
+/// The trust commands end to end: a node that joins with --bootstrap alone is a reader whose
+/// put exits 1 with one line on how to get write access; `dfs allow` lets it write, `dfs
+/// members` shows it, `dfs deny` takes write access back; `dfs id` names network and role.
+#[test]
+fn reader_writes_only_after_allow_and_stops_after_deny() {
+    let owner = TestNode::start("cli-trust", None);
+    let reader = TestNode::start("cli-trust", Some(&owner.addr()));
+    let id = owner.json(&["id", "--json"]);
+    assert_eq!(id["role"], "admin");
+    let network = id["network"].as_str().unwrap().to_string();
+    assert_eq!(
+        network,
+        owner.peer_id(),
+        "the network id is the owner's peer id"
+    );
+    let rid = reader.peer_id();
+    eventually("the reader learns the network", DEADLINE, || {
+        (reader.json(&["id", "--json"])["network"] == network.as_str()).then_some(())
+    });
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("note.txt");
+    std::fs::write(&file, b"hello").unwrap();
+    let out = reader.run(&["put", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("dfs allow {rid}")), "{err}");
+    // A reader may not grant either.
+    let out = reader.run(&["allow", &owner.peer_id()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
+    let out = owner.run(&["allow", &rid]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let members = owner.json(&["members", "--json"]);
+    let roles: Vec<(&str, &str)> = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["peer_id"].as_str().unwrap(), m["role"].as_str().unwrap()))
+        .collect();
+    assert!(roles.contains(&(network.as_str(), "admin")), "{members}");
+    assert!(roles.contains(&(rid.as_str(), "writer")), "{members}");
+    eventually("the grant reaches the reader", DEADLINE, || {
+        (reader.json(&["id", "--json"])["role"] == "writer").then_some(())
+    });
+    let out = reader.run(&["put", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    eventually("the reader's write reaches the owner", DEADLINE, || {
+        (owner.json(&["stat", "note.txt", "--json"])["author"] == rid.as_str()).then_some(())
+    });
+
+    let out = owner.run(&["deny", &rid]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("can no longer write"),
+        "{}",
+        stdout(&out)
+    );
+    eventually("the revocation reaches the reader", DEADLINE, || {
+        (reader.json(&["id", "--json"])["role"] == "reader").then_some(())
+    });
+    let out = reader.run(&["rm", "note.txt"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // Its write from before the revocation stays.
+    assert_eq!(
+        owner.json(&["stat", "note.txt", "--json"])["deleted"],
+        false
+    );
+
+    let ticket = owner.json(&["invite", "--json"])["ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(ticket.starts_with("dfs1"), "{ticket}");
+    let text = stdout(&owner.run(&["invite"]));
+    assert!(text.trim().starts_with("dfs1") && text.trim().lines().count() == 1);
+    // A bad ticket is refused at start with one line.
+    let out = dfs()
+        .args(["node", "--join", "dfs1notaticket", "--data-dir"])
+        .arg(work.path().join("fresh"))
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ticket"), "{}", stderr(&out));
 }

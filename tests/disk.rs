@@ -20,8 +20,8 @@ use redb::ReadableTable;
 const DEADLINE: Duration = Duration::from_secs(30);
 const MIB: usize = CHUNK_SIZE;
 
-fn author() -> Vec<u8> {
-    libp2p::PeerId::random().to_bytes()
+fn author() -> libp2p::identity::Keypair {
+    libp2p::identity::Keypair::generate_ed25519()
 }
 
 fn files_in(dir: &Path) -> BTreeSet<String> {
@@ -317,20 +317,20 @@ async fn pair(scrub: Option<Duration>) -> (TestNode, TestNode) {
     init_tracing();
     let b = TestNode::start(vec![]).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path().to_path_buf(), vec![b.addr.clone()], "test");
+    let mut cfg = config(dir.path().to_path_buf(), vec![b.addr.clone()]);
+    cfg.join = Some(b.client.invite(false).await.unwrap());
     if let Some(every) = scrub {
         cfg.scrub_interval = every;
         cfg.scrub_rate = 0;
     }
     let node = start_node(cfg).await;
-    let client = node.client();
+    let client = std::sync::Arc::new(node.client());
     let addr = client.info().await.unwrap().addrs[0].clone();
     let a = TestNode {
         node: Some(node),
         client,
         dir,
         addr,
-        network: "test".into(),
         bootstrap: vec![b.addr.clone()],
     };
     let nodes = vec![a, b];
@@ -430,13 +430,13 @@ async fn repair_then_start_rebuilds_records_from_a_peer_and_reuses_local_chunks(
     let small = data(1000, 11);
     replicated(&a, &b, "big", &big).await;
     replicated(&a, &b, "small", &small).await;
-    let (dir, network, bootstrap) = a.stop().await;
+    let (dir, bootstrap) = a.stop().await;
     let store_dir = dir.path().join("store");
     let index = store_dir.join("index.redb");
     let good = std::fs::read(&index).unwrap();
     std::fs::write(&index, &good[..good.len() / 2]).unwrap();
 
-    let cfg = config(dir.path().to_path_buf(), bootstrap.clone(), &network);
+    let cfg = config(dir.path().to_path_buf(), bootstrap.clone());
     let err = match Node::start(cfg).await {
         Ok(_) => panic!("a node starts on a truncated index"),
         Err(e) => e.to_string(),
@@ -449,7 +449,7 @@ async fn repair_then_start_rebuilds_records_from_a_peer_and_reuses_local_chunks(
 
     let report = store::repair(&store_dir).unwrap();
     assert_eq!((report.adopted, report.damaged), (4, 0));
-    let a = TestNode::start_with(dir, &network, bootstrap).await;
+    let a = TestNode::start_with(dir, bootstrap).await;
     for (key, bytes) in [("big", &big), ("small", &small)] {
         assert!(a.client.wait_for(key, false, DEADLINE).await, "{key}");
         assert_eq!(get(&a.client, key).await.as_ref(), Some(bytes), "{key}");

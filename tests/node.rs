@@ -31,10 +31,13 @@ async fn restarted_node_keeps_its_peer_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn networks_do_not_mix() {
-    let a = TestNode::start_in("alpha", vec![]).await;
-    let b = TestNode::start_in("beta", vec![a.addr.clone()]).await;
-    let c = TestNode::start_in("beta", vec![b.addr.clone()]).await;
-    // b and c share a network and find each other; a is connected to b only by bootstrap.
+    // a and b each own a network; c joins b's. a and b are connected only by a dial.
+    let a = TestNode::start(vec![]).await;
+    let b = TestNode::start(vec![]).await;
+    b.client.dial(a.addr.clone()).await.unwrap();
+    let c = TestNode::start(vec![b.addr.clone()]).await;
+    assert_ne!(a.client.network_id(), b.client.network_id());
+    assert_eq!(b.client.network_id(), c.client.network_id());
     assert!(
         eventually(Duration::from_secs(10), || async {
             c.peer_count().await >= 1
@@ -74,7 +77,11 @@ async fn unreachable_bootstrap_does_not_stop_the_node() {
         drop(l);
         format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()
     };
-    let a = TestNode::start(vec![dead]).await;
+    // a owns its network (a fresh node with only a dead bootstrap address would wait to learn
+    // one), then restarts with the dead address as its bootstrap peer.
+    let a = TestNode::start(vec![]).await;
+    let (dir, _) = a.stop().await;
+    let a = TestNode::start_with(dir, vec![dead]).await;
     let b = TestNode::start(vec![a.addr.clone()]).await;
     assert!(
         eventually(Duration::from_secs(10), || async {
@@ -105,14 +112,14 @@ async fn lost_bootstrap_peer_is_redialled() {
         Some(p) => p,
         None => panic!("tcp address"),
     };
-    let (dir, _, _) = a.stop().await;
+    let (dir, _) = a.stop().await;
     assert!(
         eventually(Duration::from_secs(10), || async {
             b.peer_count().await == 0
         })
         .await
     );
-    let mut cfg = config(dir.path().to_path_buf(), vec![], "test");
+    let mut cfg = config(dir.path().to_path_buf(), vec![]);
     cfg.listen = vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()];
     let a2 = start_node(cfg).await;
     let c = a2.client();

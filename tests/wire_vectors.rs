@@ -4,24 +4,106 @@
 use dfs::protocols::{fetch, peers, records, sync};
 use dfs::record::{content_id, Hash, Record};
 
-fn cbor4ii<T: serde::Serialize>(v: &T) -> String {
-    hex::encode(cbor4ii::serde::to_vec(Vec::new(), v).unwrap())
+/// A message as the node writes it on the wire (`/dfs/fetch/2`, `/dfs/sync/1`), in hex; and
+/// the same bytes read back strictly, as the node reads them.
+fn cbor4ii<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
+    v: &T,
+) -> String {
+    let bytes = dfs::protocols::encode_cbor(v);
+    let back: T = dfs::protocols::codec::decode_exact(&bytes).unwrap();
+    assert_eq!(&back, v);
+    let independent = cbor4ii::serde::to_vec(Vec::new(), v).unwrap();
+    assert_eq!(bytes, independent, "ciborium and cbor4ii agree");
+    hex::encode(bytes)
+}
+
+/// The ed25519 key whose secret is 32 bytes of 0x01.
+fn key() -> libp2p::identity::Keypair {
+    libp2p::identity::Keypair::ed25519_from_bytes([1u8; 32]).unwrap()
 }
 
 fn author() -> Vec<u8> {
-    // The peer id of the ed25519 key whose secret is 32 bytes of 0x01.
-    let key = libp2p::identity::Keypair::ed25519_from_bytes([1u8; 32]).unwrap();
-    key.public().to_peer_id().to_bytes()
+    key().public().to_peer_id().to_bytes()
 }
 
+/// The record of "hello.txt", seq 1, replacing nothing, signed by [`key`].
 fn record() -> Record {
-    Record {
+    let mut r = Record {
         key: "hello.txt".into(),
         cid: Some(content_id(5, &[Hash::of(b"hello")])),
         size: 5,
         time: 0x0000_0190_0000_0000,
-        author: author(),
-    }
+        author: Vec::new(),
+        seq: 1,
+        replaces: Vec::new(),
+        sig: Vec::new(),
+    };
+    r.sign(&key());
+    r
+}
+
+/// Record format v2: a signed record, a tombstone that replaces it, a tampered copy, a grant, and
+/// the requests that carry membership.
+#[test]
+fn trust_vectors() {
+    let r = record();
+    assert_eq!(hex::encode(records::encode(&r)), "a8636b65796968656c6c6f2e747874636369645820516301b6db4d5a8115ce6b37ab38935fa719fb3aced4a5184eaba7904e992ab16473697a65056474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6373657101687265706c6163657380637369675840f95c565b26f81058061db81d49bc3b2d37a0eb091068fcc18d286b88b2b89e65db748a594a9a9b23965698895daa24a96cc8d825d9124238e95555f261754604", "signed record");
+    assert_eq!(hex::encode(r.signed_bytes()), "6466732f7265636f72642f3200a7636b65796968656c6c6f2e747874636369645820516301b6db4d5a8115ce6b37ab38935fa719fb3aced4a5184eaba7904e992ab16473697a65056474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6373657101687265706c6163657380", "signed bytes");
+    assert_eq!(
+        r.version().to_hex(),
+        "e7c3e28dd3def845ba6254eeb18fda496ecb8250428f4c6f90e584f98747d55a",
+        "version id"
+    );
+    assert_eq!(r.fingerprint(), 0xe7c3e28dd3def845, "fingerprint");
+    assert_eq!(records::decode(&records::encode(&r)).unwrap(), r);
+    let mut tomb = Record {
+        cid: None,
+        size: 0,
+        seq: 2,
+        replaces: vec![r.version()],
+        sig: Vec::new(),
+        ..r.clone()
+    };
+    tomb.sign(&key());
+    assert_eq!(hex::encode(records::encode(&tomb)), "a8636b65796968656c6c6f2e74787463636964f66473697a65006474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6373657102687265706c61636573815820e7c3e28dd3def845ba6254eeb18fda496ecb8250428f4c6f90e584f98747d55a637369675840ee5c05f0c71c5bab430cc598571c3138efc85bfe09bd5a4ee124527a6125c2769ce841e5caaf3ba89e13e9870e4d448f132e11db6e34c3697a73baa0bf72f70e", "tombstone");
+    let tampered = hex::decode("a8636b65796968656c6c6f2e747874636369645820516301b6db4d5a8115ce6b37ab38935fa719fb3aced4a5184eaba7904e992ab16473697a65066474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6373657101687265706c6163657380637369675840f95c565b26f81058061db81d49bc3b2d37a0eb091068fcc18d286b88b2b89e65db748a594a9a9b23965698895daa24a96cc8d825d9124238e95555f261754604").unwrap();
+    assert!(
+        records::decode(&tampered).is_err(),
+        "a tampered record is refused"
+    );
+    assert_eq!(
+        cbor4ii(&fetch::Response::Record { record: r.clone() }),
+        "a1667265636f7264a1667265636f7264a8636b65796968656c6c6f2e747874636369645820516301b6db4d5a8115ce6b37ab38935fa719fb3aced4a5184eaba7904e992ab16473697a65056474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6373657101687265706c6163657380637369675840f95c565b26f81058061db81d49bc3b2d37a0eb091068fcc18d286b88b2b89e65db748a594a9a9b23965698895daa24a96cc8d825d9124238e95555f261754604",
+        "fetch record resp"
+    );
+    let grant = dfs::trust::Grant::decode(&hex::decode("a8676e6574776f726b7834313244334b6f6f574b3939566f56784e4537587a79427758457a573778684b37477076383572394633563366794b53554b504835677375626a65637458260024080112208139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b39464726f6c6566777269746572666375746f6666006474696d651b00000190000000006669737375657258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c63736571026373696758407e8b7cbd86e25f98f4d7a9162b71d42aafa26dec97c7ee6c6973c8ef2e8584ac1d3504c5d6aeaccfc7e4df300c08004b4217c06c769a9f6ffa929a10b20c920d").unwrap()).unwrap();
+    assert_eq!(
+        grant.network,
+        "12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5"
+    );
+    assert_eq!(grant.issuer, author());
+    assert_eq!(
+        grant.subject_peer().unwrap().to_string(),
+        "12D3KooWJWoaqZhDaoEFshF7Rh1bpY9ohihFhzcW6d69Lr2NASuq"
+    );
+    assert_eq!(grant.role, dfs::trust::Role::Writer);
+    assert_eq!(
+        grant.id().to_hex(),
+        "5e029b663dd38dd2c1705cb7e214a60d8324a63fff476bc4982500a588f4cc12"
+    );
+    assert_eq!(cbor4ii(&fetch::Request::Network), "676e6574776f726b");
+    assert_eq!(
+        cbor4ii(&fetch::Response::Network { id: grant.network.clone() }),
+        "a1676e6574776f726ba16269647834313244334b6f6f574b3939566f56784e4537587a79427758457a573778684b37477076383572394633563366794b53554b504835"
+    );
+    assert_eq!(
+        cbor4ii(&sync::Request::Grants { digest: Hash([0xdd; 32]) }),
+        "a1666772616e7473a1666469676573745820dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"
+    );
+    assert_eq!(
+        cbor4ii(&sync::Response::Root { root: 1, count: 2, grants: Some(Hash([0xdd; 32])) }),
+        "a164726f6f74a364726f6f740165636f756e7402666772616e74735820dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"
+    );
 }
 
 #[test]
@@ -44,23 +126,13 @@ fn content_id_vector() {
 fn message_vectors() {
     assert_eq!(
         cbor4ii(&fetch::Response::Record { record: record() }),
-        "a1667265636f7264a1667265636f7264a5636b65796968656c6c6f2e747874636369645820516301b6db4d5a8115ce6b37ab38935fa719fb3aced4a5184eaba7904e992ab16473697a65056474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",
+        "a1667265636f7264a1667265636f7264a8636b65796968656c6c6f2e747874636369645820516301b6db4d5a8115ce6b37ab38935fa719fb3aced4a5184eaba7904e992ab16473697a65056474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6373657101687265706c6163657380637369675840f95c565b26f81058061db81d49bc3b2d37a0eb091068fcc18d286b88b2b89e65db748a594a9a9b23965698895daa24a96cc8d825d9124238e95555f261754604",
         "fetch record resp"
     );
     assert_eq!(
         hex::encode(records::encode(&record())),
-        "a5636b65796968656c6c6f2e747874636369645820516301b6db4d5a8115ce6b37ab38935fa719fb3aced4a5184eaba7904e992ab16473697a65056474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",
+        "a8636b65796968656c6c6f2e747874636369645820516301b6db4d5a8115ce6b37ab38935fa719fb3aced4a5184eaba7904e992ab16473697a65056474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6373657101687265706c6163657380637369675840f95c565b26f81058061db81d49bc3b2d37a0eb091068fcc18d286b88b2b89e65db748a594a9a9b23965698895daa24a96cc8d825d9124238e95555f261754604",
         "record message"
-    );
-    let tomb = Record {
-        cid: None,
-        size: 0,
-        ..record()
-    };
-    assert_eq!(
-        hex::encode(records::encode(&tomb)),
-        "a5636b65796968656c6c6f2e74787463636964f66473697a65006474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",
-        "tombstone message"
     );
     let a = peers::Announcement {
         peer_id: libp2p::PeerId::from_bytes(&author()).unwrap(),
@@ -103,7 +175,11 @@ fn message_vectors() {
     );
     assert_eq!(cbor4ii(&sync::Request::Root), "64726f6f74", "sync root req");
     assert_eq!(
-        cbor4ii(&sync::Response::Root { root: 1, count: 2 }),
+        cbor4ii(&sync::Response::Root {
+            root: 1,
+            count: 2,
+            grants: None
+        }),
         "a164726f6f74a264726f6f740165636f756e7402",
         "sync root resp"
     );

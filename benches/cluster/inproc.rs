@@ -5,14 +5,17 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use dfs::node::{Config, Node};
+use dfs::trust::Ticket;
 use libp2p::Multiaddr;
 
-/// Starts a node on loopback with 1 s announce, sync and retry intervals.
-pub async fn start(dir: PathBuf, bootstrap: Vec<Multiaddr>) -> Node {
+/// Starts a node on loopback with 1 s announce, sync and retry intervals: the owner of a new
+/// network without `join`, else a writer of the ticket's network.
+pub async fn start(dir: PathBuf, bootstrap: Vec<Multiaddr>, join: Option<Ticket>) -> Node {
+    let _ = std::fs::remove_dir_all(&dir);
     let mut c = Config::new(dir);
     c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     c.bootstrap = bootstrap;
-    c.network = "bench".into();
+    c.join = join;
     c.announce_interval = Duration::from_secs(1);
     c.sync_interval = Duration::from_secs(1);
     c.retry_interval = Duration::from_secs(1);

@@ -15,12 +15,18 @@ pub async fn run(b: &mut Bench) {
     let mut results = Vec::new();
     for &n in &b.plan.clusters.clone() {
         let mut nodes: Vec<Node> = Vec::new();
+        // Node 0 owns the network; every other node joins it as a writer, by ticket,
+        // bootstrapping to the node before it.
         for i in 0..n {
-            let boot = match nodes.last() {
-                Some(p) => vec![addr(p).await],
-                None => vec![],
+            let (boot, join) = match nodes.last() {
+                Some(p) => {
+                    let mut ticket = nodes[0].client().invite(false).await.unwrap();
+                    ticket.addrs.clear();
+                    (vec![addr(p).await], Some(ticket))
+                }
+                None => (vec![], None),
             };
-            nodes.push(start(b.sub(&format!("l{n}-{i}")), boot).await);
+            nodes.push(start(b.sub(&format!("l{n}-{i}")), boot, join).await);
         }
         let clients: Vec<Client> = nodes.iter().map(|n| n.client()).collect();
         let deadline = Instant::now() + Duration::from_secs(120);

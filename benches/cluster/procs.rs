@@ -28,7 +28,9 @@ pub struct NodeProc {
 
 impl NodeProc {
     /// Starts `dfs node` on a fresh data dir `dir` (emptied first), listening on loopback with
-    /// an ephemeral API port, and waits until its API is up (its `api` file is written).
+    /// an ephemeral API port, and waits until its API is up (its `api` file is written). Without
+    /// `bootstrap` it creates and owns a network; with it, it joins theirs as a reader (the
+    /// benchmark writes on owners only).
     pub async fn start(bin: &Path, dir: PathBuf, bootstrap: &[String]) -> NodeProc {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create a node's data dir");
@@ -37,7 +39,6 @@ impl NodeProc {
             .arg("--data-dir")
             .arg(&dir)
             .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"])
-            .args(["--network", "bench"])
             .args([
                 "--sync-interval-ms",
                 "1000",

@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use dfs::node::Client;
 use dfs::record::Record;
-use libp2p::PeerId;
 use serde_json::json;
 
 use crate::inproc::{addr, start, wait_until};
@@ -14,25 +13,25 @@ use crate::Bench;
 
 pub async fn run(bench: &mut Bench) {
     let keys = bench.plan.sync_keys;
-    let author = PeerId::random().to_bytes();
+    // a owns the network and signs every record; b joins it by ticket, without dialling a
+    // until both stores hold the records.
     let now = dfs::record::wall_ms() << 16;
-    let a = start(bench.sub("ae-a"), vec![]).await;
-    let b = start(bench.sub("ae-b"), vec![]).await;
+    let a = start(bench.sub("ae-a"), vec![], None).await;
+    let owner = dfs::identity::load_or_create(&bench.sub("ae-a")).unwrap();
+    let mut ticket = a.client().invite(false).await.unwrap();
+    ticket.addrs.clear();
+    let b = start(bench.sub("ae-b"), vec![], Some(ticket)).await;
+    let records: std::sync::Arc<Vec<Record>> = std::sync::Arc::new(
+        (0..keys as u64)
+            .map(|i| signed(&owner, &format!("key-{i}"), now + i, 1_000_000 + i))
+            .collect(),
+    );
     for node in [&a, &b] {
         let store = node.client().store().clone();
-        let author = author.clone();
+        let records = records.clone();
         tokio::task::spawn_blocking(move || {
-            for start in (0..keys).step_by(10_000) {
-                let batch: Vec<Record> = (start..(start + 10_000).min(keys))
-                    .map(|i| Record {
-                        key: format!("key-{i}"),
-                        cid: None,
-                        size: 0,
-                        time: now + i as u64,
-                        author: author.clone(),
-                    })
-                    .collect();
-                store.apply_batch(batch).unwrap();
+            for batch in records.chunks(10_000) {
+                store.apply_batch(batch.to_vec()).unwrap();
             }
         })
         .await
@@ -57,13 +56,7 @@ pub async fn run(bench: &mut Bench) {
         met: Some(equal_bytes < 1024.0 && ra == 0),
     });
     let before = (total(&ac), total(&bc));
-    let extra = Record {
-        key: "one-more".into(),
-        cid: None,
-        size: 0,
-        time: now + keys as u64 + 1,
-        author: author.clone(),
-    };
+    let extra = signed(&owner, "one-more", now + keys as u64 + 1, 2_000_000_000);
     ac.store().apply(extra).unwrap();
     let t = Instant::now();
     wait_until(|| bc.store().record("one-more").unwrap().is_some()).await;
@@ -92,4 +85,20 @@ pub async fn run(bench: &mut Bench) {
     drop((ac, bc));
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// A tombstone record signed by `key` (numbered far above the node's own sequence numbers).
+fn signed(key: &libp2p::identity::Keypair, name: &str, time: u64, seq: u64) -> Record {
+    let mut r = Record {
+        key: name.into(),
+        cid: None,
+        size: 0,
+        time,
+        author: Vec::new(),
+        seq,
+        replaces: Vec::new(),
+        sig: Vec::new(),
+    };
+    r.sign(key);
+    r
 }

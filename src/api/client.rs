@@ -8,7 +8,9 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
-use super::json::{ErrorBody, FileStat, Id, Peer};
+use super::json::{
+    ErrorBody, FileStat, Id, Invite, InviteRequest, Member, Peer, Role, RoleRequest,
+};
 use crate::datadir::DataDir;
 
 /// How long connecting to the node may take: a dead node is reported, never waited for.
@@ -272,6 +274,33 @@ impl ApiClient {
 
     pub async fn id(&self) -> Result<Id, Error> {
         self.json(self.request(Method::GET, "/v1/id")).await
+    }
+
+    /// `GET /v1/members`.
+    pub async fn members(&self) -> Result<Vec<Member>, Error> {
+        self.json(self.request(Method::GET, "/v1/members")).await
+    }
+
+    /// `PUT /v1/members/{peer_id}`: grants `role`.
+    pub async fn allow(&self, peer: &str, role: Role) -> Result<Member, Error> {
+        let req = self
+            .request(Method::PUT, &format!("/v1/members/{}", encode(peer)))
+            .json(&RoleRequest { role });
+        self.json(req).await
+    }
+
+    /// `DELETE /v1/members/{peer_id}`: revokes write access.
+    pub async fn deny(&self, peer: &str) -> Result<Member, Error> {
+        self.json(self.request(Method::DELETE, &format!("/v1/members/{}", encode(peer))))
+            .await
+    }
+
+    /// `POST /v1/invite`: a ticket for a new machine.
+    pub async fn invite(&self, admin: bool) -> Result<Invite, Error> {
+        let req = self
+            .request(Method::POST, "/v1/invite")
+            .json(&InviteRequest { admin });
+        self.json(req).await
     }
 }
 

@@ -69,16 +69,45 @@ pub struct Id {
     pub peer_id: String,
     /// Listen addresses, each a full multiaddr ending in `/p2p/<peer id>`.
     pub addrs: Vec<String>,
+    /// The network id (its owner's peer id); `null` while a reader is still learning it.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// This node's role: `admin`, `writer`, `reader`; `null` without any grant (may read).
+    #[serde(default)]
+    pub role: Option<Role>,
 }
 
-impl From<&NodeInfo> for Id {
-    fn from(i: &NodeInfo) -> Id {
+impl Id {
+    pub fn new(i: &NodeInfo, network: Option<String>, role: Option<Role>) -> Id {
         Id {
             peer_id: i.peer_id.to_base58(),
             addrs: i.addrs.iter().map(|a| a.to_string()).collect(),
+            network,
+            role,
         }
     }
 }
+
+/// `POST /v1/invite` and `dfs invite --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invite {
+    pub ticket: String,
+}
+
+/// The body of `POST /v1/invite` (optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteRequest {
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// The body of `PUT /v1/members/{peer_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRequest {
+    pub role: Role,
+}
+
+pub use crate::trust::{Member, Role};
 
 /// An element of `GET /v1/peers` and `dfs peers --json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

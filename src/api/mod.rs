@@ -29,7 +29,7 @@ use tokio::sync::Semaphore;
 use crate::datadir::{atomic_write, DataDir};
 use crate::node::{self, Client};
 use crate::store::StoreError;
-use json::{ErrorBody, FileStat, Id, Peer};
+use json::{ErrorBody, FileStat, Id, Invite, InviteRequest, Member, Peer, RoleRequest};
 
 /// The names of the API's files in the data dir (the URL while a node runs, and the token); the
 /// layout lives in [`crate::datadir`].
@@ -67,6 +67,7 @@ impl From<node::Error> for ApiError {
             node::Error::Store(StoreError::Invalid(_)) => StatusCode::BAD_REQUEST,
             node::Error::Range { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             node::Error::Source { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            node::Error::NotAllowed(_) => StatusCode::FORBIDDEN,
             node::Error::Store(StoreError::Incomplete(_))
             | node::Error::Unavailable { .. }
             | node::Error::Stopped => StatusCode::SERVICE_UNAVAILABLE,
@@ -128,6 +129,12 @@ pub fn router(client: Client, token: String) -> Router {
         .route("/v1/stat/", get(stat))
         .route("/v1/peers", get(peers))
         .route("/v1/id", get(id))
+        .route("/v1/members", get(members))
+        .route(
+            "/v1/members/{peer_id}",
+            axum::routing::put(set_role).delete(revoke),
+        )
+        .route("/v1/invite", axum::routing::post(invite))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route(
@@ -268,7 +275,73 @@ async fn peers(State(api): State<Api>) -> Result<Json<Vec<Peer>>> {
 }
 
 async fn id(State(api): State<Api>) -> Result<Json<Id>> {
-    Ok(Json(Id::from(&api.client.info().await?)))
+    let info = api.client.info().await?;
+    Ok(Json(Id::new(
+        &info,
+        api.client.network_id(),
+        api.client.role(),
+    )))
+}
+
+async fn members(State(api): State<Api>) -> Result<Json<Vec<Member>>> {
+    Ok(Json(api.client.members()))
+}
+
+fn peer_param(peer: &str) -> Result<libp2p::PeerId> {
+    peer.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{peer:?} is not a peer id (base58, as `dfs id` prints it)"),
+        )
+    })
+}
+
+/// The member as it stands after a change.
+fn member(api: &Api, peer: libp2p::PeerId) -> Member {
+    let id = peer.to_base58();
+    api.client
+        .members()
+        .into_iter()
+        .find(|m| m.peer_id == id)
+        .unwrap_or(Member {
+            peer_id: id,
+            role: json::Role::Reader,
+            cutoff: None,
+            owner: false,
+        })
+}
+
+async fn set_role(
+    State(api): State<Api>,
+    axum::extract::Path(peer): axum::extract::Path<String>,
+    body: std::result::Result<Json<RoleRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Member>> {
+    let peer = peer_param(&peer)?;
+    let Json(req) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    api.client.allow(peer, req.role).await?;
+    Ok(Json(member(&api, peer)))
+}
+
+async fn revoke(
+    State(api): State<Api>,
+    axum::extract::Path(peer): axum::extract::Path<String>,
+) -> Result<Json<Member>> {
+    let peer = peer_param(&peer)?;
+    api.client.allow(peer, json::Role::Reader).await?;
+    Ok(Json(member(&api, peer)))
+}
+
+async fn invite(State(api): State<Api>, body: axum::body::Bytes) -> Result<Json<Invite>> {
+    let req: InviteRequest = if body.is_empty() {
+        InviteRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?
+    };
+    let ticket = api.client.invite(req.admin).await?;
+    Ok(Json(Invite {
+        ticket: ticket.encode(),
+    }))
 }
 
 async fn delete_file(State(api): State<Api>, uri: Uri) -> Result<Json<FileStat>> {

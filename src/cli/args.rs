@@ -138,6 +138,54 @@ Examples:
         #[command(flatten)]
         target: Target,
     },
+    /// Make a ticket that lets a new machine join this network as a writer (admins only).
+    #[command(after_help = "\
+Examples:
+  dfs invite                       prints dfs1...; on the new machine: dfs node --join dfs1...
+  dfs invite --admin --json        {\"ticket\": \"dfs1...\"} (the owner only)
+
+A ticket is a secret for one machine: it holds that machine's new identity.")]
+    Invite {
+        /// The new member may also grant and revoke write access (only the owner appoints).
+        #[arg(long)]
+        admin: bool,
+        /// Print JSON: {"ticket": "..."}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Give a peer write access (admins only); with --admin, make it an admin (the owner only).
+    #[command(after_help = "Example:\n  dfs allow 12D3KooW...")]
+    Allow {
+        /// The peer id (base58), as `dfs id` on that node prints it.
+        peer_id: String,
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Revoke a peer's write access (admins only). Its records so far stay; anything it signs
+    /// afterwards is refused by every node, whatever time it claims.
+    #[command(after_help = "Example:\n  dfs deny 12D3KooW...")]
+    Deny {
+        /// The peer id (base58).
+        peer_id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List the network's members: the owner, admins, writers, revoked writers.
+    #[command(after_help = "\
+Examples:
+  dfs members
+  dfs members --json   [{\"peer_id\", \"role\", \"owner\", \"cutoff\"?}, ...]")]
+    Members {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Rebuild a damaged index (a stopped node's): keep every verified chunk, get the records
     /// back from the peers at the next start.
     #[command(after_help = super::disk::REPAIR_HELP)]
@@ -200,14 +248,12 @@ pub struct NodeArgs {
     /// Address of the local HTTP API; port 0 picks a free port.
     #[arg(long, env = "DFS_API", value_name = "HOST:PORT", default_value = crate::api::DEFAULT_ADDR)]
     pub(super) api: String,
-    /// Name of the network; nodes of different networks never exchange data.
-    #[arg(
-        long,
-        env = "DFS_NETWORK",
-        value_name = "NAME",
-        default_value = "default"
-    )]
-    pub(super) network: String,
+    /// Join a network as a writer with a ticket from `dfs invite` (on a fresh data dir; later
+    /// starts need no flag). Without --join or --bootstrap, a fresh data dir creates a new
+    /// network that this node owns; with --bootstrap alone, the node joins the bootstrap peer's
+    /// network as a reader.
+    #[arg(long, env = "DFS_JOIN", value_name = "TICKET", hide_env_values = true)]
+    pub(super) join: Option<String>,
     /// Allow the API on a non-loopback address (anyone who can reach it and has the token
     /// controls the node).
     #[arg(long)]

@@ -6,6 +6,7 @@
 //! - `node`: `dfs node`, a peer and its API until a signal.
 //! - `files`: `put`, `get`, `rm`, `ls` and `stat`.
 //! - `peers`: `peers` and `id`.
+//! - `members`: `invite`, `allow`, `deny` and `members`.
 //! - `output`: what the commands print, as text or JSON.
 //! - `transfer`: streaming bodies: stdin, progress bars, `get` to stdout or into a file.
 //! - `disk`: `repair` (a stopped node's damaged index) and the scrub flags of `node`.
@@ -13,6 +14,7 @@
 mod args;
 mod disk;
 mod files;
+mod members;
 mod node;
 mod output;
 mod peers;
@@ -98,6 +100,18 @@ async fn run_command(command: Command) -> Result<()> {
         Command::Stat { key, json, target } => files::stat(&target.connect()?, &key, json).await,
         Command::Peers { json, target } => peers::peers(&target.connect()?, json).await,
         Command::Id { json, target } => peers::id(&target.connect()?, json).await,
+        Command::Invite {
+            admin,
+            json,
+            target,
+        } => members::invite(&target.connect()?, admin, json).await,
+        Command::Allow {
+            peer_id,
+            admin,
+            target,
+        } => members::allow(&target.connect()?, &peer_id, admin).await,
+        Command::Deny { peer_id, target } => members::deny(&target.connect()?, &peer_id).await,
+        Command::Members { json, target } => members::members(&target.connect()?, json).await,
         Command::Repair { data_dir, force } => disk::repair(data_dir, force),
     }
 }

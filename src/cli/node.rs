@@ -44,7 +44,12 @@ pub(super) async fn run(args: NodeArgs) -> Result<()> {
         config.listen = args.listen;
     }
     config.bootstrap = args.bootstrap;
-    config.network = args.network;
+    if let Some(ticket) = &args.join {
+        config.join = Some(
+            crate::trust::Ticket::decode(ticket)
+                .map_err(|e| Error::Usage(format!("--join: {e}")))?,
+        );
+    }
     if let Some(ms) = args.announce_interval_ms {
         config.announce_interval = Duration::from_millis(ms.max(1));
     }

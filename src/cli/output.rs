@@ -75,6 +75,14 @@ pub(super) fn peers(peers: &[Peer]) {
 /// `id`: the peer id, then the listen addresses indented.
 pub(super) fn id(id: &Id) {
     println!("peer id: {}", id.peer_id);
+    println!(
+        "network: {}",
+        id.network.as_deref().unwrap_or("(not known yet)")
+    );
+    println!(
+        "role:    {}",
+        id.role.map_or("reader (no grant)", |r| r.as_str())
+    );
     for a in &id.addrs {
         println!("  {a}");
     }

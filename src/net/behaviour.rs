@@ -27,12 +27,9 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
-    /// The behaviour of a node with identity `key`, scoring messages on `topics`.
-    pub fn new(
-        key: &Keypair,
-        max_peers: u32,
-        topics: &[gossipsub::TopicHash],
-    ) -> Result<Behaviour, String> {
+    /// The behaviour of a node with identity `key`. Topics get their scoring when the node
+    /// subscribes to them ([`topic_score`]).
+    pub fn new(key: &Keypair, max_peers: u32) -> Result<Behaviour, String> {
         let gossip_config = gossipsub::ConfigBuilder::default()
             .validation_mode(gossipsub::ValidationMode::Strict)
             .message_id_fn(protocols::message_id)
@@ -47,7 +44,7 @@ impl Behaviour {
         )?;
         gossipsub
             .with_peer_score(
-                score_params(topics),
+                gossipsub::PeerScoreParams::default(),
                 gossipsub::PeerScoreThresholds::default(),
             )
             .map_err(|e| format!("gossipsub scoring: {e}"))?;
@@ -73,18 +70,13 @@ impl Behaviour {
     }
 }
 
-/// Peer scoring: invalid messages (P4) cost a peer dearly; the mesh-delivery penalties (P3,
-/// P3b) are off, because a quiet store legitimately sends few messages.
-fn score_params(topics: &[gossipsub::TopicHash]) -> gossipsub::PeerScoreParams {
-    let mut params = gossipsub::PeerScoreParams::default();
-    for topic in topics {
-        let t = gossipsub::TopicScoreParams {
-            mesh_message_deliveries_weight: 0.0,
-            mesh_failure_penalty_weight: 0.0,
-            invalid_message_deliveries_weight: -10.0,
-            ..Default::default()
-        };
-        params.topics.insert(topic.clone(), t);
+/// Peer scoring of one topic: invalid messages (P4) cost a peer dearly; the mesh-delivery
+/// penalties (P3, P3b) are off, because a quiet store legitimately sends few messages.
+pub fn topic_score() -> gossipsub::TopicScoreParams {
+    gossipsub::TopicScoreParams {
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -10.0,
+        ..Default::default()
     }
-    params
 }

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::discovery::{self, Discovery};
-use super::{Command, Config, Error, Event, NodeInfo, PeerInfo};
-use crate::protocols::{fetch, peers, records, sync};
+use super::{Command, Config, Error, Event, Gate, NodeInfo, PeerInfo};
+use crate::protocols::{fetch, members, peers, records, sync};
 use crate::record::{wall_ms, Record};
 
 /// How often the loop looks at its timers.
@@ -57,6 +57,38 @@ struct Connected {
     dfs: bool,
 }
 
+/// The gossip topics of one network.
+struct Topics {
+    network: String,
+    records: gossipsub::IdentTopic,
+    peers: gossipsub::IdentTopic,
+    members: gossipsub::IdentTopic,
+}
+
+impl Topics {
+    fn of(network: &str) -> Topics {
+        Topics {
+            network: network.to_string(),
+            records: records::topic(network),
+            peers: peers::topic(network),
+            members: members::topic(network),
+        }
+    }
+
+    /// Subscribes to every topic, with its scoring.
+    fn subscribe(&self, gossipsub: &mut gossipsub::Behaviour) -> Result<(), Error> {
+        for topic in [&self.records, &self.peers, &self.members] {
+            gossipsub
+                .set_topic_params(topic.clone(), super::behaviour::topic_score())
+                .map_err(|e| Error::Start(format!("topic scoring: {e}")))?;
+            gossipsub
+                .subscribe(topic)
+                .map_err(|e| Error::Start(format!("subscribe: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     config: Config,
@@ -68,8 +100,9 @@ pub struct EventLoop {
     pending_fetch: HashMap<OutboundRequestId, oneshot::Sender<Result<fetch::Response, Error>>>,
     pending_sync: HashMap<OutboundRequestId, oneshot::Sender<Result<sync::Response, Error>>>,
     discovery: Discovery,
-    records_topic: gossipsub::IdentTopic,
-    peers_topic: gossipsub::IdentTopic,
+    /// The network's topics, once its id is known.
+    topics: Option<Topics>,
+    gate: std::sync::Arc<dyn Gate>,
     connected: HashMap<PeerId, Connected>,
     listen_addrs: Vec<Multiaddr>,
     announce_due: bool,
@@ -81,14 +114,13 @@ impl EventLoop {
     pub(crate) async fn new(
         keypair: Keypair,
         config: Config,
+        gate: std::sync::Arc<dyn Gate>,
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
         shutdown: CancellationToken,
     ) -> Result<EventLoop, Error> {
         let local = keypair.public().to_peer_id();
-        let records_topic = records::topic(&config.network);
-        let peers_topic = peers::topic(&config.network);
-        let topics = [records_topic.hash(), peers_topic.hash()];
+        let topics = config.network.as_deref().map(Topics::of);
         let max_peers = config.max_peers;
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
@@ -99,18 +131,14 @@ impl EventLoop {
             )
             .map_err(|e| Error::Start(format!("transport: {e}")))?
             .with_behaviour(|key| {
-                Behaviour::new(key, max_peers, &topics)
+                Behaviour::new(key, max_peers)
                     .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
             })
             .map_err(|e| Error::Start(format!("behaviour: {e}")))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
             .build();
-        for topic in [&records_topic, &peers_topic] {
-            swarm
-                .behaviour_mut()
-                .gossipsub
-                .subscribe(topic)
-                .map_err(|e| Error::Start(format!("subscribe: {e}")))?;
+        if let Some(topics) = &topics {
+            topics.subscribe(&mut swarm.behaviour_mut().gossipsub)?;
         }
         let mut listeners = HashSet::new();
         for addr in &config.listen {
@@ -148,7 +176,13 @@ impl EventLoop {
                 other => tracing::trace!(?other, "event during start-up"),
             }
         }
-        tracing::info!(peer_id = %local, network = %config.network, "dfs node started");
+        match &config.network {
+            Some(network) => tracing::info!(peer_id = %local, %network, "dfs node started"),
+            None => tracing::info!(
+                peer_id = %local,
+                "dfs node started; learning the network from the bootstrap peers"
+            ),
+        }
         Ok(EventLoop {
             discovery: Discovery::new(local, &config.bootstrap),
             swarm,
@@ -160,8 +194,8 @@ impl EventLoop {
             inbound_per_peer: HashMap::new(),
             pending_fetch: HashMap::new(),
             pending_sync: HashMap::new(),
-            records_topic,
-            peers_topic,
+            topics,
+            gate,
             connected: HashMap::new(),
             listen_addrs,
             announce_due: true,
@@ -260,7 +294,10 @@ impl EventLoop {
             addrs,
             time: wall_ms(),
         });
-        let topic = self.peers_topic.clone();
+        let Some(topics) = &self.topics else {
+            return;
+        };
+        let topic = topics.peers.clone();
         match self.swarm.behaviour_mut().gossipsub.publish(topic, message) {
             Ok(_) => tracing::trace!("announced ourselves"),
             Err(e) => tracing::trace!(error = %e, "announcement not sent"),
@@ -271,8 +308,45 @@ impl EventLoop {
 
     fn on_command(&mut self, command: Command) {
         match command {
+            Command::PublishGrant { grant } => {
+                let Some(topics) = &self.topics else {
+                    return;
+                };
+                let topic = topics.members.clone();
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(topic, members::encode(&grant))
+                {
+                    Ok(_) => tracing::debug!("grant published"),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "grant not published; sync will carry it")
+                    }
+                }
+            }
+            Command::Join { network } => {
+                if self.topics.as_ref().is_some_and(|t| t.network == network) {
+                    return;
+                }
+                if let Some(old) = self.topics.take() {
+                    for topic in [&old.records, &old.peers, &old.members] {
+                        self.swarm.behaviour_mut().gossipsub.unsubscribe(topic);
+                    }
+                }
+                let topics = Topics::of(&network);
+                match topics.subscribe(&mut self.swarm.behaviour_mut().gossipsub) {
+                    Ok(()) => tracing::info!(%network, "joined the network"),
+                    Err(e) => tracing::warn!(%network, error = %e, "cannot join the network"),
+                }
+                self.topics = Some(topics);
+                self.announce_due = true;
+            }
             Command::Publish { record } => {
-                let topic = self.records_topic.clone();
+                let Some(topics) = &self.topics else {
+                    return;
+                };
+                let topic = topics.records.clone();
                 let data = records::encode(&record);
                 match self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
                     Ok(_) => tracing::debug!(key = %record.key, "record published"),
@@ -517,7 +591,11 @@ impl EventLoop {
                 message,
             }) => self.on_gossip(propagation_source, message_id, message),
             BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, topic }) => {
-                if topic == self.peers_topic.hash() {
+                if self
+                    .topics
+                    .as_ref()
+                    .is_some_and(|t| topic == t.peers.hash())
+                {
                     tracing::trace!(peer = %peer_id, "peer joined the peers topic");
                     self.announce_due = true;
                 }
@@ -555,31 +633,58 @@ impl EventLoop {
     }
 
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
-        let acceptance = if message.topic == self.records_topic.hash() {
+        use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
+        let Some(topics) = &self.topics else {
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&id, &source, Ignore);
+            return;
+        };
+        let acceptance = if message.topic == topics.records.hash() {
             match records::decode(&message.data) {
-                Ok(record) => {
+                Ok(record) if self.gate.admits_record(&record) => {
                     let hint = message.source.into_iter().chain([source]).collect();
                     self.apply_remote(record, hint);
-                    gossipsub::MessageAcceptance::Accept
+                    Accept
                 }
+                Ok(_) => Ignore,
                 Err(e) => {
                     tracing::debug!(peer = %source, error = %e, "rejecting record message");
-                    gossipsub::MessageAcceptance::Reject
+                    Reject
                 }
             }
-        } else if message.topic == self.peers_topic.hash() {
+        } else if message.topic == topics.members.hash() {
+            match members::decode(&message.data) {
+                Ok(grant) if self.gate.admits_grant(&grant) => {
+                    if self
+                        .events
+                        .try_send(Event::Grant { grant, source })
+                        .is_err()
+                    {
+                        tracing::debug!("event queue full; anti-entropy will bring the grant");
+                    }
+                    Accept
+                }
+                Ok(_) => Ignore,
+                Err(e) => {
+                    tracing::debug!(peer = %source, error = %e, "rejecting grant message");
+                    Reject
+                }
+            }
+        } else if message.topic == topics.peers.hash() {
             match peers::decode(&message.data, message.source.as_ref()) {
                 Ok(a) => {
                     self.on_announcement(a);
-                    gossipsub::MessageAcceptance::Accept
+                    Accept
                 }
                 Err(e) => {
                     tracing::debug!(peer = %source, error = %e, "rejecting peer announcement");
-                    gossipsub::MessageAcceptance::Reject
+                    Reject
                 }
             }
         } else {
-            gossipsub::MessageAcceptance::Ignore
+            Ignore
         };
         self.swarm
             .behaviour_mut()

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::protocols::{fetch, sync};
 use crate::record::Record;
+use crate::trust::Grant;
 
 /// Version string announced through identify as the agent version: `dfs/<version>`.
 pub const AGENT_VERSION: &str = concat!("dfs/", env!("CARGO_PKG_VERSION"));
@@ -36,8 +37,9 @@ const EVENT_QUEUE: usize = 1024;
 pub struct Config {
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
-    /// Name of the network; namespaces the gossip topics so separate clusters never mix.
-    pub network: String,
+    /// The network id (its owner's peer id); namespaces the gossip topics so separate networks
+    /// never mix. `None` until learnt from a peer ([`Network::join`]).
+    pub network: Option<String>,
     /// Most connected peers; gossip discovery stops dialling at this number.
     pub max_peers: u32,
     /// How often the node announces itself on the peers topic.
@@ -107,6 +109,8 @@ pub enum Event {
         request: sync::Request,
         reply: oneshot::Sender<sync::Response>,
     },
+    /// A verified grant from gossip whose issuer may grant (already accepted for forwarding).
+    Grant { grant: Grant, source: PeerId },
     /// A peer that speaks dfs is connected and identified.
     PeerReady(PeerId),
     /// The last connection to a peer closed.
@@ -118,6 +122,12 @@ pub enum Event {
 pub(crate) enum Command {
     Publish {
         record: Record,
+    },
+    PublishGrant {
+        grant: Grant,
+    },
+    Join {
+        network: String,
     },
     Fetch {
         peer: PeerId,
@@ -212,6 +222,17 @@ impl Network {
         self.send(Command::Publish { record }).await
     }
 
+    /// Publishes a grant on the members topic.
+    pub async fn publish_grant(&self, grant: Grant) -> Result<(), Error> {
+        self.send(Command::PublishGrant { grant }).await
+    }
+
+    /// Subscribes to the topics of a network learnt after start (a no-op if it is the one the
+    /// node already has).
+    pub async fn join(&self, network: String) -> Result<(), Error> {
+        self.send(Command::Join { network }).await
+    }
+
     /// The connected peers.
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, Error> {
         self.ask(|reply| Command::Peers { reply }).await
@@ -291,14 +312,25 @@ fn probe_listen(addr: &Multiaddr) -> Result<(), Error> {
     }
 }
 
+/// What the application decides about gossip before it is forwarded: a record or grant that
+/// verifies but whose author or issuer may not write is ignored (neither forwarded nor
+/// delivered), without counting against the peer that forwarded it, which may know less.
+pub trait Gate: Send + Sync + 'static {
+    fn admits_record(&self, record: &Record) -> bool;
+    fn admits_grant(&self, grant: &Grant) -> bool;
+}
+
 /// Builds the swarm, binds the listeners and returns the handle, the event receiver and the
 /// event loop, which the caller spawns. Returns once the listeners are bound.
 pub async fn start(
     keypair: libp2p::identity::Keypair,
     config: Config,
+    gate: std::sync::Arc<dyn Gate>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(Network, mpsc::Receiver<Event>, event_loop::EventLoop), Error> {
-    crate::protocols::validate_network(&config.network).map_err(Error::Start)?;
+    if let Some(network) = &config.network {
+        crate::protocols::validate_network(network).map_err(Error::Start)?;
+    }
     for addr in &config.listen {
         probe_listen(addr)?;
     }
@@ -314,7 +346,7 @@ pub async fn start(
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let event_loop =
-        event_loop::EventLoop::new(keypair, config, commands_rx, events_tx, shutdown).await?;
+        event_loop::EventLoop::new(keypair, config, gate, commands_rx, events_tx, shutdown).await?;
     let network = Network {
         local,
         commands: commands_tx,

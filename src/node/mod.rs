@@ -5,6 +5,7 @@
 //! all of them have ended, so the data dir can be reopened at once.
 
 mod chunk_channel;
+mod membership;
 mod scrub;
 
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use crate::record::{Record, CHUNK_SIZE};
 use crate::replication::{self, download, Replication};
 use crate::store::{Stat, Store, StoreError};
 use crate::tasks::{TaskFailed, Tasks};
+use crate::trust::{self, Grant, Member, Role, Ticket};
 
 pub use crate::net::{NodeInfo, PeerInfo, AGENT_VERSION, PROTOCOL_VERSION};
 pub use crate::replication::SyncStats;
@@ -34,8 +36,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
-    /// Name of the network; namespaces the gossip topics so separate clusters never mix.
-    pub network: String,
+    /// A ticket from `dfs invite`: join its network as a writer, with the identity it holds
+    /// (a fresh data dir only). Without it, a node joins the network its data dir remembers,
+    /// else its bootstrap peers' (as a reader), else creates a network it owns.
+    pub join: Option<Ticket>,
     /// Most connected peers; gossip discovery stops dialling at this number.
     pub max_peers: u32,
     /// How often the node announces itself on the peers topic.
@@ -69,7 +73,7 @@ impl Config {
             data_dir,
             listen: vec!["/ip4/0.0.0.0/tcp/4001".parse().expect("valid multiaddr")],
             bootstrap: Vec::new(),
-            network: "default".into(),
+            join: None,
             max_peers: 64,
             announce_interval: Duration::from_secs(30),
             sync_interval: Duration::from_secs(30),
@@ -82,11 +86,19 @@ impl Config {
         }
     }
 
-    fn net(&self) -> net::Config {
+    fn net(&self, network: Option<String>) -> net::Config {
+        let mut bootstrap = self.bootstrap.clone();
+        if let Some(ticket) = &self.join {
+            for addr in &ticket.addrs {
+                if !bootstrap.contains(addr) {
+                    bootstrap.push(addr.clone());
+                }
+            }
+        }
         net::Config {
             listen: self.listen.clone(),
-            bootstrap: self.bootstrap.clone(),
-            network: self.network.clone(),
+            bootstrap,
+            network,
             max_peers: self.max_peers,
             announce_interval: self.announce_interval,
             redial_interval: self.retry_interval,
@@ -124,6 +136,8 @@ pub enum Error {
     Start(String),
     #[error(transparent)]
     Task(#[from] TaskFailed),
+    #[error("{0}")]
+    NotAllowed(String),
 }
 
 impl From<net::Error> for Error {
@@ -188,6 +202,106 @@ impl Client {
         self.replication.chunks_fetched()
     }
 
+    /// The network this node belongs to, if known yet.
+    pub fn network_id(&self) -> Option<String> {
+        self.replication.members().network()
+    }
+
+    /// This node's role in its network (`None`: not a member, or the network is not known).
+    pub fn role(&self) -> Option<Role> {
+        self.replication.members().role(&self.peer_id)
+    }
+
+    /// Refuses writes from a node without write access, with what to do about it.
+    fn may_write(&self) -> Result<(), Error> {
+        if self.role().is_some_and(|r| r >= Role::Writer) {
+            return Ok(());
+        }
+        let network = self
+            .network_id()
+            .unwrap_or_else(|| "(not joined yet)".into());
+        Err(Error::NotAllowed(format!(
+            "this node ({}) has no write access to network {network}: ask an admin to run `dfs allow {}`, or join with a ticket from `dfs invite`",
+            self.peer_id, self.peer_id
+        )))
+    }
+
+    /// The members of the network: the owner and every peer with a grant.
+    pub fn members(&self) -> Vec<Member> {
+        self.replication
+            .members()
+            .with(|m| m.members())
+            .unwrap_or_default()
+    }
+
+    /// Refusals of records and grants since start (see `replication::admission`).
+    pub fn refusals(&self) -> &replication::admission::Refusals {
+        self.replication.refusals()
+    }
+
+    /// Grants `role` to `peer` (admin: the owner only; writer; reader revokes write access),
+    /// signs it, stores it and spreads it. A grant that lowers a peer's role keeps its records
+    /// up to the highest sequence number of its that this node has seen.
+    pub async fn allow(&self, peer: PeerId, role: Role) -> Result<Grant, Error> {
+        let mine = self.role();
+        if mine < Some(Role::Admin) {
+            return Err(Error::NotAllowed(format!(
+                "this node ({}) is not an admin of its network: only the owner and its admins grant access",
+                self.peer_id
+            )));
+        }
+        let network = self.network_id().ok_or(Error::Stopped)?;
+        let owner = trust::owner_of(&network).ok_or(Error::Stopped)?;
+        if role == Role::Admin && owner != self.peer_id {
+            return Err(Error::NotAllowed(
+                "only the network's owner appoints admins".into(),
+            ));
+        }
+        if peer == owner {
+            return Err(Error::NotAllowed("the owner's role cannot change".into()));
+        }
+        let subject = peer.to_bytes();
+        let store = self.store.clone();
+        let s = subject.clone();
+        let cutoff = self.tasks.blocking(move || store.max_seq(&s)).await??;
+        let unsigned = Grant {
+            network,
+            subject,
+            role,
+            cutoff,
+            time: 0,
+            issuer: Vec::new(),
+            seq: 0,
+            sig: Vec::new(),
+        };
+        let store = self.store.clone();
+        let grant = self
+            .tasks
+            .blocking(move || store.sign_grant(unsigned))
+            .await??;
+        self.replication
+            .grant_counts(grant.clone())
+            .await
+            .map_err(merge_error)?;
+        self.network.publish_grant(grant.clone()).await?;
+        Ok(grant)
+    }
+
+    /// Makes a ticket for a new machine: a fresh identity, granted `writer` (or `admin`), and
+    /// this node's addresses.
+    pub async fn invite(&self, admin: bool) -> Result<Ticket, Error> {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let role = if admin { Role::Admin } else { Role::Writer };
+        let grant = self.allow(key.public().to_peer_id(), role).await?;
+        let info = self.network.info().await?;
+        Ok(Ticket {
+            network: grant.network.clone(),
+            addrs: info.addrs,
+            key,
+            grant,
+        })
+    }
+
     /// Stores a file from a blocking reader, durably, then gossips its record. Returns when the
     /// put is durable locally.
     pub async fn put_blocking(
@@ -195,6 +309,7 @@ impl Client {
         key: String,
         reader: impl std::io::Read + Send + 'static,
     ) -> Result<Record, Error> {
+        self.may_write()?;
         let store = self.store.clone();
         let record = self
             .tasks
@@ -228,6 +343,7 @@ impl Client {
         mut reader: impl tokio::io::AsyncRead + Send + Unpin + 'static,
     ) -> Result<Record, Error> {
         use tokio::io::AsyncReadExt;
+        self.may_write()?;
         let (tx, rx) = mpsc::channel::<std::io::Result<bytes::Bytes>>(PUT_QUEUE);
         let store = self.store.clone();
         let writer = self
@@ -282,6 +398,7 @@ impl Client {
 
     /// Deletes a key everywhere: writes a tombstone and gossips it.
     pub async fn delete(&self, key: String) -> Result<Record, Error> {
+        self.may_write()?;
         let store = self.store.clone();
         let record = self.tasks.blocking(move || store.delete(&key)).await??;
         self.network.publish(record.clone()).await?;
@@ -321,8 +438,14 @@ impl Client {
         Ok(download::start(&self.replication, record, range).await?)
     }
 
-    /// Asks the connected peers for a key's record, merges the winner into the store.
+    /// Asks the connected peers for a key's record, merges the winner into the store. A reader
+    /// that is still learning its network waits for it first (within the lookup timeout):
+    /// records count only once it knows who may write.
     async fn lookup(&self, key: &str) -> Result<Option<Record>, Error> {
+        let deadline = tokio::time::Instant::now() + self.lookup_timeout;
+        while self.network_id().is_none() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let peers = self.network.peers().await?;
         let mut asks: futures::stream::FuturesUnordered<_> = peers
             .into_iter()
@@ -347,8 +470,13 @@ impl Client {
         }
         let mut best: Option<(PeerId, Record)> = None;
         for (peer, r) in answers.into_iter().flatten() {
-            if r.key != key || r.validate().is_err() {
-                tracing::debug!(%peer, "ignoring invalid record in lookup answer");
+            if r.key != key || r.check().is_err() {
+                self.replication
+                    .misbehaved(peer, "an invalid record in a lookup answer");
+                continue;
+            }
+            if !self.replication.members().admits(&r) {
+                tracing::debug!(%peer, "ignoring a record by a peer without write access in a lookup answer");
                 continue;
             }
             if best.as_ref().is_none_or(|(_, b)| r.supersedes(b)) {
@@ -362,10 +490,7 @@ impl Client {
         self.replication
             .merge(vec![r], &[peer])
             .await
-            .map_err(|e| match e {
-                replication::MergeError::Store(e) => Error::Store(e),
-                replication::MergeError::Task(e) => Error::Task(e),
-            })?;
+            .map_err(merge_error)?;
         let store = self.store.clone();
         let key = key.to_string();
         Ok(self.tasks.blocking(move || store.record(&key)).await??)
@@ -421,6 +546,13 @@ impl Client {
     }
 }
 
+fn merge_error(e: replication::MergeError) -> Error {
+    match e {
+        replication::MergeError::Store(e) => Error::Store(e),
+        replication::MergeError::Task(e) => Error::Task(e),
+    }
+}
+
 /// A started node: its client, the tasks it owns, and the network task's handle.
 pub struct Node {
     client: Client,
@@ -438,31 +570,73 @@ impl Node {
                 config.data_dir.display()
             ))
         })?;
-        let keypair = crate::identity::load_or_create(&config.data_dir)
-            .map_err(|e| Error::Start(e.to_string()))?;
+        let decided = membership::decide(
+            &config.data_dir,
+            config.join.as_ref(),
+            !config.bootstrap.is_empty(),
+        )?;
+        let keypair = decided.keypair;
+        let members = decided.members;
         let peer_id = keypair.public().to_peer_id();
         let tasks = Tasks::new();
         let store_dir = crate::datadir::DataDir::new(&config.data_dir).store();
+        let signer = keypair.clone();
         let store = tasks
-            .blocking(move || Store::open(&store_dir, peer_id.to_bytes()))
+            .blocking(move || Store::open(&store_dir, signer))
             .await??;
-        let (network, events, event_loop) =
-            match net::start(keypair, config.net(), tasks.token().clone()).await {
-                Ok(started) => started,
-                Err(e) => {
-                    tasks.shutdown().await;
-                    return Err(e.into());
-                }
-            };
+        store.set_admission(members.admission());
+        let stored = store.clone();
+        let grants = tasks.blocking(move || stored.grants()).await??;
+        membership::load_grants(&members, grants);
+        let refusals = std::sync::Arc::new(replication::admission::Refusals::default());
+        let gate = Replication::gate(&members, &refusals);
+        let (network, events, event_loop) = match net::start(
+            keypair,
+            config.net(decided.network.clone()),
+            gate,
+            tasks.token().clone(),
+        )
+        .await
+        {
+            Ok(started) => started,
+            Err(e) => {
+                tasks.shutdown().await;
+                return Err(e.into());
+            }
+        };
         let replication = Replication::new(
             store.clone(),
             network.clone(),
             tasks.clone(),
             config.replication(),
+            members,
+            refusals,
         );
         if let Err(e) = replication.serve_streams() {
             tasks.shutdown().await;
             return Err(e.into());
+        }
+        if decided.created {
+            tracing::info!(
+                network = ?decided.network,
+                "created a new network, owned by this node; `dfs invite` lets other machines in"
+            );
+        }
+        // A grant held since start: a ticket's (stored now), or a revocation a crash cut short.
+        if let Some(ticket) = &config.join {
+            replication
+                .add_grants(vec![ticket.grant.clone()])
+                .await
+                .map_err(merge_error)?;
+        }
+        let stored = store.clone();
+        tasks.blocking(move || stored.drop_refused()).await??;
+        if decided.network.is_none() {
+            tasks.spawn(membership::learn(
+                config.data_dir.clone(),
+                network.clone(),
+                replication.clone(),
+            ));
         }
         let network_task = tasks.spawn(event_loop.run());
         tasks.spawn(replication.clone().run(events));

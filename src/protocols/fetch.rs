@@ -1,5 +1,5 @@
-//! The fetch protocol, `/dfs/fetch/2` (request-response, CBOR): ask a peer for a key's record or
-//! a page of a file's chunk list. One request and one response per stream. Chunk bytes travel on
+//! The fetch protocol, `/dfs/fetch/2` (request-response, CBOR): ask a peer for a key's record,
+//! a page of a file's chunk list, or which network it belongs to. One request and one response per stream. Chunk bytes travel on
 //! [`super::chunks`] instead (`/dfs/fetch/1` carried them here and is gone).
 //!
 //! A receiver trusts nothing it gets: a chunk list is checked against the content id
@@ -32,6 +32,8 @@ pub enum Request {
     Record { key: String },
     /// A page of the chunk list of a content id, starting at chunk `offset`.
     Manifest { cid: Hash, offset: u64 },
+    /// The id of the network the peer belongs to (how a reader that bootstraps learns it).
+    Network,
 }
 
 /// A fetch response.
@@ -49,6 +51,10 @@ pub enum Response {
         offset: u64,
         chunks: Vec<Hash>,
     },
+    /// The network id of the peer (its owner's peer id).
+    Network {
+        id: String,
+    },
     /// The peer does not have what was asked for (or not all of it, for a chunk list).
     NotFound,
     /// The request was malformed or refused; the text says why.
@@ -59,12 +65,10 @@ pub enum Response {
 
 /// The request-response behaviour of this protocol with its limits.
 pub type Behaviour = libp2p::request_response::Behaviour<Codec>;
-pub type Codec = libp2p::request_response::cbor::codec::Codec<Request, Response>;
+pub type Codec = super::codec::Codec<Request, Response>;
 
 pub fn behaviour() -> Behaviour {
-    let codec = Codec::default()
-        .set_request_size_maximum(MAX_REQUEST_SIZE)
-        .set_response_size_maximum(MAX_RESPONSE_SIZE);
+    let codec = Codec::new(MAX_REQUEST_SIZE, MAX_RESPONSE_SIZE);
     Behaviour::with_codec(
         codec,
         [(PROTOCOL, libp2p::request_response::ProtocolSupport::Full)],

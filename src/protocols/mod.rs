@@ -2,14 +2,17 @@
 //! documentation of its messages. `docs/PROTOCOL.md` is the specification for other
 //! implementations; these modules are the reference.
 //!
-//! - [`records`]: gossipsub topic `dfs/<network>/records/1`, record updates (metadata only).
+//! - [`records`]: gossipsub topic `dfs/<network>/records/2`, signed record updates (metadata).
+//! - [`members`]: gossipsub topic `dfs/<network>/members/1`, signed grants (membership).
 //! - [`peers`]: gossipsub topic `dfs/<network>/peers/1`, peer announcements (discovery).
-//! - [`fetch`]: request-response `/dfs/fetch/2`, records and chunk lists.
+//! - [`fetch`]: request-response `/dfs/fetch/2`, records, chunk lists and the network id.
 //! - [`chunks`]: raw stream `/dfs/chunks/1`, bulk chunk bytes.
 //! - [`sync`]: request-response `/dfs/sync/1`, anti-entropy over a tree of record digests.
 
 pub mod chunks;
+pub mod codec;
 pub mod fetch;
+pub mod members;
 pub mod peers;
 pub mod records;
 pub mod sync;
@@ -30,7 +33,7 @@ pub enum DecodeError {
 }
 
 /// Decodes one CBOR value from a bounded buffer.
-pub(crate) fn decode_cbor<T: serde::de::DeserializeOwned>(
+pub fn decode_cbor<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     limit: usize,
 ) -> Result<T, DecodeError> {
@@ -41,7 +44,7 @@ pub(crate) fn decode_cbor<T: serde::de::DeserializeOwned>(
 }
 
 /// Encodes one value as CBOR.
-pub(crate) fn encode_cbor<T: serde::Serialize>(value: &T) -> Vec<u8> {
+pub fn encode_cbor<T: serde::Serialize>(value: &T) -> Vec<u8> {
     let mut out = Vec::new();
     ciborium::ser::into_writer(value, &mut out).expect("CBOR encoding into a Vec cannot fail");
     out

@@ -1,14 +1,16 @@
-//! Record gossip: topic `dfs/<network>/records/1`. Each message is one [`Record`] encoded as a
-//! CBOR map (`key`, `cid`, `size`, `time`, `author`), published by a node when a local put or
-//! delete commits. Messages carry metadata only, never file bytes. A receiver decodes, bounds
-//! and validates the record, then merges it by last-writer-wins and fetches the content.
+//! Record gossip: topic `dfs/<network>/records/2`. Each message is one signed [`Record`]
+//! (format v2) encoded as a CBOR map (`key`, `cid`, `size`, `time`, `author`, `seq`,
+//! `replaces`, `sig`), published by a node when a local put or delete commits. Messages carry
+//! metadata only, never file bytes. A receiver decodes, bounds, validates and verifies the
+//! record; replication then checks that its author may write, merges it by last-writer-wins
+//! and fetches the content.
 
 use crate::protocols::{decode_cbor, encode_cbor, DecodeError};
 use crate::record::Record;
 
 /// Topic name component and version.
 pub const TOPIC: &str = "records";
-pub const TOPIC_VERSION: u32 = 1;
+pub const TOPIC_VERSION: u32 = 2;
 /// Largest record message accepted (a key is at most 1 KiB).
 pub const MAX_MESSAGE_SIZE: usize = 2048;
 
@@ -21,10 +23,10 @@ pub fn encode(record: &Record) -> Vec<u8> {
     encode_cbor(record)
 }
 
-/// Decodes and validates a record message.
+/// Decodes, validates and verifies (signature) a record message.
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let record: Record = decode_cbor(bytes, MAX_MESSAGE_SIZE)?;
-    record.validate()?;
+    record.check()?;
     Ok(record)
 }
 
@@ -35,15 +37,24 @@ mod tests {
 
     #[test]
     fn round_trip_and_rejections() {
-        let author = libp2p::PeerId::random().to_bytes();
-        let r = Record {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let mut r = Record {
             key: "a/b".into(),
             cid: Some(Hash([7; 32])),
             size: 5,
             time: wall_ms() << 16,
-            author: author.clone(),
+            author: Vec::new(),
+            seq: 1,
+            replaces: Vec::new(),
+            sig: Vec::new(),
         };
+        r.sign(&key);
         assert_eq!(decode(&encode(&r)).unwrap(), r);
+        let unsigned = Record {
+            sig: Vec::new(),
+            ..r.clone()
+        };
+        assert!(decode(&encode(&unsigned)).is_err());
         assert!(decode(b"\xff\x00garbage").is_err());
         assert!(decode(&vec![0u8; MAX_MESSAGE_SIZE + 1]).is_err());
         let bad = Record {

@@ -20,7 +20,8 @@ use std::time::Duration;
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
 
-use crate::record::Record;
+use crate::record::{Hash, Record};
+use crate::trust::Grant;
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/dfs/sync/1");
 /// Fan-out of each tree level.
@@ -52,9 +53,20 @@ pub fn leaf_of(key_hash: u64) -> u16 {
 pub enum Request {
     Root,
     Branches,
-    Leaves { branches: Vec<u16> },
-    Entries { leaves: Vec<u16> },
-    Exchange { push: Vec<Record>, want: Vec<u64> },
+    Leaves {
+        branches: Vec<u16>,
+    },
+    Entries {
+        leaves: Vec<u16>,
+    },
+    Exchange {
+        push: Vec<Record>,
+        want: Vec<u64>,
+    },
+    /// The responder's grants, unless the digest of its set equals `digest`.
+    Grants {
+        digest: Hash,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +75,10 @@ pub enum Response {
     Root {
         root: u64,
         count: u64,
+        /// The digest of the responder's grants (membership), when it knows its network; an
+        /// initiator whose digest differs asks for them (`grants`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grants: Option<Hash>,
     },
     /// FANOUT hashes.
     Branches {
@@ -79,6 +95,10 @@ pub enum Response {
     /// The responder's records for the wanted key hashes.
     Records {
         records: Vec<Record>,
+    },
+    /// Every grant of the responder, or none when the digests were equal.
+    Grants {
+        grants: Vec<Grant>,
     },
     Error {
         message: String,
@@ -118,12 +138,10 @@ impl Tree {
 }
 
 pub type Behaviour = libp2p::request_response::Behaviour<Codec>;
-pub type Codec = libp2p::request_response::cbor::codec::Codec<Request, Response>;
+pub type Codec = super::codec::Codec<Request, Response>;
 
 pub fn behaviour() -> Behaviour {
-    let codec = Codec::default()
-        .set_request_size_maximum(MAX_MESSAGE_SIZE)
-        .set_response_size_maximum(MAX_MESSAGE_SIZE);
+    let codec = Codec::new(MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE);
     Behaviour::with_codec(
         codec,
         [(PROTOCOL, libp2p::request_response::ProtocolSupport::Full)],

@@ -21,6 +21,8 @@ pub enum SyncError {
     Network(#[from] net::Error),
     #[error("sync protocol violation by {peer}: {reason}")]
     Protocol { peer: PeerId, reason: String },
+    #[error("{peer} refused a sync request: {message}")]
+    Refused { peer: PeerId, message: String },
     #[error("invalid request: {0}")]
     Invalid(&'static str),
     #[error(transparent)]
@@ -65,8 +67,13 @@ impl Session {
             .stats
             .bytes_received
             .fetch_add(sync::encoded_len(&response) as u64, Ordering::Relaxed);
-        if let Response::Error { message } = &response {
-            return Err(protocol_error(self.peer, message));
+        if let Response::Error { message } = response {
+            // The peer answered, saying what it did not accept in our request (or that it is
+            // busy): a refusal, not a violation on its part.
+            return Err(SyncError::Refused {
+                peer: self.peer,
+                message,
+            });
         }
         Ok(response)
     }
@@ -74,6 +81,9 @@ impl Session {
     /// Runs rounds until both record sets have the same digest, nothing more can be settled,
     /// or the round limit is reached (the next session continues).
     pub(crate) async fn run(self) -> Result<(), SyncError> {
+        if !self.replication.same_network(self.peer).await {
+            return Ok(());
+        }
         let result = self.rounds().await;
         // Counted when it ends, so that at rest `requests_sent` per session is exact.
         self.replication
@@ -83,14 +93,47 @@ impl Session {
         result
     }
 
+    /// Brings this node's grants up to the peer's: sends the digest of its set and adds what
+    /// the peer answers (all its grants, unless the digests were equal). The peer does the
+    /// same in its own sessions, so both converge on membership before records are compared.
+    async fn grants(&self) -> Result<(), SyncError> {
+        let Some(digest) = self.replication.members.with(|m| m.digest()) else {
+            return Ok(());
+        };
+        let Response::Grants { grants } = self.request(Request::Grants { digest }).await? else {
+            return Err(protocol_error(self.peer, "expected grants"));
+        };
+        if grants.len() > crate::trust::MAX_GRANTS {
+            return Err(protocol_error(self.peer, "too many grants"));
+        }
+        let added = self.replication.add_grants(grants).await?;
+        if !added.is_empty() {
+            tracing::debug!(peer = %self.peer, added = added.len(), "grants from sync");
+        }
+        Ok(())
+    }
+
     async fn rounds(&self) -> Result<(), SyncError> {
         let peer = self.peer;
+        let mut grants_checked = false;
         let mut seen_states = HashSet::new();
         for _ in 0..sync::MAX_ROUNDS {
             let mine = tree(&self.replication).await?;
-            let Response::Root { root, count } = self.request(Request::Root).await? else {
+            let Response::Root {
+                root,
+                count,
+                grants,
+            } = self.request(Request::Root).await?
+            else {
                 return Err(protocol_error(peer, "expected root"));
             };
+            // Membership first: records count only once their authors' grants are known.
+            let mine_grants = self.replication.members.with(|m| m.digest());
+            if !grants_checked && grants.is_some() && grants != mine_grants {
+                grants_checked = true;
+                self.grants().await?;
+                continue;
+            }
             if root == mine.root() && count == mine.count {
                 return Ok(());
             }
@@ -193,8 +236,12 @@ impl Session {
                 .stats
                 .records_received
                 .fetch_add(records.len() as u64, Ordering::Relaxed);
-            let changed = self.replication.merge(records, &[peer]).await?;
-            tracing::debug!(%peer, changed, "sync round done");
+            let merged = self.replication.merge(records, &[peer]).await?;
+            if merged.invalid > 0 {
+                self.replication
+                    .misbehaved(peer, "records that do not verify in a sync answer");
+            }
+            tracing::debug!(%peer, changed = merged.changed, "sync round done");
         }
         Ok(())
     }
@@ -224,6 +271,7 @@ impl Responder {
                 Response::Root {
                     root: t.root(),
                     count: t.count,
+                    grants: self.replication.members.with(|m| m.digest()),
                 }
             }
             Request::Branches => Response::Branches {
@@ -254,6 +302,20 @@ impl Responder {
                     .await??;
                 Response::Entries { entries }
             }
+            Request::Grants { digest } => {
+                let grants = self
+                    .replication
+                    .members
+                    .with(|m| {
+                        if m.digest() == digest {
+                            Vec::new()
+                        } else {
+                            m.grants().cloned().collect()
+                        }
+                    })
+                    .unwrap_or_default();
+                Response::Grants { grants }
+            }
             Request::Exchange { push, want } => {
                 if push.len() > sync::MAX_RECORDS_PER_EXCHANGE
                     || want.len() > sync::MAX_RECORDS_PER_EXCHANGE
@@ -264,7 +326,11 @@ impl Responder {
                     .stats
                     .records_received
                     .fetch_add(push.len() as u64, Ordering::Relaxed);
-                self.replication.merge(push, &[self.peer]).await?;
+                let merged = self.replication.merge(push, &[self.peer]).await?;
+                if merged.invalid > 0 {
+                    self.replication
+                        .misbehaved(self.peer, "records that do not verify in a sync push");
+                }
                 let records = self
                     .replication
                     .blocking(move |store| store.records_by_key_hash(&want))

@@ -3,6 +3,7 @@
 //! inbound requests, peers), decides what this node wants ([`wants`], the one policy), merges
 //! records, serves peers, runs anti-entropy, and fetches content.
 //!
+//! - [`admission`]: what counts (signatures, membership), refusal counts and their logs.
 //! - [`transfer`]: fetching content from peers over `/dfs/chunks/1`, verified chunk by chunk.
 //! - [`serve`]: answering fetch requests and serving chunk streams.
 //! - [`anti_entropy`]: sync sessions (initiator and responder).
@@ -10,6 +11,7 @@
 //! - [`buffers`]: the bounded pool of chunk buffers of the bulk paths.
 //! - [`error`]: typed failures.
 
+pub mod admission;
 pub mod anti_entropy;
 mod buffers;
 pub mod download;
@@ -30,6 +32,8 @@ use crate::protocols::chunks;
 use crate::record::Record;
 use crate::store::{Applied, Store, StoreError};
 use crate::tasks::{TaskFailed, Tasks};
+use crate::trust::{Grant, Members};
+use admission::{Refusal, Refusals};
 
 pub use error::{PeerError, TransferError};
 pub use transfer::Progress;
@@ -41,6 +45,10 @@ const MAX_INBOUND_WORK: usize = 16;
 const MERGE_QUEUE: usize = 4096;
 /// Most records merged in one store transaction.
 const MERGE_BATCH: usize = 256;
+/// Misbehaviours (invalid records sent through sync) before a peer is blocked.
+const MAX_STRIKES: u32 = 3;
+/// How long a misbehaving peer stays blocked.
+const BLOCK_FOR: Duration = Duration::from_secs(600);
 /// How often the store is swept for chunks nobody references (left by a transfer that was
 /// abandoned when its record was overwritten or deleted).
 const GC_INTERVAL: Duration = Duration::from_secs(600);
@@ -100,10 +108,25 @@ pub struct Replication {
     syncing: Arc<Mutex<HashSet<PeerId>>>,
     work: Arc<Semaphore>,
     config: Config,
+    members: Members,
+    refusals: Arc<Refusals>,
+    /// Grants are added one at a time, so a revocation's drop follows its grant in order.
+    granting: Arc<tokio::sync::Mutex<()>>,
+    /// Misbehaviours per peer, towards [`MAX_STRIKES`].
+    strikes: Arc<Mutex<std::collections::HashMap<PeerId, u32>>>,
+    /// The network each connected peer said it belongs to (asked once per connection).
+    peer_networks: Arc<Mutex<std::collections::HashMap<PeerId, Option<String>>>>,
 }
 
 impl Replication {
-    pub fn new(store: Store, network: Network, tasks: Tasks, config: Config) -> Replication {
+    pub fn new(
+        store: Store,
+        network: Network,
+        tasks: Tasks,
+        config: Config,
+        members: Members,
+        refusals: Arc<Refusals>,
+    ) -> Replication {
         let transfers = transfer::Transfers::new(
             store.clone(),
             network.clone(),
@@ -120,7 +143,116 @@ impl Replication {
             syncing: Arc::new(Mutex::new(HashSet::new())),
             work: Arc::new(Semaphore::new(MAX_INBOUND_WORK)),
             config,
+            members,
+            refusals,
+            granting: Arc::new(tokio::sync::Mutex::new(())),
+            peer_networks: Arc::default(),
+            strikes: Arc::default(),
         }
+    }
+
+    /// Whether `peer` belongs to this node's network, so that anti-entropy with it makes
+    /// sense. Asked once per connection (`fetch` `network`); a peer that does not answer it (an
+    /// implementation without the request) is given the benefit of the doubt: what it sends is
+    /// checked record by record anyway. False while this node does not know its network.
+    pub(crate) async fn same_network(&self, peer: PeerId) -> bool {
+        let Some(mine) = self.members.network() else {
+            return false;
+        };
+        let known = self
+            .peer_networks
+            .lock()
+            .expect("peer networks")
+            .get(&peer)
+            .cloned();
+        let theirs = match known {
+            Some(theirs) => theirs,
+            None => {
+                let theirs = match self
+                    .network
+                    .fetch(peer, crate::protocols::fetch::Request::Network)
+                    .await
+                {
+                    Ok(crate::protocols::fetch::Response::Network { id }) => Some(id),
+                    _ => None,
+                };
+                self.peer_networks
+                    .lock()
+                    .expect("peer networks")
+                    .insert(peer, theirs.clone());
+                theirs
+            }
+        };
+        theirs.is_none_or(|t| t == mine)
+    }
+
+    /// The gate the network task asks before forwarding gossip (same membership, same
+    /// counters).
+    pub fn gate(members: &Members, refusals: &Arc<Refusals>) -> Arc<dyn net::Gate> {
+        Arc::new(admission::TrustGate {
+            members: members.clone(),
+            refusals: refusals.clone(),
+        })
+    }
+
+    pub fn members(&self) -> &Members {
+        &self.members
+    }
+
+    pub fn refusals(&self) -> &Refusals {
+        &self.refusals
+    }
+
+    /// Adds grants from elsewhere (gossip, sync, a ticket) or made here, one at a time: each is
+    /// checked against the membership, stored, then counted; a grant that lowers a peer's
+    /// standing removes the records that no longer count. Returns the grants that were new.
+    pub(crate) async fn add_grants(&self, grants: Vec<Grant>) -> Result<Vec<Grant>, MergeError> {
+        let _one_at_a_time = self.granting.lock().await;
+        let mut added = Vec::new();
+        for grant in grants {
+            match self.members.check(&grant) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(_) => {
+                    self.refusals.refuse(Refusal::Grant, &grant.issuer, None);
+                    continue;
+                }
+            }
+            let stored = grant.clone();
+            if !self.blocking(move |s| s.add_grant(&stored)).await?? {
+                self.refusals.refuse(Refusal::Grant, &grant.issuer, None);
+                continue;
+            }
+            self.grant_counts(grant.clone()).await?;
+            added.push(grant);
+        }
+        Ok(added)
+    }
+
+    /// Counts a stored grant in the membership; if it lowers a peer's standing, removes the
+    /// records that no longer count.
+    pub(crate) async fn grant_counts(&self, grant: Grant) -> Result<(), MergeError> {
+        let subject = grant.subject_peer();
+        match self.members.insert(grant) {
+            Ok((true, lowered)) => {
+                if let Some(peer) = subject {
+                    let role = self.members.role(&peer).map_or("none", |r| r.as_str());
+                    tracing::info!(%peer, role, "membership changed");
+                }
+                if lowered {
+                    let dropped = self.blocking(|s| s.drop_refused()).await??;
+                    if !dropped.is_empty() {
+                        tracing::info!(
+                            records = dropped.len(),
+                            "removed records that no longer count after a revocation"
+                        );
+                    }
+                }
+            }
+            Ok((false, _)) => {}
+            Err(e) => tracing::debug!(error = %e, "grant does not count"),
+        }
+        Ok(())
     }
 
     pub fn stats(&self) -> &SyncStats {
@@ -152,19 +284,44 @@ impl Replication {
         &self,
         records: Vec<Record>,
         sources: &[PeerId],
-    ) -> Result<usize, MergeError> {
-        let applied = self
-            .blocking(move |store| -> Result<Vec<(Record, bool)>, StoreError> {
-                let outcomes = store.apply_batch(records.clone())?;
-                Ok(records
-                    .into_iter()
-                    .zip(outcomes)
-                    .filter_map(|(r, o)| match o {
-                        Applied::Updated { fetch, .. } => Some((r, fetch)),
-                        Applied::Unchanged => None,
-                    })
-                    .collect())
-            })
+    ) -> Result<Merged, MergeError> {
+        let refusals = self.refusals.clone();
+        let members = self.members.clone();
+        let (applied, invalid) = self
+            .blocking(
+                move |store| -> Result<(Vec<(Record, bool)>, usize), StoreError> {
+                    // Signatures are checked here, off the async threads, whatever the path.
+                    let mut valid = Vec::with_capacity(records.len());
+                    let mut invalid = 0;
+                    for r in records {
+                        if r.check().is_err() {
+                            refusals.refuse(Refusal::Invalid, &r.author, Some(&r.key));
+                            invalid += 1;
+                        } else {
+                            valid.push(r);
+                        }
+                    }
+                    let outcomes = store.apply_batch(valid.clone())?;
+                    let applied = valid
+                        .into_iter()
+                        .zip(outcomes)
+                        .filter_map(|(r, o)| match o {
+                            Applied::Updated { fetch, .. } => Some((r, fetch)),
+                            Applied::Unchanged => None,
+                            Applied::Refused => {
+                                let why = if members.admits(&r) {
+                                    Refusal::SeqReused
+                                } else {
+                                    Refusal::NotAWriter
+                                };
+                                refusals.refuse(why, &r.author, Some(&r.key));
+                                None
+                            }
+                        })
+                        .collect();
+                    Ok((applied, invalid))
+                },
+            )
             .await??;
         let changed = applied.len();
         for (record, incomplete) in applied {
@@ -172,7 +329,30 @@ impl Replication {
                 self.transfers.enqueue(record, sources.to_vec());
             }
         }
-        Ok(changed)
+        Ok(Merged { changed, invalid })
+    }
+
+    /// Notes that `peer` sent what no honest peer sends (records that do not verify); at
+    /// [`MAX_STRIKES`] it is blocked (disconnected and refused) for [`BLOCK_FOR`].
+    pub(crate) fn misbehaved(&self, peer: PeerId, what: &'static str) {
+        let strikes = {
+            let mut strikes = self.strikes.lock().expect("strikes");
+            let n = strikes.entry(peer).or_insert(0);
+            *n += 1;
+            *n
+        };
+        if strikes < MAX_STRIKES {
+            tracing::debug!(%peer, what, strikes, "peer misbehaved");
+            return;
+        }
+        self.strikes.lock().expect("strikes").remove(&peer);
+        tracing::info!(%peer, what, "blocking a misbehaving peer for {BLOCK_FOR:?}");
+        let network = self.network.clone();
+        self.tasks.spawn(async move {
+            let _ = network.block(peer, true).await;
+            tokio::time::sleep(BLOCK_FOR).await;
+            let _ = network.block(peer, false).await;
+        });
     }
 
     /// Registers the protocols served on raw streams. Called before the network task runs, so
@@ -224,8 +404,9 @@ impl Replication {
                 reply,
             } => {
                 let this = self.clone();
+                let network = self.members.network();
                 self.answer(reply, async move {
-                    this.blocking(move |store| serve::fetch(store, request))
+                    this.blocking(move |store| serve::fetch(store, network, request))
                         .await
                         .unwrap_or_else(|e| crate::protocols::fetch::Response::Error {
                             message: e.to_string(),
@@ -243,11 +424,24 @@ impl Replication {
                 };
                 self.answer(reply, responder.serve(request));
             }
+            Event::Grant { grant, source } => {
+                let this = self.clone();
+                self.tasks.spawn(async move {
+                    if let Err(e) = this.add_grants(vec![grant]).await {
+                        tracing::warn!(%source, error = %e, "cannot add a grant from gossip");
+                    }
+                });
+            }
             Event::PeerReady(peer) => {
                 self.start_sync(peer);
                 self.transfers.resume();
             }
-            Event::PeerGone(_) => {}
+            Event::PeerGone(peer) => {
+                self.peer_networks
+                    .lock()
+                    .expect("peer networks")
+                    .remove(&peer);
+            }
         }
     }
 
@@ -265,6 +459,11 @@ impl Replication {
             };
             let _ = reply.send(work.await);
         });
+    }
+
+    /// Starts anti-entropy with every connected dfs peer now.
+    pub(crate) async fn sync_now(&self) {
+        self.sync_round().await
     }
 
     /// Starts anti-entropy with every connected dfs peer.
@@ -328,6 +527,14 @@ impl Replication {
             }
         }
     }
+}
+
+/// What a merge did: records that changed the store, and records refused because they do not
+/// verify (which an honest peer never sends).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Merged {
+    pub changed: usize,
+    pub invalid: usize,
 }
 
 /// Why merging records failed.

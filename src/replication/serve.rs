@@ -205,8 +205,17 @@ fn read_chunk(store: &Store, hash: &crate::record::Hash, mut buf: Buf) -> Option
 }
 
 /// Answers one fetch request from the store.
-pub(crate) fn fetch(store: &Store, request: fetch::Request) -> fetch::Response {
+/// Answers a fetch request from the store; `network` is this node's network id, if known.
+pub(crate) fn fetch(
+    store: &Store,
+    network: Option<String>,
+    request: fetch::Request,
+) -> fetch::Response {
     let result: Result<fetch::Response, StoreError> = (|| match request {
+        fetch::Request::Network => Ok(match network {
+            Some(id) => fetch::Response::Network { id },
+            None => fetch::Response::NotFound,
+        }),
         fetch::Request::Record { key } => {
             validate_key(&key)?;
             Ok(match store.record(&key)? {

@@ -49,6 +49,20 @@ pub(crate) enum Op {
     Merge {
         records: Vec<Record>,
     },
+    /// Removes every record the admission policy refuses now (after a revocation).
+    DropRefused,
+    /// A verified grant (membership), stored by id; refused if its issuer already signed
+    /// another object under its sequence number.
+    Grant {
+        id: Hash,
+        issuer: Vec<u8>,
+        seq: u64,
+        bytes: Vec<u8>,
+    },
+    /// A grant of this node's to sign and store.
+    SignGrant {
+        grant: crate::trust::Grant,
+    },
     /// A verified small chunk from a peer, stored inline.
     Chunk {
         hash: Hash,
@@ -71,6 +85,8 @@ pub(crate) enum Op {
 pub(crate) enum Done {
     Record(Record),
     Applied(Vec<Applied>),
+    Dropped(Vec<Record>),
+    Grant(crate::trust::Grant),
     Chunk,
     /// Whether a chunk list was kept, or content is complete.
     Yes(bool),
@@ -302,7 +318,7 @@ impl Store {
         }
         txn.commit()?;
         for (old, record) in &changes {
-            self.sync_update(old.as_ref(), record);
+            self.sync_update(old.as_ref(), record.as_ref());
         }
         self.free(&freed);
         Ok(Attempt::Committed(outcomes))
@@ -313,7 +329,7 @@ impl Store {
         &self,
         t: &mut Tables<'_>,
         op: &Op,
-        changes: &mut Vec<(Option<Record>, Record)>,
+        changes: &mut Vec<(Option<Record>, Option<Record>)>,
         freed: &mut Vec<Hash>,
     ) -> Result<(Done, bool), Failed> {
         let inner = &*self.inner;
@@ -330,17 +346,10 @@ impl Store {
                 }
                 let cid = content_id(*size, hashes);
                 let old = t.record(key)?;
-                // Ticking inside the write transaction orders it after every record before.
-                let record = Record {
-                    key: key.clone(),
-                    cid: Some(cid),
-                    size: *size,
-                    time: inner.clock.tick(),
-                    author: inner.author.clone(),
-                };
+                let record = signed(inner, t, key, Some(cid), *size, old.as_ref())?;
                 t.add_content(&cid, *size, hashes, true)?;
                 t.replace(old.as_ref(), &record, freed)?;
-                changes.push((old, record.clone()));
+                changes.push((old, Some(record.clone())));
                 Ok((Done::Record(record), true))
             }
             Op::Delete { key } => {
@@ -348,15 +357,9 @@ impl Store {
                     Some(r) if !r.is_tombstone() => r,
                     _ => return Err(Failed::Clean(StoreError::NotFound(key.clone()))),
                 };
-                let record = Record {
-                    key: key.clone(),
-                    cid: None,
-                    size: 0,
-                    time: inner.clock.tick(),
-                    author: inner.author.clone(),
-                };
+                let record = signed(inner, t, key, None, 0, Some(&old))?;
                 t.replace(Some(&old), &record, freed)?;
-                changes.push((Some(old), record.clone()));
+                changes.push((Some(old), Some(record.clone())));
                 Ok((Done::Record(record), true))
             }
             Op::Merge { records } => {
@@ -367,6 +370,39 @@ impl Store {
                     wrote |= matches!(outcomes.last(), Some(Applied::Updated { .. }));
                 }
                 Ok((Done::Applied(outcomes), wrote))
+            }
+            Op::DropRefused => {
+                let dropped = t.records_where(|r| !inner.admits(r))?;
+                for record in &dropped {
+                    t.remove(record, freed)?;
+                    changes.push((Some(record.clone()), None));
+                }
+                let wrote = !dropped.is_empty();
+                Ok((Done::Dropped(dropped), wrote))
+            }
+            Op::Grant {
+                id,
+                issuer,
+                seq,
+                bytes,
+            } => {
+                let fingerprint = u64::from_be_bytes(id.0[..8].try_into().expect("8 bytes"));
+                if !t.note_seq(issuer, *seq, fingerprint)? {
+                    return Ok((Done::Yes(false), true));
+                }
+                let added = t.add_grant(id, bytes)?;
+                Ok((Done::Yes(added), true))
+            }
+            Op::SignGrant { grant } => {
+                let mut grant = grant.clone();
+                grant.time = inner.clock.tick();
+                grant.seq = t.next_seq()?;
+                grant.sign(&inner.keypair);
+                let id = grant.id();
+                let fingerprint = u64::from_be_bytes(id.0[..8].try_into().expect("8 bytes"));
+                t.note_seq(&grant.issuer, grant.seq, fingerprint)?;
+                t.add_grant(&id, &grant.encode())?;
+                Ok((Done::Grant(grant), true))
             }
             Op::Chunk { hash, bytes } => {
                 t.put_inline(hash, bytes)?;
@@ -387,16 +423,47 @@ impl Store {
     }
 }
 
-/// Merges one record by last-writer-wins (skipping it if invalid), moving the clock past it.
+/// A new record of this node's, signed with the next sequence number. Ticking inside the write
+/// transaction orders it after every record before.
+fn signed(
+    inner: &super::Inner,
+    t: &mut Tables<'_>,
+    key: &str,
+    cid: Option<ContentId>,
+    size: u64,
+    old: Option<&Record>,
+) -> Result<Record, StoreError> {
+    let mut record = Record {
+        key: key.to_string(),
+        cid,
+        size,
+        time: inner.clock.tick(),
+        author: Vec::new(),
+        seq: t.next_seq()?,
+        replaces: old.map(|o| vec![o.version()]).unwrap_or_default(),
+        sig: Vec::new(),
+    };
+    record.sign(&inner.keypair);
+    t.note_seq(&record.author, record.seq, record.fingerprint())?;
+    Ok(record)
+}
+
+/// Merges one record by last-writer-wins, moving the clock past it. Skipped (`Refused`) if it
+/// is invalid, if the admission policy (membership) refuses its author, or if its author
+/// already signed another record under its sequence number. The caller has verified its
+/// signature.
 fn merge_one(
     inner: &super::Inner,
     t: &mut Tables<'_>,
     record: &Record,
-    changes: &mut Vec<(Option<Record>, Record)>,
+    changes: &mut Vec<(Option<Record>, Option<Record>)>,
     freed: &mut Vec<Hash>,
 ) -> Result<Applied, StoreError> {
-    if record.validate().is_err() {
-        return Ok(Applied::Unchanged);
+    if record.validate().is_err() || !inner.admits(record) {
+        return Ok(Applied::Refused);
+    }
+    if !t.note_seq(&record.author, record.seq, record.fingerprint())? {
+        return Ok(Applied::Refused);
     }
     inner.clock.observe(record.time);
     let old = t.record(&record.key)?;
@@ -413,7 +480,7 @@ fn merge_one(
         }
         Some(cid) => !t.content(cid)?.is_some_and(|c| c.complete),
     };
-    changes.push((old.clone(), record.clone()));
+    changes.push((old.clone(), Some(record.clone())));
     Ok(Applied::Updated {
         previous: old,
         fetch,

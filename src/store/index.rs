@@ -13,7 +13,13 @@
 //!   [`INLINE_MAX`](super::INLINE_MAX) (instead of a file; see `store/mod.rs`). Like a file, an
 //!   entry whose hash is not in `chunk_refs` is garbage. Added after the first release: an older
 //!   index gains it, empty, when the store opens it (its small chunks stay files and still read).
-//! - `meta`: `"clock"` -> the largest clock value issued or observed.
+//! - `author_seqs`: author peer id bytes ++ `seq` (8 bytes, big-endian) -> fingerprint of the
+//!   record that author signed with that number: every record this node ever accepted, kept
+//!   after the record is superseded, so that a second record under one number (what a revoked
+//!   writer would need to back-date a write) is recognised and refused.
+//! - `grants`: grant id -> the signed grant's bytes (membership; interpreted by `crate::trust`).
+//! - `meta`: `"clock"` -> the largest clock value issued or observed; `"seq"` -> the last
+//!   sequence number this node signed; `"format"` -> the record format of the index (2).
 
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -29,9 +35,24 @@ pub(crate) const CONTENT_REFS: TableDefinition<&[u8; 32], u64> =
 pub(crate) const CHUNK_REFS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("chunk_refs");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(crate) const INLINE: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("inline_chunks");
+pub(crate) const AUTHOR_SEQS: TableDefinition<&[u8], u64> = TableDefinition::new("author_seqs");
+pub(crate) const GRANTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("grants");
 
 /// Key of the clock's last value in `meta`.
 pub(crate) const CLOCK: &str = "clock";
+/// Key of the last sequence number this node signed, in `meta`.
+pub(crate) const SEQ: &str = "seq";
+/// Key of the index's record format in `meta`.
+pub(crate) const FORMAT: &str = "format";
+/// The record format this index holds: 2, signed records.
+pub(crate) const RECORD_FORMAT: u64 = 2;
+
+/// The `author_seqs` key of one signed number.
+pub(crate) fn seq_key(author: &[u8], seq: u64) -> Vec<u8> {
+    let mut k = author.to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
 
 /// What the index knows of one content id.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -86,6 +107,8 @@ pub(crate) struct Tables<'t> {
     chunk_refs: Table<'t, &'static [u8; 32], u64>,
     meta: Table<'t, &'static str, u64>,
     inline: Table<'t, &'static [u8; 32], &'static [u8]>,
+    author_seqs: Table<'t, &'static [u8], u64>,
+    grants: Table<'t, &'static [u8; 32], &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -98,7 +121,66 @@ impl<'t> Tables<'t> {
             chunk_refs: txn.open_table(CHUNK_REFS)?,
             meta: txn.open_table(META)?,
             inline: txn.open_table(INLINE)?,
+            author_seqs: txn.open_table(AUTHOR_SEQS)?,
+            grants: txn.open_table(GRANTS)?,
         })
+    }
+
+    /// Takes the next sequence number this node signs with (1 for the first), durably with
+    /// the transaction, so a number is never used twice even across a crash.
+    pub fn next_seq(&mut self) -> Result<u64, StoreError> {
+        let next = self.meta.get(SEQ)?.map_or(0, |v| v.value()) + 1;
+        self.meta.insert(SEQ, next)?;
+        Ok(next)
+    }
+
+    /// Notes that `author` signed `fingerprint` under number `seq`. False when that number
+    /// already names another record (the author signed two records with one number).
+    pub fn note_seq(
+        &mut self,
+        author: &[u8],
+        seq: u64,
+        fingerprint: u64,
+    ) -> Result<bool, StoreError> {
+        let k = seq_key(author, seq);
+        if let Some(known) = self.author_seqs.get(k.as_slice())? {
+            return Ok(known.value() == fingerprint);
+        }
+        self.author_seqs.insert(k.as_slice(), fingerprint)?;
+        Ok(true)
+    }
+
+    /// Stores a grant's bytes under its id; false if it was there already.
+    pub fn add_grant(&mut self, id: &Hash, bytes: &[u8]) -> Result<bool, StoreError> {
+        if self.grants.get(&id.0)?.is_some() {
+            return Ok(false);
+        }
+        self.grants.insert(&id.0, bytes)?;
+        Ok(true)
+    }
+
+    /// Every record for which `pick` is true.
+    pub fn records_where(&self, pick: impl Fn(&Record) -> bool) -> Result<Vec<Record>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.records.iter()? {
+            let (_, v) = item?;
+            let r: Record = decode(v.value())?;
+            if pick(&r) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a key's record without leaving a tombstone (a record that no longer counts),
+    /// releasing its content.
+    pub fn remove(&mut self, old: &Record, freed: &mut Vec<Hash>) -> Result<(), StoreError> {
+        if let Some(cid) = &old.cid {
+            self.release_content_ref(cid, freed)?;
+        }
+        self.records.remove(old.key.as_str())?;
+        self.by_hash.remove(hash_key(&old.key).as_slice())?;
+        Ok(())
     }
 
     /// Stores a small chunk's bytes in `inline_chunks` unless they are there already. The
@@ -246,6 +328,9 @@ mod tests {
             size: 0,
             time,
             author: vec![1],
+            seq: 1,
+            replaces: Vec::new(),
+            sig: Vec::new(),
         }
     }
 

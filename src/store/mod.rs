@@ -45,13 +45,15 @@ mod scrub;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
+use libp2p::identity::Keypair;
 use redb::{Database, ReadTransaction, ReadableTable};
 
 use crate::record::{
-    key_hash, validate_key, Clock, ContentId, Hash, InvalidRecord, Record, MAX_AUTHOR_LEN,
+    author_key, key_hash, validate_key, Clock, ContentId, Hash, InvalidRecord, Record,
 };
+use crate::trust::Grant;
 use chunks::ChunkDir;
 use commit::{Committer, Done, Op};
 use gc::Pins;
@@ -101,9 +103,16 @@ pub enum StoreError {
     Index(String),
     #[error("a node is already running on this data dir (its store {} is open)", .0.display())]
     Locked(PathBuf),
+    #[error("{} was written by an older dfs (unsigned records, format 1); move the data dir away and join the network again", .0.display())]
+    OldFormat(PathBuf),
     #[error("the index {} is damaged: {reason}; no chunk was deleted. With the node stopped, run `dfs repair --data-dir <its data dir>` to rebuild the index from the chunks on disk and the peers", path.display())]
     IndexDamaged { path: PathBuf, reason: String },
 }
+
+/// Decides whether a record from elsewhere counts (its author may write): the membership
+/// rules of `crate::trust`, applied inside the merge's transaction so that a change of
+/// membership and a merge never interleave.
+pub type Admission = Arc<dyn Fn(&Record) -> bool + Send + Sync>;
 
 /// A record with its local state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,6 +136,9 @@ pub enum Applied {
     },
     /// This node already had this record or a newer one: nothing changed.
     Unchanged,
+    /// The record does not count: invalid, its author may not write, or its author signed
+    /// another record under the same sequence number. Nothing changed.
+    Refused,
 }
 
 /// The handle of a local store; clones share it.
@@ -135,13 +147,24 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+impl Inner {
+    fn admits(&self, record: &Record) -> bool {
+        match &*self.admission.read().expect("admission lock") {
+            Some(admit) => admit(record),
+            None => true,
+        }
+    }
+}
+
 struct Inner {
     dir: PathBuf,
     db: Database,
     chunks: ChunkDir,
     pins: Pins,
     clock: Clock,
-    author: Vec<u8>,
+    /// This node's key: it signs the records of local puts and deletes.
+    keypair: Keypair,
+    admission: RwLock<Option<Admission>>,
     /// XOR of the fingerprints of the records in each leaf. Updated by XOR after each commit,
     /// so concurrent updates commute.
     leaves: Box<[AtomicU64]>,
@@ -178,11 +201,11 @@ fn is_complete(txn: &ReadTransaction, cid: &ContentId) -> Result<bool, StoreErro
 }
 
 impl Store {
-    /// Opens (creating if needed) the store under `dir`. `author` is this node's peer id bytes,
-    /// used in the records of local puts and deletes (`Invalid(BadAuthor)` if it is not a peer
-    /// id). Runs a full [`gc`](Store::gc).
-    pub fn open(dir: &Path, author: Vec<u8>) -> Result<Store, StoreError> {
-        if author.len() > MAX_AUTHOR_LEN || libp2p::PeerId::from_bytes(&author).is_err() {
+    /// Opens (creating if needed) the store under `dir`. `keypair` (ed25519, else
+    /// `Invalid(BadAuthor)`) signs the records of local puts and deletes. Runs a full
+    /// [`gc`](Store::gc).
+    pub fn open(dir: &Path, keypair: Keypair) -> Result<Store, StoreError> {
+        if author_key(&keypair.public().to_peer_id().to_bytes()).is_none() {
             return Err(InvalidRecord::BadAuthor.into());
         }
         std::fs::create_dir_all(dir)?;
@@ -191,6 +214,16 @@ impl Store {
         let db = repair::open_index(dir)?;
         let txn = db.begin_write()?;
         drop(Tables::open(&txn)?);
+        {
+            let mut meta = txn.open_table(index::META)?;
+            if meta.get(index::FORMAT)?.is_none() {
+                let records = txn.open_table(index::RECORDS)?;
+                if records.first()?.is_some() {
+                    return Err(StoreError::OldFormat(dir.to_path_buf()));
+                }
+                meta.insert(index::FORMAT, index::RECORD_FORMAT)?;
+            }
+        }
         txn.commit()?;
 
         let leaves: Box<[AtomicU64]> = (0..SYNC_LEAVES).map(|_| AtomicU64::new(0)).collect();
@@ -218,7 +251,8 @@ impl Store {
                 chunks,
                 pins: Pins::default(),
                 clock: Clock::starting_after(last),
-                author,
+                keypair,
+                admission: RwLock::new(None),
                 leaves,
                 count: AtomicU64::new(count),
                 committer: Committer::default(),
@@ -232,6 +266,80 @@ impl Store {
             Some(dir),
         )?;
         Ok(store)
+    }
+
+    /// Sets the policy that decides which records from elsewhere count (see [`Admission`]).
+    /// Without one, every valid record counts.
+    pub fn set_admission(&self, admission: Admission) {
+        *self.inner.admission.write().expect("admission lock") = Some(admission);
+    }
+
+    /// The highest sequence number of `author` among the records this node has accepted (0 if
+    /// none): what a revocation of `author` keeps.
+    pub fn max_seq(&self, author: &[u8]) -> Result<u64, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let t = txn.open_table(index::AUTHOR_SEQS)?;
+        let from = index::seq_key(author, 0);
+        let to = index::seq_key(author, u64::MAX);
+        let last = t.range(from.as_slice()..=to.as_slice())?.next_back();
+        match last {
+            Some(item) => {
+                let (k, _) = item?;
+                let k = k.value();
+                Ok(u64::from_be_bytes(
+                    k[k.len() - 8..].try_into().expect("8 bytes"),
+                ))
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Removes every record the admission policy refuses now: after a revocation, the records
+    /// a revoked writer signed after its cutoff. Their keys go back to whatever peers hold
+    /// (anti-entropy). Returns them.
+    pub fn drop_refused(&self) -> Result<Vec<Record>, StoreError> {
+        match self.submit(Op::DropRefused)? {
+            Done::Dropped(records) => Ok(records),
+            _ => unreachable!("a drop gives the dropped records"),
+        }
+    }
+
+    /// Stores a verified grant; false if it was known, or if its issuer signed another object
+    /// under the grant's sequence number (then the grant does not count).
+    pub fn add_grant(&self, grant: &Grant) -> Result<bool, StoreError> {
+        match self.submit(Op::Grant {
+            id: grant.id(),
+            issuer: grant.issuer.clone(),
+            seq: grant.seq,
+            bytes: grant.encode(),
+        })? {
+            Done::Yes(added) => Ok(added),
+            _ => unreachable!("a grant gives a yes or no"),
+        }
+    }
+
+    /// Signs a grant with this node's key under its next sequence number and clock value, and
+    /// stores it.
+    pub fn sign_grant(&self, grant: Grant) -> Result<Grant, StoreError> {
+        match self.submit(Op::SignGrant { grant })? {
+            Done::Grant(grant) => Ok(grant),
+            _ => unreachable!("signing gives a grant"),
+        }
+    }
+
+    /// Every stored grant (those that no longer decode are skipped with a warning).
+    pub fn grants(&self) -> Result<Vec<Grant>, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let t = txn.open_table(index::GRANTS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (_, v) = item?;
+            match Grant::decode(v.value()) {
+                Ok(g) => out.push(g),
+                Err(e) => tracing::warn!(error = %e, "skipping a stored grant"),
+            }
+        }
+        Ok(out)
     }
 
     /// The directory of this store.
@@ -649,16 +757,23 @@ impl Store {
         }
     }
 
-    fn sync_update(&self, old: Option<&Record>, new: &Record) {
+    /// Updates the sync tree for one committed change: `old` replaced by `new`, a new record
+    /// (`old` none) or a removed one (`new` none).
+    fn sync_update(&self, old: Option<&Record>, new: Option<&Record>) {
         let inner = &*self.inner;
-        let mut delta = new.fingerprint();
-        match old {
-            Some(o) => delta ^= o.fingerprint(),
-            None => {
+        let (key, delta) = match (old, new) {
+            (Some(o), Some(n)) => (&n.key, o.fingerprint() ^ n.fingerprint()),
+            (None, Some(n)) => {
                 inner.count.fetch_add(1, Ordering::Relaxed);
+                (&n.key, n.fingerprint())
             }
-        }
-        inner.leaves[leaf_of(&new.key)].fetch_xor(delta, Ordering::Relaxed);
+            (Some(o), None) => {
+                inner.count.fetch_sub(1, Ordering::Relaxed);
+                (&o.key, o.fingerprint())
+            }
+            (None, None) => return,
+        };
+        inner.leaves[leaf_of(key)].fetch_xor(delta, Ordering::Relaxed);
     }
 }
 

@@ -2,8 +2,10 @@
 //! conditions with deadlines (never fixed sleeps).
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use dfs::node::{Client, Config, Node};
@@ -12,11 +14,22 @@ use libp2p::Multiaddr;
 /// A node of a test, with its data dir (kept across restarts).
 pub struct TestNode {
     pub node: Option<Node>,
-    pub client: Client,
+    pub client: Arc<Client>,
     pub dir: tempfile::TempDir,
     pub addr: Multiaddr,
-    pub network: String,
     pub bootstrap: Vec<Multiaddr>,
+}
+
+/// The owner of the network each test node's address belongs to: a node started with a
+/// bootstrap address joins that network as a writer, with a ticket from its owner (while the
+/// owner runs: the registry does not keep a stopped node's store open).
+static OWNERS: LazyLock<Mutex<HashMap<Multiaddr, Weak<Client>>>> = LazyLock::new(Default::default);
+
+fn owner_at(addrs: &[Multiaddr]) -> Option<Arc<Client>> {
+    let owners = OWNERS.lock().unwrap();
+    addrs
+        .iter()
+        .find_map(|a| owners.get(a).and_then(Weak::upgrade))
 }
 
 pub fn init_tracing() {
@@ -28,12 +41,13 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// The configuration of a test node: loopback, random port, fast timers.
-pub fn config(dir: PathBuf, bootstrap: Vec<Multiaddr>, network: &str) -> Config {
+/// The configuration of a test node: loopback, random port, fast timers. With `bootstrap` and a
+/// fresh data dir, the node is a reader of the bootstrap peer's network (see [`TestNode`] for
+/// writers).
+pub fn config(dir: PathBuf, bootstrap: Vec<Multiaddr>) -> Config {
     let mut c = Config::new(dir);
     c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     c.bootstrap = bootstrap;
-    c.network = network.to_string();
     c.announce_interval = Duration::from_millis(500);
     c.sync_interval = Duration::from_secs(1);
     c.retry_interval = Duration::from_secs(1);
@@ -42,55 +56,85 @@ pub fn config(dir: PathBuf, bootstrap: Vec<Multiaddr>, network: &str) -> Config 
 }
 
 impl TestNode {
+    /// A node: without `bootstrap`, the owner of a new network; with it, a writer of the
+    /// network of the test node at the first bootstrap address (joined by ticket), or a reader
+    /// if no test node is there.
     pub async fn start(bootstrap: Vec<Multiaddr>) -> TestNode {
-        Self::start_in("test", bootstrap).await
-    }
-
-    pub async fn start_in(network: &str, bootstrap: Vec<Multiaddr>) -> TestNode {
         init_tracing();
         let dir = tempfile::tempdir().unwrap();
-        Self::start_with(dir, network, bootstrap).await
+        let mut cfg = config(dir.path().to_path_buf(), bootstrap.clone());
+        let owner = owner_at(&bootstrap);
+        if let Some(owner) = &owner {
+            cfg.join = Some(owner.invite(false).await.expect("invite"));
+        }
+        Self::start_config(dir, cfg, owner, bootstrap).await
     }
 
-    pub async fn start_with(
+    /// A reader: joins the network of its bootstrap peers without any grant.
+    pub async fn reader(bootstrap: Vec<Multiaddr>) -> TestNode {
+        init_tracing();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path().to_path_buf(), bootstrap.clone());
+        let owner = owner_at(&bootstrap);
+        Self::start_config(dir, cfg, owner, bootstrap).await
+    }
+
+    /// Starts a node on an existing data dir (a restart: it remembers its network).
+    pub async fn start_with(dir: tempfile::TempDir, bootstrap: Vec<Multiaddr>) -> TestNode {
+        let cfg = config(dir.path().to_path_buf(), bootstrap.clone());
+        let owner = owner_at(&bootstrap);
+        Self::start_config(dir, cfg, owner, bootstrap).await
+    }
+
+    async fn start_config(
         dir: tempfile::TempDir,
-        network: &str,
+        cfg: Config,
+        owner: Option<Arc<Client>>,
         bootstrap: Vec<Multiaddr>,
     ) -> TestNode {
-        let node = start_node(config(dir.path().to_path_buf(), bootstrap.clone(), network)).await;
-        let client = node.client();
+        let node = start_node(cfg).await;
+        let client = Arc::new(node.client());
         let addr = client.info().await.unwrap().addrs[0].clone();
+        let owner = if client.network_id() == Some(client.peer_id().to_string()) {
+            client.clone()
+        } else {
+            owner.unwrap_or_else(|| client.clone())
+        };
+        OWNERS
+            .lock()
+            .unwrap()
+            .insert(addr.clone(), Arc::downgrade(&owner));
         TestNode {
             node: Some(node),
             client,
             dir,
             addr,
-            network: network.to_string(),
             bootstrap,
         }
     }
 
     /// Stops the node and releases every handle on its store; returns the data dir.
-    pub async fn stop(self) -> (tempfile::TempDir, String, Vec<Multiaddr>) {
+    pub async fn stop(self) -> (tempfile::TempDir, Vec<Multiaddr>) {
         let TestNode {
             node,
             client,
             dir,
-            network,
             bootstrap,
+            addr,
             ..
         } = self;
+        OWNERS.lock().unwrap().remove(&addr);
         drop(client);
         if let Some(node) = node {
             node.shutdown().await;
         }
-        (dir, network, bootstrap)
+        (dir, bootstrap)
     }
 
     /// Stops and starts the node on the same data dir (and a new port).
     pub async fn restart(self) -> TestNode {
-        let (dir, network, bootstrap) = self.stop().await;
-        TestNode::start_with(dir, &network, bootstrap).await
+        let (dir, bootstrap) = self.stop().await;
+        TestNode::start_with(dir, bootstrap).await
     }
 
     pub async fn peer_count(&self) -> usize {
@@ -182,4 +226,33 @@ pub async fn get(client: &Client, key: &str) -> Option<Vec<u8>> {
         .bytes()
         .await
         .ok()
+}
+
+/// The keypair of the node whose data dir is `dir` (created if the node has not started yet).
+pub fn identity(dir: &std::path::Path) -> libp2p::identity::Keypair {
+    dfs::identity::load_or_create(dir).expect("identity")
+}
+
+/// A record signed by `key` under sequence number `seq` (tests use numbers far above the
+/// node's own, so the two never collide).
+pub fn signed(
+    key: &libp2p::identity::Keypair,
+    name: &str,
+    cid: Option<dfs::record::Hash>,
+    size: u64,
+    time: u64,
+    seq: u64,
+) -> dfs::record::Record {
+    let mut r = dfs::record::Record {
+        key: name.into(),
+        cid,
+        size,
+        time,
+        author: Vec::new(),
+        seq,
+        replaces: Vec::new(),
+        sig: Vec::new(),
+    };
+    r.sign(key);
+    r
 }

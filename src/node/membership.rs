@@ -1,0 +1,166 @@
+//! Which network a node belongs to, decided at start from its data dir and flags: the network
+//! the data dir remembers; else the one of a `--join` ticket (whose identity the node takes);
+//! else, with `--bootstrap` alone, the one its bootstrap peers belong to, learnt once connected
+//! (the node is a reader until an admin allows it); else a new network that this node owns.
+
+use std::path::Path;
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+
+use super::Error;
+use crate::datadir::{self, DataDir};
+use crate::net::Network;
+use crate::protocols::fetch;
+use crate::replication::Replication;
+use crate::trust::{self, Members, Membership, Ticket};
+
+/// How often a node that does not know its network yet asks its peers.
+const LEARN_EVERY: Duration = Duration::from_millis(200);
+
+/// What start-up decided.
+pub(crate) struct Decided {
+    pub keypair: Keypair,
+    pub members: Members,
+    /// The network id, if known now.
+    pub network: Option<String>,
+    /// This start created the network (the node owns it).
+    pub created: bool,
+}
+
+fn start_error(what: impl std::fmt::Display) -> Error {
+    Error::Start(what.to_string())
+}
+
+/// The network id the data dir remembers, if any.
+pub(crate) fn remembered(dir: &Path) -> Result<Option<String>, Error> {
+    let path = DataDir::new(dir).network_file();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim().to_string();
+            trust::owner_of(&id)
+                .ok_or_else(|| start_error(format!("{} is damaged", path.display())))?;
+            Ok(Some(id))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(start_error(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+/// Remembers the network id in the data dir.
+pub(crate) fn remember(dir: &Path, network: &str) -> Result<(), Error> {
+    let path = DataDir::new(dir).network_file();
+    datadir::atomic_write(&path, format!("{network}\n").as_bytes(), false)
+        .map_err(|e| start_error(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Decides the identity and network of a node (see the module's documentation).
+pub(crate) fn decide(
+    dir: &Path,
+    join: Option<&Ticket>,
+    bootstrapping: bool,
+) -> Result<Decided, Error> {
+    let layout = DataDir::new(dir);
+    let mut network = remembered(dir)?;
+    if let Some(ticket) = join {
+        if let Some(known) = &network {
+            if *known != ticket.network {
+                return Err(start_error(format!(
+                    "this data dir belongs to network {known}; the ticket is for {}: use a fresh \
+                     data dir to join another network",
+                    ticket.network
+                )));
+            }
+        }
+        if layout.identity_key().exists() {
+            let existing = crate::identity::load_or_create(dir).map_err(start_error)?;
+            if existing.public() != ticket.key.public() {
+                return Err(start_error(format!(
+                    "this data dir already has its own identity ({}): --join needs a fresh data \
+                     dir (an admin can instead run `dfs allow {}`)",
+                    existing.public().to_peer_id(),
+                    existing.public().to_peer_id()
+                )));
+            }
+        } else {
+            let bytes = ticket
+                .key
+                .to_protobuf_encoding()
+                .expect("ed25519 keys always encode");
+            datadir::atomic_write(&layout.identity_key(), &bytes, true)
+                .map_err(|e| start_error(format!("cannot write the identity: {e}")))?;
+        }
+        if network.is_none() {
+            remember(dir, &ticket.network)?;
+            network = Some(ticket.network.clone());
+        }
+    }
+    let keypair = crate::identity::load_or_create(dir).map_err(start_error)?;
+    let created = network.is_none() && !bootstrapping;
+    if created {
+        let id = trust::network_id(&keypair.public().to_peer_id());
+        remember(dir, &id)?;
+        network = Some(id);
+    }
+    let members = match &network {
+        Some(id) => Members::known(Membership::new(
+            trust::owner_of(id).expect("checked network id"),
+        )),
+        None => Members::unknown(),
+    };
+    Ok(Decided {
+        keypair,
+        members,
+        network,
+        created,
+    })
+}
+
+/// Loads the stored grants into the membership. Grants may be stored in any order (an
+/// appointment after the grants of the admin it appointed), so passes repeat while they add.
+pub(crate) fn load_grants(members: &Members, grants: Vec<trust::Grant>) {
+    let mut pending = grants;
+    loop {
+        let before = pending.len();
+        pending.retain(|g| members.insert(g.clone()).is_err());
+        if pending.is_empty() || pending.len() == before {
+            break;
+        }
+    }
+}
+
+/// For a node that does not know its network yet: asks connected peers until one answers, then
+/// remembers the network, joins its topics and starts anti-entropy.
+pub(crate) async fn learn(dir: std::path::PathBuf, network: Network, replication: Replication) {
+    let mut tick = tokio::time::interval(LEARN_EVERY);
+    loop {
+        tick.tick().await;
+        let Ok(peers) = network.peers().await else {
+            return;
+        };
+        for peer in peers.into_iter().filter(|p| p.dfs) {
+            let Ok(fetch::Response::Network { id }) =
+                network.fetch(peer.peer_id, fetch::Request::Network).await
+            else {
+                continue;
+            };
+            let Some(owner) = trust::owner_of(&id) else {
+                tracing::debug!(peer = %peer.peer_id, "peer named an invalid network id");
+                continue;
+            };
+            if let Err(e) = remember(&dir, &id) {
+                tracing::warn!(error = %e, "cannot remember the network");
+                continue;
+            }
+            replication.members().learn(Membership::new(owner));
+            tracing::info!(
+                network = %id,
+                from = %peer.peer_id,
+                "joined the network as a reader; an admin can grant write access with `dfs allow`"
+            );
+            let _ = network.join(id).await;
+            replication.sync_now().await;
+            return;
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Admission: what this node lets into its store and forwards. Records must verify (signed by
+//! their author) and count under the network's membership (`crate::trust`); grants must verify
+//! and come from an issuer who may grant. Every refusal is counted by reason and logged at info,
+//! at most once per [`LOG_EVERY`] per reason, with the number of refusals in between.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::net::Gate;
+use crate::record::Record;
+use crate::trust::{Grant, Members};
+
+/// Least time between two log lines about refusals of one reason.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Why a record or grant was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The signature does not verify, or the record is malformed.
+    Invalid,
+    /// The author may not write (a stranger, a reader, or a revoked writer's later record).
+    NotAWriter,
+    /// The author signed another record under the same sequence number.
+    SeqReused,
+    /// The grant's issuer may not grant it, or it does not verify.
+    Grant,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 4] = [
+        Refusal::Invalid,
+        Refusal::NotAWriter,
+        Refusal::SeqReused,
+        Refusal::Grant,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Refusal::Invalid => "invalid or unsigned record",
+            Refusal::NotAWriter => "record by a peer without write access",
+            Refusal::SeqReused => "record reusing its author's sequence number",
+            Refusal::Grant => "grant from a peer that may not grant",
+        }
+    }
+}
+
+/// Counters of refusals, and the rate limit of their log lines.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    counts: [AtomicU64; 4],
+    /// Per reason: when the last line was logged and the count it showed.
+    logged: Mutex<[(Option<Instant>, u64); 4]>,
+}
+
+impl Refusals {
+    /// Counts one refusal and logs it unless a line about the same reason was logged less than
+    /// [`LOG_EVERY`] ago.
+    pub fn refuse(&self, why: Refusal, author: &[u8], key: Option<&str>) {
+        let i = why.index();
+        let total = self.counts[i].fetch_add(1, Ordering::Relaxed) + 1;
+        let mut logged = self.logged.lock().expect("refusal log");
+        let (last, shown) = &mut logged[i];
+        if last.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+            return;
+        }
+        let since = total - *shown - 1;
+        *last = Some(Instant::now());
+        *shown = total;
+        let author = libp2p::PeerId::from_bytes(author)
+            .map(|p| p.to_string())
+            .unwrap_or_else(|_| "(not a peer id)".into());
+        tracing::info!(
+            %author,
+            key = key.unwrap_or("-"),
+            suppressed = since,
+            total,
+            "refused a {}",
+            why.describe()
+        );
+    }
+
+    /// How many of each reason were refused since start.
+    pub fn count(&self, why: Refusal) -> u64 {
+        self.counts[why.index()].load(Ordering::Relaxed)
+    }
+
+    /// Every refusal since start.
+    pub fn total(&self) -> u64 {
+        Refusal::ALL.iter().map(|r| self.count(*r)).sum()
+    }
+}
+
+/// The gate the network task asks before it forwards gossip.
+pub(crate) struct TrustGate {
+    pub members: Members,
+    pub refusals: std::sync::Arc<Refusals>,
+}
+
+impl Gate for TrustGate {
+    fn admits_record(&self, record: &Record) -> bool {
+        let ok = self.members.admits(record);
+        if !ok {
+            self.refusals
+                .refuse(Refusal::NotAWriter, &record.author, Some(&record.key));
+        }
+        ok
+    }
+
+    fn admits_grant(&self, grant: &Grant) -> bool {
+        match self.members.check(grant) {
+            Ok(_) => true,
+            Err(_) => {
+                self.refusals.refuse(Refusal::Grant, &grant.issuer, None);
+                false
+            }
+        }
+    }
+}

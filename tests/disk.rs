@@ -342,23 +342,25 @@ async fn pair(scrub: Option<Duration>) -> (TestNode, TestNode) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bit_rot_found_by_a_get_is_healed_from_a_peer() {
     let (a, b) = pair(None).await;
-    let bytes = data(3 * MIB, 7);
+    let bytes = data(4 * MIB, 7);
     let list = replicated(&a, &b, "movie", &bytes).await;
     let store_dir = a.dir.path().join("store");
-    let path = chunk_path(&store_dir, &list[1]);
-    rot(&path);
+    // Three damaged chunks: each is found, and healed, when the read reaches it.
+    for h in &list[1..] {
+        rot(&chunk_path(&store_dir, h));
+    }
     let fetched = a.client.chunks_fetched();
 
     let got = tokio::time::timeout(DEADLINE, get(&a.client, "movie"))
         .await
         .unwrap();
     assert_eq!(got.as_deref(), Some(&bytes[..]), "the get succeeds");
-    assert!(
-        healthy(&path, &list[1]),
-        "the file on disk is healthy again"
-    );
-    assert_eq!(a.client.chunks_fetched() - fetched, 1, "only that chunk");
-    assert_eq!(files_in(&store_dir.join(store::DAMAGED_DIR)).len(), 1);
+    for h in &list[1..] {
+        let path = chunk_path(&store_dir, h);
+        assert!(healthy(&path, h), "the file on disk is healthy again");
+    }
+    assert_eq!(a.client.chunks_fetched() - fetched, 3, "only those chunks");
+    assert_eq!(files_in(&store_dir.join(store::DAMAGED_DIR)).len(), 3);
     assert!(a.client.wait_for("movie", false, DEADLINE).await);
     let st = a.client.stat("movie".into()).await.unwrap();
     assert!(st.local && st.damaged == 0, "{st:?}");

@@ -221,8 +221,8 @@ async fn wait(rx: &mut watch::Receiver<Progress>) -> Waited {
     }
 }
 
-/// Transfers a download starts to heal damaged chunks, at most: the first may be one that was
-/// already running and had counted the chunk as present.
+/// Transfers a download starts to heal one damaged chunk, at most: the first may be one that
+/// was already running and had counted the chunk as present.
 const MAX_HEALS: u32 = 2;
 
 struct State {
@@ -234,7 +234,7 @@ struct State {
     local: bool,
     /// A chunk found damaged (or missing from local content) during this download.
     damaged: Option<Hash>,
-    /// Transfers started (or joined) to heal it.
+    /// Transfers started (or joined) to heal it (the chunk in `damaged`).
     heals: u32,
     key: String,
     size: u64,
@@ -332,6 +332,9 @@ impl State {
                 // The store quarantined the bad copy and marked the content incomplete: fetch a
                 // healthy one.
                 Err(StoreError::BadChunk(chunk)) => {
+                    if self.damaged != Some(chunk) {
+                        self.heals = 0; // the count is per damaged chunk
+                    }
                     self.damaged = Some(chunk);
                     if self.heals < MAX_HEALS && self.heal() {
                         ended = false;
@@ -359,11 +362,16 @@ impl State {
     }
 
     /// True when the healing transfer ended without fetching the chunk because it counted it
-    /// as present (it started before the damage was found), not because no peer had it.
+    /// as present (it was running before the damage was found: it then completes, or finds the
+    /// content incomplete at its end), not because no peer had it.
     fn joined_too_early(&self) -> bool {
-        self.progress.as_ref().is_some_and(|rx| {
-            matches!(&*rx.borrow(), Progress::Failed(e) if matches!(**e, TransferError::Incomplete))
-        })
+        self.progress
+            .as_ref()
+            .is_some_and(|rx| match &*rx.borrow() {
+                Progress::Complete => true,
+                Progress::Failed(e) => matches!(**e, TransferError::Incomplete),
+                Progress::Running { .. } => false,
+            })
     }
 
     /// The error of a damaged chunk that could not be replaced.

@@ -593,3 +593,35 @@ async fn a_put_after_repair_reaches_the_peers() {
         "the repaired node's new record is refused by its peer"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_damaged_inline_chunk_is_healed_from_a_peer_on_get() {
+    let (a, b) = pair(None).await;
+    let small = data(5000, 15);
+    replicated(&a, &b, "note", &small).await;
+    let (dir, bootstrap) = a.stop().await;
+    // Rot inside the index (a stopped node's): the small file's inline bytes.
+    let h = Hash::of(&small);
+    {
+        let db = redb::Database::open(dir.path().join("store").join("index.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let table: redb::TableDefinition<&[u8; 32], &[u8]> =
+                redb::TableDefinition::new("inline_chunks");
+            let mut t = txn.open_table(table).unwrap();
+            let mut v = t.get(&h.0).unwrap().unwrap().value().to_vec();
+            v[100] ^= 4;
+            t.insert(&h.0, v.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let a = TestNode::start_with(dir, bootstrap).await;
+    let fetched = a.client.chunks_fetched();
+    let got = tokio::time::timeout(DEADLINE, get(&a.client, "note"))
+        .await
+        .unwrap();
+    assert_eq!(got.as_deref(), Some(&small[..]));
+    assert_eq!(a.client.chunks_fetched() - fetched, 1);
+    assert!(a.client.wait_for("note", false, DEADLINE).await);
+    assert_eq!(a.client.store().read_chunk(&h).unwrap(), Some(small));
+}

@@ -174,7 +174,8 @@ fn overwrite_delete_and_reput() {
         s.stat("k").unwrap(),
         Some(Stat {
             record: t.clone(),
-            local: false
+            local: false,
+            damaged: 0,
         })
     );
     let r3 = s.put("k", &b"three"[..]).unwrap();
@@ -484,7 +485,9 @@ fn a_damaged_chunk_is_reported_never_served() {
     assert!(msg.contains("integrity") && msg.contains(key), "{msg}");
     let inner = err.into_inner().unwrap().downcast::<StoreError>().unwrap();
     assert!(matches!(*inner, StoreError::Integrity { ref chunk, .. } if *chunk == chunks[1]));
-    assert!(matches!(s.read_chunk(&chunks[1]), Err(StoreError::BadChunk(h)) if h == chunks[1]));
+    // The bad copy was quarantined (see tests/disk.rs): never read again, never served.
+    assert_eq!(s.read_chunk(&chunks[1]).unwrap(), None);
+    assert!(!s.stat(key).unwrap().unwrap().local);
 }
 
 #[test]
@@ -758,7 +761,9 @@ fn a_damaged_inline_chunk_is_reported_never_served() {
     assert!(msg.contains("integrity") && msg.contains(key), "{msg}");
     let inner = err.into_inner().unwrap().downcast::<StoreError>().unwrap();
     assert!(matches!(*inner, StoreError::Integrity { ref chunk, .. } if *chunk == h));
-    assert!(matches!(s.read_chunk(&h), Err(StoreError::BadChunk(c)) if c == h));
+    // The bad copy was quarantined (see tests/disk.rs): never read again, never served.
+    assert_eq!(s.read_chunk(&h).unwrap(), None);
+    assert!(!s.stat(key).unwrap().unwrap().local);
     // Deleting the key frees the damaged chunk; a new put stores good bytes.
     s.delete(key).unwrap();
     assert!(!s.has_chunk(&h));

@@ -23,6 +23,10 @@ pub struct FileStat {
     pub local: bool,
     /// True when the record is a tombstone (the key was deleted).
     pub deleted: bool,
+    /// Chunks of the content found damaged on this node (bit rot) and not yet replaced by a
+    /// healthy copy from a peer; `local` is false meanwhile. Absent from older nodes' answers.
+    #[serde(default)]
+    pub damaged: u64,
 }
 
 impl From<&Stat> for FileStat {
@@ -39,15 +43,18 @@ impl From<&Stat> for FileStat {
                 .unwrap_or_else(|| hex::encode(&r.author)),
             local: s.local,
             deleted: r.is_tombstone(),
+            damaged: s.damaged,
         }
     }
 }
 
 impl FileStat {
-    /// The state column of `dfs ls`: `local`, `remote` or `deleted`.
+    /// The state column of `dfs ls`: `local`, `remote`, `damaged` or `deleted`.
     pub fn state(&self) -> &'static str {
         if self.deleted {
             "deleted"
+        } else if self.damaged > 0 {
+            "damaged"
         } else if self.local {
             "local"
         } else {

@@ -350,6 +350,7 @@ async fn delete_file(State(api): State<Api>, uri: Uri) -> Result<Json<FileStat>>
     Ok(Json(FileStat::from(&crate::store::Stat {
         record,
         local: false,
+        damaged: 0,
     })))
 }
 
@@ -381,6 +382,7 @@ async fn put_file(
             let stat = crate::store::Stat {
                 record,
                 local: true,
+                damaged: 0,
             };
             Ok((StatusCode::CREATED, Json(FileStat::from(&stat))))
         }
@@ -441,6 +443,7 @@ async fn import_file(
     let stat = crate::store::Stat {
         record,
         local: true,
+        damaged: 0,
     };
     Ok((StatusCode::CREATED, Json(FileStat::from(&stat))))
 }

@@ -85,7 +85,8 @@ Examples:
   dfs ls
   dfs ls --all --json
 
-State: local (content stored here), remote (known, content still arriving), deleted.")]
+State: local (content stored here), remote (known, content still arriving), damaged (a chunk
+failed verification here; a healthy copy is being fetched), deleted.")]
     Ls {
         /// Print JSON: a list of stat objects (see `dfs stat --help`).
         #[arg(long)]
@@ -103,7 +104,7 @@ Examples:
   dfs stat report.pdf --json
 
 JSON: {\"key\", \"size\", \"content_id\" (hex, null when deleted), \"version\", \"author\",
-       \"local\", \"deleted\"}")]
+       \"local\", \"deleted\", \"damaged\" (chunks found damaged here, not yet replaced)}")]
     Stat {
         /// The key (any UTF-8 name, at most 1 KiB; never a path on disk).
         key: String,
@@ -200,6 +201,17 @@ Examples:
         #[command(flatten)]
         target: Target,
     },
+    /// Rebuild a damaged index (a stopped node's): keep every verified chunk, get the records
+    /// back from the peers at the next start.
+    #[command(after_help = super::disk::REPAIR_HELP)]
+    Repair {
+        /// Data dir of the stopped node [default: the platform data dir]
+        #[arg(long, env = "DFS_DATA_DIR", value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Rebuild even if the index looks healthy (its records that no peer has are lost).
+        #[arg(long)]
+        force: bool,
+    },
     /// Run a local cluster in this process: put a file, watch it replicate, get it, delete it.
     #[command(after_help = "\
 Examples:
@@ -265,6 +277,13 @@ pub struct NodeArgs {
     /// controls the node).
     #[arg(long)]
     pub(super) api_allow_remote: bool,
+    /// Pause between background scrubs, which re-hash every stored chunk and heal damaged ones
+    /// from peers (e.g. 24h, 90m, 30s; 0 disables).
+    #[arg(long, env = "DFS_SCRUB_INTERVAL", value_name = "DURATION", default_value = "24h", value_parser = super::disk::parse_duration)]
+    pub(super) scrub_interval: std::time::Duration,
+    /// Most bytes per second a scrub reads (e.g. 16M, 512K; 0 for no limit).
+    #[arg(long, env = "DFS_SCRUB_RATE", value_name = "BYTES", default_value = "16M", value_parser = super::disk::parse_bytes)]
+    pub(super) scrub_rate: u64,
     #[arg(long, hide = true)]
     pub(super) announce_interval_ms: Option<u64>,
     #[arg(long, hide = true)]

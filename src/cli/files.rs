@@ -85,6 +85,17 @@ pub(super) async fn get(api: &ApiClient, key: &str, dest: Option<&Path>) -> Resu
         Some(path) => save(body, path, len, &bar).await,
     };
     bar.finish_and_clear();
+    // A body cut short by damage the node could not heal (a chunk after the first): say so.
+    if result.is_err() {
+        if let Ok(stat) = api.stat(key).await {
+            if stat.damaged > 0 {
+                return Err(Error::Failed(format!(
+                    "integrity error: {} chunk(s) of {key} do not match their hash on this node, and no peer supplied a healthy copy",
+                    stat.damaged
+                )));
+            }
+        }
+    }
     result
 }
 

@@ -9,8 +9,10 @@
 //! - `members`: `invite`, `allow`, `deny` and `members`.
 //! - `output`: what the commands print, as text or JSON.
 //! - `transfer`: streaming bodies: stdin, progress bars, `get` to stdout or into a file.
+//! - `disk`: `repair` (a stopped node's damaged index) and the scrub flags of `node`.
 
 mod args;
+mod disk;
 mod files;
 mod members;
 mod node;
@@ -111,6 +113,7 @@ async fn run_command(command: Command) -> Result<()> {
         } => members::allow(&target.connect()?, &peer_id, admin).await,
         Command::Deny { peer_id, target } => members::deny(&target.connect()?, &peer_id).await,
         Command::Members { json, target } => members::members(&target.connect()?, json).await,
+        Command::Repair { data_dir, force } => disk::repair(data_dir, force),
     }
 }
 

@@ -58,6 +58,8 @@ pub(super) async fn run(args: NodeArgs) -> Result<()> {
     if let Some(ms) = args.announce_interval_ms {
         config.announce_interval = Duration::from_millis(ms.max(1));
     }
+    config.scrub_interval = args.scrub_interval;
+    config.scrub_rate = args.scrub_rate;
     if let Some(ms) = args.sync_interval_ms {
         config.sync_interval = Duration::from_millis(ms.max(1));
     }

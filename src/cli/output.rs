@@ -51,6 +51,12 @@ pub(super) fn stat(stat: &FileStat) {
     println!("version:    {}", stat.version);
     println!("author:     {}", stat.author);
     println!("state:      {}", stat.state());
+    if stat.damaged > 0 {
+        println!(
+            "damaged:    {} chunk(s) do not match their hash; a healthy copy is being fetched from peers",
+            stat.damaged
+        );
+    }
 }
 
 /// `peers`: each peer's id and agent, then its addresses indented.

@@ -1,15 +1,24 @@
 //! Streams a file's bytes to a caller (the one read path of the node): from the local store when the content is here, or as the
 //! chunks of a running transfer are verified and written. Every chunk is verified on read, and
 //! memory stays bounded at one chunk whatever the file size.
+//!
+//! A chunk that fails verification (bit rot), or is missing from content said to be local, is
+//! healed on the way: the store quarantines it and marks the content incomplete (see
+//! `store/scrub.rs`), and the download starts (or joins) a transfer, which fetches a healthy
+//! copy from a peer, and serves the chunk once it is written. With no healthy copy anywhere the
+//! download fails with an integrity error naming the key. For local content the first chunk
+//! is read before the download is handed out, so that such a failure there is the answer
+//! itself rather than a cut body.
 
 use std::io;
 
 use bytes::Bytes;
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::watch;
 
-use super::transfer::Progress;
+use super::transfer::{Progress, Transfers};
 use super::Replication;
+use super::TransferError;
 use crate::record::{chunk_len, Hash, Record, CHUNK_SIZE};
 use crate::store::{PinGuard, Store, StoreError};
 use crate::tasks::{TaskFailed, Tasks};
@@ -130,9 +139,14 @@ pub(crate) async fn start(
     } else {
         end.div_ceil(CHUNK_SIZE as u64)
     };
-    let state = State {
+    let mut state = State {
         store,
         tasks,
+        transfers: replication.transfers().clone(),
+        record: record.clone(),
+        local,
+        damaged: None,
+        heals: 0,
         key: record.key.clone(),
         size,
         pins,
@@ -142,7 +156,31 @@ pub(crate) async fn start(
         end,
         progress,
     };
-    let body = futures::stream::unfold(state, |mut st| async move {
+    // Local content: the first chunk now, so that damage nobody can heal is the answer.
+    let mut head: Option<io::Result<Bytes>> = None;
+    if local && state.index < state.last {
+        match state.next_chunk().await {
+            Ok(bytes) => {
+                state.index += 1;
+                head = Some(Ok(bytes));
+            }
+            Err(e) => {
+                return Err(match state.damaged {
+                    Some(chunk) if e.kind() == io::ErrorKind::InvalidData => {
+                        Error::Store(StoreError::Integrity {
+                            key: record.key.clone(),
+                            chunk,
+                        })
+                    }
+                    _ => Error::Unavailable {
+                        key: record.key.clone(),
+                        reason: e.to_string(),
+                    },
+                })
+            }
+        }
+    }
+    let rest = futures::stream::unfold(state, |mut st| async move {
         if st.index >= st.last {
             return None;
         }
@@ -153,6 +191,7 @@ pub(crate) async fn start(
         }
         Some((item, st))
     });
+    let body = futures::stream::iter(head).chain(rest);
     Ok(Download {
         record,
         range: (start, end),
@@ -182,9 +221,21 @@ async fn wait(rx: &mut watch::Receiver<Progress>) -> Waited {
     }
 }
 
+/// Transfers a download starts to heal one damaged chunk, at most: the first may be one that
+/// was already running and had counted the chunk as present.
+const MAX_HEALS: u32 = 2;
+
 struct State {
     store: Store,
     tasks: Tasks,
+    transfers: Transfers,
+    record: Record,
+    /// The content was complete here when the download began.
+    local: bool,
+    /// A chunk found damaged (or missing from local content) during this download.
+    damaged: Option<Hash>,
+    /// Transfers started (or joined) to heal it (the chunk in `damaged`).
+    heals: u32,
     key: String,
     size: u64,
     /// The chunk list, pinned against garbage collection until the download is dropped.
@@ -229,6 +280,20 @@ impl State {
                     }
                     return Ok(self.slice(data));
                 }
+                // Content said to be local lacks a chunk: handled as damage.
+                Ok(None) if self.local && self.progress.is_none() && self.damaged.is_none() => {
+                    let store = self.store.clone();
+                    let _ = self
+                        .tasks
+                        .blocking(move || store.chunk_damaged(&hash))
+                        .await;
+                    self.damaged = Some(hash);
+                    if self.heal() {
+                        ended = false;
+                        continue;
+                    }
+                    return Err(self.integrity(hash, "the node is stopping"));
+                }
                 Ok(None) if !ended => match self.progress.as_mut() {
                     Some(rx) => {
                         if let Waited::Ended(_) = wait(rx).await {
@@ -238,6 +303,22 @@ impl State {
                     }
                     None => ended = true,
                 },
+                // The transfer joined had counted the chunk as present: one more.
+                Ok(None)
+                    if self.damaged.is_some()
+                        && self.heals < MAX_HEALS
+                        && self.joined_too_early()
+                        && self.heal() =>
+                {
+                    ended = false;
+                }
+                Ok(None) if self.damaged.is_some() => {
+                    let reason = match self.progress.as_ref().map(|rx| rx.borrow().clone()) {
+                        Some(Progress::Failed(error)) => error.to_string(),
+                        _ => format!("chunk {hash} is missing"),
+                    };
+                    return Err(self.integrity(hash, &reason));
+                }
                 Ok(None) => {
                     let reason = match self.progress.as_ref().map(|rx| rx.borrow().clone()) {
                         Some(Progress::Failed(error)) => error.to_string(),
@@ -248,19 +329,61 @@ impl State {
                         self.key
                     )));
                 }
+                // The store quarantined the bad copy and marked the content incomplete: fetch a
+                // healthy one.
                 Err(StoreError::BadChunk(chunk)) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        StoreError::Integrity {
-                            key: self.key.clone(),
-                            chunk,
-                        }
-                        .to_string(),
-                    ))
+                    if self.damaged != Some(chunk) {
+                        self.heals = 0; // the count is per damaged chunk
+                    }
+                    self.damaged = Some(chunk);
+                    if self.heals < MAX_HEALS && self.heal() {
+                        ended = false;
+                        continue;
+                    }
+                    return Err(self.integrity(chunk, "no healthy copy arrived"));
                 }
                 Err(e) => return Err(io::Error::other(e.to_string())),
             }
         }
+    }
+
+    /// Starts (or joins) a transfer of this content to replace a damaged chunk; false if none
+    /// can start (the node is stopping).
+    fn heal(&mut self) -> bool {
+        self.heals += 1;
+        tracing::debug!(key = %self.key, chunk = ?self.damaged, "fetching a healthy copy of a damaged chunk");
+        match self.transfers.ensure(&self.record, true) {
+            Some(rx) => {
+                self.progress = Some(rx);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// True when the healing transfer ended without fetching the chunk because it counted it
+    /// as present (it was running before the damage was found: it then completes, or finds the
+    /// content incomplete at its end), not because no peer had it.
+    fn joined_too_early(&self) -> bool {
+        self.progress
+            .as_ref()
+            .is_some_and(|rx| match &*rx.borrow() {
+                Progress::Complete => true,
+                Progress::Failed(e) => matches!(**e, TransferError::Incomplete),
+                Progress::Running { .. } => false,
+            })
+    }
+
+    /// The error of a damaged chunk that could not be replaced.
+    fn integrity(&self, chunk: Hash, reason: &str) -> io::Error {
+        let e = StoreError::Integrity {
+            key: self.key.clone(),
+            chunk,
+        };
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{e}, and no peer supplied a healthy copy ({reason})"),
+        )
     }
 
     /// Cuts a chunk to the requested range.

@@ -51,7 +51,7 @@ impl ChunkDir {
     }
 
     /// Renames a fsynced temp file into place, creating the chunk's subdirectory if needed.
-    fn rename_into_place(&self, tmp: &Path, hash: &Hash) -> io::Result<()> {
+    pub(crate) fn rename_into_place(&self, tmp: &Path, hash: &Hash) -> io::Result<()> {
         let dest = self.path(hash);
         match fs::rename(tmp, &dest) {
             Err(e) if e.kind() == io::ErrorKind::NotFound && tmp.exists() => {

@@ -16,12 +16,14 @@
 //! inline chunk: it carries the bytes to its own commit, which stores them again if they went.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use redb::{Database, Durability, ReadableTable};
 
 use super::chunks::{remove_if_present, ChunkDir};
 use super::index::{CHUNK_REFS, INLINE};
+use super::repair::{move_into, ORPHANS_DIR};
 use super::StoreError;
 use crate::record::Hash;
 
@@ -124,8 +126,19 @@ fn remove_inline(db: &Database, pins: &Pins, candidates: Vec<Hash>) -> Result<us
 
 /// The full sweep: every chunk file and inline chunk without a reference or pin, every stale
 /// temp file, and every stray file in the chunk directories. Returns the number removed.
-pub(crate) fn sweep(db: &Database, chunks: &ChunkDir, pins: &Pins) -> Result<usize, StoreError> {
-    let mut removed = sweep_files(db, chunks, pins)?;
+///
+/// With `orphans` (the store directory, at open), chunk files and strays without a reference
+/// are moved to its `orphans/` instead of being deleted: at open, the index has not yet shown
+/// that it knows every chunk (a lost or damaged index knows none), so it is not trusted to
+/// condemn any (see `store/repair.rs`). During a run, every file found unreferenced was
+/// written during the run, and is removed.
+pub(crate) fn sweep(
+    db: &Database,
+    chunks: &ChunkDir,
+    pins: &Pins,
+    orphans: Option<&Path>,
+) -> Result<usize, StoreError> {
+    let mut removed = sweep_files(db, chunks, pins, orphans)?;
     let unreferenced = {
         let txn = db.begin_read()?;
         let refs = txn.open_table(CHUNK_REFS)?;
@@ -149,24 +162,58 @@ pub(crate) fn sweep(db: &Database, chunks: &ChunkDir, pins: &Pins) -> Result<usi
     Ok(removed)
 }
 
-fn sweep_files(db: &Database, chunks: &ChunkDir, pins: &Pins) -> Result<usize, StoreError> {
+fn sweep_files(
+    db: &Database,
+    chunks: &ChunkDir,
+    pins: &Pins,
+    orphans: Option<&Path>,
+) -> Result<usize, StoreError> {
     let pins = pins.lock();
     let txn = db.begin_read()?;
     let refs = txn.open_table(CHUNK_REFS)?;
     let mut removed = 0;
+    let mut orphaned = 0;
     let (present, strays) = chunks.scan()?;
     for h in present {
         if pins.contains_key(&h) || refs.get(&h.0)?.is_some() {
             continue;
         }
-        if chunks.remove(&h)? {
-            removed += 1;
+        match orphans {
+            Some(dir) => {
+                move_into(&chunks.path(&h), &dir.join(ORPHANS_DIR), &h.to_hex())?;
+                orphaned += 1;
+            }
+            None => {
+                if chunks.remove(&h)? {
+                    removed += 1;
+                }
+            }
         }
     }
     for path in strays {
-        if remove_if_present(&path)? {
-            removed += 1;
+        match (orphans, path.file_name()) {
+            (Some(dir), Some(name)) => {
+                let name = format!(
+                    "{}.stray.{:08x}",
+                    name.to_string_lossy(),
+                    rand::random::<u32>()
+                );
+                move_into(&path, &dir.join(ORPHANS_DIR), &name)?;
+                orphaned += 1;
+            }
+            _ => {
+                if remove_if_present(&path)? {
+                    removed += 1;
+                }
+            }
         }
+    }
+    if orphaned > 0 {
+        tracing::warn!(
+            files = orphaned,
+            "chunk files that no record references were moved to orphans/ (kept: a record that \
+             needs one takes it back; delete the directory to reclaim the space)"
+        );
     }
     for (hash, path) in chunks.scan_tmp()? {
         // A pinned hash may belong to a put writing this very temp file.

@@ -5,7 +5,10 @@
 //! - `index.redb`: the index (see `store/index.rs` for its tables);
 //! - `chunks/<xx>/<hash hex>`: one file per distinct chunk of [`INLINE_MAX`] bytes or more,
 //!   named by its BLAKE3 hash (`xx` is its first byte), never by a key;
-//! - `tmp/`: chunks being written; anything left here after a crash is removed by [`Store::gc`].
+//! - `tmp/`: chunks being written; anything left here after a crash is removed by [`Store::gc`];
+//! - `orphans/`: chunk files that no record referenced when the store opened, kept (never
+//!   deleted) and taken back when a record needs them; `damaged/`: quarantined copies of chunks
+//!   that failed verification (see `store/repair.rs` and `store/scrub.rs`).
 //!
 //! Chunks shorter than [`INLINE_MAX`] (small files, and the short tail of a large one) are
 //! stored inline, in the index's `inline_chunks` table, and written in the record's own
@@ -36,6 +39,8 @@ mod commit;
 mod gc;
 mod index;
 mod put;
+mod repair;
+mod scrub;
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -53,6 +58,9 @@ use chunks::ChunkDir;
 use commit::{Committer, Done, Op};
 use gc::Pins;
 use index::{decode, Content, Tables};
+
+pub use repair::{diagnose, repair, RepairReport, DAMAGED_DIR, INDEX_FILE, ORPHANS_DIR};
+pub use scrub::ScrubReport;
 
 /// Number of leaves of the anti-entropy tree, whose geometry [`crate::protocols::sync`] defines.
 pub use crate::protocols::sync::LEAVES as SYNC_LEAVES;
@@ -105,6 +113,8 @@ pub enum StoreError {
     ListBudget { pending: u64, len: u64 },
     #[error("{} was written by an older dfs (unsigned records, format 1); move the data dir away and join the network again", .0.display())]
     OldFormat(PathBuf),
+    #[error("the index {} is damaged: {reason}; no chunk was deleted. With the node stopped, run `dfs repair --data-dir <its data dir>` to rebuild the index from the chunks on disk and the peers", path.display())]
+    IndexDamaged { path: PathBuf, reason: String },
 }
 
 /// Decides whether a record from elsewhere counts (its author may write): the membership
@@ -118,6 +128,9 @@ pub struct Stat {
     pub record: Record,
     /// The whole content is verified and durable here (false for tombstones).
     pub local: bool,
+    /// Chunks of the content found damaged here (not matching their hash) and not yet
+    /// replaced by a healthy copy from a peer.
+    pub damaged: u64,
 }
 
 /// What [`Store::apply`] did.
@@ -209,10 +222,8 @@ impl Store {
         }
         std::fs::create_dir_all(dir)?;
         let chunks = ChunkDir::open(dir)?;
-        let db = Database::create(dir.join("index.redb")).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(dir.to_path_buf()),
-            e => e.into(),
-        })?;
+        // A damaged index is an error naming the file, never a panic or an empty store.
+        let db = repair::open_index(dir)?;
         let txn = db.begin_write()?;
         drop(Tables::open(&txn)?);
         {
@@ -260,7 +271,13 @@ impl Store {
                 committer: Committer::default(),
             }),
         };
-        store.gc()?;
+        // Chunk files the index does not know go to orphans/, never away (see store/repair.rs).
+        gc::sweep(
+            &store.inner.db,
+            &store.inner.chunks,
+            &store.inner.pins,
+            Some(dir),
+        )?;
         Ok(store)
     }
 
@@ -359,7 +376,12 @@ impl Store {
             Some(cid) => is_complete(&txn, cid)?,
             None => false,
         };
-        Ok(Some(Stat { record, local }))
+        let damaged = scrub::damaged_of(&txn, &record)?;
+        Ok(Some(Stat {
+            record,
+            local,
+            damaged,
+        }))
     }
 
     /// The key's record (tombstones included).
@@ -374,6 +396,7 @@ impl Store {
         let txn = self.inner.db.begin_read()?;
         let records = txn.open_table(index::RECORDS)?;
         let contents = txn.open_table(index::CONTENTS)?;
+        let any_damaged = scrub::any_damaged(&txn)?;
         let mut out = Vec::new();
         for item in records.iter()? {
             let (_, v) = item?;
@@ -385,7 +408,15 @@ impl Store {
                 },
                 None => false,
             };
-            out.push(Stat { record, local });
+            let damaged = match any_damaged {
+                true => scrub::damaged_of(&txn, &record)?,
+                false => 0,
+            };
+            out.push(Stat {
+                record,
+                local,
+                damaged,
+            });
         }
         Ok(out)
     }
@@ -562,10 +593,13 @@ impl Store {
         }
     }
 
-    /// True when the chunk is stored here, inline or as a file (reads verify it).
+    /// True when the chunk is stored here, inline or as a file (reads verify it), taking it
+    /// back from `orphans/` if it is there (verified).
     pub fn has_chunk(&self, hash: &Hash) -> bool {
         // An index that cannot be read has nothing to offer: look for the file.
-        self.has_inline(hash).unwrap_or(false) || self.inner.chunks.exists(hash)
+        self.has_inline(hash).unwrap_or(false)
+            || self.inner.chunks.exists(hash)
+            || self.adopt_orphan(hash)
     }
 
     fn has_inline(&self, hash: &Hash) -> Result<bool, StoreError> {
@@ -631,6 +665,7 @@ impl Store {
         }
         if Hash::of(buf) != *hash {
             buf.clear();
+            self.quarantine(hash); // see store/scrub.rs
             return Err(StoreError::BadChunk(*hash));
         }
         Ok(true)
@@ -661,7 +696,12 @@ impl Store {
         }
         // The batch syncs the directories of the files before it commits.
         match self.submit(Op::Complete { cid: *cid, files })? {
-            Done::Yes(complete) => Ok(complete),
+            Done::Yes(complete) => {
+                if complete {
+                    self.healed(&content.chunks);
+                }
+                Ok(complete)
+            }
             _ => unreachable!("content is complete or not"),
         }
     }
@@ -741,7 +781,7 @@ impl Store {
     /// pinned by a running put, fetch or reader, and of stale temp files. Returns the number of
     /// chunks and files removed.
     pub fn gc(&self) -> Result<usize, StoreError> {
-        gc::sweep(&self.inner.db, &self.inner.chunks, &self.inner.pins)
+        gc::sweep(&self.inner.db, &self.inner.chunks, &self.inner.pins, None)
     }
 
     /// Removes the chunks that a commit left without references (best effort: a failure only

@@ -570,13 +570,10 @@ fn cli_refuses_a_damaged_index_repairs_it_and_reports_integrity_errors() {
     stop(node);
 }
 
-/// Found when merging with trust (records format v2): a repaired node's index has lost its
-/// signing counter (`meta.seq`), so its next record reuses a sequence number its peers already
-/// hold for it, and they refuse it as a second record under one number. Left for the owner of
-/// the record format to decide (learn the last number from peers before writing, or another
-/// rule); run with `--ignored` to see it fail.
+/// A repaired node's index has lost its signing counter (`meta.seq`); once its own records come
+/// back from its peers, its numbering goes on after them, so its next record is not refused as
+/// a second record under a number its peers hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "a repaired node reuses its sequence numbers (see the doc comment)"]
 async fn a_put_after_repair_reaches_the_peers() {
     let (a, b) = pair(None).await;
     put(&a.client, "before", data(100, 13)).await;

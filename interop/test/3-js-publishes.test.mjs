@@ -49,10 +49,10 @@ before(async () => {
   await waitFor(() => js.services.pubsub.getMeshPeers(topic).includes(a.peerId) && js.services.pubsub.getMeshPeers(members).includes(a.peerId),
     { what: 'dfs node a in the js mesh of the records and members topics' })
   await waitFor(async () => (await b.peers()).some(p => p.peer_id === a.peerId), { what: 'b connected to a' })
-  // b joined a's network as a reader (it asked a for the network id); `dfs id --json` shows a
-  // role of null for a peer without any grant (it may read).
+  // b joined a's network as a reader (it asked a for the network id); `dfs id --json` shows the
+  // role "reader" for a peer without any grant (it may read).
   const bid = await waitFor(async () => { const id = await b.idNow(); return id.network === network ? id : null }, { what: 'b in a\'s network' })
-  assert.equal(bid.role, null, `b: ${show(bid)}`)
+  assert.equal(bid.role, 'reader', `b: ${show(bid)}`)
 })
 
 after(async () => { for (const fn of cleanup.reverse()) await fn() })

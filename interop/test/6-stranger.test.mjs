@@ -19,7 +19,7 @@ import {
 
 // "a few seconds, plus a sync interval" (sessions run every 30 s): every path has had its chance.
 const SETTLE_MS = Number(process.env.INTEROP_SETTLE_MS ?? 34_000)
-const NOT_A_WRITER = 'refused a record by a peer without write access'
+const NOT_A_WRITER = 'refused: a record by a peer without write access'
 const cleanup = []
 let owner, reader, network, topic, members
 
@@ -157,7 +157,7 @@ test('a stranger (no grant) is refused: its signed record, an impersonation, tam
     'the owner forwarded none of the stranger\'s messages')
   assert.ok(observed.every(m => m.from.toString() === owner.peerId), `every message the observer got came from the owner: ${observed.map(m => m.from.toString())}`)
   // The owner logged the refusals at info.
-  const refusals = owner.logLines().filter(l => /refused a/.test(l))
+  const refusals = owner.logLines().filter(l => /refused: /.test(l))
   for (const l of refusals) t.diagnostic(`owner log: ${l.slice(0, 300)}`)
   assert.ok(refusals.some(l => l.includes(NOT_A_WRITER)), `an info line "${NOT_A_WRITER}" in the owner's log`)
   assert.ok(refusals.some(l => /\bINFO\b/.test(l)))

@@ -72,7 +72,7 @@ pub struct Id {
     /// The network id (its owner's peer id); `null` while a reader is still learning it.
     #[serde(default)]
     pub network: Option<String>,
-    /// This node's role: `admin`, `writer`, `reader`; `null` without any grant (may read).
+    /// This node's role: `admin`, `writer` or `reader`; `null` while the network is not known.
     #[serde(default)]
     pub role: Option<Role>,
 }

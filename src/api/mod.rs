@@ -276,11 +276,13 @@ async fn peers(State(api): State<Api>) -> Result<Json<Vec<Peer>>> {
 
 async fn id(State(api): State<Api>) -> Result<Json<Id>> {
     let info = api.client.info().await?;
-    Ok(Json(Id::new(
-        &info,
-        api.client.network_id(),
-        api.client.role(),
-    )))
+    // A peer without any grant is a reader of a network it knows.
+    let network = api.client.network_id();
+    let role = api
+        .client
+        .role()
+        .or_else(|| network.as_ref().map(|_| json::Role::Reader));
+    Ok(Json(Id::new(&info, network, role)))
 }
 
 async fn members(State(api): State<Api>) -> Result<Json<Vec<Member>>> {

@@ -130,7 +130,7 @@ Examples:
     #[command(after_help = "\
 Examples:
   dfs id
-  dfs id --json        {\"peer_id\", \"addrs\"}")]
+  dfs id --json        {\"peer_id\", \"addrs\", \"network\", \"role\"}")]
     Id {
         /// Print JSON.
         #[arg(long)]

@@ -41,10 +41,10 @@ impl Refusal {
 
     fn describe(self) -> &'static str {
         match self {
-            Refusal::Invalid => "invalid or unsigned record",
-            Refusal::NotAWriter => "record by a peer without write access",
-            Refusal::SeqReused => "record reusing its author's sequence number",
-            Refusal::Grant => "grant from a peer that may not grant",
+            Refusal::Invalid => "a record that is invalid or does not verify",
+            Refusal::NotAWriter => "a record by a peer without write access",
+            Refusal::SeqReused => "a record reusing its author's sequence number",
+            Refusal::Grant => "a grant its issuer may not make",
         }
     }
 }
@@ -79,7 +79,7 @@ impl Refusals {
             key = key.unwrap_or("-"),
             suppressed = since,
             total,
-            "refused a {}",
+            "refused: {}",
             why.describe()
         );
     }

@@ -187,18 +187,26 @@ async fn within_reply_timeout(
         })?
 }
 
+/// Peers choose which chunks they ask for: the warnings they can trigger are rate-limited.
+static SERVE_LOG: crate::log_limit::KeyedLogLimit =
+    crate::log_limit::KeyedLogLimit::new(std::time::Duration::from_secs(10));
+
 /// Reads a chunk into `buf` (not verified again: it was verified when stored, and the requester
 /// verifies it). `None` when absent or unreadable.
 fn read_chunk(store: &Store, hash: &crate::record::Hash, mut buf: Buf) -> Option<Buf> {
     match store.read_chunk_unverified(hash, &mut buf.data) {
         Ok(true) if !buf.data.is_empty() && buf.data.len() <= chunks::MAX_CHUNK_LEN => Some(buf),
         Ok(true) => {
-            tracing::warn!(chunk = %hash, len = buf.data.len(), "not serving a chunk file of an impossible size");
+            if let Some(suppressed) = SERVE_LOG.check("impossible-size") {
+                tracing::warn!(chunk = %hash, len = buf.data.len(), suppressed, "not serving a chunk file of an impossible size");
+            }
             None
         }
         Ok(false) => None,
         Err(error) => {
-            tracing::warn!(chunk = %hash, %error, "cannot read a chunk to serve it");
+            if let Some(suppressed) = SERVE_LOG.check("unreadable") {
+                tracing::warn!(chunk = %hash, %error, suppressed, "cannot read a chunk to serve it");
+            }
             None
         }
     }

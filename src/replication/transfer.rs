@@ -36,6 +36,9 @@ use crate::tasks::Tasks;
 const MAX_PEER_FAILURES: u32 = 3;
 /// Times a transfer looks again for peers when none can serve what is missing.
 const MAX_STALLS: u32 = 10;
+/// A lying peer can be named in every transfer it joins: one warning per 10 s.
+static LIAR_LOG: crate::log_limit::LogLimit =
+    crate::log_limit::LogLimit::new(Duration::from_secs(10));
 /// "Not found" answers in a row after which a peer is taken to lack the content (its worker
 /// ends as a failure): without it, a peer that has none of a million-chunk file would be asked
 /// for every chunk, 16 at a time.
@@ -521,7 +524,9 @@ impl Transfer {
         if error.is_misbehaviour() {
             if !s.bad {
                 if error.is_lie() {
-                    tracing::warn!(%peer, key = %self.record.key, %error, "peer out of this transfer");
+                    if let Some(suppressed) = LIAR_LOG.check() {
+                        tracing::warn!(%peer, key = %self.record.key, %error, suppressed, "peer out of this transfer");
+                    }
                 } else {
                     tracing::debug!(%peer, key = %self.record.key, %error, "peer out of this transfer");
                 }

@@ -396,7 +396,7 @@ impl Store {
             Op::SignGrant { grant } => {
                 let mut grant = grant.clone();
                 grant.time = inner.clock.tick();
-                grant.seq = t.next_seq()?;
+                grant.seq = t.next_seq(&inner.author)?;
                 grant.sign(&inner.keypair);
                 let id = grant.id();
                 let fingerprint = u64::from_be_bytes(id.0[..8].try_into().expect("8 bytes"));
@@ -449,7 +449,7 @@ fn signed(
         size,
         time: inner.clock.tick(),
         author: Vec::new(),
-        seq: t.next_seq()?,
+        seq: t.next_seq(&inner.author)?,
         replaces: old.map(|o| vec![o.version()]).unwrap_or_default(),
         sig: Vec::new(),
     };

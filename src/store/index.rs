@@ -139,8 +139,27 @@ impl<'t> Tables<'t> {
 
     /// Takes the next sequence number this node signs with (1 for the first), durably with
     /// the transaction, so a number is never used twice even across a crash.
-    pub fn next_seq(&mut self) -> Result<u64, StoreError> {
-        let next = self.meta.get(SEQ)?.map_or(0, |v| v.value()) + 1;
+    ///
+    /// It also goes past every number of `own` (this node's peer id) that the index holds in
+    /// `author_seqs`: after `dfs repair` (an empty index) the counter restarts, but the node's
+    /// own records come back from its peers, and numbering goes on after them.
+    pub fn next_seq(&mut self, own: &[u8]) -> Result<u64, StoreError> {
+        let counted = self.meta.get(SEQ)?.map_or(0, |v| v.value());
+        let from = seq_key(own, 0);
+        let to = seq_key(own, u64::MAX);
+        let seen = match self
+            .author_seqs
+            .range(from.as_slice()..=to.as_slice())?
+            .next_back()
+        {
+            Some(item) => {
+                let (k, _) = item?;
+                let k = k.value();
+                u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8 bytes"))
+            }
+            None => 0,
+        };
+        let next = counted.max(seen) + 1;
         self.meta.insert(SEQ, next)?;
         Ok(next)
     }

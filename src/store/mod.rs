@@ -174,6 +174,8 @@ struct Inner {
     list_budget: AtomicU64,
     /// This node's key: it signs the records of local puts and deletes.
     keypair: Keypair,
+    /// This node's peer id bytes (the author of its records).
+    author: Vec<u8>,
     admission: RwLock<Option<Admission>>,
     /// XOR of the fingerprints of the records in each leaf. Updated by XOR after each commit,
     /// so concurrent updates commute.
@@ -264,6 +266,7 @@ impl Store {
                 pins: Pins::default(),
                 clock: Clock::starting_after(last),
                 list_budget: AtomicU64::new(MAX_PENDING_HASHES),
+                author: keypair.public().to_peer_id().to_bytes(),
                 keypair,
                 admission: RwLock::new(None),
                 leaves,

@@ -171,13 +171,21 @@ impl Store {
                     incomplete.push(Hash(*cid.value()));
                     if c.complete {
                         c.complete = false;
-                        changed.push((*cid.value(), encode(&c)));
+                        changed.push((*cid.value(), encode(&c), c.chunks.len() as u64));
                     }
                 }
             }
-            for (cid, bytes) in changed {
+            // The complete flag lives twice (with the list, and alone for cheap reads), and the
+            // lists of incomplete content count against their budget.
+            let mut state = txn.open_table(index::CONTENT_STATE)?;
+            let mut meta = txn.open_table(index::META)?;
+            let mut pending = meta.get(index::PENDING)?.map_or(0, |v| v.value());
+            for (cid, bytes, len) in changed {
                 contents.insert(&cid, bytes.as_slice())?;
+                state.insert(&cid, 0)?;
+                pending += len;
             }
+            meta.insert(index::PENDING, pending)?;
             // Noted only while some content needs it: the note goes when that content is
             // complete again.
             if !incomplete.is_empty() {

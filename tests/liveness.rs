@@ -19,34 +19,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Far beyond the tests: only the session started on (re)connection can sync.
 const NO_SYNC: Duration = Duration::from_secs(600);
 
-/// Starts a node with a test configuration changed by `tweak`; with `owner`, it joins the
-/// owner's network as a writer (a ticket), else, with `bootstrap`, as a reader.
-async fn node_with(
-    tweak: impl FnOnce(&mut dfs::node::Config),
-    owner: Option<&TestNode>,
-    bootstrap: Vec<Multiaddr>,
-) -> TestNode {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = common::config(dir.path().to_path_buf(), bootstrap.clone());
-    if let Some(owner) = owner {
-        config.join = Some(owner.client.invite(false).await.expect("invite"));
-    }
-    tweak(&mut config);
-    let node = common::start_node(config).await;
-    let client = std::sync::Arc::new(node.client());
-    let addr = client.info().await.unwrap().addrs[0].clone();
-    TestNode {
-        node: Some(node),
-        client,
-        dir,
-        addr,
-        bootstrap,
-    }
-}
-
 async fn node(owner: Option<&TestNode>, bootstrap: Vec<Multiaddr>) -> TestNode {
     common::init_tracing();
-    node_with(|c| c.sync_interval = NO_SYNC, owner, bootstrap).await
+    common::node_with(|c| c.sync_interval = NO_SYNC, owner, bootstrap).await
 }
 
 /// A TCP proxy to `target` on 127.0.0.1 that forwards bytes both ways until `frozen` is set,

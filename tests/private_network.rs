@@ -57,34 +57,9 @@ fn key() -> SwarmKey {
     parse_swarm_key(&new_swarm_key()).unwrap()
 }
 
-/// Starts a node with a test configuration changed by `tweak`; with `owner`, it joins the
-/// owner's network as a writer (a ticket), else, with `bootstrap`, as a reader.
-async fn node_with(
-    tweak: impl FnOnce(&mut dfs::node::Config),
-    owner: Option<&TestNode>,
-    bootstrap: Vec<Multiaddr>,
-) -> TestNode {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = common::config(dir.path().to_path_buf(), bootstrap.clone());
-    if let Some(owner) = owner {
-        config.join = Some(owner.client.invite(false).await.expect("invite"));
-    }
-    tweak(&mut config);
-    let node = common::start_node(config).await;
-    let client = std::sync::Arc::new(node.client());
-    let addr = client.info().await.unwrap().addrs[0].clone();
-    TestNode {
-        node: Some(node),
-        client,
-        dir,
-        addr,
-        bootstrap,
-    }
-}
-
 async fn node(swarm_key: Option<SwarmKey>, bootstrap: Vec<Multiaddr>) -> TestNode {
     capture_logs();
-    node_with(|c| c.swarm_key = swarm_key, None, bootstrap).await
+    common::node_with(|c| c.swarm_key = swarm_key, None, bootstrap).await
 }
 
 /// The TCP address of a node, without its `/p2p/` part, as the dialer's log names it.

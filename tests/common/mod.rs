@@ -79,6 +79,24 @@ impl TestNode {
         Self::start_config(dir, cfg, owner, bootstrap).await
     }
 
+    /// A node whose test configuration `tweak` changes (a fresh data dir); with `owner`, a
+    /// writer of the owner's network (by ticket), else, with `bootstrap`, a reader.
+    pub async fn with_config(
+        tweak: impl FnOnce(&mut Config),
+        owner: Option<&TestNode>,
+        bootstrap: Vec<Multiaddr>,
+    ) -> TestNode {
+        init_tracing();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path().to_path_buf(), bootstrap.clone());
+        if let Some(owner) = owner {
+            cfg.join = Some(owner.client.invite(false).await.expect("invite"));
+        }
+        tweak(&mut cfg);
+        let owner = owner.map(|o| o.client.clone());
+        Self::start_config(dir, cfg, owner, bootstrap).await
+    }
+
     /// Starts a node on an existing data dir (a restart: it remembers its network).
     pub async fn start_with(dir: tempfile::TempDir, bootstrap: Vec<Multiaddr>) -> TestNode {
         let cfg = config(dir.path().to_path_buf(), bootstrap.clone());
@@ -140,6 +158,15 @@ impl TestNode {
     pub async fn peer_count(&self) -> usize {
         self.client.peers().await.map(|p| p.len()).unwrap_or(0)
     }
+}
+
+/// [`TestNode::with_config`].
+pub async fn node_with(
+    tweak: impl FnOnce(&mut Config),
+    owner: Option<&TestNode>,
+    bootstrap: Vec<Multiaddr>,
+) -> TestNode {
+    TestNode::with_config(tweak, owner, bootstrap).await
 }
 
 /// Starts a node. No retry: a node that was shut down has released its data dir.

@@ -11,7 +11,6 @@ use libp2p::Multiaddr;
 /// Starts a node on loopback with 1 s announce, sync and retry intervals: the owner of a new
 /// network without `join`, else a writer of the ticket's network.
 pub async fn start(dir: PathBuf, bootstrap: Vec<Multiaddr>, join: Option<Ticket>) -> Node {
-    let _ = std::fs::remove_dir_all(&dir);
     let mut c = Config::new(dir);
     c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     c.bootstrap = bootstrap;

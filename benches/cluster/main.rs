@@ -12,7 +12,7 @@
 //! - `DFS_BENCH_JSON`: output file (default `target/bench/results.json`);
 //! - `DFS_BENCH_FILE_MIB`: size of the large file; `DFS_BENCH_ROUNDS`: rounds of the fetch and
 //!   put figures (median reported; 5 in the full run, 3 in the quick one);
-//! - `DFS_BENCH_ONLY`: comma-separated subset of `fetch,put,small,replication,latency,sync`
+//! - `DFS_BENCH_ONLY`: comma-separated subset of `fetch,put,small,replication,latency,mesh,sync`
 //!   (`api` stands for `put,small,replication`).
 //!
 //! Hidden arguments `--bare-recv` and `--bare-send ADDR BYTES` make this binary one end of the
@@ -22,6 +22,7 @@ mod bare;
 mod fetch;
 mod inproc;
 mod latency;
+mod mesh;
 mod procs;
 mod put;
 mod replication;
@@ -45,6 +46,9 @@ pub struct Plan {
     pub rounds: usize,
     pub clusters: Vec<usize>,
     pub latency_puts: usize,
+    /// Separate node processes of the mesh figure, and puts timed on them.
+    pub mesh_nodes: usize,
+    pub mesh_puts: usize,
     pub small_puts: usize,
     pub clients: usize,
     pub replication_puts: usize,
@@ -60,6 +64,8 @@ impl Plan {
                 rounds: 3,
                 clusters: vec![3, 5],
                 latency_puts: 5,
+                mesh_nodes: 5,
+                mesh_puts: 5,
                 small_puts: 1_000,
                 clients: 32,
                 replication_puts: 300,
@@ -74,6 +80,8 @@ impl Plan {
                 rounds: 5,
                 clusters: vec![5, 10, 20],
                 latency_puts: 20,
+                mesh_nodes: 20,
+                mesh_puts: 40,
                 small_puts: 10_000,
                 clients: 32,
                 replication_puts: 10_000,
@@ -250,6 +258,9 @@ fn main() {
         }
         if wanted("replication") {
             replication::run(&mut bench).await;
+        }
+        if wanted("mesh") {
+            mesh::run(&mut bench).await;
         }
         bench.memory_row();
         if wanted("latency") {

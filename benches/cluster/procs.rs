@@ -32,6 +32,16 @@ impl NodeProc {
     /// `bootstrap` it creates and owns a network; with it, it joins theirs as a reader (the
     /// benchmark writes on owners only).
     pub async fn start(bin: &Path, dir: PathBuf, bootstrap: &[String]) -> NodeProc {
+        NodeProc::start_with(bin, dir, bootstrap, &[]).await
+    }
+
+    /// [`NodeProc::start`] with more `dfs node` arguments (such as `--join TICKET`).
+    pub async fn start_with(
+        bin: &Path,
+        dir: PathBuf,
+        bootstrap: &[String],
+        extra: &[String],
+    ) -> NodeProc {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create a node's data dir");
         let mut cmd = Command::new(bin);
@@ -48,6 +58,7 @@ impl NodeProc {
         for b in bootstrap {
             cmd.args(["--bootstrap", b]);
         }
+        cmd.args(extra);
         let mut child = spawn_quiet(cmd.env("RUST_LOG", "warn"), bin);
         let pid = child.id().expect("a running node has a pid");
         let deadline = Instant::now() + START_TIMEOUT;

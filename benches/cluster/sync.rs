@@ -16,8 +16,9 @@ pub async fn run(bench: &mut Bench) {
     // a owns the network and signs every record; b joins it by ticket, without dialling a
     // until both stores hold the records.
     let now = dfs::record::wall_ms() << 16;
-    let a = start(bench.sub("ae-a"), vec![], None).await;
-    let owner = dfs::identity::load_or_create(&bench.sub("ae-a")).unwrap();
+    let dir_a = bench.sub("ae-a");
+    let a = start(dir_a.clone(), vec![], None).await;
+    let owner = dfs::identity::load_or_create(&dir_a).unwrap();
     let mut ticket = a.client().invite(false).await.unwrap();
     ticket.addrs.clear();
     let b = start(bench.sub("ae-b"), vec![], Some(ticket)).await;
@@ -38,6 +39,9 @@ pub async fn run(bench: &mut Bench) {
         .unwrap();
     }
     let (ac, bc) = (a.client(), b.client());
+    for c in [&ac, &bc] {
+        assert_eq!(c.store().record_count(), keys as u64, "every record counts");
+    }
     bc.dial(addr(&a).await).await.unwrap();
     wait_until(|| ac.sync_stats().snapshot()[0] >= 1 && bc.sync_stats().snapshot()[0] >= 1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;

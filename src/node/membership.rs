@@ -15,8 +15,10 @@ use crate::protocols::fetch;
 use crate::replication::Replication;
 use crate::trust::{self, Members, Membership, Ticket};
 
-/// How often a node that does not know its network yet asks its peers.
-const LEARN_EVERY: Duration = Duration::from_millis(200);
+/// How often a node that does not know its network yet asks its peers: quickly at first (a
+/// reader that just started waits for this before it can judge any record), then less often.
+const LEARN_FIRST: Duration = Duration::from_millis(10);
+const LEARN_AT_MOST: Duration = Duration::from_secs(1);
 
 /// What start-up decided.
 pub(crate) struct Decided {
@@ -132,9 +134,10 @@ pub(crate) fn load_grants(members: &Members, grants: Vec<trust::Grant>) {
 /// For a node that does not know its network yet: asks connected peers until one answers, then
 /// remembers the network, joins its topics and starts anti-entropy.
 pub(crate) async fn learn(dir: std::path::PathBuf, network: Network, replication: Replication) {
-    let mut tick = tokio::time::interval(LEARN_EVERY);
+    let mut pause = LEARN_FIRST;
     loop {
-        tick.tick().await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 3 / 2).min(LEARN_AT_MOST);
         let Ok(peers) = network.peers().await else {
             return;
         };

@@ -105,7 +105,8 @@ async function publishAndReplicate (content, record) {
       version: record.time,
       author: js.peerId.toString(),
       local: true,
-      deleted: false
+      deleted: false,
+      damaged: 0
     }, `${node.name}: ${show(stat)}`)
     const got = await node.cliBytes('get', key)
     assert.ok(Buffer.from(got).equals(Buffer.from(content)), `${node.name}: dfs get returns the bytes js published`)

@@ -23,7 +23,9 @@ struct Capture;
 
 impl std::io::Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock().unwrap().push_str(&String::from_utf8_lossy(buf));
+        LOGS.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_str(&String::from_utf8_lossy(buf));
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -40,12 +42,12 @@ fn capture_logs() {
 }
 
 fn log_len() -> usize {
-    LOGS.lock().unwrap().len()
+    LOGS.lock().unwrap_or_else(|e| e.into_inner()).len()
 }
 
 /// The lines logged since `mark` that contain every one of `parts`.
 fn logged(mark: usize, parts: &[&str]) -> Vec<String> {
-    let logs = LOGS.lock().unwrap();
+    let logs = LOGS.lock().unwrap_or_else(|e| e.into_inner());
     logs[mark..]
         .lines()
         .filter(|l| parts.iter().all(|p| l.contains(p)))
@@ -90,7 +92,7 @@ async fn refused(
     assert!(
         both,
         "both sides should say why within {FAST:?}; logged:\n{}",
-        &LOGS.lock().unwrap()[mark..]
+        &LOGS.lock().unwrap_or_else(|e| e.into_inner())[mark..]
     );
     eprintln!("both sides reported the refused connection within {took:?}");
     // And they stay apart (the bootstrap peer is dialled again, and refused again).

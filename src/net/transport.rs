@@ -224,6 +224,22 @@ impl<S: AsyncRead + Unpin> AsyncRead for FirstByte<S> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if !this.checked && !buf.is_empty() && !this.private {
+            // A peer that resets the connection before sending a byte of libp2p's handshake: a
+            // private network's node does that to a peer without its key (it reads our
+            // handshake as its nonce and hangs up), racing our read of its own nonce.
+            if let Poll::Ready(Err(e)) = &result {
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+                ) {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        NOT_LIBP2P,
+                    )));
+                }
+            }
+        }
         if !this.checked && !buf.is_empty() {
             if let Poll::Ready(Ok(n)) = result {
                 // Behind the private-network layer, a peer that closes right after the nonces

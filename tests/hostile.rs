@@ -199,18 +199,9 @@ async fn idle_sockets_do_not_keep_honest_peers_out() {
 
 /// A foreign libp2p peer that speaks only ping: it holds a connection slot and nothing else.
 fn foreign_swarm() -> Swarm<ping::Behaviour> {
-    libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| ping::Behaviour::new(ping::Config::new()))
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
-        .build()
+    common::peer_swarm(libp2p::identity::Keypair::generate_ed25519(), |_| {
+        ping::Behaviour::new(ping::Config::new())
+    })
 }
 
 /// Runs `n` foreign peers that connect to `target` and reconnect as soon as they are
@@ -327,27 +318,16 @@ async fn foreign_peer_ids_do_not_keep_honest_or_bootstrap_peers_out() {
 
 /// A gossipsub-only libp2p peer (signed messages) subscribed to the victim's peers topic.
 fn gossip_swarm(topic: &gossipsub::IdentTopic) -> Swarm<gossipsub::Behaviour> {
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
+    let mut swarm = common::peer_swarm(libp2p::identity::Keypair::generate_ed25519(), |key| {
+        gossipsub::Behaviour::new(
+            gossipsub::MessageAuthenticity::Signed(key.clone()),
+            gossipsub::ConfigBuilder::default()
+                .heartbeat_interval(Duration::from_millis(300))
+                .build()
+                .unwrap(),
         )
         .unwrap()
-        .with_behaviour(|key| {
-            gossipsub::Behaviour::new(
-                gossipsub::MessageAuthenticity::Signed(key.clone()),
-                gossipsub::ConfigBuilder::default()
-                    .heartbeat_interval(Duration::from_millis(300))
-                    .build()
-                    .unwrap(),
-            )
-            .unwrap()
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
-        .build();
+    });
     swarm.behaviour_mut().subscribe(topic).unwrap();
     swarm
 }

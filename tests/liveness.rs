@@ -73,18 +73,9 @@ async fn a_connection_whose_pings_fail_is_closed_quickly() {
     };
     let proxy = stalling_proxy(target, frozen.clone()).await;
     // A foreign peer that answers pings, reached through the proxy.
-    let mut peer = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| libp2p::ping::Behaviour::new(libp2p::ping::Config::new()))
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
-        .build();
+    let mut peer = common::peer_swarm(libp2p::identity::Keypair::generate_ed25519(), |_| {
+        libp2p::ping::Behaviour::new(libp2p::ping::Config::new())
+    });
     peer.dial(
         Multiaddr::empty()
             .with(Protocol::Ip4(std::net::Ipv4Addr::LOCALHOST))

@@ -236,18 +236,9 @@ async fn partitioned_groups_converge_after_healing() {
 /// A foreign libp2p peer that speaks only raw streams (TCP + noise + yamux), as a test's
 /// hostile peer.
 fn stream_swarm() -> libp2p::Swarm<libp2p_stream::Behaviour> {
-    libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
-        .build()
+    common::peer_swarm(libp2p::identity::Keypair::generate_ed25519(), |_| {
+        libp2p_stream::Behaviour::new()
+    })
 }
 
 /// A libp2p peer that answers every chunk request of `/dfs/chunks/1` with wrong bytes.
@@ -666,18 +657,9 @@ async fn records_claiming_huge_files_stay_within_the_list_budget() {
         .collect();
 
     // A peer that serves every page of those lists, and no chunk.
-    let mut server = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| fetch::behaviour())
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
-        .build();
+    let mut server = common::peer_swarm(libp2p::identity::Keypair::generate_ed25519(), |_| {
+        fetch::behaviour()
+    });
     server.dial(victim.addr.clone()).unwrap();
     let pages = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let served = pages.clone();

@@ -37,33 +37,22 @@ struct Stranger {
 impl Stranger {
     async fn connect(target: &Multiaddr, network: &str) -> Stranger {
         let key = Keypair::generate_ed25519();
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
-            .with_tokio()
-            .with_tcp(
-                libp2p::tcp::Config::default(),
-                libp2p::noise::Config::new,
-                libp2p::yamux::Config::default,
-            )
-            .unwrap()
-            .with_behaviour(|key| {
-                let config = gossipsub::ConfigBuilder::default()
-                    .validation_mode(gossipsub::ValidationMode::Strict)
-                    .message_id_fn(dfs::protocols::message_id)
-                    .heartbeat_interval(Duration::from_millis(200))
-                    .build()
-                    .unwrap();
-                StrangerBehaviour {
-                    gossipsub: gossipsub::Behaviour::new(
-                        gossipsub::MessageAuthenticity::Signed(key.clone()),
-                        config,
-                    )
-                    .unwrap(),
-                    sync: sync::behaviour(),
-                }
-            })
-            .unwrap()
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
-            .build();
+        let mut swarm = common::peer_swarm(key.clone(), |key| {
+            let config = gossipsub::ConfigBuilder::default()
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .message_id_fn(dfs::protocols::message_id)
+                .heartbeat_interval(Duration::from_millis(200))
+                .build()
+                .unwrap();
+            StrangerBehaviour {
+                gossipsub: gossipsub::Behaviour::new(
+                    gossipsub::MessageAuthenticity::Signed(key.clone()),
+                    config,
+                )
+                .unwrap(),
+                sync: sync::behaviour(),
+            }
+        });
         for topic in [records::topic(network), members::topic(network)] {
             swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
         }

@@ -283,3 +283,23 @@ pub fn signed(
     r.sign(key);
     r
 }
+
+/// A libp2p peer for tests (TCP + noise + yamux, as the node speaks), with identity `key`,
+/// the behaviour `behaviour` makes, and connections kept while idle.
+pub fn peer_swarm<B: libp2p::swarm::NetworkBehaviour>(
+    key: libp2p::identity::Keypair,
+    behaviour: impl FnOnce(&libp2p::identity::Keypair) -> B,
+) -> libp2p::Swarm<B> {
+    libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .expect("a TCP transport")
+        .with_behaviour(behaviour)
+        .expect("a behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
+        .build()
+}

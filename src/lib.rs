@@ -1,8 +1,10 @@
 //! dfs: a decentralized file store on rust-libp2p.
 //!
 //! # Layout
-//! - [`record`]: the replicated metadata of a key, content ids, hybrid logical clocks and the
-//!   last-writer-wins order.
+//! - [`record`]: the replicated metadata of a key, content ids, signatures, causality (which
+//!   write saw which) and the order that picks the current version among concurrent ones.
+//! - [`clock`]: the wall clock (injectable), the hybrid logical clock, and the network's time
+//!   measured against peers (the bound on clock offsets).
 //! - [`store`]: the local store: content-addressed chunks and a transactional index. No
 //!   networking.
 //! - [`protocols`]: one module per network protocol (record gossip, peer announcements, fetch,
@@ -24,6 +26,7 @@
 //! - [`demo`]: `dfs demo`, a local cluster in one process.
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod datadir;
 pub mod demo;
 pub mod identity;

@@ -1,11 +1,9 @@
-//! Records: the replicated metadata of one key, content ids, versions (hybrid logical clocks),
-//! record signatures (format v2) and the last-writer-wins order that every node applies the
-//! same way.
+//! Records: the replicated metadata of one key, content ids, versions, record signatures
+//! (format 3) and causality: which write saw which (dotted version vectors), and the order
+//! that picks the current version among writes that did not see each other.
 
 use std::cmp::Ordering;
 use std::fmt;
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -17,15 +15,15 @@ pub const MAX_KEY_LEN: usize = 1024;
 pub const MAX_FILE_SIZE: u64 = 1 << 40;
 /// Longest author (peer id bytes) accepted in a record.
 pub const MAX_AUTHOR_LEN: usize = 64;
-/// How far in the future a record's clock may be before it is refused (milliseconds).
-pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 /// Domain prefix of the content id hash, so that a content id never equals a chunk hash.
 const CONTENT_ID_DOMAIN: &[u8] = b"dfs/content/1\0";
 /// Domain prefix of what a record's author signs, so a record signature is never valid as
 /// anything else signed by the same key (a grant, a libp2p message).
-pub const RECORD_SIGN_DOMAIN: &[u8] = b"dfs/record/2\0";
-/// Most versions a record may name in `replaces`.
-pub const MAX_REPLACES: usize = 16;
+pub const RECORD_SIGN_DOMAIN: &[u8] = b"dfs/record/3\0";
+/// Most entries in a record's causal context (`seen`). A write that saw more authors keeps the
+/// entries of the versions it replaces first: a dropped entry can only make a later version of
+/// that author look concurrent (a conflict kept), never lose one.
+pub const MAX_SEEN: usize = 64;
 /// Length of an ed25519 signature.
 pub const SIGNATURE_LEN: usize = 64;
 
@@ -44,10 +42,12 @@ pub enum InvalidRecord {
     TombstoneWithSize,
     #[error("invalid record: author is not a valid peer id")]
     BadAuthor,
-    #[error("invalid record: its clock is more than {MAX_CLOCK_SKEW_MS} ms in the future")]
+    #[error("invalid record: its clock is ahead of the network's time by more than the bound (twice --max-clock-offset)")]
     FromTheFuture,
-    #[error("invalid record: it names more than {MAX_REPLACES} replaced versions")]
-    TooManyReplaces,
+    #[error("invalid record: its causal context has more than {MAX_SEEN} entries")]
+    TooManySeen,
+    #[error("invalid record: its causal context is not sorted by author, names an author twice or the record's own author, or has a zero sequence number")]
+    BadSeen,
     #[error("invalid record: its signature does not verify against its author's key")]
     BadSignature,
 }
@@ -151,15 +151,18 @@ pub fn chunk_list_matches(cid: &ContentId, size: u64, chunks: &[Hash]) -> bool {
 
 /// The replicated metadata of one key. `cid == None` is a tombstone (a delete).
 ///
-/// Versions are hybrid logical clocks (`time`: milliseconds since the epoch in the upper 48
-/// bits, a logical counter in the lower 16) with ties broken by author peer id; see
-/// [`Record::cmp_version`]. The record with the larger version wins everywhere.
-///
-/// Format v2: every record is signed by its author's ed25519 key ([`Record::sign`],
+/// Format 3: every record is signed by its author's ed25519 key ([`Record::sign`],
 /// [`Record::verify`]) over [`RECORD_SIGN_DOMAIN`] and the canonical CBOR of every field but
 /// `sig`. `seq` numbers the objects an author signs (records and grants), 1, 2, 3, ... without
 /// gaps, so that a revocation can say which of them keep counting (see `crate::trust`).
-/// `replaces` names the versions ([`Record::version`]) the write replaced.
+///
+/// Causality: `(author, seq)` is the record's dot; `seen` is what its writer had seen of the
+/// key when it wrote: for each other author, the highest `seq` of that author's versions of
+/// the key (a dotted version vector, as in Riak). A record replaces every version it saw
+/// ([`Record::saw`]), whatever the clocks. Versions that did not see each other are concurrent:
+/// all are kept (conflicts) and one is current by [`Record::cmp_current`]. `time` is a hybrid
+/// logical clock value (milliseconds since the epoch in the upper 48 bits, a logical counter in
+/// the lower 16), used for that order and for history, never for causality.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Record {
     pub key: String,
@@ -169,10 +172,15 @@ pub struct Record {
     #[serde(with = "serde_bytes")]
     pub author: Vec<u8>,
     pub seq: u64,
-    pub replaces: Vec<VersionId>,
+    pub seen: Vec<Dot>,
     #[serde(with = "serde_bytes")]
     pub sig: Vec<u8>,
 }
+
+/// One entry of a causal context: an author (peer id bytes) and the highest sequence number of
+/// its versions of the key that were seen. CBOR: a 2-element array `[bytes, uint]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Dot(#[serde(with = "serde_bytes")] pub Vec<u8>, pub u64);
 
 /// The id of one version of a key: the BLAKE3 hash of what its author signed
 /// ([`RECORD_SIGN_DOMAIN`] and the record's canonical fields).
@@ -188,7 +196,7 @@ struct Signed<'a> {
     #[serde(with = "serde_bytes")]
     author: &'a [u8],
     seq: u64,
-    replaces: &'a [VersionId],
+    seen: &'a [Dot],
 }
 
 /// The ed25519 public key inside an ed25519 peer id (an identity multihash), if it is one.
@@ -208,21 +216,47 @@ impl Record {
         self.cid.is_none()
     }
 
-    /// The total order of last-writer-wins: clock, then author, then (only for records a faulty
-    /// author gave the same version) content id and size, so the order is total and every node
-    /// picks the same winner whatever the order of arrival.
-    pub fn cmp_version(&self, other: &Record) -> Ordering {
-        (self.time, &self.author, &self.cid, self.size).cmp(&(
-            other.time,
-            &other.author,
-            &other.cid,
-            other.size,
-        ))
+    /// True when this record's writer had seen `other` (a version of the same key) when it
+    /// wrote: `other`'s dot is within this record's causal context. Then this record replaces
+    /// it, whatever their clocks say.
+    pub fn saw(&self, other: &Record) -> bool {
+        if self.author == other.author {
+            // An author's versions of a key are written one after the other on its node.
+            return self.seq > other.seq;
+        }
+        self.seen_of(&other.author) >= other.seq
     }
 
-    /// True when `self` wins over `other` (for the same key).
-    pub fn supersedes(&self, other: &Record) -> bool {
-        self.cmp_version(other) == Ordering::Greater
+    /// The highest `seq` of `author` in this record's causal context (its own dot included).
+    pub fn seen_of(&self, author: &[u8]) -> u64 {
+        if self.author == author {
+            return self.seq;
+        }
+        match self.seen.binary_search_by(|d| d.0.as_slice().cmp(author)) {
+            Ok(i) => self.seen[i].1,
+            Err(_) => 0,
+        }
+    }
+
+    /// The order that picks the current version among concurrent ones (neither saw the
+    /// other): a write before a delete (a concurrent delete never hides a write), then the
+    /// later clock, then the author, then (only for records a faulty author signed twice)
+    /// content id and size. Total, so every node picks the same current version.
+    pub fn cmp_current(&self, other: &Record) -> Ordering {
+        (
+            self.cid.is_some(),
+            self.time,
+            &self.author,
+            &self.cid,
+            self.size,
+        )
+            .cmp(&(
+                other.cid.is_some(),
+                other.time,
+                &other.author,
+                &other.cid,
+                other.size,
+            ))
     }
 
     /// The bytes the author signs: [`RECORD_SIGN_DOMAIN`] followed by the canonical CBOR map of
@@ -237,7 +271,7 @@ impl Record {
                 time: self.time,
                 author: &self.author,
                 seq: self.seq,
-                replaces: &self.replaces,
+                seen: &self.seen,
             },
             &mut out,
         )
@@ -272,7 +306,8 @@ impl Record {
         libp2p::PeerId::from_bytes(&self.author).ok()
     }
 
-    /// Checks everything a record from the network or disk must satisfy.
+    /// Checks everything a record from the network or disk must satisfy by itself. (Whether
+    /// its clock is too far ahead depends on the network's time: the store judges that.)
     pub fn validate(&self) -> Result<(), InvalidRecord> {
         validate_key(&self.key)?;
         if self.size > MAX_FILE_SIZE {
@@ -284,11 +319,15 @@ impl Record {
         if self.author.len() > MAX_AUTHOR_LEN || self.author_peer().is_none() {
             return Err(InvalidRecord::BadAuthor);
         }
-        if self.replaces.len() > MAX_REPLACES {
-            return Err(InvalidRecord::TooManyReplaces);
+        if self.seen.len() > MAX_SEEN {
+            return Err(InvalidRecord::TooManySeen);
         }
-        if physical_ms(self.time) > wall_ms() + MAX_CLOCK_SKEW_MS {
-            return Err(InvalidRecord::FromTheFuture);
+        let sorted = self.seen.windows(2).all(|w| w[0].0 < w[1].0);
+        let entries_ok = self.seen.iter().all(|Dot(author, seq)| {
+            *seq > 0 && *author != self.author && author.len() <= MAX_AUTHOR_LEN
+        });
+        if !sorted || !entries_ok {
+            return Err(InvalidRecord::BadSeen);
         }
         Ok(())
     }
@@ -312,51 +351,35 @@ pub fn key_hash(key: &str) -> u64 {
     u64::from_be_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch, by the system clock.
 pub fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::clock::system_ms()
 }
 
-/// The physical part (milliseconds) of a hybrid logical clock value.
-pub fn physical_ms(time: u64) -> u64 {
-    time >> 16
-}
+pub use crate::clock::physical_ms;
 
-/// A hybrid logical clock: never goes backwards, stays close to wall time, and moves past every
-/// clock value it observes, so a write made after seeing a record always wins over it.
-#[derive(Debug, Default)]
-pub struct Clock {
-    last: Mutex<u64>,
-}
-
-impl Clock {
-    /// A clock that continues after `last` (the largest value issued or seen before a restart).
-    pub fn starting_after(last: u64) -> Clock {
-        Clock {
-            last: Mutex::new(last),
+/// The causal context of a new write that replaces `heads` (the key's current and conflicting
+/// versions): the join of their contexts and dots, without `author` (the writer's own dot
+/// covers its earlier versions). Beyond [`MAX_SEEN`] entries, the dots of `heads` are kept
+/// first, then the highest numbers.
+pub fn context_after(heads: &[Record], author: &[u8]) -> Vec<Dot> {
+    let mut all: std::collections::BTreeMap<&[u8], u64> = std::collections::BTreeMap::new();
+    for h in heads {
+        let dots = h.seen.iter().map(|d| (d.0.as_slice(), d.1));
+        for (a, s) in dots.chain([(h.author.as_slice(), h.seq)]) {
+            let e = all.entry(a).or_insert(0);
+            *e = (*e).max(s);
         }
     }
-
-    /// The next clock value, larger than every value issued or observed so far.
-    pub fn tick(&self) -> u64 {
-        let mut last = self.last.lock().expect("clock lock");
-        *last = (wall_ms() << 16).max(*last + 1);
-        *last
+    all.remove(author);
+    if all.len() > MAX_SEEN {
+        let mut ranked: Vec<(&[u8], u64)> = all.into_iter().collect();
+        let is_head = |a: &[u8]| heads.iter().any(|h| h.author == a);
+        ranked.sort_by_key(|(a, s)| std::cmp::Reverse((is_head(a), *s)));
+        ranked.truncate(MAX_SEEN);
+        all = ranked.into_iter().collect();
     }
-
-    /// Moves the clock past a value seen in a record (which was validated not to be far ahead).
-    pub fn observe(&self, time: u64) {
-        let mut last = self.last.lock().expect("clock lock");
-        *last = (*last).max(time);
-    }
-
-    /// The largest value issued or observed.
-    pub fn last(&self) -> u64 {
-        *self.last.lock().expect("clock lock")
-    }
+    all.into_iter().map(|(a, s)| Dot(a.to_vec(), s)).collect()
 }
 
 #[cfg(test)]
@@ -371,7 +394,7 @@ mod tests {
             time,
             author: vec![author],
             seq: 1,
-            replaces: Vec::new(),
+            seen: Vec::new(),
             sig: Vec::new(),
         }
     }
@@ -397,7 +420,7 @@ mod tests {
                 ..r.clone()
             },
             Record {
-                replaces: vec![Hash([1; 32])],
+                seen: vec![Dot(vec![1], 1)],
                 ..r.clone()
             },
             Record {
@@ -436,21 +459,68 @@ mod tests {
     }
 
     #[test]
-    fn version_order_is_clock_then_author_then_content() {
-        assert!(rec("k", 2, 0, Some(1)).supersedes(&rec("k", 1, 9, Some(1))));
-        assert!(rec("k", 1, 2, None).supersedes(&rec("k", 1, 1, Some(1))));
-        assert!(rec("k", 1, 1, Some(2)).supersedes(&rec("k", 1, 1, Some(1))));
-        assert!(!rec("k", 1, 1, Some(1)).supersedes(&rec("k", 1, 1, Some(1))));
+    fn the_current_order_is_writes_first_then_clock_then_author_then_content() {
+        let newer = |a: Record, b: Record| a.cmp_current(&b) == Ordering::Greater;
+        assert!(newer(rec("k", 2, 0, Some(1)), rec("k", 1, 9, Some(1))));
+        assert!(newer(rec("k", 1, 2, Some(1)), rec("k", 1, 1, Some(1))));
+        assert!(newer(rec("k", 1, 1, Some(2)), rec("k", 1, 1, Some(1))));
+        // A concurrent delete never hides a write, however late its clock.
+        assert!(newer(rec("k", 1, 1, Some(1)), rec("k", 9, 2, None)));
     }
 
     #[test]
-    fn clock_is_monotonic_and_moves_past_observed_values() {
-        let c = Clock::default();
-        let a = c.tick();
-        let b = c.tick();
-        assert!(b > a);
-        c.observe(b + 1000);
-        assert!(c.tick() > b + 1000);
+    fn a_record_saw_what_its_context_covers() {
+        let a1 = rec("k", 1, 1, Some(1));
+        let a2 = Record {
+            seq: 5,
+            ..rec("k", 2, 1, Some(2))
+        };
+        let b = Record {
+            seen: vec![Dot(vec![1], 1)],
+            ..rec("k", 1, 2, Some(3))
+        };
+        assert!(b.saw(&a1) && !b.saw(&a2) && !a2.saw(&b));
+        // An author's later version replaces its earlier one, whatever the clocks.
+        assert!(a2.saw(&a1) && !a1.saw(&a2));
+        // A write after both carries both dots.
+        let ctx = context_after(&[a2.clone(), b.clone()], &[3]);
+        assert_eq!(ctx, vec![Dot(vec![1], 5), Dot(vec![2], 1)]);
+        let c = Record {
+            seen: ctx,
+            ..rec("k", 0, 3, Some(4))
+        };
+        assert!(c.saw(&a1) && c.saw(&a2) && c.saw(&b));
+        assert_eq!(
+            c.validate(),
+            Err(InvalidRecord::BadAuthor),
+            "authors here are not peer ids"
+        );
+    }
+
+    #[test]
+    fn causal_contexts_are_validated() {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let other = libp2p::PeerId::random().to_bytes();
+        let mut r = rec("k", 1, 0, Some(1));
+        r.sign(&key);
+        let with = |seen: Vec<Dot>| Record { seen, ..r.clone() }.validate();
+        assert_eq!(with(vec![Dot(other.clone(), 1)]), Ok(()));
+        assert_eq!(
+            with(vec![Dot(other.clone(), 0)]),
+            Err(InvalidRecord::BadSeen)
+        );
+        assert_eq!(
+            with(vec![Dot(r.author.clone(), 1)]),
+            Err(InvalidRecord::BadSeen)
+        );
+        assert_eq!(
+            with(vec![Dot(other.clone(), 1), Dot(other.clone(), 2)]),
+            Err(InvalidRecord::BadSeen)
+        );
+        let many = (0..=MAX_SEEN)
+            .map(|i| Dot(vec![i as u8 + 1; 8], 1))
+            .collect();
+        assert_eq!(with(many), Err(InvalidRecord::TooManySeen));
     }
 
     #[test]

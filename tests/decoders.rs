@@ -26,7 +26,7 @@ fn signed_record() -> Record {
         time: 0x0000_0190_0000_0000,
         author: Vec::new(),
         seq: 1,
-        replaces: vec![Hash([7; 32])],
+        seen: vec![dfs::record::Dot(libp2p::PeerId::random().to_bytes(), 7)],
         sig: Vec::new(),
     };
     r.sign(&key(1));

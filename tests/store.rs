@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dfs::record::{chunk_len, content_id, Hash, Record, CHUNK_SIZE};
+use dfs::record::{chunk_len, content_id, context_after, Dot, Hash, Record, CHUNK_SIZE};
 use dfs::store::{Applied, Stat, Store, StoreError, INLINE_MAX, SYNC_LEAVES};
 use proptest::prelude::*;
 use redb::ReadableTable;
@@ -162,10 +162,10 @@ fn overwrite_delete_and_reput() {
     let s = open(d.path());
     let r1 = s.put("k", &b"one"[..]).unwrap();
     let r2 = s.put("k", &b"two"[..]).unwrap();
-    assert!(r2.supersedes(&r1));
+    assert!(r2.saw(&r1));
     assert_eq!(read_all(&s, "k"), b"two");
     let t = s.delete("k").unwrap();
-    assert!(t.is_tombstone() && t.supersedes(&r2));
+    assert!(t.is_tombstone() && t.saw(&r2));
     assert!(matches!(s.get("k"), Err(StoreError::NotFound(_))));
     assert!(matches!(s.delete("k"), Err(StoreError::NotFound(_))));
     assert!(matches!(s.delete("never"), Err(StoreError::NotFound(_))));
@@ -174,12 +174,13 @@ fn overwrite_delete_and_reput() {
         s.stat("k").unwrap(),
         Some(Stat {
             record: t.clone(),
+            conflicts: Vec::new(),
             local: false,
             damaged: 0,
         })
     );
     let r3 = s.put("k", &b"three"[..]).unwrap();
-    assert!(r3.supersedes(&t));
+    assert!(r3.saw(&t));
     assert_eq!(read_all(&s, "k"), b"three");
     assert_eq!(s.list().unwrap().len(), 1);
     // Versions stay monotonic across a restart.
@@ -189,17 +190,17 @@ fn overwrite_delete_and_reput() {
     assert!(r4.time > r3.time);
 }
 
-/// A record from elsewhere (the store does not check signatures: its callers do). Its sequence
-/// number is derived from its fields, so distinct records never share one.
-fn rec(key: &str, time: u64, author: &[u8], cid: Option<Hash>, size: u64) -> Record {
-    let mut h = blake3::Hasher::new();
-    h.update(key.as_bytes())
-        .update(&time.to_be_bytes())
-        .update(&size.to_be_bytes());
-    if let Some(c) = &cid {
-        h.update(&c.0);
-    }
-    let seq = u64::from_be_bytes(h.finalize().as_bytes()[..8].try_into().unwrap());
+/// A record from elsewhere (the store does not check signatures: its callers do): `author`'s
+/// number `seq`, having seen `seen`.
+fn rec(
+    key: &str,
+    time: u64,
+    author: &[u8],
+    seq: u64,
+    seen: Vec<Dot>,
+    cid: Option<Hash>,
+    size: u64,
+) -> Record {
     Record {
         key: key.into(),
         cid,
@@ -207,7 +208,7 @@ fn rec(key: &str, time: u64, author: &[u8], cid: Option<Hash>, size: u64) -> Rec
         time,
         author: author.to_vec(),
         seq,
-        replaces: Vec::new(),
+        seen,
         sig: Vec::new(),
     }
 }
@@ -218,14 +219,15 @@ fn base_time() -> u64 {
 }
 
 #[test]
-fn tombstone_wins_over_older_write_and_loses_to_newer() {
+fn a_write_replaces_what_it_saw_and_concurrent_writes_are_kept_as_conflicts() {
     let d = tempfile::tempdir().unwrap();
     let s = open(d.path());
-    let (a, t0) = (author(), base_time());
+    let (a, b, c, t0) = (author(), author(), author(), base_time());
     let cid = Some(Hash::of(b"content"));
-    let w1 = rec("k", t0 + 1, &a, cid, 7);
-    let tomb = rec("k", t0 + 2, &a, None, 0);
-    let w3 = rec("k", t0 + 3, &a, cid, 7);
+    let w1 = rec("k", t0 + 1, &a, 1, vec![], cid, 7);
+    let tomb = rec("k", t0 + 2, &a, 2, vec![], None, 0);
+    // b saw the delete: its write replaces it, though its clock is earlier.
+    let w3 = rec("k", t0, &b, 1, vec![Dot(a.clone(), 2)], cid, 7);
     assert_eq!(
         s.apply(w1.clone()).unwrap(),
         Applied::Updated {
@@ -249,59 +251,124 @@ fn tombstone_wins_over_older_write_and_loses_to_newer() {
     ));
     assert_eq!(s.record("k").unwrap(), Some(w3.clone()));
     assert!(matches!(s.get("k"), Err(StoreError::Incomplete(_))));
-    assert_eq!(s.incomplete().unwrap(), vec![w3]);
-    // A local write after seeing a remote record always wins over it.
+    assert_eq!(s.incomplete().unwrap(), vec![w3.clone()]);
+    // A local write after seeing a remote record replaces it, and its clock is later.
     let mine = s.put("k", &b"local"[..]).unwrap();
-    assert!(mine.time > t0 + 3);
+    assert!(mine.time > w3.time && mine.saw(&w3) && mine.saw(&w1));
+    // A write that did not see `mine` (with a later clock): both are kept, the later current.
+    let theirs = rec("k", mine.time + 1, &c, 1, vec![Dot(b.clone(), 1)], cid, 7);
+    assert_eq!(
+        s.apply(theirs.clone()).unwrap(),
+        Applied::Updated {
+            previous: Some(mine.clone()),
+            fetch: true
+        }
+    );
+    let stat = s.stat("k").unwrap().unwrap();
+    assert_eq!(
+        (stat.record, stat.conflicts),
+        (theirs.clone(), vec![mine.clone()])
+    );
+    assert_eq!(s.record_count(), 2, "both heads count for anti-entropy");
+    // An old version arriving late goes to history, and shows in the log.
+    let old = rec("k", t0 - 5, &b, 0xffff, vec![], cid, 7);
+    let _ = old;
+    let log = s.log("k").unwrap();
+    let states: Vec<&str> = log.iter().map(|e| e.state.as_str()).collect();
+    assert_eq!(
+        states,
+        ["replaced", "replaced", "replaced", "conflict", "current"]
+    );
     // A batch skips invalid records and reports each outcome in order.
-    let newer = rec("k", mine.time + 1, &a, None, 0);
+    let resolves = rec(
+        "k",
+        theirs.time + 1,
+        &b,
+        2,
+        context_after(&[mine.clone(), theirs.clone()], &b),
+        None,
+        0,
+    );
     let outcomes = s
-        .apply_batch(vec![rec("", t0, &a, None, 0), w1.clone(), newer.clone()])
+        .apply_batch(vec![
+            rec("", t0, &a, 9, vec![], None, 0),
+            w1.clone(),
+            resolves.clone(),
+        ])
         .unwrap();
     assert_eq!(outcomes[..2], [Applied::Refused, Applied::Unchanged]);
     assert_eq!(
         outcomes[2],
         Applied::Updated {
-            previous: Some(mine),
+            previous: Some(theirs),
             fetch: false
         }
     );
-    assert_eq!(s.record("k").unwrap(), Some(newer));
+    let stat = s.stat("k").unwrap().unwrap();
+    assert_eq!((stat.record, stat.conflicts), (resolves, vec![]));
     // Bad records are refused.
-    let bad = rec("", t0, &a, None, 0);
+    let bad = rec("", t0, &a, 3, vec![], None, 0);
     assert!(matches!(s.apply(bad), Err(StoreError::Invalid(_))));
-    let bad = rec("k", t0 + 10, b"not a peer id", None, 0);
+    let bad = rec("k", t0 + 10, b"not a peer id", 1, vec![], None, 0);
     assert!(matches!(s.apply(bad), Err(StoreError::Invalid(_))));
 }
 
-fn arb_records(authors: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<Record>> {
+/// What some writers could write, each with its own replica: writes and deletes of a few keys,
+/// each replacing what its writer had seen, and syncs from one writer to another. Returns every
+/// record written.
+fn histories(authors: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<Record>> {
     let t0 = base_time();
-    let one = (
-        0..3usize,
-        0..6u64,
-        0..authors.len(),
-        prop::option::of(0..3u8),
-    )
-        .prop_map(move |(k, t, a, c)| {
-            rec(
-                &format!("key{k}"),
-                t0 + t,
-                &authors[a],
-                c.map(|c| Hash([c; 32])),
-                c.map_or(0, |c| c as u64 + 1),
-            )
-        });
-    prop::collection::vec(one, 1..10)
+    let n = authors.len();
+    let op = (0..n, 0..2usize, 0..4u8, 0..n);
+    prop::collection::vec(op, 1..16).prop_map(move |ops| {
+        let mut known: Vec<Vec<Record>> = vec![Vec::new(); n];
+        let mut seqs = vec![0u64; n];
+        let mut all = Vec::new();
+        for (step, (w, k, kind, from)) in ops.into_iter().enumerate() {
+            let key = format!("key{k}");
+            if kind == 3 {
+                let theirs = known[from].clone();
+                for r in theirs {
+                    if !known[w].contains(&r) {
+                        known[w].push(r);
+                    }
+                }
+                continue;
+            }
+            let mine: Vec<Record> = known[w].iter().filter(|r| r.key == key).cloned().collect();
+            let heads: Vec<Record> = mine
+                .iter()
+                .filter(|r| !mine.iter().any(|o| o.saw(r)))
+                .cloned()
+                .collect();
+            seqs[w] += 1;
+            let cid = (kind < 2).then(|| Hash([kind + 1; 32]));
+            let r = rec(
+                &key,
+                t0 + step as u64,
+                &authors[w],
+                seqs[w],
+                context_after(&heads, &authors[w]),
+                cid,
+                cid.map_or(0, |_| kind as u64 + 1),
+            );
+            known[w].push(r.clone());
+            all.push(r);
+        }
+        all
+    })
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
-    /// Merging is commutative, associative and idempotent: any order, with duplicates, gives
-    /// the same records and the same sync digest.
+    /// Merging is commutative, associative and idempotent: any order, with duplicates, in one
+    /// batch or one by one, gives the same heads, history and sync digest; the heads are the
+    /// versions no other version saw, and the current one is the greatest of them.
     #[test]
     fn apply_order_does_not_matter(
-        (records, order) in arb_records((0..3).map(|_| author()).collect())
+        (records, order) in histories((0..3).map(|_| author()).collect())
+            .prop_filter("some writes", |r| !r.is_empty())
             .prop_flat_map(|r| {
                 let n = r.len();
                 // Every record once, some twice, in any order.
@@ -330,11 +397,21 @@ proptest! {
         prop_assert_eq!(s1.list().unwrap(), s2.list().unwrap());
         prop_assert_eq!(s1.sync_leaves(), s2.sync_leaves());
         prop_assert_eq!(s1.record_count(), s2.record_count());
-        // The winner of each key is the largest version.
         for stat in s1.list().unwrap() {
-            let best = records.iter().filter(|r| r.key == stat.record.key)
-                .max_by(|a, b| a.cmp_version(b)).unwrap();
-            prop_assert_eq!(&stat.record, best);
+            let key = &stat.record.key;
+            prop_assert_eq!(s1.log(key).unwrap(), s2.log(key).unwrap());
+            let versions: Vec<&Record> = records.iter().filter(|r| &r.key == key).collect();
+            let mut heads: Vec<&Record> = versions
+                .iter()
+                .copied()
+                .filter(|r| !versions.iter().any(|o| o.saw(r)))
+                .collect();
+            heads.sort_by(|a, b| b.cmp_current(a));
+            prop_assert_eq!(&stat.record, heads[0]);
+            let conflicts: Vec<&Record> = stat.conflicts.iter().collect();
+            prop_assert_eq!(conflicts, heads[1..].to_vec());
+            // Nothing is lost: every version is a head or in history.
+            prop_assert_eq!(s1.log(key).unwrap().len(), versions.len());
         }
     }
 }
@@ -360,11 +437,13 @@ fn shared_chunks_survive_one_delete_and_go_with_the_second() {
     assert!(s.has_chunk(&cb[3]) && !chunk_path(d.path(), &cb[3]).exists());
 
     s.delete("a").unwrap();
+    s.expire_history(0, 0).unwrap();
     assert_eq!(read_all(&s, "b"), other);
     assert!(ca.iter().all(|h| chunk_path(d.path(), h).exists()));
     assert_eq!(s.chunk_list(&ra.cid.unwrap()).unwrap(), None);
 
     s.delete("b").unwrap();
+    s.expire_history(0, 0).unwrap();
     assert!(
         chunk_files(d.path()).is_empty(),
         "{:?}",
@@ -384,9 +463,11 @@ fn overwrite_frees_the_old_content() {
     let r0 = s.put("k", &data(1, MIB + 1)[..]).unwrap();
     let old = s.chunk_list(&r0.cid.unwrap()).unwrap().unwrap();
     let r = s.put("k", &data(2, 2 * MIB)[..]).unwrap();
+    s.expire_history(0, 0).unwrap();
     assert_eq!(chunk_files(d.path()), file_chunks(&s, &r));
     assert!(old.iter().all(|h| !s.has_chunk(h)), "file and inline tail");
     let r = s.put("k", &data(3, 10)[..]).unwrap();
+    s.expire_history(0, 0).unwrap();
     assert!(chunk_files(d.path()).is_empty(), "a 10-byte file is inline");
     let kept = s.chunk_list(&r.cid.unwrap()).unwrap().unwrap();
     assert!(s.has_chunk(&kept[0]));
@@ -400,6 +481,7 @@ fn a_reader_keeps_its_chunks_until_dropped() {
     s.put("k", &bytes[..]).unwrap();
     let mut reader = s.get("k").unwrap();
     s.delete("k").unwrap();
+    s.expire_history(0, 0).unwrap();
     assert_eq!(s.gc().unwrap(), 0, "pinned chunks are kept");
     let mut out = Vec::new();
     reader.read_to_end(&mut out).unwrap();
@@ -557,7 +639,15 @@ fn replication_path() {
         }
     );
     // Empty content needs no fetch either.
-    let empty = rec("e", base_time(), &author(), Some(content_id(0, &[])), 0);
+    let empty = rec(
+        "e",
+        base_time(),
+        &author(),
+        1,
+        vec![],
+        Some(content_id(0, &[])),
+        0,
+    );
     assert_eq!(
         dst.apply(empty).unwrap(),
         Applied::Updated {
@@ -637,7 +727,8 @@ fn concurrent_puts_deletes_and_gc() {
             });
         }
     });
-    // All keys were deleted last: nothing may remain, and nothing was lost before.
+    // All keys were deleted last: past retention nothing may remain, and nothing was lost.
+    s.expire_history(0, 0).unwrap();
     s.gc().unwrap();
     assert!(chunk_files(d.path()).is_empty());
 }
@@ -705,6 +796,8 @@ fn inline_chunks_go_with_their_last_key() {
     s.put("a", &b"something else"[..]).unwrap();
     assert!(s.has_chunk(&h), "b still has it");
     s.delete("b").unwrap();
+    assert!(s.has_chunk(&h), "kept in history");
+    s.expire_history(0, 0).unwrap();
     assert!(!s.has_chunk(&h), "freed with its last key");
     assert_eq!(s.read_chunk(&h).unwrap(), None);
     s.put("a", &small[..]).unwrap();
@@ -712,6 +805,7 @@ fn inline_chunks_go_with_their_last_key() {
     // A reader keeps its inline chunk until dropped; gc then takes it.
     let mut reader = s.get("a").unwrap();
     s.put("a", &b"newer"[..]).unwrap();
+    s.expire_history(0, 0).unwrap();
     assert!(s.has_chunk(&h), "pinned by the reader");
     let mut out = Vec::new();
     reader.read_to_end(&mut out).unwrap();
@@ -816,6 +910,7 @@ fn a_store_from_before_inline_chunks_still_opens_and_reads() {
     assert_eq!(read_all(&s, "small2"), small);
     s.delete("small2").unwrap();
     s.delete("large").unwrap();
+    s.expire_history(0, 0).unwrap();
     assert!(
         chunk_files(d.path()).is_empty(),
         "{:?}",
@@ -867,6 +962,7 @@ fn concurrent_small_puts_are_all_durable_and_the_store_closes_on_drop() {
         }
     }
     assert_eq!(s.record_count(), THREADS * PUTS);
+    s.expire_history(0, 0).unwrap();
     assert_eq!(chunk_files(d.path()), live);
     // Versions are distinct: each record ticked the clock in its own turn.
     let times: BTreeSet<u64> = s.list().unwrap().iter().map(|st| st.record.time).collect();
@@ -1024,6 +1120,8 @@ fn kill_during_put_leaves_old_or_new() {
         }
         // Open ran gc: no temp files, and only the chunks of live content remain.
         assert!(files_under(&d.path().join("tmp")).is_empty());
+        // Replaced versions stay in history; past retention, their content goes.
+        s.expire_history(0, 0).unwrap();
         let mut live = BTreeSet::new();
         for st in s.list().unwrap() {
             assert!(st.local);
@@ -1156,8 +1254,8 @@ fn chunk_lists_of_content_still_arriving_stay_within_their_budget() {
     let (l1, l2) = (list(1, 60), list(2, 60));
     let (c1, c2) = (content_id(size(60), &l1), content_id(size(60), &l2));
     s.apply_batch(vec![
-        rec("one", base_time(), &a, Some(c1), size(60)),
-        rec("two", base_time(), &a, Some(c2), size(60)),
+        rec("one", base_time(), &a, 1, vec![], Some(c1), size(60)),
+        rec("two", base_time(), &a, 2, vec![], Some(c2), size(60)),
     ])
     .unwrap();
     assert!(s.set_chunk_list(&c1, size(60), &l1).unwrap());
@@ -1170,7 +1268,8 @@ fn chunk_lists_of_content_still_arriving_stay_within_their_budget() {
         })
     ));
     // Dropping the first record frees its list's share.
-    s.apply(rec("one", base_time() + 1, &a, None, 0)).unwrap();
+    s.apply(rec("one", base_time() + 1, &a, 3, vec![], None, 0))
+        .unwrap();
     assert_eq!(s.pending_hashes().unwrap(), 0);
     assert!(s.set_chunk_list(&c2, size(60), &l2).unwrap());
     assert_eq!(s.pending_hashes().unwrap(), 60);

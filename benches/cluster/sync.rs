@@ -100,7 +100,7 @@ fn signed(key: &libp2p::identity::Keypair, name: &str, time: u64, seq: u64) -> R
         time,
         author: Vec::new(),
         seq,
-        replaces: Vec::new(),
+        seen: Vec::new(),
         sig: Vec::new(),
     };
     r.sign(key);

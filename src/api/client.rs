@@ -9,7 +9,8 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::json::{
-    ErrorBody, FileStat, Id, Invite, InviteRequest, Member, Peer, Role, RoleRequest,
+    ErrorBody, FileStat, Id, Invite, InviteRequest, LogEntry, Member, Peer, RestoreRequest, Role,
+    RoleRequest,
 };
 use crate::datadir::DataDir;
 
@@ -250,6 +251,27 @@ impl ApiClient {
     /// `GET /v1/files/{key}`: the response, whose body streams the content.
     pub async fn get(&self, key: &str) -> Result<Response, Error> {
         self.send(self.request(Method::GET, &file_path(key))).await
+    }
+
+    /// `GET /v1/files/{key}?version=V`: one version's content.
+    pub async fn get_version(&self, key: &str, version: &str) -> Result<Response, Error> {
+        let path = format!("{}?version={}", file_path(key), encode(version));
+        self.send(self.request(Method::GET, &path)).await
+    }
+
+    /// `GET /v1/log/{key}`: every version this node knows, oldest first.
+    pub async fn log(&self, key: &str) -> Result<Vec<LogEntry>, Error> {
+        self.json(self.request(Method::GET, &format!("/v1/log/{}", encode(key))))
+            .await
+    }
+
+    /// `POST /v1/restore/{key}`: makes `version` current again (a new write).
+    pub async fn restore(&self, key: &str, version: &str) -> Result<FileStat, Error> {
+        let body = RestoreRequest {
+            version: version.to_string(),
+        };
+        let req = self.request(Method::POST, &format!("/v1/restore/{}", encode(key)));
+        self.json(req.json(&body)).await
     }
 
     /// `DELETE /v1/files/{key}`: the tombstone.

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::node::{NodeInfo, PeerInfo};
+use crate::record::Record;
 use crate::store::Stat;
 
 /// One key's metadata: `GET /v1/stat/{key}`, an element of `GET /v1/files`, and the answer of
@@ -15,8 +16,13 @@ pub struct FileStat {
     pub size: u64,
     /// Hex BLAKE3 content id; `null` for a tombstone.
     pub content_id: Option<String>,
-    /// The record's version (a hybrid logical clock value).
+    /// The record's clock (a hybrid logical clock value: milliseconds since the epoch times
+    /// 65,536, plus a counter).
     pub version: u64,
+    /// The version's id (hex BLAKE3 of what its author signed): what `dfs get --version`,
+    /// `dfs restore` and `dfs log` name. Absent from older nodes' answers.
+    #[serde(default)]
+    pub version_id: String,
     /// Peer id (base58) of the node that wrote this version.
     pub author: String,
     /// True when the whole content is verified and stored on this node.
@@ -27,25 +33,86 @@ pub struct FileStat {
     /// healthy copy from a peer; `local` is false meanwhile. Absent from older nodes' answers.
     #[serde(default)]
     pub damaged: u64,
+    /// Versions concurrent with this one (written without seeing each other), kept until a
+    /// write that saw them replaces them; best first. Each has no `conflicts` of its own.
+    #[serde(default)]
+    pub conflicts: Vec<FileStat>,
 }
 
 impl From<&Stat> for FileStat {
     fn from(s: &Stat) -> FileStat {
-        let r = &s.record;
+        let mut stat = FileStat::of(&s.record, s.local);
+        stat.damaged = s.damaged;
+        stat.conflicts = s.conflicts.iter().map(|c| FileStat::of(c, false)).collect();
+        stat
+    }
+}
+
+impl FileStat {
+    /// One version's metadata (no conflicts, nothing damaged).
+    pub fn of(r: &Record, local: bool) -> FileStat {
         FileStat {
             key: r.key.clone(),
             size: r.size,
             content_id: r.cid.map(|c| c.to_hex()),
             version: r.time,
-            author: r
-                .author_peer()
-                .map(|p| p.to_base58())
-                .unwrap_or_else(|| hex::encode(&r.author)),
-            local: s.local,
+            version_id: r.version().to_hex(),
+            author: author_of(r),
+            local,
             deleted: r.is_tombstone(),
-            damaged: s.damaged,
+            damaged: 0,
+            conflicts: Vec::new(),
         }
     }
+}
+
+fn author_of(r: &Record) -> String {
+    r.author_peer()
+        .map(|p| p.to_base58())
+        .unwrap_or_else(|| hex::encode(&r.author))
+}
+
+/// An element of `GET /v1/log/{key}` and `dfs log --json`: one version of a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub version_id: String,
+    /// The version's clock (see [`FileStat::version`]).
+    pub version: u64,
+    /// When it was written, by its writer's clock: milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub author: String,
+    pub size: u64,
+    pub content_id: Option<String>,
+    /// A delete.
+    pub deleted: bool,
+    /// `current`, `conflict` or `replaced` (kept in history).
+    pub state: String,
+    /// Its content is complete on this node.
+    pub local: bool,
+}
+
+impl From<&crate::store::LogEntry> for LogEntry {
+    fn from(e: &crate::store::LogEntry) -> LogEntry {
+        let r = &e.record;
+        LogEntry {
+            version_id: r.version().to_hex(),
+            version: r.time,
+            time_ms: crate::clock::physical_ms(r.time),
+            author: author_of(r),
+            size: r.size,
+            content_id: r.cid.map(|c| c.to_hex()),
+            deleted: r.is_tombstone(),
+            state: e.state.as_str().to_string(),
+            local: e.local,
+        }
+    }
+}
+
+/// The body of `POST /v1/restore/{key}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreRequest {
+    /// The version id (hex), or a unique prefix of at least 8 hex digits.
+    pub version: String,
 }
 
 impl FileStat {
@@ -116,6 +183,10 @@ pub struct Peer {
     pub addrs: Vec<String>,
     /// The peer's identify agent version (`dfs/<version>`), if known yet.
     pub agent: Option<String>,
+    /// The peer's clock minus this node's, in milliseconds, as last measured; `null` until
+    /// measured (see `docs/PROTOCOL.md`, "Clocks").
+    #[serde(default)]
+    pub clock_offset_ms: Option<i64>,
 }
 
 impl From<&PeerInfo> for Peer {
@@ -124,6 +195,7 @@ impl From<&PeerInfo> for Peer {
             peer_id: p.peer_id.to_base58(),
             addrs: p.addrs.iter().map(|a| a.to_string()).collect(),
             agent: p.agent.clone(),
+            clock_offset_ms: None,
         }
     }
 }

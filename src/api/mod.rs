@@ -68,6 +68,9 @@ impl From<node::Error> for ApiError {
             node::Error::Range { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             node::Error::Source { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             node::Error::NotAllowed(_) => StatusCode::FORBIDDEN,
+            node::Error::BadVersion(_) => StatusCode::BAD_REQUEST,
+            node::Error::Store(StoreError::IsDelete(_)) => StatusCode::CONFLICT,
+            node::Error::Store(StoreError::ClockOff(_)) => StatusCode::SERVICE_UNAVAILABLE,
             node::Error::Store(StoreError::Incomplete(_))
             | node::Error::Unavailable { .. }
             | node::Error::Stopped => StatusCode::SERVICE_UNAVAILABLE,
@@ -128,6 +131,8 @@ pub fn router(client: Client, token: String) -> Router {
         .route("/v1/stat/{*key}", get(stat))
         .route("/v1/stat/", get(stat))
         .route("/v1/peers", get(peers))
+        .route("/v1/log/{*key}", get(log))
+        .route("/v1/restore/{*key}", axum::routing::post(restore))
         .route("/v1/id", get(id))
         .route("/v1/members", get(members))
         .route(
@@ -271,7 +276,57 @@ async fn stat(State(api): State<Api>, uri: Uri) -> Result<Json<FileStat>> {
 
 async fn peers(State(api): State<Api>) -> Result<Json<Vec<Peer>>> {
     let peers = api.client.peers().await?;
-    Ok(Json(peers.iter().map(Peer::from).collect()))
+    let offsets = api.client.clock_offsets();
+    Ok(Json(
+        peers
+            .iter()
+            .map(|p| Peer {
+                clock_offset_ms: offsets.get(&p.peer_id).map(|o| o.ms),
+                ..Peer::from(p)
+            })
+            .collect(),
+    ))
+}
+
+async fn log(State(api): State<Api>, uri: Uri) -> Result<Json<Vec<json::LogEntry>>> {
+    let key = key_of(&uri, "/v1/log/")?;
+    let log = api.client.log(key).await?;
+    Ok(Json(log.iter().map(json::LogEntry::from).collect()))
+}
+
+async fn restore(
+    State(api): State<Api>,
+    uri: Uri,
+    body: std::result::Result<Json<json::RestoreRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<FileStat>)> {
+    let key = key_of(&uri, "/v1/restore/")?;
+    let Json(req) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let record = api.client.restore(key, req.version).await?;
+    Ok((StatusCode::CREATED, Json(FileStat::of(&record, true))))
+}
+
+/// The `version` query parameter of a file request, if any.
+fn version_of(uri: &Uri) -> Option<String> {
+    uri.query()?.split('&').find_map(|kv| {
+        kv.strip_prefix("version=").map(|v| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+/// A download of the key's current version, or of `version`.
+async fn download_of(
+    api: &Api,
+    key: String,
+    version: Option<String>,
+    range: Option<(u64, u64)>,
+) -> std::result::Result<crate::replication::download::Download, node::Error> {
+    match version {
+        Some(v) => api.client.get_version(key, v, range).await,
+        None => api.client.get(key, range).await,
+    }
 }
 
 async fn id(State(api): State<Api>) -> Result<Json<Id>> {
@@ -351,6 +406,7 @@ async fn delete_file(State(api): State<Api>, uri: Uri) -> Result<Json<FileStat>>
     let record = api.client.delete(key).await?;
     Ok(Json(FileStat::from(&crate::store::Stat {
         record,
+        conflicts: Vec::new(),
         local: false,
         damaged: 0,
     })))
@@ -383,6 +439,7 @@ async fn put_file(
         Ok(record) => {
             let stat = crate::store::Stat {
                 record,
+                conflicts: Vec::new(),
                 local: true,
                 damaged: 0,
             };
@@ -444,6 +501,7 @@ async fn import_file(
     let record = api.client.put_path(key, path).await?;
     let stat = crate::store::Stat {
         record,
+        conflicts: Vec::new(),
         local: true,
         damaged: 0,
     };
@@ -509,7 +567,8 @@ async fn head_file(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> Resu
 /// The answer to `GET` (or `HEAD`) on a file, with range support.
 async fn file_response(api: &Api, uri: &Uri, headers: &HeaderMap, body: bool) -> Result<Response> {
     let key = key_of(uri, "/v1/files/")?;
-    let mut download = api.client.get(key.clone(), None).await?;
+    let version = version_of(uri);
+    let mut download = download_of(api, key.clone(), version.clone(), None).await?;
     let size = download.record.size;
     let mut status = StatusCode::OK;
     if let Some(h) = headers.get(header::RANGE) {
@@ -530,7 +589,7 @@ async fn file_response(api: &Api, uri: &Uri, headers: &HeaderMap, body: bool) ->
             range::Range::Satisfiable(start, end) => {
                 status = StatusCode::PARTIAL_CONTENT;
                 let cid = download.record.cid;
-                download = api.client.get(key, Some((start, end))).await?;
+                download = download_of(api, key, version, Some((start, end))).await?;
                 if download.record.cid != cid {
                     // A new version arrived between the two calls: the range was resolved
                     // against the old one.

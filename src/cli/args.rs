@@ -68,6 +68,45 @@ Examples:
         /// Write to this file (atomically: a temp file renamed on success); `-` is standard output.
         #[arg(short, long, value_name = "PATH")]
         output: Option<PathBuf>,
+        /// Read this version (a conflict, or one kept in history) instead of the current one:
+        /// a version id as `dfs log KEY` prints it, or a unique prefix of 8+ hex digits.
+        #[arg(long, value_name = "VERSION")]
+        version: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show every version of a key this node knows: who wrote or deleted what, and when.
+    #[command(after_help = "\
+Examples:
+  dfs log report.pdf
+  dfs log report.pdf --json   [{\"version_id\", \"version\", \"time_ms\", \"author\", \"size\",
+                               \"content_id\", \"deleted\", \"state\", \"local\"}, ...]
+
+State: current, conflict (written concurrently with the current version; kept until a write
+that saw both), replaced (kept in history for --keep-days, within --keep-bytes).")]
+    Log {
+        /// The key (any UTF-8 name, at most 1 KiB; never a path on disk).
+        key: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Make an earlier version (or a conflict) current again: a new write of its content that
+    /// replaces every current version, and spreads like any write.
+    #[command(after_help = "\
+Examples:
+  dfs log report.pdf                    find the version id
+  dfs restore report.pdf 3f2a9c1e       undo an overwrite or an rm")]
+    Restore {
+        /// The key.
+        key: String,
+        /// The version id as `dfs log KEY` prints it, or a unique prefix of 8+ hex digits.
+        version: String,
+        /// Print JSON (the new version's stat).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -284,6 +323,17 @@ pub struct NodeArgs {
     /// Most bytes per second a scrub reads (e.g. 16M, 512K; 0 for no limit).
     #[arg(long, env = "DFS_SCRUB_RATE", value_name = "BYTES", default_value = "16M", value_parser = super::disk::parse_bytes)]
     pub(super) scrub_rate: u64,
+    /// Most this node's clock may be off from its peers' median before it refuses local writes;
+    /// records more than twice this ahead of the network's time wait (e.g. 500ms, 2s).
+    #[arg(long, env = "DFS_MAX_CLOCK_OFFSET", value_name = "DURATION", default_value = "500ms", value_parser = super::disk::parse_duration)]
+    pub(super) max_clock_offset: std::time::Duration,
+    /// Days that replaced versions and deletes stay in history (`dfs log`, `dfs restore`).
+    #[arg(long, env = "DFS_KEEP_DAYS", value_name = "DAYS", default_value_t = crate::store::DEFAULT_KEEP_DAYS)]
+    pub(super) keep_days: u64,
+    /// Most bytes of content that only history holds (e.g. 10G, 500M); beyond, the oldest
+    /// versions go first.
+    #[arg(long, env = "DFS_KEEP_BYTES", value_name = "BYTES", default_value = "10G", value_parser = super::disk::parse_bytes)]
+    pub(super) keep_bytes: u64,
     #[arg(long, hide = true)]
     pub(super) announce_interval_ms: Option<u64>,
     #[arg(long, hide = true)]

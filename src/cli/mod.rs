@@ -14,6 +14,7 @@
 mod args;
 mod disk;
 mod files;
+mod history;
 mod members;
 mod node;
 mod output;
@@ -88,14 +89,25 @@ async fn run_command(command: Command) -> Result<()> {
         Command::Get {
             key,
             output,
+            version,
             target,
         } => {
             // `-o -` is standard output, as for `put -`.
             let dest = output
                 .as_deref()
                 .filter(|p| *p != std::path::Path::new("-"));
-            files::get(&target.connect()?, &key, dest).await
+            match version {
+                Some(v) => history::get_version(&target.connect()?, &key, &v, dest).await,
+                None => files::get(&target.connect()?, &key, dest).await,
+            }
         }
+        Command::Log { key, json, target } => history::log(&target.connect()?, &key, json).await,
+        Command::Restore {
+            key,
+            version,
+            json,
+            target,
+        } => history::restore(&target.connect()?, &key, &version, json).await,
         Command::Rm { key, target } => files::rm(&target.connect()?, &key).await,
         Command::Ls { json, all, target } => files::ls(&target.connect()?, json, all).await,
         Command::Stat { key, json, target } => files::stat(&target.connect()?, &key, json).await,

@@ -5,6 +5,7 @@
 //! all of them have ended, so the data dir can be reopened at once.
 
 mod chunk_channel;
+mod history;
 mod membership;
 mod scrub;
 
@@ -63,6 +64,14 @@ pub struct Config {
     pub scrub_interval: Duration,
     /// Most bytes per second a scrub pass reads (0: no limit).
     pub scrub_rate: u64,
+    /// The wall clock (the system's; a skewed one in tests).
+    pub wall: crate::clock::Wall,
+    /// The bound on this node's clock offset from its peers' median (see `crate::clock`).
+    pub max_clock_offset: Duration,
+    /// How long replaced versions and deletes stay in history.
+    pub keep: Duration,
+    /// Most bytes of content that only history holds.
+    pub keep_bytes: u64,
 }
 
 /// Default pause between two scrub passes.
@@ -87,6 +96,10 @@ impl Config {
             swarm_key: None,
             scrub_interval: SCRUB_INTERVAL,
             scrub_rate: SCRUB_RATE,
+            wall: crate::clock::Wall::system(),
+            max_clock_offset: Duration::from_millis(crate::clock::DEFAULT_MAX_OFFSET_MS),
+            keep: Duration::from_secs(crate::store::DEFAULT_KEEP_DAYS * 24 * 3600),
+            keep_bytes: crate::store::DEFAULT_KEEP_BYTES,
         }
     }
 
@@ -143,6 +156,10 @@ pub enum Error {
     Task(#[from] TaskFailed),
     #[error("{0}")]
     NotAllowed(String),
+    #[error(
+        "bad version {0}: give a version id as `dfs log KEY` prints it (at least 8 hex digits)"
+    )]
+    BadVersion(String),
 }
 
 impl From<net::Error> for Error {
@@ -217,8 +234,10 @@ impl Client {
         self.replication.members().role(&self.peer_id)
     }
 
-    /// Refuses writes from a node without write access, with what to do about it.
+    /// Refuses writes from a node without write access, or whose clock is too far from its
+    /// peers', with what to do about it.
     fn may_write(&self) -> Result<(), Error> {
+        self.store.time().check_local().map_err(StoreError::from)?;
         if self.role().is_some_and(|r| r >= Role::Writer) {
             return Ok(());
         }
@@ -410,6 +429,96 @@ impl Client {
         Ok(record)
     }
 
+    /// Every version of a key this node knows (history, conflicts, current), oldest first.
+    pub async fn log(&self, key: String) -> Result<Vec<crate::store::LogEntry>, Error> {
+        let store = self.store.clone();
+        let k = key.clone();
+        let log = self.tasks.blocking(move || store.log(&k)).await??;
+        if log.is_empty() {
+            return Err(Error::NotFound(key));
+        }
+        Ok(log)
+    }
+
+    /// The version of `key` whose id is `version` or starts with it (at least 8 hex digits).
+    pub async fn find_version(&self, key: String, version: String) -> Result<Record, Error> {
+        let prefix = version.to_ascii_lowercase();
+        if prefix.len() < 8 || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::BadVersion(version));
+        }
+        let log = self.log(key.clone()).await?;
+        let mut found = log
+            .into_iter()
+            .map(|e| e.record)
+            .filter(|r| r.version().to_hex().starts_with(&prefix));
+        match (found.next(), found.next()) {
+            (Some(r), None) => Ok(r),
+            (Some(_), Some(_)) => Err(Error::BadVersion(format!(
+                "{version} names more than one version of {key}: give more digits"
+            ))),
+            (None, _) => Err(Error::NotFound(format!("{key} version {version}"))),
+        }
+    }
+
+    /// Reads one version of a key (current, conflict or in history): locally if its content is
+    /// here, else fetched from peers.
+    pub async fn get_version(
+        &self,
+        key: String,
+        version: String,
+        range: Option<(u64, u64)>,
+    ) -> Result<Download, Error> {
+        let record = self.find_version(key, version).await?;
+        if record.is_tombstone() {
+            return Err(StoreError::IsDelete(record.version().to_hex()).into());
+        }
+        Ok(download::start(&self.replication, record, range).await?)
+    }
+
+    /// Makes an earlier version current again: a new write of its content (which spreads like
+    /// any write).
+    pub async fn restore(&self, key: String, version: String) -> Result<Record, Error> {
+        self.may_write()?;
+        let old = self.find_version(key.clone(), version).await?;
+        if old.is_tombstone() {
+            return Err(StoreError::IsDelete(old.version().to_hex()).into());
+        }
+        // Its content must be here first (it may be a version that arrived already replaced).
+        let cid = old.cid.expect("live version");
+        let deadline = tokio::time::Instant::now() + self.lookup_timeout * 6;
+        loop {
+            let store = self.store.clone();
+            if self
+                .tasks
+                .blocking(move || store.content_complete(&cid))
+                .await??
+            {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Unavailable {
+                    key,
+                    reason: "the content of that version is on no reachable peer".into(),
+                });
+            }
+            self.replication.transfers().ensure(&old, true);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let store = self.store.clone();
+        let version = old.version();
+        let record = self
+            .tasks
+            .blocking(move || store.restore(&key, version))
+            .await??;
+        self.network.publish(record.clone()).await?;
+        Ok(record)
+    }
+
+    /// Each connected peer's measured clock offset (its clock minus this node's).
+    pub fn clock_offsets(&self) -> std::collections::HashMap<PeerId, crate::clock::Offset> {
+        self.store.time().offsets()
+    }
+
     /// One key's record and local state (tombstones included).
     pub async fn stat(&self, key: String) -> Result<Stat, Error> {
         let store = self.store.clone();
@@ -443,7 +552,7 @@ impl Client {
         Ok(download::start(&self.replication, record, range).await?)
     }
 
-    /// Asks the connected peers for a key's record, merges the winner into the store. A reader
+    /// Asks the connected peers for a key's record, merges their answers into the store. A reader
     /// that is still learning its network waits for it first (within the lookup timeout):
     /// records count only once it knows who may write.
     async fn lookup(&self, key: &str) -> Result<Option<Record>, Error> {
@@ -473,7 +582,8 @@ impl Client {
         while let Ok(Some(answer)) = tokio::time::timeout_at(deadline, asks.next()).await {
             answers.push(answer);
         }
-        let mut best: Option<(PeerId, Record)> = None;
+        let mut found: Vec<Record> = Vec::new();
+        let mut sources: Vec<PeerId> = Vec::new();
         for (peer, r) in answers.into_iter().flatten() {
             if r.key != key || r.check().is_err() {
                 self.replication
@@ -484,16 +594,15 @@ impl Client {
                 tracing::debug!(%peer, "ignoring a record by a peer without write access in a lookup answer");
                 continue;
             }
-            if best.as_ref().is_none_or(|(_, b)| r.supersedes(b)) {
-                best = Some((peer, r));
-            }
+            sources.push(peer);
+            found.push(r);
         }
-        let Some((peer, record)) = best else {
+        if found.is_empty() {
             return Ok(None);
-        };
-        let r = record.clone();
+        }
+        // The merge decides: what saw what, and which is current.
         self.replication
-            .merge(vec![r], &[peer])
+            .merge(found, &sources)
             .await
             .map_err(merge_error)?;
         let store = self.store.clone();
@@ -586,8 +695,12 @@ impl Node {
         let tasks = Tasks::new();
         let store_dir = crate::datadir::DataDir::new(&config.data_dir).store();
         let signer = keypair.clone();
+        let time = std::sync::Arc::new(crate::clock::NetworkTime::new(
+            config.wall.clone(),
+            config.max_clock_offset.as_millis() as u64,
+        ));
         let store = tasks
-            .blocking(move || Store::open(&store_dir, signer))
+            .blocking(move || Store::open_with(&store_dir, signer, time))
             .await??;
         store.set_admission(members.admission());
         let stored = store.clone();
@@ -651,6 +764,12 @@ impl Node {
             tasks.clone(),
             config.scrub_interval,
             config.scrub_rate,
+        ));
+        tasks.spawn(history::run(
+            store.clone(),
+            tasks.clone(),
+            config.keep,
+            config.keep_bytes,
         ));
         Ok(Node {
             client: Client {

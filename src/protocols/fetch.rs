@@ -1,5 +1,6 @@
 //! The fetch protocol, `/dfs/fetch/2` (request-response, CBOR): ask a peer for a key's record,
-//! a page of a file's chunk list, or which network it belongs to. One request and one response per stream. Chunk bytes travel on
+//! a page of a file's chunk list, which network it belongs to, or the time by its clock (to
+//! measure clock offsets, see `crate::clock`). One request and one response per stream. Chunk bytes travel on
 //! [`super::chunks`] instead (`/dfs/fetch/1` carried them here and is gone).
 //!
 //! A receiver trusts nothing it gets: a chunk list is checked against the content id
@@ -34,6 +35,8 @@ pub enum Request {
     Manifest { cid: Hash, offset: u64 },
     /// The id of the network the peer belongs to (how a reader that bootstraps learns it).
     Network,
+    /// The peer's wall clock, answered at once (the asker measures its clock offset).
+    Time,
 }
 
 /// A fetch response.
@@ -54,6 +57,10 @@ pub enum Response {
     /// The network id of the peer (its owner's peer id).
     Network {
         id: String,
+    },
+    /// The peer's wall clock when it answered, in milliseconds since the Unix epoch.
+    Time {
+        ms: u64,
     },
     /// The peer does not have what was asked for (or not all of it, for a chunk list).
     NotFound,

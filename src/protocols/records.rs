@@ -45,7 +45,7 @@ mod tests {
             time: wall_ms() << 16,
             author: Vec::new(),
             seq: 1,
-            replaces: Vec::new(),
+            seen: Vec::new(),
             sig: Vec::new(),
         };
         r.sign(&key);

@@ -25,14 +25,17 @@ pub enum Refusal {
     SeqReused,
     /// The grant's issuer may not grant it, or it does not verify.
     Grant,
+    /// The record's clock is too far ahead of the network's time (it counts once it is not).
+    Ahead,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 4] = [
+    const ALL: [Refusal; 5] = [
         Refusal::Invalid,
         Refusal::NotAWriter,
         Refusal::SeqReused,
         Refusal::Grant,
+        Refusal::Ahead,
     ];
 
     fn index(self) -> usize {
@@ -45,6 +48,9 @@ impl Refusal {
             Refusal::NotAWriter => "a record by a peer without write access",
             Refusal::SeqReused => "a record reusing its author's sequence number",
             Refusal::Grant => "a grant its issuer may not make",
+            Refusal::Ahead => {
+                "a record whose clock is ahead of the network's time by more than twice --max-clock-offset (it counts once it is not)"
+            }
         }
     }
 }
@@ -52,9 +58,9 @@ impl Refusal {
 /// Counters of refusals, and the rate limit of their log lines.
 #[derive(Debug, Default)]
 pub struct Refusals {
-    counts: [AtomicU64; 4],
+    counts: [AtomicU64; 5],
     /// Per reason: when the last line was logged and the count it showed.
-    logged: Mutex<[(Option<Instant>, u64); 4]>,
+    logged: Mutex<[(Option<Instant>, u64); 5]>,
 }
 
 impl Refusals {

@@ -88,11 +88,7 @@ pub(crate) async fn start(
         return Err(Error::Range { start, end, size });
     }
     let s = store.clone();
-    let key = record.key.clone();
-    let local = tasks
-        .blocking(move || s.stat(&key))
-        .await??
-        .is_some_and(|st| st.local && st.record.cid == Some(cid));
+    let local = tasks.blocking(move || s.content_complete(&cid)).await??;
     let mut progress = if local {
         None
     } else {

@@ -307,7 +307,11 @@ impl Replication {
                         .zip(outcomes)
                         .filter_map(|(r, o)| match o {
                             Applied::Updated { fetch, .. } => Some((r, fetch)),
-                            Applied::Unchanged => None,
+                            Applied::Unchanged | Applied::Kept => None,
+                            Applied::Ahead => {
+                                refusals.refuse(Refusal::Ahead, &r.author, Some(&r.key));
+                                None
+                            }
                             Applied::Refused => {
                                 let why = if members.admits(&r) {
                                     Refusal::SeqReused
@@ -374,7 +378,8 @@ impl Replication {
         let mut sync_round = tokio::time::interval(self.config.sync_interval);
         let mut retry = tokio::time::interval(self.config.retry_interval);
         let mut gc = tokio::time::interval(GC_INTERVAL);
-        for t in [&mut sync_round, &mut retry, &mut gc] {
+        let mut clocks = tokio::time::interval(crate::clock::MEASURE_EVERY);
+        for t in [&mut sync_round, &mut retry, &mut gc, &mut clocks] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t.reset();
         }
@@ -387,6 +392,10 @@ impl Replication {
                 _ = sync_round.tick() => self.sync_round().await,
                 _ = retry.tick() => self.transfers.resume(),
                 _ = gc.tick() => self.sweep(),
+                _ = clocks.tick() => {
+                    let this = self.clone();
+                    self.tasks.spawn(async move { this.measure_clocks().await });
+                }
             }
         }
     }
@@ -397,6 +406,15 @@ impl Replication {
                 if merge.try_send((record, sources)).is_err() {
                     tracing::debug!("merge queue full; anti-entropy will bring the record");
                 }
+            }
+            Event::Fetch {
+                peer: _,
+                request: crate::protocols::fetch::Request::Time,
+                reply,
+            } => {
+                // At once, off the work queue: the asker times the round trip.
+                let ms = self.store.time().wall().now_ms();
+                let _ = reply.send(crate::protocols::fetch::Response::Time { ms });
             }
             Event::Fetch {
                 peer: _,
@@ -435,13 +453,61 @@ impl Replication {
             Event::PeerReady(peer) => {
                 self.start_sync(peer);
                 self.transfers.resume();
+                let this = self.clone();
+                self.tasks
+                    .spawn(async move { this.measure_clock(peer).await });
             }
             Event::PeerGone(peer) => {
+                self.store.time().forget(&peer);
                 self.peer_networks
                     .lock()
                     .expect("peer networks")
                     .remove(&peer);
             }
+        }
+    }
+
+    /// Measures a peer's clock offset (an NTP-style exchange: the midpoint of the round trip
+    /// against the time it answered). It counts for the network's time only if the peer is a
+    /// member: strangers do not vote. A peer off by more than the bound is logged.
+    pub(crate) async fn measure_clock(&self, peer: PeerId) {
+        let time = self.store.time().clone();
+        let sent = time.wall().now_ms();
+        let theirs = match self
+            .network
+            .fetch(peer, crate::protocols::fetch::Request::Time)
+            .await
+        {
+            Ok(crate::protocols::fetch::Response::Time { ms }) => ms,
+            _ => return,
+        };
+        let received = time.wall().now_ms();
+        let counts = self.members.role(&peer).is_some();
+        let was_ok = time.check_local().is_ok();
+        let offset = time.measured(peer, sent, theirs, received, counts);
+        if offset.ms.unsigned_abs() > time.max_offset_ms() {
+            tracing::info!(%peer, offset_ms = offset.ms, rtt_ms = offset.rtt_ms, counts, "a peer's clock is off from this node's by more than --max-clock-offset");
+        }
+        match time.check_local() {
+            Err(e) if was_ok => tracing::warn!("{e}"),
+            Ok(()) if !was_ok => tracing::info!(
+                median_offset_ms = time.median_offset_ms(),
+                "this node's clock agrees with its peers again: writes are accepted"
+            ),
+            _ => {}
+        }
+    }
+
+    /// Measures every connected peer's clock again.
+    async fn measure_clocks(&self) {
+        let Ok(peers) = self.network.peers().await else {
+            return;
+        };
+        for p in peers {
+            self.measure_clock(p.peer_id).await;
+        }
+        if let Err(e) = self.store.time().check_local() {
+            tracing::warn!("{e}");
         }
     }
 

@@ -212,7 +212,6 @@ fn read_chunk(store: &Store, hash: &crate::record::Hash, mut buf: Buf) -> Option
     }
 }
 
-/// Answers one fetch request from the store.
 /// Answers a fetch request from the store; `network` is this node's network id, if known.
 pub(crate) fn fetch(
     store: &Store,
@@ -223,6 +222,9 @@ pub(crate) fn fetch(
         fetch::Request::Network => Ok(match network {
             Some(id) => fetch::Response::Network { id },
             None => fetch::Response::NotFound,
+        }),
+        fetch::Request::Time => Ok(fetch::Response::Time {
+            ms: store.time().wall().now_ms(),
         }),
         fetch::Request::Record { key } => {
             validate_key(&key)?;

@@ -27,9 +27,10 @@ use std::io;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::index::Tables;
+use super::index::{HeadsChange, Tables, MAX_HEADS};
 use super::{Applied, Store, StoreError};
-use crate::record::{content_id, ContentId, Hash, Record};
+use crate::clock::physical_ms;
+use crate::record::{content_id, context_after, ContentId, Hash, Record, VersionId};
 
 /// One change waiting for a commit.
 pub(crate) enum Op {
@@ -45,7 +46,19 @@ pub(crate) enum Op {
     Delete {
         key: String,
     },
-    /// Records from elsewhere, merged by last-writer-wins (already validated or to be skipped).
+    /// A new write of an earlier version's content (`dfs restore`).
+    Restore {
+        key: String,
+        version: VersionId,
+    },
+    /// Drops history older than `keep_ms` (by when it left the heads), then the oldest until
+    /// the content only history holds fits in `keep_bytes`.
+    Expire {
+        now: u64,
+        keep_ms: u64,
+        keep_bytes: u64,
+    },
+    /// Records from elsewhere, merged by causality (already validated or to be skipped).
     Merge {
         records: Vec<Record>,
     },
@@ -86,6 +99,8 @@ pub(crate) enum Done {
     Record(Record),
     Applied(Vec<Applied>),
     Dropped(Vec<Record>),
+    /// History entries removed.
+    Expired(usize),
     Grant(crate::trust::Grant),
     Chunk,
     /// Whether a chunk list was kept, or content is complete.
@@ -317,8 +332,8 @@ impl Store {
             return Ok(Attempt::Committed(outcomes));
         }
         txn.commit()?;
-        for (old, record) in &changes {
-            self.sync_update(old.as_ref(), record.as_ref());
+        for change in &changes {
+            self.sync_update(change);
         }
         self.free(&freed);
         Ok(Attempt::Committed(outcomes))
@@ -329,7 +344,7 @@ impl Store {
         &self,
         t: &mut Tables<'_>,
         op: &Op,
-        changes: &mut Vec<(Option<Record>, Option<Record>)>,
+        changes: &mut Vec<HeadsChange>,
         freed: &mut Vec<Hash>,
     ) -> Result<(Done, bool), Failed> {
         let inner = &*self.inner;
@@ -345,37 +360,82 @@ impl Store {
                     t.put_inline(hash, bytes)?;
                 }
                 let cid = content_id(*size, hashes);
-                let old = t.record(key)?;
-                let record = signed(inner, t, key, Some(cid), *size, old.as_ref())?;
+                let heads = t.heads(key)?;
+                let record = signed(inner, t, key, Some(cid), *size, &heads)?;
                 t.add_content(&cid, *size, hashes, true)?;
-                t.replace(old.as_ref(), &record, freed)?;
-                changes.push((old, Some(record.clone())));
+                install(inner, t, &record, changes, freed)?;
                 Ok((Done::Record(record), true))
             }
             Op::Delete { key } => {
-                let old = match t.record(key)? {
-                    Some(r) if !r.is_tombstone() => r,
-                    _ => return Err(Failed::Clean(StoreError::NotFound(key.clone()))),
-                };
-                let record = signed(inner, t, key, None, 0, Some(&old))?;
-                t.replace(Some(&old), &record, freed)?;
-                changes.push((Some(old), Some(record.clone())));
+                let heads = t.heads(key)?;
+                if heads.iter().all(Record::is_tombstone) {
+                    return Err(Failed::Clean(StoreError::NotFound(key.clone())));
+                }
+                let record = signed(inner, t, key, None, 0, &heads)?;
+                install(inner, t, &record, changes, freed)?;
                 Ok((Done::Record(record), true))
+            }
+            Op::Restore { key, version } => {
+                let heads = t.heads(key)?;
+                let old = match heads.iter().find(|h| h.version() == *version) {
+                    Some(h) => h.clone(),
+                    None => match t
+                        .history_of(key)?
+                        .into_iter()
+                        .find(|e| e.record.version() == *version)
+                    {
+                        Some(e) => e.record,
+                        None => {
+                            return Err(Failed::Clean(StoreError::NotFound(format!(
+                                "{key} version {}",
+                                version.to_hex()
+                            ))))
+                        }
+                    },
+                };
+                let Some(cid) = old.cid else {
+                    return Err(Failed::Clean(StoreError::IsDelete(version.to_hex())));
+                };
+                if !t.content(&cid)?.is_some_and(|c| c.complete) {
+                    return Err(Failed::Clean(StoreError::Incomplete(format!(
+                        "{key} version {}",
+                        version.to_hex()
+                    ))));
+                }
+                let record = signed(inner, t, key, Some(cid), old.size, &heads)?;
+                install(inner, t, &record, changes, freed)?;
+                Ok((Done::Record(record), true))
+            }
+            Op::Expire {
+                now,
+                keep_ms,
+                keep_bytes,
+            } => {
+                let removed = super::history::expire(t, *now, *keep_ms, *keep_bytes, freed)?;
+                Ok((Done::Expired(removed), removed > 0))
             }
             Op::Merge { records } => {
                 let mut outcomes = Vec::with_capacity(records.len());
                 let mut wrote = false;
                 for record in records {
                     outcomes.push(merge_one(inner, t, record, changes, freed)?);
-                    wrote |= matches!(outcomes.last(), Some(Applied::Updated { .. }));
+                    wrote |= matches!(
+                        outcomes.last(),
+                        Some(Applied::Updated { .. } | Applied::Kept)
+                    );
                 }
                 Ok((Done::Applied(outcomes), wrote))
             }
             Op::DropRefused => {
-                let dropped = t.records_where(|r| !inner.admits(r))?;
-                for record in &dropped {
-                    t.remove(record, freed)?;
-                    changes.push((Some(record.clone()), None));
+                let dropped = t.heads_where(|r| !inner.admits(r))?;
+                let mut keys: Vec<&str> = dropped.iter().map(|r| r.key.as_str()).collect();
+                keys.sort_unstable();
+                keys.dedup();
+                for key in keys {
+                    let heads = t.heads(key)?;
+                    let kept: Vec<Record> =
+                        heads.iter().filter(|r| inner.admits(r)).cloned().collect();
+                    changes.push(t.set_heads(key, &heads, &kept, freed)?);
                 }
                 let wrote = !dropped.is_empty();
                 Ok((Done::Dropped(dropped), wrote))
@@ -433,15 +493,16 @@ impl Store {
     }
 }
 
-/// A new record of this node's, signed with the next sequence number. Ticking inside the write
-/// transaction orders it after every record before.
+/// A new record of this node's, signed with the next sequence number, replacing `heads` (its
+/// causal context covers them). Ticking inside the write transaction orders it after every
+/// record before.
 fn signed(
     inner: &super::Inner,
     t: &mut Tables<'_>,
     key: &str,
     cid: Option<ContentId>,
     size: u64,
-    old: Option<&Record>,
+    heads: &[Record],
 ) -> Result<Record, StoreError> {
     let mut record = Record {
         key: key.to_string(),
@@ -450,7 +511,7 @@ fn signed(
         time: inner.clock.tick(),
         author: Vec::new(),
         seq: t.next_seq(&inner.author)?,
-        replaces: old.map(|o| vec![o.version()]).unwrap_or_default(),
+        seen: context_after(heads, &inner.author),
         sig: Vec::new(),
     };
     record.sign(&inner.keypair);
@@ -458,29 +519,87 @@ fn signed(
     Ok(record)
 }
 
-/// Merges one record by last-writer-wins, moving the clock past it. Skipped (`Refused`) if it
-/// is invalid, if the admission policy (membership) refuses its author, or if its author
-/// already signed another record under its sequence number. The caller has verified its
-/// signature.
+/// Where [`install`] put a record.
+enum Installed {
+    /// It is one of the key's heads now; `previous` was the current version before.
+    Head { previous: Option<Record> },
+    /// A head had seen it: it went to history.
+    History,
+    /// This node had it already.
+    Known,
+}
+
+/// Puts a valid, admitted record in its place: nowhere if known; history if a head saw it;
+/// else among the heads, sending every head it saw to history. The heads, and so the current
+/// version, are a function of the set of records received, whatever their order.
+fn install(
+    inner: &super::Inner,
+    t: &mut Tables<'_>,
+    record: &Record,
+    changes: &mut Vec<HeadsChange>,
+    freed: &mut Vec<Hash>,
+) -> Result<Installed, StoreError> {
+    let version = record.version();
+    let heads = t.heads(&record.key)?;
+    if heads.iter().any(|h| h.version() == version) || t.in_history(record, &version)? {
+        return Ok(Installed::Known);
+    }
+    let now = inner.time.wall().now_ms();
+    if heads.iter().any(|h| h.saw(record)) {
+        t.add_history(record, now)?;
+        return Ok(Installed::History);
+    }
+    let mut new_heads = Vec::with_capacity(heads.len() + 1);
+    for h in &heads {
+        if record.saw(h) {
+            t.add_history(h, now)?;
+        } else {
+            new_heads.push(h.clone());
+        }
+    }
+    new_heads.push(record.clone());
+    if new_heads.len() > MAX_HEADS {
+        new_heads.sort_by(|a, b| b.cmp_current(a));
+        for h in new_heads.split_off(MAX_HEADS) {
+            t.add_history(&h, now)?;
+        }
+    }
+    let kept = new_heads.iter().any(|h| h.version() == version);
+    changes.push(t.set_heads(&record.key, &heads, &new_heads, freed)?);
+    if !kept {
+        return Ok(Installed::History);
+    }
+    Ok(Installed::Head {
+        previous: heads.into_iter().next(),
+    })
+}
+
+/// Merges one record, moving the clock past it. Skipped if it is invalid, too far ahead of the
+/// network's time (`Ahead`), if the admission policy (membership) refuses its author, or if its
+/// author already signed another record under its sequence number (`Refused`). The caller has
+/// verified its signature.
 fn merge_one(
     inner: &super::Inner,
     t: &mut Tables<'_>,
     record: &Record,
-    changes: &mut Vec<(Option<Record>, Option<Record>)>,
+    changes: &mut Vec<HeadsChange>,
     freed: &mut Vec<Hash>,
 ) -> Result<Applied, StoreError> {
     if record.validate().is_err() || !inner.admits(record) {
         return Ok(Applied::Refused);
     }
+    if physical_ms(record.time) > inner.time.horizon_ms() {
+        return Ok(Applied::Ahead);
+    }
     if !t.note_seq(&record.author, record.seq, record.fingerprint())? {
         return Ok(Applied::Refused);
     }
     inner.clock.observe(record.time);
-    let old = t.record(&record.key)?;
-    if old.as_ref().is_some_and(|o| !record.supersedes(o)) {
-        return Ok(Applied::Unchanged);
-    }
-    t.replace(old.as_ref(), record, freed)?;
+    let previous = match install(inner, t, record, changes, freed)? {
+        Installed::Known => return Ok(Applied::Unchanged),
+        Installed::History => return Ok(Applied::Kept),
+        Installed::Head { previous } => previous,
+    };
     let fetch = match &record.cid {
         None => false,
         // Empty content has nothing to fetch.
@@ -490,9 +609,5 @@ fn merge_one(
         }
         Some(cid) => !t.content(cid)?.is_some_and(|c| c.complete),
     };
-    changes.push((old.clone(), Some(record.clone())));
-    Ok(Applied::Updated {
-        previous: old,
-        fetch,
-    })
+    Ok(Applied::Updated { previous, fetch })
 }

@@ -2,11 +2,18 @@
 //! in transactions so that a crash leaves the old state or the new.
 //!
 //! Tables:
-//! - `records`: key -> CBOR [`Record`] (tombstones included).
-//! - `by_hash`: `key_hash` (8 bytes, big-endian) ++ key -> record fingerprint, for anti-entropy.
+//! - `records`: key -> CBOR [`Record`]: the key's current version (tombstones included).
+//! - `conflicts`: key ++ 0x00 ++ version id -> CBOR [`Record`]: the key's other heads, versions
+//!   concurrent with the current one (neither saw the other). A key's heads are its current
+//!   version and its conflicts.
+//! - `history`: key ++ 0x00 ++ clock (8 bytes, big-endian) ++ version id -> CBOR
+//!   [`HistoryEntry`]: versions a later write replaced, and deletes, kept for the retention
+//!   period (`store/history.rs`).
+//! - `by_hash`: `key_hash` (8 bytes, big-endian) ++ key -> XOR of the fingerprints of the key's
+//!   heads, for anti-entropy.
 //! - `contents`: content id -> CBOR [`Content`] (size, chunk list, complete flag); present only
-//!   while some live record references the content id.
-//! - `content_refs`: content id -> number of live records with that content id.
+//!   while some head or history entry references the content id.
+//! - `content_refs`: content id -> number of heads and history entries with that content id.
 //! - `chunk_refs`: chunk hash -> number of references from the chunk lists in `contents`.
 //!   A chunk file whose hash is not here is garbage.
 //! - `inline_chunks`: chunk hash -> the chunk's bytes, for chunks shorter than
@@ -22,7 +29,7 @@
 //!   (a list can hold a million hashes).
 //! - `grants`: grant id -> the signed grant's bytes (membership; interpreted by `crate::trust`).
 //! - `meta`: `"clock"` -> the largest clock value issued or observed; `"seq"` -> the last
-//!   sequence number this node signed; `"format"` -> the record format of the index (2);
+//!   sequence number this node signed; `"format"` -> the record format of the index (3);
 //!   `"pending_hashes"` -> the number of chunk hashes in the lists of incomplete content (the
 //!   budget of lists stored for content still arriving; see `Store::set_chunk_list`).
 
@@ -30,7 +37,7 @@ use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
-use crate::record::{key_hash, ContentId, Hash, Record};
+use crate::record::{key_hash, ContentId, Hash, Record, VersionId};
 
 pub(crate) const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 pub(crate) const BY_HASH: TableDefinition<&[u8], u64> = TableDefinition::new("by_hash");
@@ -44,6 +51,8 @@ pub(crate) const AUTHOR_SEQS: TableDefinition<&[u8], u64> = TableDefinition::new
 pub(crate) const GRANTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("grants");
 pub(crate) const CONTENT_STATE: TableDefinition<&[u8; 32], u64> =
     TableDefinition::new("content_state");
+pub(crate) const CONFLICTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("conflicts");
+pub(crate) const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
 
 /// Key of the clock's last value in `meta`.
 pub(crate) const CLOCK: &str = "clock";
@@ -53,8 +62,60 @@ pub(crate) const SEQ: &str = "seq";
 pub(crate) const PENDING: &str = "pending_hashes";
 /// Key of the index's record format in `meta`.
 pub(crate) const FORMAT: &str = "format";
-/// The record format this index holds: 2, signed records.
-pub(crate) const RECORD_FORMAT: u64 = 2;
+/// The record format this index holds: 3, signed records with causal contexts.
+pub(crate) const RECORD_FORMAT: u64 = 3;
+
+/// Most heads (current version and conflicts) a key keeps. Beyond, the lowest by the current
+/// order go to history, where `dfs log` shows them and `dfs restore` brings them back.
+pub const MAX_HEADS: usize = 64;
+
+/// A version that left the heads, kept for the retention period.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct HistoryEntry {
+    pub record: Record,
+    /// When it left the heads (or arrived already replaced), by this node's wall clock, in ms.
+    pub left: u64,
+    /// It holds a reference to its content: the content was complete here when it entered
+    /// history. (A replaced version's content is not fetched, and its chunk list does not keep
+    /// taking the budget of lists of content still arriving.)
+    pub holds: bool,
+}
+
+/// The `conflicts` key of one head.
+pub(crate) fn conflict_key(key: &str, version: &VersionId) -> Vec<u8> {
+    let mut k = key_prefix(key);
+    k.extend_from_slice(&version.0);
+    k
+}
+
+/// `key ++ 0x00`: the prefix of a key's entries in `conflicts` and `history` (keys hold no NUL).
+pub(crate) fn key_prefix(key: &str) -> Vec<u8> {
+    let mut k = key.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+/// The `history` key of one version.
+pub(crate) fn history_key(record: &Record, version: &VersionId) -> Vec<u8> {
+    let mut k = key_prefix(&record.key);
+    k.extend_from_slice(&record.time.to_be_bytes());
+    k.extend_from_slice(&version.0);
+    k
+}
+
+/// The range of a key's entries in `conflicts` or `history`: from `key ++ 0x00` to
+/// `key ++ 0x01` (exclusive).
+pub(crate) fn key_range(key: &str) -> (Vec<u8>, Vec<u8>) {
+    let lo = key_prefix(key);
+    let mut hi = key.as_bytes().to_vec();
+    hi.push(1);
+    (lo, hi)
+}
+
+/// XOR of the fingerprints of a key's heads: its entry in `by_hash`.
+pub(crate) fn heads_fingerprint(heads: &[Record]) -> u64 {
+    heads.iter().fold(0, |acc, r| acc ^ r.fingerprint())
+}
 
 /// The `author_seqs` key of one signed number.
 pub(crate) fn seq_key(author: &[u8], seq: u64) -> Vec<u8> {
@@ -119,6 +180,8 @@ pub(crate) struct Tables<'t> {
     author_seqs: Table<'t, &'static [u8], u64>,
     grants: Table<'t, &'static [u8; 32], &'static [u8]>,
     content_state: Table<'t, &'static [u8; 32], u64>,
+    conflicts: Table<'t, &'static [u8], &'static [u8]>,
+    history: Table<'t, &'static [u8], &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -134,6 +197,8 @@ impl<'t> Tables<'t> {
             author_seqs: txn.open_table(AUTHOR_SEQS)?,
             grants: txn.open_table(GRANTS)?,
             content_state: txn.open_table(CONTENT_STATE)?,
+            conflicts: txn.open_table(CONFLICTS)?,
+            history: txn.open_table(HISTORY)?,
         })
     }
 
@@ -189,10 +254,17 @@ impl<'t> Tables<'t> {
         Ok(true)
     }
 
-    /// Every record for which `pick` is true.
-    pub fn records_where(&self, pick: impl Fn(&Record) -> bool) -> Result<Vec<Record>, StoreError> {
+    /// Every head (current version or conflict) for which `pick` is true.
+    pub fn heads_where(&self, pick: impl Fn(&Record) -> bool) -> Result<Vec<Record>, StoreError> {
         let mut out = Vec::new();
         for item in self.records.iter()? {
+            let (_, v) = item?;
+            let r: Record = decode(v.value())?;
+            if pick(&r) {
+                out.push(r);
+            }
+        }
+        for item in self.conflicts.iter()? {
             let (_, v) = item?;
             let r: Record = decode(v.value())?;
             if pick(&r) {
@@ -202,15 +274,142 @@ impl<'t> Tables<'t> {
         Ok(out)
     }
 
-    /// Removes a key's record without leaving a tombstone (a record that no longer counts),
-    /// releasing its content.
-    pub fn remove(&mut self, old: &Record, freed: &mut Vec<Hash>) -> Result<(), StoreError> {
-        if let Some(cid) = &old.cid {
+    /// A key's heads: its current version first, then its conflicts (empty if the key is
+    /// unknown).
+    pub fn heads(&self, key: &str) -> Result<Vec<Record>, StoreError> {
+        let Some(current) = self.record(key)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = vec![current];
+        let (lo, hi) = key_range(key);
+        for item in self.conflicts.range(lo.as_slice()..hi.as_slice())? {
+            let (_, v) = item?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Sets a key's heads from `old` (what [`Tables::heads`] returned) to `new` (any order;
+    /// empty removes the key), moving content references: a head keeps one reference to its
+    /// content. The current version is the greatest by [`Record::cmp_current`]. Returns the
+    /// key's change for the sync tree.
+    pub fn set_heads(
+        &mut self,
+        key: &str,
+        old: &[Record],
+        new: &[Record],
+        freed: &mut Vec<Hash>,
+    ) -> Result<HeadsChange, StoreError> {
+        let old_versions: Vec<VersionId> = old.iter().map(Record::version).collect();
+        let new_versions: Vec<VersionId> = new.iter().map(Record::version).collect();
+        for (r, v) in new.iter().zip(&new_versions) {
+            if !old_versions.contains(v) {
+                if let Some(cid) = &r.cid {
+                    self.add_content_ref(cid)?;
+                }
+            }
+        }
+        for (r, v) in old.iter().zip(&old_versions) {
+            if !new_versions.contains(v) {
+                if let Some(cid) = &r.cid {
+                    self.release_content_ref(cid, freed)?;
+                }
+            }
+            self.conflicts.remove(conflict_key(key, v).as_slice())?;
+        }
+        let current = new.iter().max_by(|a, b| a.cmp_current(b));
+        match current {
+            Some(current) => {
+                self.records.insert(key, encode(current).as_slice())?;
+                for (r, v) in new.iter().zip(&new_versions) {
+                    if !std::ptr::eq(r, current) {
+                        self.conflicts
+                            .insert(conflict_key(key, v).as_slice(), encode(r).as_slice())?;
+                    }
+                }
+                self.by_hash
+                    .insert(hash_key(key).as_slice(), heads_fingerprint(new))?;
+            }
+            None => {
+                self.records.remove(key)?;
+                self.by_hash.remove(hash_key(key).as_slice())?;
+            }
+        }
+        Ok(HeadsChange {
+            key: key.to_string(),
+            before: (heads_fingerprint(old), old.len() as u64),
+            after: (heads_fingerprint(new), new.len() as u64),
+        })
+    }
+
+    /// Keeps a version in history (with a reference to its content if it is complete here);
+    /// false if it was there.
+    pub fn add_history(&mut self, record: &Record, left: u64) -> Result<bool, StoreError> {
+        let k = history_key(record, &record.version());
+        if self.history.get(k.as_slice())?.is_some() {
+            return Ok(false);
+        }
+        let holds = match &record.cid {
+            Some(cid) => self.content(cid)?.is_some_and(|c| c.complete),
+            None => false,
+        };
+        let entry = HistoryEntry {
+            record: record.clone(),
+            left,
+            holds,
+        };
+        self.history
+            .insert(k.as_slice(), encode(&entry).as_slice())?;
+        if let (true, Some(cid)) = (holds, &record.cid) {
+            self.add_content_ref(cid)?;
+        }
+        Ok(true)
+    }
+
+    /// Whether history holds this version.
+    pub fn in_history(&self, record: &Record, version: &VersionId) -> Result<bool, StoreError> {
+        Ok(self
+            .history
+            .get(history_key(record, version).as_slice())?
+            .is_some())
+    }
+
+    /// A key's history, oldest first.
+    pub fn history_of(&self, key: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        let (lo, hi) = key_range(key);
+        let mut out = Vec::new();
+        for item in self.history.range(lo.as_slice()..hi.as_slice())? {
+            let (_, v) = item?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Every history entry, in key order.
+    pub fn all_history(&self) -> Result<Vec<HistoryEntry>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.history.iter()? {
+            let (_, v) = item?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Drops a version from history, releasing its content.
+    pub fn remove_history(
+        &mut self,
+        record: &Record,
+        freed: &mut Vec<Hash>,
+    ) -> Result<bool, StoreError> {
+        let k = history_key(record, &record.version());
+        let entry: HistoryEntry = match self.history.remove(k.as_slice())? {
+            Some(old) => decode(old.value())?,
+            None => return Ok(false),
+        };
+        if let (true, Some(cid)) = (entry.holds, &record.cid) {
             self.release_content_ref(cid, freed)?;
         }
-        self.records.remove(old.key.as_str())?;
-        self.by_hash.remove(hash_key(&old.key).as_slice())?;
-        Ok(())
+        Ok(true)
     }
 
     /// Stores a small chunk's bytes in `inline_chunks` unless they are there already. The
@@ -348,26 +547,14 @@ impl<'t> Tables<'t> {
         }
         Ok(())
     }
+}
 
-    /// Replaces `old` (the key's current record, if any) by `new`, moving content references.
-    pub fn replace(
-        &mut self,
-        old: Option<&Record>,
-        new: &Record,
-        freed: &mut Vec<Hash>,
-    ) -> Result<(), StoreError> {
-        if let Some(cid) = &new.cid {
-            self.add_content_ref(cid)?;
-        }
-        if let Some(cid) = old.and_then(|o| o.cid.as_ref()) {
-            self.release_content_ref(cid, freed)?;
-        }
-        self.records
-            .insert(new.key.as_str(), encode(new).as_slice())?;
-        self.by_hash
-            .insert(hash_key(&new.key).as_slice(), new.fingerprint())?;
-        Ok(())
-    }
+/// How one key's heads changed: XOR of their fingerprints and their number, before and after.
+#[derive(Debug)]
+pub(crate) struct HeadsChange {
+    pub key: String,
+    pub before: (u64, u64),
+    pub after: (u64, u64),
 }
 
 #[cfg(test)]
@@ -383,7 +570,7 @@ mod tests {
             time,
             author: vec![1],
             seq: 1,
-            replaces: Vec::new(),
+            seen: Vec::new(),
             sig: Vec::new(),
         }
     }
@@ -402,21 +589,32 @@ mod tests {
         t.add_content(&cid1, 3, &[a, b, a], true).unwrap();
         t.add_content(&cid2, 2, &[b, c], true).unwrap();
         let (k1, k2) = (rec("k1", 1, Some(cid1)), rec("k2", 1, Some(cid1)));
-        t.replace(None, &k1, &mut freed).unwrap();
-        t.replace(None, &k2, &mut freed).unwrap();
-        t.replace(None, &rec("k3", 1, Some(cid2)), &mut freed)
+        t.set_heads("k1", &[], std::slice::from_ref(&k1), &mut freed)
+            .unwrap();
+        t.set_heads("k2", &[], std::slice::from_ref(&k2), &mut freed)
+            .unwrap();
+        t.set_heads("k3", &[], &[rec("k3", 1, Some(cid2))], &mut freed)
             .unwrap();
         assert_eq!(t.content_refs(&cid1).unwrap(), 2);
 
         // Deleting one sharer frees nothing.
-        t.replace(Some(&k1), &rec("k1", 2, None), &mut freed)
+        t.set_heads("k1", &[k1], &[rec("k1", 2, None)], &mut freed)
             .unwrap();
         assert!(freed.is_empty());
         assert!(t.content(&cid1).unwrap().is_some());
 
-        // Deleting the other frees the chunk only content 1 had; b is still in content 2.
-        t.replace(Some(&k2), &rec("k2", 2, None), &mut freed)
-            .unwrap();
+        // Kept in history, the other sharer still holds its content.
+        t.add_history(&k2, 0).unwrap();
+        t.set_heads(
+            "k2",
+            std::slice::from_ref(&k2),
+            &[rec("k2", 2, None)],
+            &mut freed,
+        )
+        .unwrap();
+        assert!(freed.is_empty());
+        // Dropped from history, it frees the chunk only content 1 had; b is still in content 2.
+        t.remove_history(&k2, &mut freed).unwrap();
         assert_eq!(freed, vec![a]);
         assert_eq!(t.content_refs(&cid1).unwrap(), 0);
         assert!(t.content(&cid1).unwrap().is_none());

@@ -37,6 +37,7 @@
 mod chunks;
 mod commit;
 mod gc;
+mod history;
 mod index;
 mod put;
 mod repair;
@@ -50,14 +51,18 @@ use std::sync::{Arc, RwLock};
 use libp2p::identity::Keypair;
 use redb::{Database, ReadTransaction, ReadableTable};
 
+use crate::clock::{Hlc, NetworkTime};
 use crate::record::{
-    author_key, key_hash, validate_key, Clock, ContentId, Hash, InvalidRecord, Record,
+    author_key, key_hash, validate_key, ContentId, Hash, InvalidRecord, Record, VersionId,
 };
 use crate::trust::Grant;
 use chunks::ChunkDir;
 use commit::{Committer, Done, Op};
 use gc::Pins;
-use index::{decode, Content, Tables};
+use index::{decode, Content, HeadsChange, Tables};
+
+pub use history::{DEFAULT_KEEP_BYTES, DEFAULT_KEEP_DAYS};
+pub use index::MAX_HEADS;
 
 pub use repair::{diagnose, repair, RepairReport, DAMAGED_DIR, INDEX_FILE, ORPHANS_DIR};
 pub use scrub::ScrubReport;
@@ -111,8 +116,12 @@ pub enum StoreError {
     Locked(PathBuf),
     #[error("no room for the chunk list of {len} chunks: {pending} chunk hashes of content still arriving are stored already")]
     ListBudget { pending: u64, len: u64 },
-    #[error("{} was written by an older dfs (unsigned records, format 1); move the data dir away and join the network again", .0.display())]
-    OldFormat(PathBuf),
+    #[error("{} was written by an older dfs (record format {}; this one reads format 3, with causal contexts); move the data dir away and join the network again", .0.display(), .1)]
+    OldFormat(PathBuf, u64),
+    #[error("version {0} is a delete: there is no content to read or restore")]
+    IsDelete(String),
+    #[error(transparent)]
+    ClockOff(#[from] crate::clock::ClockOff),
     #[error("the index {} is damaged: {reason}; no chunk was deleted. With the node stopped, run `dfs repair --data-dir <its data dir>` to rebuild the index from the chunks on disk and the peers", path.display())]
     IndexDamaged { path: PathBuf, reason: String },
 }
@@ -125,7 +134,11 @@ pub type Admission = Arc<dyn Fn(&Record) -> bool + Send + Sync>;
 /// A record with its local state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stat {
+    /// The key's current version.
     pub record: Record,
+    /// Versions concurrent with the current one (neither saw the other), kept until a write
+    /// that saw them replaces them. Best first by [`Record::cmp_current`].
+    pub conflicts: Vec<Record>,
     /// The whole content is verified and durable here (false for tombstones).
     pub local: bool,
     /// Chunks of the content found damaged here (not matching their hash) and not yet
@@ -142,8 +155,13 @@ pub enum Applied {
         previous: Option<Record>,
         fetch: bool,
     },
-    /// This node already had this record or a newer one: nothing changed.
+    /// This node already had this record: nothing changed.
     Unchanged,
+    /// A version this node has replaces the record: it went to history only.
+    Kept,
+    /// The record's clock is too far ahead of the network's time (see `crate::clock`). Nothing
+    /// changed; it counts once it is no longer ahead.
+    Ahead,
     /// The record does not count: invalid, its author may not write, or its author signed
     /// another record under the same sequence number. Nothing changed.
     Refused,
@@ -169,7 +187,9 @@ struct Inner {
     db: Database,
     chunks: ChunkDir,
     pins: Pins,
-    clock: Clock,
+    clock: Hlc,
+    /// The network's time: the wall clock, peers' offsets, the bound on records ahead.
+    time: Arc<NetworkTime>,
     /// The most chunk hashes kept in lists of content still arriving.
     list_budget: AtomicU64,
     /// This node's key: it signs the records of local puts and deletes.
@@ -202,6 +222,47 @@ fn read_record(txn: &ReadTransaction, key: &str) -> Result<Option<Record>, Store
     r.map(|v| decode(v.value())).transpose()
 }
 
+/// A key's conflicts (heads other than the current version), best first.
+fn read_conflicts(txn: &ReadTransaction, key: &str) -> Result<Vec<Record>, StoreError> {
+    let t = txn.open_table(index::CONFLICTS)?;
+    let (lo, hi) = index::key_range(key);
+    let mut out = Vec::new();
+    for item in t.range(lo.as_slice()..hi.as_slice())? {
+        let (_, v) = item?;
+        out.push(decode::<Record>(v.value())?);
+    }
+    out.sort_by(|a, b| b.cmp_current(a));
+    Ok(out)
+}
+
+/// One version of a key in `dfs log`: where it stands here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEntry {
+    pub record: Record,
+    pub state: VersionState,
+    /// Whether its content is complete on this node.
+    pub local: bool,
+}
+
+/// Where a version stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VersionState {
+    Current,
+    Conflict,
+    /// Replaced by a later write (or a delete), kept in history.
+    Replaced,
+}
+
+impl VersionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionState::Current => "current",
+            VersionState::Conflict => "conflict",
+            VersionState::Replaced => "replaced",
+        }
+    }
+}
+
 fn read_content(txn: &ReadTransaction, cid: &ContentId) -> Result<Option<Content>, StoreError> {
     let t = txn.open_table(index::CONTENTS)?;
     let r = t.get(&cid.0)?;
@@ -219,6 +280,16 @@ impl Store {
     /// `Invalid(BadAuthor)`) signs the records of local puts and deletes. Runs a full
     /// [`gc`](Store::gc).
     pub fn open(dir: &Path, keypair: Keypair) -> Result<Store, StoreError> {
+        Store::open_with(dir, keypair, Arc::new(NetworkTime::default()))
+    }
+
+    /// [`Store::open`] with the node's clock and view of the network's time (an injected,
+    /// skewed clock in tests).
+    pub fn open_with(
+        dir: &Path,
+        keypair: Keypair,
+        time: Arc<NetworkTime>,
+    ) -> Result<Store, StoreError> {
         if author_key(&keypair.public().to_peer_id().to_bytes()).is_none() {
             return Err(InvalidRecord::BadAuthor.into());
         }
@@ -230,12 +301,17 @@ impl Store {
         drop(Tables::open(&txn)?);
         {
             let mut meta = txn.open_table(index::META)?;
-            if meta.get(index::FORMAT)?.is_none() {
-                let records = txn.open_table(index::RECORDS)?;
-                if records.first()?.is_some() {
-                    return Err(StoreError::OldFormat(dir.to_path_buf()));
+            let format = meta.get(index::FORMAT)?.map(|v| v.value());
+            match format {
+                Some(index::RECORD_FORMAT) => {}
+                Some(old) => return Err(StoreError::OldFormat(dir.to_path_buf(), old)),
+                None => {
+                    let records = txn.open_table(index::RECORDS)?;
+                    if records.first()?.is_some() {
+                        return Err(StoreError::OldFormat(dir.to_path_buf(), 1));
+                    }
+                    meta.insert(index::FORMAT, index::RECORD_FORMAT)?;
                 }
-                meta.insert(index::FORMAT, index::RECORD_FORMAT)?;
             }
         }
         txn.commit()?;
@@ -248,14 +324,19 @@ impl Store {
             .open_table(index::META)?
             .get(index::CLOCK)?
             .map_or(0, |v| v.value());
-        for item in records.iter()? {
-            let (_, v) = item?;
-            let r: Record = decode(v.value())?;
+        let conflicts = txn.open_table(index::CONFLICTS)?;
+        let values = records
+            .iter()?
+            .map(|item| item.map(|(_, v)| v))
+            .chain(conflicts.iter()?.map(|item| item.map(|(_, v)| v)));
+        for v in values {
+            let r: Record = decode(v?.value())?;
             leaves[leaf_of(&r.key)].fetch_xor(r.fingerprint(), Ordering::Relaxed);
             last = last.max(r.time);
             count += 1;
         }
         drop(records);
+        drop(conflicts);
         drop(txn);
 
         let store = Store {
@@ -264,7 +345,8 @@ impl Store {
                 db,
                 chunks,
                 pins: Pins::default(),
-                clock: Clock::starting_after(last),
+                clock: Hlc::new(time.wall().clone(), last),
+                time,
                 list_budget: AtomicU64::new(MAX_PENDING_HASHES),
                 author: keypair.public().to_peer_id().to_bytes(),
                 keypair,
@@ -380,11 +462,88 @@ impl Store {
             None => false,
         };
         let damaged = scrub::damaged_of(&txn, &record)?;
+        let conflicts = read_conflicts(&txn, key)?;
         Ok(Some(Stat {
             record,
+            conflicts,
             local,
             damaged,
         }))
+    }
+
+    /// The network's time as this node sees it (shared with replication, which measures it).
+    pub fn time(&self) -> &Arc<NetworkTime> {
+        &self.inner.time
+    }
+
+    /// Every version of a key this node knows, oldest first: history, then the conflicts and
+    /// the current version.
+    pub fn log(&self, key: &str) -> Result<Vec<LogEntry>, StoreError> {
+        validate_key(key)?;
+        let txn = self.inner.db.begin_read()?;
+        let history = txn.open_table(index::HISTORY)?;
+        let (lo, hi) = index::key_range(key);
+        let mut out = Vec::new();
+        for item in history.range(lo.as_slice()..hi.as_slice())? {
+            let (_, v) = item?;
+            let entry: index::HistoryEntry = decode(v.value())?;
+            out.push((entry.record, VersionState::Replaced));
+        }
+        if let Some(current) = read_record(&txn, key)? {
+            for c in read_conflicts(&txn, key)? {
+                out.push((c, VersionState::Conflict));
+            }
+            out.push((current, VersionState::Current));
+        }
+        out.sort_by(|a, b| (a.0.time, &a.0.author).cmp(&(b.0.time, &b.0.author)));
+        out.into_iter()
+            .map(|(record, state)| {
+                let local = match &record.cid {
+                    Some(cid) => is_complete(&txn, cid)?,
+                    None => false,
+                };
+                Ok(LogEntry {
+                    record,
+                    state,
+                    local,
+                })
+            })
+            .collect()
+    }
+
+    /// One version of a key, by version id (a head or in history).
+    pub fn version(&self, key: &str, version: &VersionId) -> Result<Option<Record>, StoreError> {
+        Ok(self
+            .log(key)?
+            .into_iter()
+            .map(|e| e.record)
+            .find(|r| r.version() == *version))
+    }
+
+    /// Makes an earlier version (or a conflict) current again: a new write of its content that
+    /// replaces every head. Its content must be complete here.
+    pub fn restore(&self, key: &str, version: VersionId) -> Result<Record, StoreError> {
+        validate_key(key)?;
+        self.inner.time.check_local()?;
+        match self.submit(Op::Restore {
+            key: key.to_string(),
+            version,
+        })? {
+            Done::Record(record) => Ok(record),
+            _ => unreachable!("a restore commits a record"),
+        }
+    }
+
+    /// Applies retention to history (see `store/history.rs`): returns the entries dropped.
+    pub fn expire_history(&self, keep_ms: u64, keep_bytes: u64) -> Result<usize, StoreError> {
+        match self.submit(Op::Expire {
+            now: self.inner.time.wall().now_ms(),
+            keep_ms,
+            keep_bytes,
+        })? {
+            Done::Expired(n) => Ok(n),
+            _ => unreachable!("an expiry counts entries"),
+        }
     }
 
     /// The key's record (tombstones included).
@@ -399,6 +558,16 @@ impl Store {
         let txn = self.inner.db.begin_read()?;
         let records = txn.open_table(index::RECORDS)?;
         let any_damaged = scrub::any_damaged(&txn)?;
+        // Conflicts are rare: read them all once.
+        let mut conflicts: std::collections::HashMap<String, Vec<Record>> = Default::default();
+        for item in txn.open_table(index::CONFLICTS)?.iter()? {
+            let (_, v) = item?;
+            let r: Record = decode(v.value())?;
+            conflicts.entry(r.key.clone()).or_default().push(r);
+        }
+        for list in conflicts.values_mut() {
+            list.sort_by(|a, b| b.cmp_current(a));
+        }
         let mut out = Vec::new();
         for item in records.iter()? {
             let (_, v) = item?;
@@ -413,6 +582,7 @@ impl Store {
                 false => 0,
             };
             out.push(Stat {
+                conflicts: conflicts.remove(&record.key).unwrap_or_default(),
                 record,
                 local,
                 damaged,
@@ -427,6 +597,7 @@ impl Store {
     /// key's previous record is untouched.
     pub fn put(&self, key: &str, reader: impl Read) -> Result<Record, StoreError> {
         validate_key(key)?;
+        self.inner.time.check_local()?;
         let inner = &*self.inner;
         let put::Streamed {
             hashes,
@@ -458,11 +629,27 @@ impl Store {
 
     /// A reader over the key's content that verifies every chunk as it reads it.
     pub fn get(&self, key: &str) -> Result<Reader, StoreError> {
+        self.read(key, None)
+    }
+
+    /// A reader over one version's content (current, conflict or in history).
+    pub fn get_version(&self, key: &str, version: &VersionId) -> Result<Reader, StoreError> {
+        self.read(key, Some(version))
+    }
+
+    fn read(&self, key: &str, version: Option<&VersionId>) -> Result<Reader, StoreError> {
         validate_key(key)?;
         for _ in 0..GET_ATTEMPTS {
+            let record = match version {
+                None => read_record(&self.inner.db.begin_read()?, key)?,
+                Some(v) => self.version(key, v)?,
+            };
             let txn = self.inner.db.begin_read()?;
-            let record = match read_record(&txn, key)? {
+            let record = match record {
                 Some(r) if !r.is_tombstone() => r,
+                Some(r) if version.is_some() => {
+                    return Err(StoreError::IsDelete(r.version().to_hex()))
+                }
                 _ => return Err(StoreError::NotFound(key.to_string())),
             };
             let cid = record.cid.expect("live record");
@@ -490,6 +677,7 @@ impl Store {
     /// live record.
     pub fn delete(&self, key: &str) -> Result<Record, StoreError> {
         validate_key(key)?;
+        self.inner.time.check_local()?;
         match self.submit(Op::Delete {
             key: key.to_string(),
         })? {
@@ -517,6 +705,11 @@ impl Store {
             Done::Applied(outcomes) => Ok(outcomes),
             _ => unreachable!("a merge gives outcomes"),
         }
+    }
+
+    /// Whether every chunk of this content id is verified and stored here.
+    pub fn content_complete(&self, cid: &ContentId) -> Result<bool, StoreError> {
+        is_complete(&self.inner.db.begin_read()?, cid)
     }
 
     /// The chunk list known for this content id (complete or not), if any.
@@ -708,12 +901,18 @@ impl Store {
 
     /// Live records whose content is not complete here (to resume fetching after a restart).
     pub fn incomplete(&self) -> Result<Vec<Record>, StoreError> {
-        Ok(self
-            .list()?
-            .into_iter()
-            .filter(|s| !s.local && !s.record.is_tombstone())
-            .map(|s| s.record)
-            .collect())
+        let txn = self.inner.db.begin_read()?;
+        let mut out = Vec::new();
+        for stat in self.list()? {
+            for r in std::iter::once(stat.record).chain(stat.conflicts) {
+                if let Some(cid) = &r.cid {
+                    if !is_complete(&txn, cid)? {
+                        out.push(r);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The [`SYNC_LEAVES`] leaf hashes of the anti-entropy tree: a key's leaf is the top 12 bits
@@ -726,7 +925,7 @@ impl Store {
             .collect()
     }
 
-    /// Number of records, tombstones included.
+    /// Number of heads (current versions and conflicts), tombstones included.
     pub fn record_count(&self) -> u64 {
         self.inner.count.load(Ordering::Relaxed)
     }
@@ -771,6 +970,7 @@ impl Store {
                     .map_err(|e| StoreError::Index(format!("corrupt key: {e}")))?;
                 if let Some(v) = records.get(key)? {
                     out.push(decode(v.value())?);
+                    out.extend(read_conflicts(&txn, key)?);
                 }
             }
         }
@@ -793,23 +993,13 @@ impl Store {
         }
     }
 
-    /// Updates the sync tree for one committed change: `old` replaced by `new`, a new record
-    /// (`old` none) or a removed one (`new` none).
-    fn sync_update(&self, old: Option<&Record>, new: Option<&Record>) {
+    /// Updates the sync tree for one committed change of a key's heads.
+    fn sync_update(&self, change: &HeadsChange) {
         let inner = &*self.inner;
-        let (key, delta) = match (old, new) {
-            (Some(o), Some(n)) => (&n.key, o.fingerprint() ^ n.fingerprint()),
-            (None, Some(n)) => {
-                inner.count.fetch_add(1, Ordering::Relaxed);
-                (&n.key, n.fingerprint())
-            }
-            (Some(o), None) => {
-                inner.count.fetch_sub(1, Ordering::Relaxed);
-                (&o.key, o.fingerprint())
-            }
-            (None, None) => return,
-        };
-        inner.leaves[leaf_of(key)].fetch_xor(delta, Ordering::Relaxed);
+        let (before, after) = (change.before, change.after);
+        inner.count.fetch_add(after.1, Ordering::Relaxed);
+        inner.count.fetch_sub(before.1, Ordering::Relaxed);
+        inner.leaves[leaf_of(&change.key)].fetch_xor(before.0 ^ after.0, Ordering::Relaxed);
     }
 }
 

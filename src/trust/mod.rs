@@ -424,7 +424,7 @@ mod tests {
             time: 1,
             author: Vec::new(),
             seq,
-            replaces: Vec::new(),
+            seen: Vec::new(),
             sig: Vec::new(),
         };
         r.sign(author);

@@ -277,7 +277,7 @@ pub fn signed(
         time,
         author: Vec::new(),
         seq,
-        replaces: Vec::new(),
+        seen: Vec::new(),
         sig: Vec::new(),
     };
     r.sign(key);

@@ -9,16 +9,19 @@
 //!
 //! - A node whose median offset is larger than `max_offset` refuses local writes (its versions
 //!   would claim a time its peers do not share) and says so, naming the offset.
-//! - A record from elsewhere counts only when its clock is at most `2 × max_offset` ahead of the
-//!   network's time (this node's clock corrected by the median): an honest writer is within
-//!   `max_offset` of the median and this node's estimate is too. A slow node judges by the
-//!   network's time, not by its own clock, so it is never deaf to honest writers. A record
-//!   refused as ahead is not lost: anti-entropy offers it again, and it counts once it is no
-//!   longer ahead.
+//! - The hybrid clock moves past the records it accepts only up to the horizon, `2 × max_offset`
+//!   past the network's time (this node's clock corrected by the median): an honest writer is
+//!   within `max_offset` of the median and this node's estimate is too. So no writer drags the
+//!   clocks of the network further than that, whatever its own clock says: the bounded drift of
+//!   Kulkarni et al.'s hybrid logical clocks. A record ahead of the horizon still counts (it was
+//!   acknowledged to its writer: a write is never lost to a clock); causality, not its clock,
+//!   decides what replaces it (see `record.rs`).
+//! - A record more than [`MAX_AHEAD_MS`] ahead of the network's time (iroh-docs' bound) is
+//!   refused, counted and logged: no honest clock is that far off. It is not lost: anti-entropy
+//!   offers it again, and it counts once it is no longer that far ahead.
 //!
-//! So the hybrid clock, which moves past every record it accepts, is dragged at most
-//! `2 × max_offset` ahead of real time by any writer: the bounded drift of Kulkarni et al.'s
-//! hybrid logical clocks. Causality does not depend on clocks at all (see `record.rs`).
+//! A slow node judges by the network's time, not by its own clock, so it is never deaf to
+//! honest writers.
 //!
 //! The `uhlc` crate was considered: its clock is a plain `fn` pointer (no per-node skew in one
 //! process) and its timestamps are NTP64 with a 128-bit id, not the records' 48+16-bit values.
@@ -35,6 +38,9 @@ use libp2p::PeerId;
 /// offset of half a second means a broken clock, not jitter; and a smaller bound would be
 /// within the error of one exchange over a slow WAN path (half its round trip).
 pub const DEFAULT_MAX_OFFSET_MS: u64 = 500;
+/// Records further ahead of the network's time than this (10 minutes, as iroh-docs) are
+/// refused until they are not.
+pub const MAX_AHEAD_MS: u64 = 10 * 60 * 1000;
 /// How often each peer's offset is measured again.
 pub const MEASURE_EVERY: Duration = Duration::from_secs(60);
 /// A measurement older than this no longer counts (the peer may have fixed its clock).
@@ -153,7 +159,8 @@ pub struct ClockOff {
 fn describe(ahead_ms: i64) -> String {
     let abs = ahead_ms.unsigned_abs();
     let amount = if abs >= 60_000 {
-        format!("{} min {} s", abs / 60_000, (abs % 60_000) / 1000)
+        let secs = (abs + 500) / 1000;
+        format!("{} min {} s", secs / 60, secs % 60)
     } else {
         format!("{:.1} s", abs as f64 / 1000.0)
     };
@@ -259,10 +266,15 @@ impl NetworkTime {
             .saturating_add_signed(self.median_offset_ms())
     }
 
-    /// The latest physical time (ms) a record from elsewhere may carry: `2 × max_offset` past
-    /// the network's time.
+    /// The furthest (physical ms) the hybrid clock follows a record from elsewhere:
+    /// `2 × max_offset` past the network's time.
     pub fn horizon_ms(&self) -> u64 {
         self.now_ms() + 2 * self.max_offset_ms
+    }
+
+    /// The latest physical time (ms) a record from elsewhere may carry to count now.
+    pub fn accept_limit_ms(&self) -> u64 {
+        self.now_ms() + MAX_AHEAD_MS
     }
 
     /// Whether this node may write: its clock is within `max_offset` of the peers' median.

@@ -42,7 +42,7 @@ pub enum InvalidRecord {
     TombstoneWithSize,
     #[error("invalid record: author is not a valid peer id")]
     BadAuthor,
-    #[error("invalid record: its clock is ahead of the network's time by more than the bound (twice --max-clock-offset)")]
+    #[error("invalid record: its clock is more than 10 minutes ahead of the network's time")]
     FromTheFuture,
     #[error("invalid record: its causal context has more than {MAX_SEEN} entries")]
     TooManySeen,

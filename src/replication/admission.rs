@@ -49,7 +49,7 @@ impl Refusal {
             Refusal::SeqReused => "a record reusing its author's sequence number",
             Refusal::Grant => "a grant its issuer may not make",
             Refusal::Ahead => {
-                "a record whose clock is ahead of the network's time by more than twice --max-clock-offset (it counts once it is not)"
+                "a record whose clock is more than 10 minutes ahead of the network's time (it counts once it is not)"
             }
         }
     }

@@ -225,7 +225,8 @@ impl Session {
             else {
                 return Err(protocol_error(peer, "expected records"));
             };
-            if records.len() > wanted.len() {
+            // Each wanted key answers with all its heads (its current version and conflicts).
+            if records.len() > wanted.len() * crate::store::MAX_HEADS {
                 return Err(protocol_error(peer, "more records than asked for"));
             }
             let records: Vec<Record> = records
@@ -331,10 +332,21 @@ impl Responder {
                     self.replication
                         .misbehaved(self.peer, "records that do not verify in a sync push");
                 }
-                let records = self
+                let mut records = self
                     .replication
                     .blocking(move |store| store.records_by_key_hash(&want))
                     .await??;
+                // Within the message limit (records with long keys and causal contexts); what
+                // is left comes in the next round.
+                let mut size = 0;
+                let fits = records
+                    .iter()
+                    .take_while(|r| {
+                        size += sync::encoded_len(r);
+                        size <= sync::MAX_MESSAGE_SIZE as usize * 3 / 4
+                    })
+                    .count();
+                records.truncate(fits);
                 self.replication
                     .stats
                     .records_sent

@@ -433,9 +433,26 @@ impl Store {
                 keys.dedup();
                 for key in keys {
                     let heads = t.heads(key)?;
-                    let kept: Vec<Record> =
+                    // What the refused versions replaced counts again: the versions, kept
+                    // heads and history, that no other counting version saw.
+                    let mut candidates: Vec<Record> =
                         heads.iter().filter(|r| inner.admits(r)).cloned().collect();
+                    let history: Vec<Record> = t
+                        .history_of(key)?
+                        .into_iter()
+                        .map(|e| e.record)
+                        .filter(|r| inner.admits(r))
+                        .collect();
+                    candidates.extend(history.iter().cloned());
+                    let kept: Vec<Record> = candidates
+                        .iter()
+                        .filter(|r| !candidates.iter().any(|o| o.saw(r)))
+                        .cloned()
+                        .collect();
                     changes.push(t.set_heads(key, &heads, &kept, freed)?);
+                    for r in kept.iter().filter(|r| history.contains(r)) {
+                        t.remove_history(r, freed)?;
+                    }
                 }
                 let wrote = !dropped.is_empty();
                 Ok((Done::Dropped(dropped), wrote))
@@ -588,13 +605,16 @@ fn merge_one(
     if record.validate().is_err() || !inner.admits(record) {
         return Ok(Applied::Refused);
     }
-    if physical_ms(record.time) > inner.time.horizon_ms() {
+    if physical_ms(record.time) > inner.time.accept_limit_ms() {
         return Ok(Applied::Ahead);
     }
     if !t.note_seq(&record.author, record.seq, record.fingerprint())? {
         return Ok(Applied::Refused);
     }
-    inner.clock.observe(record.time);
+    // The clock follows it up to the horizon only: no writer drags it further ahead.
+    inner
+        .clock
+        .observe(record.time.min(inner.time.horizon_ms() << 16 | 0xffff));
     let previous = match install(inner, t, record, changes, freed)? {
         Installed::Known => return Ok(Applied::Unchanged),
         Installed::History => return Ok(Applied::Kept),

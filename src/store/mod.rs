@@ -159,8 +159,8 @@ pub enum Applied {
     Unchanged,
     /// A version this node has replaces the record: it went to history only.
     Kept,
-    /// The record's clock is too far ahead of the network's time (see `crate::clock`). Nothing
-    /// changed; it counts once it is no longer ahead.
+    /// The record's clock is more than `crate::clock::MAX_AHEAD_MS` ahead of the network's
+    /// time. Nothing changed; it counts once it is no longer that far ahead.
     Ahead,
     /// The record does not count: invalid, its author may not write, or its author signed
     /// another record under the same sequence number. Nothing changed.

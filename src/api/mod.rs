@@ -29,7 +29,7 @@ use tokio::sync::Semaphore;
 use crate::datadir::{atomic_write, DataDir};
 use crate::node::{self, Client};
 use crate::store::StoreError;
-use json::{ErrorBody, FileStat, Id, Invite, InviteRequest, Member, Peer, RoleRequest};
+use json::{ErrorBody, FileStat, Id, Invite, InviteRequest, Member, Peer, RoleRequest, Transfer};
 
 /// The names of the API's files in the data dir (the URL while a node runs, and the token); the
 /// layout lives in [`crate::datadir`].
@@ -135,6 +135,7 @@ pub fn router(client: Client, token: String) -> Router {
             axum::routing::put(set_role).delete(revoke),
         )
         .route("/v1/invite", axum::routing::post(invite))
+        .route("/v1/transfers", get(transfers))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route(
@@ -283,6 +284,10 @@ async fn id(State(api): State<Api>) -> Result<Json<Id>> {
         .role()
         .or_else(|| network.as_ref().map(|_| json::Role::Reader));
     Ok(Json(Id::new(&info, network, role)))
+}
+
+async fn transfers(State(api): State<Api>) -> Json<Vec<Transfer>> {
+    Json(api.client.transfers().iter().map(Transfer::from).collect())
 }
 
 async fn members(State(api): State<Api>) -> Result<Json<Vec<Member>>> {

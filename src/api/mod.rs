@@ -5,10 +5,12 @@
 //! - [`json`]: the JSON shapes of requests and answers (also the CLI's `--json` output).
 //! - [`range`]: the `Range` header.
 //! - [`client`]: the HTTP client the CLI uses, and how it finds a node and its token.
+//! - [`ui`]: the web page the node serves (embedded files, no token needed to load it).
 
 pub mod client;
 pub mod json;
 pub mod range;
+pub mod ui;
 
 use std::future::Future;
 use std::io;
@@ -143,6 +145,7 @@ pub fn router(client: Client, token: String) -> Router {
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
         .merge(authed)
+        .merge(ui::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -151,6 +154,7 @@ pub fn router(client: Client, token: String) -> Router {
             )
         })
         .layer(middleware::from_fn_with_state(state.clone(), limit))
+        .layer(middleware::from_fn(ui::same_origin))
         .with_state(state)
 }
 

@@ -1,0 +1,68 @@
+//! `dfs ui`: the address of the node's web page, with the API token in its fragment.
+
+use crate::api::client::ApiClient;
+
+use super::{output, Error, Result};
+
+/// `dfs ui [--json] [--open]`: checks that the node answers and accepts the token, then prints
+/// `<api url>/ui#token=<token>` (the fragment never reaches the server, nor its logs); with
+/// `--open`, also hands it to `$BROWSER` or `xdg-open` when one is there.
+pub(super) async fn ui(api: &ApiClient, json: bool, open: bool) -> Result<()> {
+    let token = api.token().ok_or_else(|| {
+        Error::Usage(
+            "no API token: give --token, or --data-dir of the node (its api-token file)".into(),
+        )
+    })?;
+    api.id().await?;
+    let url = format!("{}{}#token={token}", api.url(), crate::api::ui::PATH);
+    if json {
+        output::json(&serde_json::json!({ "url": url }))?;
+    } else {
+        println!("{url}");
+        eprintln!(
+            "open this address in a browser on this machine; it holds the API token: keep it as secret as the token"
+        );
+    }
+    if open {
+        match browser(&url) {
+            Some(program) => eprintln!("opened with {program}"),
+            None => eprintln!("no browser found ($BROWSER, xdg-open): open the address by hand"),
+        }
+    }
+    Ok(())
+}
+
+/// Starts `$BROWSER` (its first entry; `%s` stands for the URL) or `xdg-open` on `url`, without
+/// waiting; the program's name, or `None` if none could start.
+fn browser(url: &str) -> Option<String> {
+    let from_env = std::env::var("BROWSER")
+        .ok()
+        .and_then(|b| b.split(':').next().map(str::to_string))
+        .filter(|b| !b.trim().is_empty());
+    let candidates = from_env
+        .into_iter()
+        .chain(std::iter::once("xdg-open".to_string()));
+    for command in candidates {
+        let mut words: Vec<String> = command.split_whitespace().map(str::to_string).collect();
+        if words.is_empty() {
+            continue;
+        }
+        if words.iter().any(|w| w.contains("%s")) {
+            for w in &mut words {
+                *w = w.replace("%s", url);
+            }
+        } else {
+            words.push(url.to_string());
+        }
+        let started = std::process::Command::new(&words[0])
+            .args(&words[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        if started.is_ok() {
+            return Some(words[0].clone());
+        }
+    }
+    None
+}

@@ -533,6 +533,51 @@ async fn the_page_lists_uploads_and_deletes_in_headless_chromium() {
         )
         .await;
 
+    // Keys are text, never markup.
+    let hostile = "<img src=x onerror=\"window.pwned = 1\">.txt";
+    common::put(&a.client, hostile, b"markup in a key".to_vec()).await;
+    browser
+        .wait_for(
+            "the file with markup in its key",
+            &format!("return {}", has_row(hostile, Some("local"))),
+        )
+        .await;
+    let safe = browser
+        .script("return window.pwned === undefined && !document.querySelector('#files img')")
+        .await;
+    assert_eq!(safe, true, "a key is shown as text");
+    // This node reports no holders yet: the column degrades to a dash.
+    browser
+        .wait_for(
+            "the replication column to settle",
+            "return state.holdersSupported !== null",
+        )
+        .await;
+    let holders = browser
+        .script(
+            "const f = state.files.find(f => !f.deleted); \
+             return [state.holdersSupported, f.holders !== undefined]",
+        )
+        .await;
+    if holders[1] == false {
+        assert_eq!(holders[0], false, "no holders in stats: {holders}");
+    }
+    // A transfer and a file with holders render (the renderers, fed by hand).
+    let rendered = browser
+        .script(
+            "state.transfers = [{key: 'big', content_id: 'ab', size: 4194304, bytes_done: 1048576, \
+               chunks_done: 1, chunks_total: 4, phase: 'fetching'}]; \
+             renderTransfers(); \
+             const row = document.querySelector('#transfers tbody tr[data-key=\"big\"]'); \
+             const f = {key: 'held', size: 1, local: true, deleted: false, damaged: 0, \
+               holders: ['12D3KooWAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA', '12D3KooWBBBB']}; \
+             const cell = holdersCell(f); \
+             return [row.querySelector('progress').value, row.textContent.includes('1/4 chunks'), \
+               cell.dataset.holders, cell.textContent.startsWith('2 peers')]",
+        )
+        .await;
+    assert_eq!(rendered, json!([1048576, true, "2", true]));
+
     // Upload through the file input.
     let upload = files.path().join("from-page.bin");
     let bytes = common::data(2 * dfs::record::CHUNK_SIZE + 12_345, 11);

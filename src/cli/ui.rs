@@ -14,7 +14,11 @@ pub(super) async fn ui(api: &ApiClient, json: bool, open: bool) -> Result<()> {
         )
     })?;
     api.id().await?;
-    let url = format!("{}{}#token={token}", api.url(), crate::api::ui::PATH);
+    let url = format!(
+        "{}{}#token={token}",
+        browsable(api.url()),
+        crate::api::ui::PATH
+    );
     if json {
         output::json(&serde_json::json!({ "url": url }))?;
     } else {
@@ -30,6 +34,13 @@ pub(super) async fn ui(api: &ApiClient, json: bool, open: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The API's URL as a browser can open it: a node listening on every address (`0.0.0.0`, `::`,
+/// with `--api-allow-remote`) is reached on loopback.
+fn browsable(url: &str) -> String {
+    url.replacen("://0.0.0.0:", "://127.0.0.1:", 1)
+        .replacen("://[::]:", "://[::1]:", 1)
 }
 
 /// Starts `$BROWSER` (its first entry; `%s` stands for the URL) or `xdg-open` on `url`, without
@@ -65,4 +76,24 @@ fn browser(url: &str) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_node_on_every_address_is_opened_on_loopback() {
+        assert_eq!(
+            super::browsable("http://0.0.0.0:5001"),
+            "http://127.0.0.1:5001"
+        );
+        assert_eq!(super::browsable("http://[::]:5001"), "http://[::1]:5001");
+        assert_eq!(
+            super::browsable("http://127.0.0.1:5001"),
+            "http://127.0.0.1:5001"
+        );
+        assert_eq!(
+            super::browsable("http://192.168.1.5:5001"),
+            "http://192.168.1.5:5001"
+        );
+    }
 }

@@ -71,11 +71,31 @@ fn browser(url: &str) -> Option<String> {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn();
-        if started.is_ok() {
-            return Some(words[0].clone());
+        if let Ok(child) = started {
+            if !failed_at_once(child) {
+                return Some(words[0].clone());
+            }
         }
     }
     None
+}
+
+/// How long a browser launcher may take to say it failed (xdg-open exits once the browser is
+/// started; a browser itself keeps running).
+const LAUNCH_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// True when `child` exits unsuccessfully within [`LAUNCH_GRACE`] (say, xdg-open without any
+/// browser); one still running then is taken to be the browser, and left running.
+fn failed_at_once(mut child: std::process::Child) -> bool {
+    let until = std::time::Instant::now() + LAUNCH_GRACE;
+    while std::time::Instant::now() < until {
+        match child.try_wait() {
+            Ok(Some(status)) => return !status.success(),
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            Err(_) => return true,
+        }
+    }
+    false
 }
 
 #[cfg(test)]

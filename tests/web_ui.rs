@@ -437,9 +437,10 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // The browser and its helpers are in chromedriver's process group.
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+        // The browser and its helpers are in chromedriver's process group (the shell's `kill`:
+        // there on every machine, unlike procps' `kill`).
+        let _ = std::process::Command::new("sh")
+            .args(["-c", &format!("kill -9 -{}", self.driver.id())])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();

@@ -21,7 +21,7 @@
 //! - [`identity`]: the persisted ed25519 keypair.
 //! - [`log_limit`]: rate limits for log lines a peer can trigger over and over.
 //! - [`api`]: the local HTTP API (axum, loopback, bearer token), a thin layer over
-//!   [`node::Client`], and the HTTP client the CLI uses.
+//!   [`node::Client`], the HTTP client the CLI uses, and the web page the node serves.
 //! - [`cli`]: the command line (clap) and its commands, a thin layer over the API.
 //! - [`demo`]: `dfs demo`, a local cluster in one process.
 pub mod api;

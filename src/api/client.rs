@@ -147,6 +147,11 @@ impl ApiClient {
         &self.base
     }
 
+    /// The API token this client sends, if it has one.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let req = self.http.request(method, format!("{}{path}", self.base));
         match &self.token {

@@ -205,3 +205,34 @@ impl From<&PeerInfo> for Peer {
 pub struct ErrorBody {
     pub error: String,
 }
+
+/// An element of `GET /v1/transfers`: content this node is fetching from its peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// The key of the record that started the transfer (other keys may share the content).
+    pub key: String,
+    /// Hex BLAKE3 content id.
+    pub content_id: String,
+    /// The content's size in bytes.
+    pub size: u64,
+    /// Bytes stored on this node so far (estimated from the chunks stored).
+    pub bytes_done: u64,
+    pub chunks_done: u64,
+    pub chunks_total: u64,
+    /// `lookup` (getting the chunk list), `queued` (waiting for a transfer slot) or `fetching`.
+    pub phase: String,
+}
+
+impl From<&crate::replication::transfer::Status> for Transfer {
+    fn from(s: &crate::replication::transfer::Status) -> Transfer {
+        Transfer {
+            key: s.key.clone(),
+            content_id: s.cid.to_hex(),
+            size: s.size,
+            bytes_done: s.bytes_done(),
+            chunks_done: s.chunks_done,
+            chunks_total: s.chunks_total,
+            phase: s.phase.as_str().to_string(),
+        }
+    }
+}

@@ -5,10 +5,12 @@
 //! - [`json`]: the JSON shapes of requests and answers (also the CLI's `--json` output).
 //! - [`range`]: the `Range` header.
 //! - [`client`]: the HTTP client the CLI uses, and how it finds a node and its token.
+//! - [`ui`]: the web page the node serves (embedded files, no token needed to load it).
 
 pub mod client;
 pub mod json;
 pub mod range;
+pub mod ui;
 
 use std::future::Future;
 use std::io;
@@ -29,7 +31,7 @@ use tokio::sync::Semaphore;
 use crate::datadir::{atomic_write, DataDir};
 use crate::node::{self, Client};
 use crate::store::StoreError;
-use json::{ErrorBody, FileStat, Id, Invite, InviteRequest, Member, Peer, RoleRequest};
+use json::{ErrorBody, FileStat, Id, Invite, InviteRequest, Member, Peer, RoleRequest, Transfer};
 
 /// The names of the API's files in the data dir (the URL while a node runs, and the token); the
 /// layout lives in [`crate::datadir`].
@@ -140,6 +142,7 @@ pub fn router(client: Client, token: String) -> Router {
             axum::routing::put(set_role).delete(revoke),
         )
         .route("/v1/invite", axum::routing::post(invite))
+        .route("/v1/transfers", get(transfers))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route(
@@ -147,6 +150,7 @@ pub fn router(client: Client, token: String) -> Router {
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
         .merge(authed)
+        .merge(ui::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -155,6 +159,7 @@ pub fn router(client: Client, token: String) -> Router {
             )
         })
         .layer(middleware::from_fn_with_state(state.clone(), limit))
+        .layer(middleware::from_fn(ui::same_origin))
         .with_state(state)
 }
 
@@ -338,6 +343,10 @@ async fn id(State(api): State<Api>) -> Result<Json<Id>> {
         .role()
         .or_else(|| network.as_ref().map(|_| json::Role::Reader));
     Ok(Json(Id::new(&info, network, role)))
+}
+
+async fn transfers(State(api): State<Api>) -> Json<Vec<Transfer>> {
+    Json(api.client.transfers().iter().map(Transfer::from).collect())
 }
 
 async fn members(State(api): State<Api>) -> Result<Json<Vec<Member>>> {

@@ -240,6 +240,26 @@ Examples:
         #[command(flatten)]
         target: Target,
     },
+    /// Print the address of the node's web page (peers, files, transfers, upload, download).
+    #[command(after_help = "\
+Examples:
+  dfs ui                     http://127.0.0.1:5001/ui#token=...
+  dfs ui --open              also opens it with $BROWSER or xdg-open
+  dfs ui --json              {\"url\": \"http://127.0.0.1:5001/ui#token=...\"}
+
+The address carries the API token after '#': browsers never send that part to the server, and
+the page keeps it for the tab's session only. Keep the address as secret as the token.")]
+    Ui {
+        /// Print JSON: {"url": "..."}.
+        #[arg(long)]
+        json: bool,
+        /// Also open the address with $BROWSER or xdg-open (on the browser's command line,
+        /// which other users of this machine can see).
+        #[arg(long)]
+        open: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Rebuild a damaged index (a stopped node's): keep every verified chunk, get the records
     /// back from the peers at the next start.
     #[command(after_help = super::disk::REPAIR_HELP)]

@@ -10,6 +10,7 @@
 //! - `output`: what the commands print, as text or JSON.
 //! - `transfer`: streaming bodies: stdin, progress bars, `get` to stdout or into a file.
 //! - `disk`: `repair` (a stopped node's damaged index) and the scrub flags of `node`.
+//! - `ui`: `ui`, the address of the node's web page.
 
 mod args;
 mod disk;
@@ -20,6 +21,7 @@ mod node;
 mod output;
 mod peers;
 mod transfer;
+mod ui;
 
 use std::io::IsTerminal;
 
@@ -126,6 +128,7 @@ async fn run_command(command: Command) -> Result<()> {
         Command::Deny { peer_id, target } => members::deny(&target.connect()?, &peer_id).await,
         Command::Members { json, target } => members::members(&target.connect()?, json).await,
         Command::Repair { data_dir, force } => disk::repair(data_dir, force),
+        Command::Ui { json, open, target } => ui::ui(&target.connect()?, json, open).await,
     }
 }
 

@@ -224,6 +224,11 @@ impl Client {
         self.replication.chunks_fetched()
     }
 
+    /// The transfers of content in flight (running or queued), sorted by key.
+    pub fn transfers(&self) -> Vec<replication::transfer::Status> {
+        self.replication.transfer_statuses()
+    }
+
     /// The network this node belongs to, if known yet.
     pub fn network_id(&self) -> Option<String> {
         self.replication.members().network()

@@ -264,6 +264,11 @@ impl Replication {
         self.transfers.chunks_fetched()
     }
 
+    /// The transfers in flight (running or queued), sorted by key.
+    pub fn transfer_statuses(&self) -> Vec<transfer::Status> {
+        self.transfers.statuses()
+    }
+
     pub(crate) fn transfers(&self) -> &transfer::Transfers {
         &self.transfers
     }

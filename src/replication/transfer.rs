@@ -89,9 +89,99 @@ pub enum Progress {
     Failed(Arc<TransferError>),
 }
 
-/// A running or queued transfer, as callers see it: its progress, and a signal that lets a
-/// queued one start without a slot because somebody is waiting for it (a get).
-type Running = (watch::Receiver<Progress>, Arc<Notify>);
+/// A running or queued transfer, as callers see it: its progress, a signal that lets a
+/// queued one start without a slot because somebody is waiting for it (a get), and its meter.
+type Running = (watch::Receiver<Progress>, Arc<Notify>, Arc<Meter>);
+
+/// What a transfer in flight has done so far, as `GET /v1/transfers` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The key of the record that started the transfer (other keys may share its content).
+    pub key: String,
+    pub cid: ContentId,
+    /// The content's size in bytes.
+    pub size: u64,
+    /// Distinct chunks of the content.
+    pub chunks_total: u64,
+    /// Of those, the chunks stored on this node (before the transfer, or written by it).
+    pub chunks_done: u64,
+    pub phase: Phase,
+}
+
+impl Status {
+    /// Bytes stored so far, estimated from the chunks (exact but for the last, shorter chunk).
+    pub fn bytes_done(&self) -> u64 {
+        if self.chunks_total == 0 {
+            return 0;
+        }
+        let done = self.chunks_done.min(self.chunks_total) as u128;
+        (self.size as u128 * done / self.chunks_total as u128) as u64
+    }
+}
+
+/// Where a transfer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Getting the chunk list (from the store or from a peer).
+    Lookup,
+    /// Waiting for a transfer slot behind other background transfers.
+    Queued,
+    /// Fetching chunks from peers.
+    Fetching,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Lookup => "lookup",
+            Phase::Queued => "queued",
+            Phase::Fetching => "fetching",
+        }
+    }
+}
+
+/// The counters behind a [`Status`]; chunks written come from the transfer's [`Progress`].
+#[derive(Debug)]
+struct Meter {
+    key: String,
+    size: u64,
+    chunks_total: AtomicU64,
+    /// Chunks already stored when the fetch began.
+    present: AtomicU64,
+    /// A [`Phase`] as a number (0 lookup, 1 queued, 2 fetching).
+    phase: std::sync::atomic::AtomicU8,
+}
+
+impl Meter {
+    fn set_phase(&self, phase: Phase) {
+        let n = match phase {
+            Phase::Lookup => 0,
+            Phase::Queued => 1,
+            Phase::Fetching => 2,
+        };
+        self.phase.store(n, Ordering::Relaxed);
+    }
+
+    fn status(&self, cid: ContentId, progress: &Progress) -> Status {
+        let written = match progress {
+            Progress::Running { chunks } => *chunks,
+            _ => 0,
+        };
+        let chunks_total = self.chunks_total.load(Ordering::Relaxed);
+        Status {
+            key: self.key.clone(),
+            cid,
+            size: self.size,
+            chunks_total,
+            chunks_done: (self.present.load(Ordering::Relaxed) + written).min(chunks_total),
+            phase: match self.phase.load(Ordering::Relaxed) {
+                0 => Phase::Lookup,
+                1 => Phase::Queued,
+                _ => Phase::Fetching,
+            },
+        }
+    }
+}
 
 /// The transfers of a node. Cheap to clone.
 #[derive(Clone)]
@@ -184,7 +274,7 @@ impl Transfers {
             return None;
         }
         let mut transfers = self.inner.transfers.lock().expect("transfers lock");
-        if let Some((rx, skip_queue)) = transfers.get(&cid) {
+        if let Some((rx, skip_queue, _)) = transfers.get(&cid) {
             if urgent {
                 skip_queue.notify_one();
             }
@@ -195,7 +285,14 @@ impl Transfers {
         if urgent {
             skip_queue.notify_one();
         }
-        transfers.insert(cid, (rx.clone(), skip_queue.clone()));
+        let meter = Arc::new(Meter {
+            key: record.key.clone(),
+            size: record.size,
+            chunks_total: AtomicU64::new(chunk_count(record.size)),
+            present: AtomicU64::new(0),
+            phase: std::sync::atomic::AtomicU8::new(0),
+        });
+        transfers.insert(cid, (rx.clone(), skip_queue.clone(), meter.clone()));
         drop(transfers);
         let inner = self.inner.clone();
         let record = record.clone();
@@ -207,7 +304,8 @@ impl Transfers {
         };
         self.inner.tasks.spawn(async move {
             let _finish = finish;
-            let run = Transfer::new(inner.clone(), record.clone(), tx.clone(), skip_queue).run();
+            let run = Transfer::new(inner.clone(), record.clone(), tx.clone(), skip_queue, meter)
+                .run();
             let outcome = std::panic::AssertUnwindSafe(run)
                 .catch_unwind()
                 .await
@@ -263,6 +361,18 @@ impl Transfers {
     pub(crate) fn chunks_fetched(&self) -> u64 {
         self.inner.chunks_fetched.load(Ordering::Relaxed)
     }
+
+    /// The transfers in flight (running or queued), sorted by key.
+    pub(crate) fn statuses(&self) -> Vec<Status> {
+        let transfers = self.inner.transfers.lock().expect("transfers lock");
+        let mut all: Vec<Status> = transfers
+            .iter()
+            .map(|(cid, (rx, _, meter))| meter.status(*cid, &rx.borrow()))
+            .collect();
+        drop(transfers);
+        all.sort_by(|a, b| a.key.cmp(&b.key).then(a.cid.cmp(&b.cid)));
+        all
+    }
 }
 
 impl Inner {
@@ -305,7 +415,7 @@ impl Drop for FinishGuard {
     fn drop(&mut self) {
         if let Ok(mut t) = self.inner.transfers.lock() {
             if t.get(&self.cid)
-                .is_some_and(|(rx, _)| rx.same_channel(&self.rx))
+                .is_some_and(|(rx, ..)| rx.same_channel(&self.rx))
             {
                 t.remove(&self.cid);
             }
@@ -427,6 +537,7 @@ struct Transfer {
     progress: Arc<watch::Sender<Progress>>,
     /// Signalled when a get waits for this transfer: it then needs no slot.
     skip_queue: Arc<Notify>,
+    meter: Arc<Meter>,
     peers: HashMap<PeerId, PeerState>,
     order: Vec<PeerId>,
 }
@@ -437,6 +548,7 @@ impl Transfer {
         record: Record,
         progress: Arc<watch::Sender<Progress>>,
         skip_queue: Arc<Notify>,
+        meter: Arc<Meter>,
     ) -> Self {
         let cid = record.cid.expect("transfers are for live records");
         Transfer {
@@ -445,6 +557,7 @@ impl Transfer {
             cid,
             progress,
             skip_queue,
+            meter,
             peers: HashMap::new(),
             order: Vec::new(),
         }
@@ -645,19 +758,27 @@ impl Transfer {
         // Moving chunks takes a slot (bandwidth, buffers); finding the chunk list did not. A
         // get that waits needs no slot: gets are few and bounded by the API's own limit.
         let skip_queue = self.skip_queue.clone();
+        self.meter.set_phase(Phase::Queued);
         let _slot = tokio::select! {
             slot = self.inner.slots.clone().acquire_owned() => slot.ok(),
             _ = skip_queue.notified() => None,
         };
         let lengths = Lengths::of(&list, self.record.size);
-        let missing = self
+        let (distinct, missing) = self
             .blocking(move |store| {
                 let mut seen = HashSet::new();
-                list.into_iter()
+                let missing = list
+                    .into_iter()
                     .filter(|h| seen.insert(*h) && !store.has_chunk(h))
-                    .collect::<VecDeque<Hash>>()
+                    .collect::<VecDeque<Hash>>();
+                (seen.len() as u64, missing)
             })
             .await?;
+        self.meter.chunks_total.store(distinct, Ordering::Relaxed);
+        self.meter
+            .present
+            .store(distinct - missing.len() as u64, Ordering::Relaxed);
+        self.meter.set_phase(Phase::Fetching);
         self.fetch_chunks(missing, lengths).await?;
         let cid = self.cid;
         if self.blocking(move |s| s.mark_complete(&cid)).await?? {

@@ -3,13 +3,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use dfs::cli::{self, Cli};
+use dfs::cli;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match cli::parse() {
         Ok(cli) => cli,
-        Err(e) => return ExitCode::from(cli::usage_error(e)),
+        Err(code) => return ExitCode::from(code),
     };
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! The `dfs` binary: parses the command line, runs it with [`dfs::cli::run`], and maps the
-//! outcome to an exit code (0 success, 1 operation failed, 2 usage or connection error).
+//! outcome to an exit code (0 success, 1 operation failed, 2 usage or connection error, 130
+//! interrupted).
 
 use std::process::ExitCode;
 

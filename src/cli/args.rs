@@ -14,7 +14,8 @@ Examples:
   dfs put --data-dir ~/dfs1 photo.jpg
   dfs get --data-dir ~/dfs2 photo.jpg -o copy.jpg
 
-Exit codes: 0 success, 1 operation failed (not found, rejected), 2 usage or connection error.";
+Exit codes: 0 success, 1 operation failed (not found, rejected), 2 usage or connection error,
+130 interrupted (Ctrl-C; a second Ctrl-C exits at once).";
 
 /// A decentralized file store on rust-libp2p.
 #[derive(Debug, Parser)]

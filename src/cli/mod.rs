@@ -105,17 +105,13 @@ fn log_filter(cli: &Cli) -> String {
 /// stop); any other command is dropped at the first Ctrl-C (a `get -o` keeps its partial file),
 /// and a second Ctrl-C, should the way out hang, exits at once.
 async fn interruptible(command: Command) -> Result<()> {
-    let own_handler = match &command {
-        Command::Node(_) => true,
-        Command::Get {
-            output: Some(p), ..
-        } => p != std::path::Path::new("-"),
-        _ => false,
-    };
-    if own_handler {
+    if matches!(command, Command::Node(_)) {
         return run_command(command).await;
     }
     tokio::select! {
+        // The command first: while a `get -o` copies bytes it catches Ctrl-C itself, to say
+        // which partial file it kept.
+        biased;
         result = run_command(command) => result,
         _ = tokio::signal::ctrl_c() => {
             exit_on_second_interrupt();

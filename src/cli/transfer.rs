@@ -144,8 +144,15 @@ pub(super) async fn save(api: &ApiClient, key: &str, path: &Path, show: bool) ->
     for attempt in 0..2 {
         let resume = partial.resume_point(key);
         let (res, from) = match &resume {
-            Some((sidecar, have)) => match api.get_from(key, *have, &sidecar.etag).await {
-                Ok(res) if res.status() == reqwest::StatusCode::PARTIAL_CONTENT => (res, *have),
+            // A complete part (interrupted while it was being synced) still asks for its last
+            // byte: a 206 confirms the version is current.
+            Some((sidecar, have)) => match api
+                .get_from(key, (*have).min(sidecar.size - 1), &sidecar.etag)
+                .await
+            {
+                Ok(res) if res.status() == reqwest::StatusCode::PARTIAL_CONTENT => {
+                    (res, (*have).min(sidecar.size - 1))
+                }
                 Ok(res) => (res, 0),
                 Err(client::Error::Rejected { status, .. })
                     if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE =>
@@ -204,26 +211,42 @@ pub(super) async fn save(api: &ApiClient, key: &str, path: &Path, show: bool) ->
         bar.set_position(from);
         let mut body = res.bytes_stream();
         let mut written = from;
+        // Made once: a Ctrl-C that arrives while a chunk is being written is not missed.
+        let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
         let copied: Result<()> = async {
             loop {
+                // One step (the next chunk and its write) races Ctrl-C, so that the Ctrl-C is
+                // seen here, whatever the step waits for. Nothing awaits after it: the caller's
+                // own Ctrl-C handler would win. A write in flight completes on its blocking
+                // thread as the runtime shuts down.
+                let step = async {
+                    match body.next().await {
+                        None => Ok(None),
+                        Some(Err(e)) => Err(Error::Failed(format!(
+                            "transfer failed: {}",
+                            error_chain(&e)
+                        ))),
+                        Some(Ok(chunk)) => {
+                            file.write_all(&chunk)
+                                .await
+                                .map_err(|e| cannot(&partial.data, e))?;
+                            Ok(Some(chunk))
+                        }
+                    }
+                };
                 let chunk = tokio::select! {
                     biased;
-                    _ = tokio::signal::ctrl_c() => {
+                    _ = &mut interrupted => {
                         super::exit_on_second_interrupt();
-                        let _ = file.flush().await;
                         bar.finish_and_clear();
                         return Err(Error::Interrupted(format!(
                             "interrupted: kept {} ({written} of {size} bytes); run the same command again to resume",
                             partial.data.display()
                         )));
                     }
-                    chunk = body.next() => chunk,
+                    chunk = step => chunk?,
                 };
                 let Some(chunk) = chunk else { break };
-                let chunk = chunk.map_err(|e| {
-                    Error::Failed(format!("transfer failed: {}", error_chain(&e)))
-                })?;
-                file.write_all(&chunk).await.map_err(|e| cannot(&partial.data, e))?;
                 verifier.update(&chunk);
                 written += chunk.len() as u64;
                 bar.inc(chunk.len() as u64);
@@ -233,7 +256,9 @@ pub(super) async fn save(api: &ApiClient, key: &str, path: &Path, show: bool) ->
         .await;
         bar.finish_and_clear();
         if let Err(e) = copied {
-            let _ = file.flush().await;
+            if !matches!(e, Error::Interrupted(_)) {
+                let _ = file.flush().await;
+            }
             return Err(e);
         }
         if written != size {

@@ -657,7 +657,16 @@ fn demo_runs_three_nodes() {
 #[test]
 fn help_has_examples() {
     for sub in [
-        "node", "put", "get", "rm", "ls", "stat", "peers", "id", "demo",
+        "node",
+        "put",
+        "get",
+        "rm",
+        "ls",
+        "stat",
+        "peers",
+        "id",
+        "demo",
+        "completions",
     ] {
         let out = dfs().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success());
@@ -822,7 +831,7 @@ fn bare_dfs_prints_help() {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(
-        err.contains("Usage: dfs <COMMAND>") && err.contains("Commands:"),
+        err.contains("Usage: dfs [OPTIONS] <COMMAND>") && err.contains("Commands:"),
         "{err}"
     );
 }

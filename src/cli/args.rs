@@ -64,8 +64,8 @@ Examples:
         /// The file to store, or `-` for standard input (then --key is required); with -r, a
         /// directory.
         path: String,
-        /// The key to store it under (default: the file name).
-        #[arg(long, conflicts_with = "recursive")]
+        /// The key to store it under (default: the file name; required with `-`).
+        #[arg(long, conflicts_with = "recursive", required_if_eq("path", "-"))]
         key: Option<String>,
         /// Store every regular file under the directory PATH, each under PREFIX/<relative
         /// path> (symbolic links are skipped).

@@ -60,7 +60,15 @@ pub(super) fn parse(args: Vec<OsString>) -> Result<Cli, u8> {
 fn from_file(path: &Path, node: &ArgMatches) -> Result<Vec<OsString>, String> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        // No file, or no data dir yet (the node says what is wrong with it).
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(Vec::new())
+        }
         Err(e) => return Err(format!("cannot read it: {e}")),
     };
     let table: toml::Table = toml::from_str(&text).map_err(|e| {

@@ -1,15 +1,15 @@
 //! The `dfs` binary: parses the command line, runs it with [`dfs::cli::run`], and maps the
-//! outcome to an exit code (0 success, 1 operation failed, 2 usage or connection error).
+//! outcome to an exit code (0 success, 1 operation failed, 2 usage or connection error, 130
+//! interrupted).
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use dfs::cli::{self, Cli};
+use dfs::cli;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match cli::parse() {
         Ok(cli) => cli,
-        Err(e) => return ExitCode::from(cli::usage_error(e)),
+        Err(code) => return ExitCode::from(code),
     };
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

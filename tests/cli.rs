@@ -92,13 +92,20 @@ impl TestNode {
     }
 
     fn spawn(extra: Option<[&str; 2]>) -> TestNode {
-        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"];
+        args.extend(extra.iter().flatten());
+        Self::custom(tempfile::tempdir().unwrap(), &args, &[])
+    }
+
+    /// A node on `dir` (data dir `dir/data`, log `dir/node.log`) with exactly these flags
+    /// (beyond the test intervals) and environment variables.
+    fn custom(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> TestNode {
         let log = std::fs::File::create(dir.path().join("node.log")).unwrap();
         let mut cmd = dfs();
         cmd.arg("node")
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"])
+            .args(args)
             .args([
                 "--announce-interval-ms",
                 "500",
@@ -108,9 +115,7 @@ impl TestNode {
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
-        if let Some(extra) = extra {
-            cmd.args(extra);
-        }
+        cmd.envs(env.iter().copied());
         let child = cmd.spawn().expect("spawn dfs node");
         let mut node = TestNode { child, dir };
         let api = node.data().join("api");
@@ -263,7 +268,7 @@ fn three_nodes_put_get_ls_stat_peers_id_and_rm() {
         assert_eq!(ls.as_array().unwrap().len(), 1);
         assert_eq!(ls[0], stat);
         let text = stdout(&n.run(&["ls"]));
-        assert!(text.contains("big.bin") && text.contains("3145733") && text.contains("local"));
+        assert!(text.contains("big.bin") && text.contains("3.0 MiB") && text.contains("local"));
         let text = stdout(&n.run(&["stat", "big.bin"]));
         assert!(text.contains("3145733") && text.contains(&ids[0]), "{text}");
     }
@@ -652,7 +657,16 @@ fn demo_runs_three_nodes() {
 #[test]
 fn help_has_examples() {
     for sub in [
-        "node", "put", "get", "rm", "ls", "stat", "peers", "id", "demo",
+        "node",
+        "put",
+        "get",
+        "rm",
+        "ls",
+        "stat",
+        "peers",
+        "id",
+        "demo",
+        "completions",
     ] {
         let out = dfs().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success());
@@ -817,7 +831,7 @@ fn bare_dfs_prints_help() {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(
-        err.contains("Usage: dfs <COMMAND>") && err.contains("Commands:"),
+        err.contains("Usage: dfs [OPTIONS] <COMMAND>") && err.contains("Commands:"),
         "{err}"
     );
 }
@@ -951,4 +965,652 @@ fn reader_writes_only_after_allow_and_stops_after_deny() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("ticket"), "{}", stderr(&out));
+}
+
+/// Stores `content` under `key` on `node` through the CLI (from stdin), returning its Stat.
+fn put_bytes(node: &TestNode, key: &str, content: &[u8]) -> Value {
+    let mut child = dfs()
+        .args(["put", "-", "--json", "--key", key, "--data-dir"])
+        .arg(node.data())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(content).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "put {key}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Regression: `dfs get KEY --api HOST:PORT` alone sent no token and was told the node "refused
+/// the API token". The data dir's token is used when its api file names that API; otherwise
+/// the error says a token is needed and where it is.
+#[test]
+fn api_flag_without_a_token_uses_the_data_dirs_or_asks_for_one() {
+    let node = TestNode::start("cli-api-token", None);
+    let hostport = node.url().trim_start_matches("http://").to_string();
+    for api in [hostport.as_str(), &node.url()] {
+        let out = node.run(&["ls", "--api", api]);
+        assert!(out.status.success(), "--api {api}: {}", stderr(&out));
+    }
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = dfs()
+        .args(["get", "x", "--api", &hostport, "--data-dir"])
+        .arg(elsewhere.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no API token: give --token or DFS_API_TOKEN"),
+        "{err}"
+    );
+    assert!(!err.contains("refused"), "{err}");
+}
+
+/// Regression: `DFS_API` meant HOST:PORT for `dfs node` and a URL for clients; both forms work
+/// for both.
+#[test]
+fn dfs_api_may_be_a_url_for_the_node_too() {
+    let node = TestNode::custom(
+        tempfile::tempdir().unwrap(),
+        &["--listen", "/ip4/127.0.0.1/tcp/0"],
+        &[("DFS_API", "http://127.0.0.1:0/")],
+    );
+    assert!(
+        node.url().starts_with("http://127.0.0.1:"),
+        "{}",
+        node.url()
+    );
+    let out = dfs()
+        .args(["id", "--json"])
+        .env("DFS_API", node.url())
+        .env("DFS_DATA_DIR", node.data())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Regression: conditional requests were ignored. `If-None-Match` with the current ETag is a
+/// `304`; a stale `If-Range` with a `Range` gets the whole current version (`200`), never a
+/// `206` of it; `If-Match` with a stale ETag is a `412` with a JSON body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_requests_follow_rfc_9110() {
+    let node = TestNode::start("cli-conditional", None);
+    let v1 = data(100_000, 1);
+    let v2 = data(120_000, 2);
+    let old = put_bytes(&node, "c", &v1);
+    let old_tag = format!("\"{}\"", old["content_id"].as_str().unwrap());
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/files/c", node.url());
+    let token = node.token();
+    let get = |headers: &[(&'static str, &str)]| {
+        let mut req = http.get(&url).bearer_auth(&token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send()
+    };
+
+    let res = get(&[("if-none-match", &old_tag)]).await.unwrap();
+    assert_eq!(res.status(), 304);
+    assert_eq!(res.headers()["etag"], old_tag.as_str());
+    assert!(res.bytes().await.unwrap().is_empty());
+    let res = http
+        .head(&url)
+        .bearer_auth(&token)
+        .header("if-none-match", &old_tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 304);
+    // A matching If-Range honours the range.
+    let res = get(&[("range", "bytes=10-19"), ("if-range", &old_tag)])
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 206);
+    assert!(res.bytes().await.unwrap() == v1[10..20]);
+
+    let new = put_bytes(&node, "c", &v2);
+    let new_tag = format!("\"{}\"", new["content_id"].as_str().unwrap());
+    let res = get(&[("range", "bytes=10-"), ("if-range", &old_tag)])
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "a stale If-Range gets the whole file");
+    assert_eq!(res.headers()["etag"], new_tag.as_str());
+    assert!(res.headers().get("content-range").is_none());
+    assert!(res.bytes().await.unwrap() == v2);
+    let res = get(&[("if-none-match", &old_tag)]).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let res = get(&[("if-match", &old_tag)]).await.unwrap();
+    assert_eq!(res.status(), 412);
+    assert!(res.json::<Value>().await.unwrap()["error"].is_string());
+    let res = get(&[("if-match", &new_tag), ("range", "bytes=0-0")])
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 206);
+    assert_eq!(
+        res.headers()["x-dfs-version"],
+        new["version"].to_string().as_str()
+    );
+}
+
+/// The content id of `bytes`, as the node computes it.
+fn cid(bytes: &[u8]) -> String {
+    let chunks: Vec<dfs::record::Hash> = bytes
+        .chunks(dfs::record::CHUNK_SIZE)
+        .map(dfs::record::Hash::of)
+        .collect();
+    dfs::record::content_id(bytes.len() as u64, &chunks).to_hex()
+}
+
+/// Reads one HTTP request's head from `s`.
+fn read_head(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "the request ended early");
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap().to_ascii_lowercase()
+}
+
+/// Regression: Ctrl-C during `dfs get -o FILE` left a hidden temp file and the rerun started
+/// from zero. A server that stalls after half the file stands in for a slow network: the
+/// interrupted get keeps `FILE.dfs-partial` (and its sidecar) and exits 130; the rerun asks for
+/// the rest only (`Range` + `If-Range`), and the file is whole and verified.
+#[test]
+fn interrupted_get_keeps_its_partial_file_and_the_rerun_continues() {
+    let content = data(3 * MIB + 123, 9);
+    let etag = format!("\"{}\"", cid(&content));
+    let half = content.len() / 2;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let server = {
+        let (content, etag) = (content.clone(), etag.clone());
+        std::thread::spawn(move || {
+            // First request: half the file, then a stall until the client is gone.
+            let (mut s, _) = listener.accept().unwrap();
+            let head = read_head(&mut s);
+            assert!(!head.contains("range:"), "{head}");
+            write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\netag: {etag}\r\nx-dfs-version: 7\r\n\r\n",
+                content.len()
+            )
+            .unwrap();
+            s.write_all(&content[..half]).unwrap();
+            s.flush().unwrap();
+            let _ = stop_rx.recv_timeout(DEADLINE);
+            drop(s);
+            // Second request: the rest, as asked.
+            let (mut s, _) = listener.accept().unwrap();
+            let head = read_head(&mut s);
+            assert!(head.contains(&format!("range: bytes={half}-")), "{head}");
+            assert!(head.contains(&format!("if-range: {etag}")), "{head}");
+            write!(
+                s,
+                "HTTP/1.1 206 Partial Content\r\ncontent-length: {}\r\ncontent-range: bytes {half}-{}/{}\r\netag: {etag}\r\nx-dfs-version: 7\r\n\r\n",
+                content.len() - half,
+                content.len() - 1,
+                content.len()
+            )
+            .unwrap();
+            s.write_all(&content[half..]).unwrap();
+            (content.len() - half) as u64
+        })
+    };
+    let work = tempfile::tempdir().unwrap();
+    let dest = work.path().join("out.bin");
+    let partial = work.path().join("out.bin.dfs-partial");
+    let get = || {
+        let mut c = dfs();
+        c.args(["get", "k", "--json", "--api", &url, "--token", "t", "-o"])
+            .arg(&dest);
+        c
+    };
+    let mut child = get()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("half the file in the partial file", DEADLINE, || {
+        (std::fs::metadata(&partial).map_or(0, |m| m.len()) >= half as u64).then_some(())
+    });
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = eventually("the get to stop", DEADLINE, || child.try_wait().unwrap());
+    stop_tx.send(()).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("run the same command again to resume"),
+        "{err}"
+    );
+    assert_eq!(std::fs::metadata(&partial).unwrap().len(), half as u64);
+    let mut names: Vec<String> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["out.bin.dfs-partial", "out.bin.dfs-partial.json"],
+        "no hidden file"
+    );
+
+    let out = get().output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["resumed_from"], half as u64);
+    assert_eq!(summary["size"], content.len() as u64);
+    assert_eq!(summary["version"], 7);
+    assert_eq!(server.join().unwrap(), (content.len() - half) as u64);
+    assert!(std::fs::read(&dest).unwrap() == content);
+    assert!(!partial.exists());
+}
+
+/// The resumed get against a real node: a partial file of the current version continues
+/// where it stopped; one of a version that has since changed starts over; one whose bytes do
+/// not match is detected and downloaded again. Each result is byte-identical.
+#[test]
+fn resumed_get_continues_and_a_changed_file_starts_over() {
+    let node = TestNode::start("cli-resume", None);
+    let v1 = data(2 * MIB + 77, 31);
+    let stat = put_bytes(&node, "r", &v1);
+    let work = tempfile::tempdir().unwrap();
+    let dest = work.path().join("r.bin");
+    let partial = work.path().join("r.bin.dfs-partial");
+    let sidecar = work.path().join("r.bin.dfs-partial.json");
+    let keep = |bytes: &[u8], tag: &str, size: usize| {
+        std::fs::write(&partial, bytes).unwrap();
+        let side = serde_json::json!({"key": "r", "etag": format!("\"{tag}\""), "size": size});
+        std::fs::write(&sidecar, side.to_string()).unwrap();
+    };
+    let get = || {
+        let out = node.run(&["get", "r", "--json", "-o", dest.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        (
+            serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+            stderr(&out),
+        )
+    };
+
+    keep(
+        &v1[..MIB + 5],
+        stat["content_id"].as_str().unwrap(),
+        v1.len(),
+    );
+    let (summary, err) = get();
+    assert_eq!(summary["resumed_from"], (MIB + 5) as u64, "{err}");
+    assert!(err.contains("resuming"), "{err}");
+    assert!(std::fs::read(&dest).unwrap() == v1);
+    assert!(!partial.exists() && !sidecar.exists());
+
+    // The key changed since: the part of the old version is not joined to the new one.
+    let v2 = data(2 * MIB + 99, 32);
+    put_bytes(&node, "r", &v2);
+    keep(&v1[..MIB], stat["content_id"].as_str().unwrap(), v1.len());
+    let (summary, err) = get();
+    assert_eq!(summary["resumed_from"], 0, "{err}");
+    assert!(err.contains("starting over"), "{err}");
+    assert!(std::fs::read(&dest).unwrap() == v2);
+
+    // A kept part with wrong bytes (say, a crash left zeros) fails the check and is replaced.
+    keep(&vec![0u8; MIB], &cid(&v2), v2.len());
+    let (summary, err) = get();
+    assert_eq!(summary["resumed_from"], 0, "{err}");
+    assert!(err.contains("did not match"), "{err}");
+    assert!(std::fs::read(&dest).unwrap() == v2);
+    assert!(!partial.exists() && !sidecar.exists());
+}
+
+/// Regression: a second Ctrl-C was ignored while a node shut down. A download that does not
+/// read its body holds the node's graceful stop (5 s); a second SIGINT ends it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_ctrl_c_stops_a_node_at_once() {
+    let mut node = TestNode::start("cli-ctrl-c", None);
+    put_bytes(&node, "big", &data(32 * MIB, 5));
+    let res = reqwest::Client::new()
+        .get(format!("{}/v1/files/big", node.url()))
+        .bearer_auth(node.token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let pid = node.child.id().to_string();
+    let int = || Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(int().success());
+    eventually("the node to start stopping", DEADLINE, || {
+        node.log().contains("shutting down").then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        node.child.try_wait().unwrap().is_none(),
+        "still in its graceful stop"
+    );
+    let t = Instant::now();
+    assert!(int().success());
+    let status = eventually("the node to exit", DEADLINE, || {
+        node.child.try_wait().unwrap()
+    });
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(status.code(), Some(130), "{}", node.log());
+    drop(res);
+}
+
+/// Regression: `dfs get` wrote binary to a terminal. It refuses with a hint; text is still
+/// shown, and `-o -` writes anything. (`script` gives the command a terminal.)
+#[test]
+fn get_refuses_binary_to_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` command to make a terminal");
+        return;
+    }
+    let node = TestNode::start("cli-tty", None);
+    put_bytes(&node, "bin", &[0u8, 1, 2, 3, 255]);
+    put_bytes(&node, "text", b"hello terminal\n");
+    let in_tty = |args: &str| {
+        let line = format!(
+            "{} {args} --data-dir '{}'",
+            dfs_bin(),
+            node.data().display()
+        );
+        let out = dfs_in(Command::new("script").args(["-qefc", &line, "/dev/null"]));
+        (out.status.code(), stdout(&out))
+    };
+    let (code, text) = in_tty("get bin");
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("-o FILE") && text.contains("| cat"), "{text}");
+    let (code, text) = in_tty("get text");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("hello terminal"), "{text}");
+    let (code, _) = in_tty("get bin -o -");
+    assert_eq!(code, Some(0));
+}
+
+/// Runs `cmd` without the caller's DFS_* settings.
+fn dfs_in(cmd: &mut Command) -> Output {
+    for v in ["DFS_DATA_DIR", "DFS_API", "DFS_API_TOKEN", "RUST_LOG"] {
+        cmd.env_remove(v);
+    }
+    cmd.stdin(Stdio::null()).output().unwrap()
+}
+
+/// Regression: `put`, `rm` and `get` refused `--json`. Every command prints JSON with it.
+#[test]
+fn every_command_takes_json() {
+    let owner = TestNode::start("cli-json", None);
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("j.txt");
+    std::fs::write(&file, b"json all the way").unwrap();
+    let put = owner.json(&["put", file.to_str().unwrap(), "--json"]);
+    assert_eq!(put["key"], "j.txt");
+    assert_eq!(put["size"], 16);
+    let out = work.path().join("back.txt");
+    let got = owner.json(&["get", "j.txt", "--json", "-o", out.to_str().unwrap()]);
+    assert_eq!(got["key"], "j.txt");
+    assert_eq!(got["content_id"], put["content_id"]);
+    assert_eq!(got["version"], put["version"]);
+    assert_eq!(got["size"], 16);
+    assert_eq!(got["resumed_from"], 0);
+    assert_eq!(std::fs::read(&out).unwrap(), b"json all the way");
+    for args in [
+        &["ls", "--json"][..],
+        &["stat", "j.txt", "--json"],
+        &["peers", "--json"],
+        &["id", "--json"],
+        &["members", "--json"],
+    ] {
+        owner.json(args);
+    }
+    // Any valid peer id: allow and deny answer its member object.
+    let id = "12D3KooWPjceQrSwdWXPyLLeABRXmuqt69Rg3sBYbU1Nft9HyQ6X";
+    let allowed = owner.json(&["allow", id, "--json"]);
+    assert_eq!(allowed["role"], "writer");
+    let denied = owner.json(&["deny", id, "--json"]);
+    assert_eq!(denied["role"], "reader");
+    let rm = owner.json(&["rm", "j.txt", "--json"]);
+    assert_eq!(rm["deleted"], true);
+    // Text output reads as sizes and times.
+    let text = stdout(&owner.run(&["put", file.to_str().unwrap()]));
+    assert!(text.contains("16 B") && text.contains("Z"), "{text}");
+    let text = stdout(&owner.run(&["stat", "j.txt"]));
+    assert!(
+        text.contains("16 B (16 bytes)") && text.contains("(just now)"),
+        "{text}"
+    );
+    let text = stdout(&owner.run(&["ls"]));
+    assert!(
+        text.contains("MODIFIED") && text.contains("just now"),
+        "{text}"
+    );
+}
+
+/// `dfs completions SHELL` prints a script for bash, zsh and fish that knows the commands; bash
+/// accepts its syntax.
+#[test]
+fn completions_for_bash_zsh_and_fish() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = dfs().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        for word in ["dfs", "node", "put", "completions"] {
+            assert!(script.contains(word), "{shell} script lacks {word}");
+        }
+        if shell == "bash" {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("dfs.bash");
+            std::fs::write(&path, &script).unwrap();
+            let check = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+            assert!(check.status.success(), "{}", stderr(&check));
+        }
+    }
+}
+
+/// `config.toml` in the data dir sets the node's flags; `DFS_*` variables win over it, and the
+/// command line over both. An unknown key is refused, naming the key and the file.
+#[test]
+fn config_toml_is_overridden_by_env_and_flags() {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let started = |env: &[(&str, &str)], args: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let port = free();
+        std::fs::write(
+            data.join("config.toml"),
+            format!(
+                "# the node's flags\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\napi = \"127.0.0.1:{port}\"\nscrub-interval = \"0\"\n"
+            ),
+        )
+        .unwrap();
+        (TestNode::custom(dir, args, env), port)
+    };
+    let (node, port) = started(&[], &[]);
+    assert_eq!(
+        node.url(),
+        format!("http://127.0.0.1:{port}"),
+        "from the file"
+    );
+    drop(node);
+    let env_port = free();
+    let env_api = format!("127.0.0.1:{env_port}");
+    let (node, _) = started(&[("DFS_API", &env_api)], &[]);
+    assert_eq!(
+        node.url(),
+        format!("http://{env_api}"),
+        "DFS_API wins over the file"
+    );
+    drop(node);
+    let flag_port = free();
+    let flag_api = format!("127.0.0.1:{flag_port}");
+    let (node, _) = started(&[("DFS_API", &env_api)], &["--api", &flag_api]);
+    assert_eq!(
+        node.url(),
+        format!("http://{flag_api}"),
+        "the flag wins over both"
+    );
+    drop(node);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), "listen = []\nlisen = 1\n").unwrap();
+    let err = node_refuses(&[], Some(dir.path()));
+    assert!(
+        err.contains("\"lisen\"") && err.contains("config.toml"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "scrub-interval = \"soon\"\n",
+    )
+    .unwrap();
+    let err = node_refuses(&[], Some(dir.path()));
+    assert!(err.contains("config.toml") && err.contains("soon"), "{err}");
+}
+
+/// `-q` keeps a node's log to warnings, `-v` adds dfs's debug lines; RUST_LOG wins over both.
+#[test]
+fn verbose_and_quiet_flags_set_the_log_level() {
+    let run = |flag: &str, rust_log: Option<&str>| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = dfs();
+        cmd.arg(flag)
+            .args([
+                "node",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--api",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(l) = rust_log {
+            cmd.env("RUST_LOG", l);
+        }
+        let child = cmd.spawn().unwrap();
+        eventually("the api file", DEADLINE, || {
+            dir.path().join("api").exists().then_some(())
+        });
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        let out = child.wait_with_output().unwrap();
+        stderr(&out)
+    };
+    let quiet = run("-q", None);
+    assert!(
+        !quiet.contains("INFO") && !quiet.contains("API ready"),
+        "{quiet}"
+    );
+    let verbose = run("-v", None);
+    assert!(
+        verbose.contains("DEBUG") && verbose.contains("configuration"),
+        "{verbose}"
+    );
+    assert!(!verbose.contains("TRACE"), "{verbose}");
+    let overridden = run("-q", Some("info"));
+    assert!(overridden.contains("API ready"), "{overridden}");
+}
+
+/// `put -r DIR` stores every file under DIR's name, `ls PREFIX` lists them, `get -r PREFIX -o
+/// OUT` writes them back identical (directories created); a key that would escape OUT (`..`)
+/// is refused with a message, and the rest is still written.
+#[test]
+fn put_r_and_get_r_round_trip_a_directory_and_refuse_escapes() {
+    let node = TestNode::start("cli-tree", None);
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("photos");
+    std::fs::create_dir_all(src.join("2024/summer")).unwrap();
+    let files = [
+        ("a.txt", data(10, 1)),
+        ("2024/b.bin", data(MIB + 3, 2)),
+        ("2024/summer/c d.jpg", data(5000, 3)),
+        ("empty", Vec::new()),
+    ];
+    for (name, content) in &files {
+        std::fs::write(src.join(name), content).unwrap();
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("/etc/passwd", src.join("link")).unwrap();
+
+    let out = node.run(&["put", "-r", src.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("skipping symbolic link"),
+        "{}",
+        stderr(&out)
+    );
+    let stored: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stored.as_array().unwrap().len(), files.len());
+    let listed = node.json(&["ls", "photos/", "--json"]);
+    let mut keys: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["key"].as_str().unwrap())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "photos/2024/b.bin",
+            "photos/2024/summer/c d.jpg",
+            "photos/a.txt",
+            "photos/empty"
+        ]
+    );
+    put_bytes(&node, "elsewhere", b"not listed");
+    assert_eq!(
+        node.json(&["ls", "photos", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+
+    let out_dir = work.path().join("restored");
+    let out = node.run(&["get", "-r", "photos", "-o", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (name, content) in &files {
+        assert!(
+            std::fs::read(out_dir.join(name)).unwrap() == *content,
+            "{name}"
+        );
+    }
+    assert!(!out_dir.join("link").exists());
+
+    // With --prefix, and a key that tries to climb out of the target directory.
+    let out = node.run(&["put", "-r", src.to_str().unwrap(), "--prefix", "p2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    put_bytes(&node, "p2/../../escaped", b"evil");
+    let out_dir = work.path().join("inner").join("restored2");
+    let out = node.run(&["get", "-r", "p2", "-o", out_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("refusing key \"p2/../../escaped\""), "{err}");
+    assert!(err.contains("outside"), "{err}");
+    assert!(!work.path().join("escaped").exists());
+    assert!(!work.path().join("inner").join("escaped").exists());
+    for (name, content) in &files {
+        assert!(
+            std::fs::read(out_dir.join(name)).unwrap() == *content,
+            "{name}"
+        );
+    }
 }

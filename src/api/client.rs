@@ -39,6 +39,10 @@ pub enum Error {
         reason: String,
     },
     #[error(
+        "no API token: give --token or DFS_API_TOKEN (the node's <data dir>/api-token); {dir} is not the data dir of the node at {url}"
+    )]
+    NoToken { url: String, dir: String },
+    #[error(
         "the node at {url} refused the API token; use the token in its data dir's api-token file (--data-dir, --token or DFS_API_TOKEN)"
     )]
     Unauthorized { url: String },
@@ -57,6 +61,7 @@ impl Error {
         matches!(
             self,
             Error::NoNode { .. }
+                | Error::NoToken { .. }
                 | Error::ApiFile { .. }
                 | Error::Unreachable { .. }
                 | Error::Unauthorized { .. }
@@ -82,7 +87,7 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 /// Turns `HOST:PORT` or a URL into a base URL without a trailing slash.
-fn base_url(api: &str) -> String {
+pub fn base_url(api: &str) -> String {
     let api = api.trim().trim_end_matches('/');
     if api.contains("://") {
         api.to_string()
@@ -93,7 +98,9 @@ fn base_url(api: &str) -> String {
 
 impl ApiClient {
     /// Finds the node: `api` (from `--api` or `DFS_API`) if given, else the api file in
-    /// `data_dir`. The token is `token` if given, else the data dir's `api-token` file.
+    /// `data_dir`. The token is `token` if given, else the data dir's `api-token` file, which
+    /// is used for an `api` given explicitly only when the data dir's api file names that same
+    /// API (so that one node's token is never sent to another): otherwise [`Error::NoToken`].
     pub fn discover(
         api: Option<&str>,
         data_dir: &Path,
@@ -102,7 +109,16 @@ impl ApiClient {
         let dir = data_dir.display().to_string();
         let layout = DataDir::new(data_dir);
         let base = match api {
-            Some(a) => base_url(a),
+            Some(a) => {
+                let base = base_url(a);
+                let running = std::fs::read_to_string(layout.api_file())
+                    .ok()
+                    .map(|s| base_url(&s));
+                if token.is_none() && running.as_deref() != Some(base.as_str()) {
+                    return Err(Error::NoToken { url: base, dir });
+                }
+                base
+            }
             None => {
                 let path = layout.api_file();
                 match std::fs::read_to_string(&path) {
@@ -279,6 +295,17 @@ impl ApiClient {
         self.json(req.json(&body)).await
     }
 
+    /// `GET /v1/files/{key}` with `Range: bytes=FROM-` and `If-Range: ETAG`: a `206` continues
+    /// the version named by `etag` at byte `from`; a `200` is the whole current version (the
+    /// file changed); a `416` (`Error::Rejected`) means nothing is left after `from`.
+    pub async fn get_from(&self, key: &str, from: u64, etag: &str) -> Result<Response, Error> {
+        let req = self
+            .request(Method::GET, &file_path(key))
+            .header(reqwest::header::RANGE, format!("bytes={from}-"))
+            .header(reqwest::header::IF_RANGE, etag);
+        self.send(req).await
+    }
+
     /// `DELETE /v1/files/{key}`: the tombstone.
     pub async fn delete(&self, key: &str) -> Result<FileStat, Error> {
         self.json(self.request(Method::DELETE, &file_path(key)))
@@ -290,9 +317,13 @@ impl ApiClient {
             .await
     }
 
-    /// Every record, tombstones included.
-    pub async fn list(&self) -> Result<Vec<FileStat>, Error> {
-        self.json(self.request(Method::GET, "/v1/files")).await
+    /// Every record, tombstones included; only keys starting with `prefix` if given.
+    pub async fn list(&self, prefix: Option<&str>) -> Result<Vec<FileStat>, Error> {
+        let mut req = self.request(Method::GET, "/v1/files");
+        if let Some(p) = prefix {
+            req = req.query(&[("prefix", p)]);
+        }
+        self.json(req).await
     }
 
     pub async fn peers(&self) -> Result<Vec<Peer>, Error> {

@@ -4,10 +4,12 @@
 //!
 //! - [`json`]: the JSON shapes of requests and answers (also the CLI's `--json` output).
 //! - [`range`]: the `Range` header.
+//! - [`conditional`]: `If-Match`, `If-None-Match` and `If-Range` on files.
 //! - [`client`]: the HTTP client the CLI uses, and how it finds a node and its token.
 //! - [`ui`]: the web page the node serves (embedded files, no token needed to load it).
 
 pub mod client;
+pub mod conditional;
 pub mod json;
 pub mod range;
 pub mod ui;
@@ -36,6 +38,8 @@ use json::{ErrorBody, FileStat, Id, Invite, InviteRequest, Member, Peer, RoleReq
 /// The names of the API's files in the data dir (the URL while a node runs, and the token); the
 /// layout lives in [`crate::datadir`].
 pub use crate::datadir::{API_FILE, TOKEN_FILE};
+/// The header of a file's answer that carries the version (the `version` of its Stat).
+pub const VERSION_HEADER: &str = "x-dfs-version";
 /// Default address of the API.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:5001";
 /// Requests served at once (a download counts until its body is sent); more get 503.
@@ -269,9 +273,25 @@ fn value(s: String) -> HeaderValue {
     HeaderValue::from_str(&s).expect("ASCII header value")
 }
 
-async fn list(State(api): State<Api>) -> Result<Json<Vec<FileStat>>> {
+/// The query of `GET /v1/files`.
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    /// Only keys that start with this.
+    prefix: Option<String>,
+}
+
+async fn list(
+    State(api): State<Api>,
+    axum::extract::Query(query): axum::extract::Query<ListQuery>,
+) -> Result<Json<Vec<FileStat>>> {
     let all = api.client.list().await?;
-    Ok(Json(all.iter().map(FileStat::from).collect()))
+    let prefix = query.prefix.unwrap_or_default();
+    Ok(Json(
+        all.iter()
+            .filter(|s| s.record.key.starts_with(&prefix))
+            .map(FileStat::from)
+            .collect(),
+    ))
 }
 
 async fn stat(State(api): State<Api>, uri: Uri) -> Result<Json<FileStat>> {
@@ -580,7 +600,30 @@ async fn file_response(api: &Api, uri: &Uri, headers: &HeaderMap, body: bool) ->
     let mut download = download_of(api, key.clone(), version.clone(), None).await?;
     let size = download.record.size;
     let mut status = StatusCode::OK;
-    if let Some(h) = headers.get(header::RANGE) {
+    let etag = download
+        .record
+        .cid
+        .map(|cid| format!("\"{}\"", cid.to_hex()))
+        .unwrap_or_default();
+    let honour_range = match conditional::evaluate(headers, &etag) {
+        conditional::Decision::Proceed { honour_range } => honour_range,
+        conditional::Decision::NotModified => {
+            return Response::builder()
+                .status(StatusCode::NOT_MODIFIED)
+                .header(header::ETAG, etag)
+                .header(header::ACCEPT_RANGES, "bytes")
+                .body(Body::empty())
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()));
+        }
+        conditional::Decision::Failed => {
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                format!("{key} is no longer the version named by If-Match; it is now {etag}"),
+            ));
+        }
+    };
+    let range_header = headers.get(header::RANGE).filter(|_| honour_range);
+    if let Some(h) = range_header {
         let h = h
             .to_str()
             .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad Range header"))?;
@@ -616,9 +659,10 @@ async fn file_response(api: &Api, uri: &Uri, headers: &HeaderMap, body: bool) ->
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, end - start)
         .header(header::ACCEPT_RANGES, "bytes");
-    if let Some(cid) = download.record.cid {
-        res = res.header(header::ETAG, format!("\"{}\"", cid.to_hex()));
+    if download.record.cid.is_some() {
+        res = res.header(header::ETAG, etag);
     }
+    res = res.header(VERSION_HEADER, download.record.time);
     if status == StatusCode::PARTIAL_CONTENT {
         res = res.header(
             header::CONTENT_RANGE,

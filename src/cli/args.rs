@@ -14,7 +14,8 @@ Examples:
   dfs put --data-dir ~/dfs1 photo.jpg
   dfs get --data-dir ~/dfs2 photo.jpg -o copy.jpg
 
-Exit codes: 0 success, 1 operation failed (not found, rejected), 2 usage or connection error.";
+Exit codes: 0 success, 1 operation failed (not found, rejected), 2 usage or connection error,
+130 interrupted (Ctrl-C; a second Ctrl-C exits at once).";
 
 /// A decentralized file store on rust-libp2p.
 #[derive(Debug, Parser)]
@@ -28,6 +29,12 @@ Exit codes: 0 success, 1 operation failed (not found, rejected), 2 usage or conn
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// More log output on stderr: -v debug for dfs, -vv trace (RUST_LOG, if set, wins).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output on stderr: warnings and errors only (RUST_LOG, if set, wins).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -40,20 +47,36 @@ Examples:
            --bootstrap /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...
 
 The node writes its API URL to <data dir>/api once ready (removed on exit) and its API token
-to <data dir>/api-token. Logs go to stderr; set RUST_LOG (default: info).")]
+to <data dir>/api-token. Flags may also come from DFS_* variables and from <data dir>/config.toml
+(each flag by its long name, e.g. listen = [\"/ip4/0.0.0.0/tcp/4001\"], scrub-interval = \"24h\");
+the command line wins over DFS_*, which wins over config.toml. Logs go to stderr at info; -v,
+-vv or -q change that, RUST_LOG overrides it.")]
     Node(NodeArgs),
     /// Store a file under a key (the key defaults to the file name).
     #[command(after_help = "\
 Examples:
   dfs put report.pdf
   dfs put ./build/app.tar.gz --key releases/app-1.0.tar.gz
-  tar c dir | dfs put - --key dir.tar")]
+  tar c dir | dfs put - --key dir.tar
+  dfs put -r ./photos                          every file as photos/<relative path>
+  dfs put -r ./photos --prefix trips/2024 --json")]
     Put {
-        /// The file to store, or `-` for standard input (then --key is required).
+        /// The file to store, or `-` for standard input (then --key is required); with -r, a
+        /// directory.
         path: String,
-        /// The key to store it under (default: the file name).
-        #[arg(long)]
+        /// The key to store it under (default: the file name; required with `-`).
+        #[arg(long, conflicts_with = "recursive", required_if_eq("path", "-"))]
         key: Option<String>,
+        /// Store every regular file under the directory PATH, each under PREFIX/<relative
+        /// path> (symbolic links are skipped).
+        #[arg(short, long)]
+        recursive: bool,
+        /// With -r: the prefix of the keys (default: the directory's name).
+        #[arg(long, requires = "recursive", value_name = "PREFIX")]
+        prefix: Option<String>,
+        /// Print JSON: the stat object of the new record (with -r, a list of them).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -61,16 +84,33 @@ Examples:
     #[command(after_help = "\
 Examples:
   dfs get report.pdf -o report.pdf
-  dfs get logs.txt | grep error")]
+  dfs get logs.txt | grep error
+  dfs get photo.jpg -o -  > copy.jpg
+  dfs get -r photos -o ./photos                every key under photos/ into ./photos/...
+
+With -o FILE the bytes go to FILE.dfs-partial (and what version they are of to
+FILE.dfs-partial.json), renamed to FILE once complete and verified against the content id. An
+interrupted get (Ctrl-C, a lost connection) keeps them: the same command again continues where
+it stopped, or starts over if the file changed meanwhile. Binary content is not written to a
+terminal unless -o - is given.")]
     Get {
-        /// The key (any UTF-8 name, at most 1 KiB; never a path on disk).
+        /// The key (any UTF-8 name, at most 1 KiB; never a path on disk); with -r, a prefix.
         key: String,
-        /// Write to this file (atomically: a temp file renamed on success); `-` is standard output.
+        /// Write to this file (resumable, renamed into place once verified); `-` is standard
+        /// output. With -r, the directory to write into.
         #[arg(short, long, value_name = "PATH")]
         output: Option<PathBuf>,
+        /// Every key under the prefix KEY/, written to -o DIR as DIR/<rest of the key>
+        /// (keys that would land outside DIR, such as ones with `..`, are refused).
+        #[arg(short, long, requires = "output")]
+        recursive: bool,
+        /// Print JSON: {"key", "path", "size", "content_id", "version", "resumed_from"}
+        /// (with -r, a list of them). Needs -o FILE.
+        #[arg(long)]
+        json: bool,
         /// Read this version (a conflict, or one kept in history) instead of the current one:
         /// a version id as `dfs log KEY` prints it, or a unique prefix of 8+ hex digits.
-        #[arg(long, value_name = "VERSION")]
+        #[arg(long, value_name = "VERSION", conflicts_with = "recursive")]
         version: Option<String>,
         #[command(flatten)]
         target: Target,
@@ -115,6 +155,9 @@ Examples:
     Rm {
         /// The key (any UTF-8 name, at most 1 KiB; never a path on disk).
         key: String,
+        /// Print JSON: the stat object of the tombstone.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -122,11 +165,14 @@ Examples:
     #[command(after_help = "\
 Examples:
   dfs ls
+  dfs ls photos/
   dfs ls --all --json
 
 State: local (content stored here), remote (known, content still arriving), damaged (a chunk
 failed verification here; a healthy copy is being fetched), deleted.")]
     Ls {
+        /// Only keys that start with this prefix.
+        prefix: Option<String>,
         /// Print JSON: a list of stat objects (see `dfs stat --help`).
         #[arg(long)]
         json: bool,
@@ -216,6 +262,9 @@ A ticket is a secret for one machine: it holds that machine's new identity.")]
         peer_id: String,
         #[arg(long)]
         admin: bool,
+        /// Print JSON: the member object as it now stands.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -225,6 +274,9 @@ A ticket is a secret for one machine: it holds that machine's new identity.")]
     Deny {
         /// The peer id (base58).
         peer_id: String,
+        /// Print JSON: the member object as it now stands.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -281,6 +333,16 @@ Examples:
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=20))]
         nodes: u16,
     },
+    /// Print a shell completion script.
+    #[command(after_help = "\
+Examples:
+  dfs completions bash > ~/.local/share/bash-completion/completions/dfs
+  dfs completions zsh > ~/.zfunc/_dfs        (with fpath+=~/.zfunc before compinit)
+  dfs completions fish > ~/.config/fish/completions/dfs.fish")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Which node a client command talks to.
@@ -289,7 +351,8 @@ pub struct Target {
     /// Data dir of the node (its `api` and `api-token` files) [default: the platform data dir]
     #[arg(long, env = "DFS_DATA_DIR", value_name = "DIR")]
     pub(super) data_dir: Option<PathBuf>,
-    /// The node's API, as HOST:PORT or URL (instead of <data dir>/api).
+    /// The node's API, as HOST:PORT or URL (instead of <data dir>/api). Its token is then
+    /// --token, or the data dir's api-token if the data dir's api file names this same API.
     #[arg(long, env = "DFS_API", value_name = "HOST:PORT")]
     pub(super) api: Option<String>,
     /// The API token (instead of <data dir>/api-token).
@@ -319,7 +382,8 @@ pub struct NodeArgs {
         value_delimiter = ','
     )]
     pub(super) bootstrap: Vec<Multiaddr>,
-    /// Address of the local HTTP API; port 0 picks a free port.
+    /// Address of the local HTTP API, HOST:PORT (or http://HOST:PORT); port 0 picks a free
+    /// port.
     #[arg(long, env = "DFS_API", value_name = "HOST:PORT", default_value = crate::api::DEFAULT_ADDR)]
     pub(super) api: String,
     /// Join a network as a writer with a ticket from `dfs invite` (on a fresh data dir; later

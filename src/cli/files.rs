@@ -1,17 +1,38 @@
 //! The file commands, `put`, `get`, `rm`, `ls` and `stat`: one call each to the node's API.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 
 use crate::api::client::ApiClient;
+use crate::api::json::FileStat;
 
 use super::transfer::{progress, save, stdin_stream, to_stdout};
 use super::{output, Error, Result};
 
-/// `dfs put PATH|- [--key KEY]`: streams a file (or stdin) to the node.
-pub(super) async fn put(api: &ApiClient, path: &str, key: Option<String>) -> Result<()> {
+/// `dfs put PATH|- [--key KEY] [--json]`: streams a file (or stdin) to the node.
+pub(super) async fn put(
+    api: &ApiClient,
+    path: &str,
+    key: Option<String>,
+    json: bool,
+) -> Result<()> {
+    let stat = put_one(api, path, key, true).await?;
+    if json {
+        return output::json(&stat);
+    }
+    output::stored(&stat);
+    Ok(())
+}
+
+/// Stores one file (or stdin) and returns its new Stat; `show` allows a progress bar.
+pub(super) async fn put_one(
+    api: &ApiClient,
+    path: &str,
+    key: Option<String>,
+    show: bool,
+) -> Result<FileStat> {
     type Chunks = futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>;
     let (body, key, len): (Chunks, String, _) = if path == "-" {
         let key = key.ok_or_else(|| {
@@ -41,10 +62,7 @@ pub(super) async fn put(api: &ApiClient, path: &str, key: Option<String>) -> Res
             let absolute = std::path::absolute(path).map_err(cannot)?;
             if let Some(abs) = absolute.to_str() {
                 match api.import(&key, abs).await {
-                    Ok(stat) => {
-                        output::stored(&stat);
-                        return Ok(());
-                    }
+                    Ok(stat) => return Ok(stat),
                     Err(crate::api::client::Error::Rejected { status, message })
                         if matches!(status.as_u16(), 403 | 404 | 405 | 422) =>
                     {
@@ -60,7 +78,7 @@ pub(super) async fn put(api: &ApiClient, path: &str, key: Option<String>) -> Res
         let chunks = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
         (Box::pin(chunks), key, Some(meta.len()))
     };
-    let bar = progress(len, true, &format!("put {key}"));
+    let bar = progress(len, show, &format!("put {key}"));
     let counter = bar.clone();
     let body = body.inspect(move |c| {
         if let Ok(c) = c {
@@ -69,24 +87,71 @@ pub(super) async fn put(api: &ApiClient, path: &str, key: Option<String>) -> Res
     });
     let stat = api.put(&key, reqwest::Body::wrap_stream(body), len).await;
     bar.finish_and_clear();
-    output::stored(&stat?);
-    Ok(())
+    Ok(stat?)
 }
 
-/// `dfs get KEY [-o PATH]`: streams a file to stdout or into `PATH`.
-pub(super) async fn get(api: &ApiClient, key: &str, dest: Option<&Path>) -> Result<()> {
+/// Where `get` writes.
+pub(super) enum Dest {
+    /// Standard output; `asked` when given as `-o -` (then even binary goes to a terminal).
+    Stdout {
+        asked: bool,
+    },
+    File(PathBuf),
+}
+
+/// `dfs get KEY [-o PATH] [--json]`: streams a file to stdout or into `PATH`.
+pub(super) async fn get(api: &ApiClient, key: &str, dest: Dest, json: bool) -> Result<()> {
+    let asked = match dest {
+        Dest::File(path) => {
+            let result = save(api, key, &path, true).await;
+            let fetched = explain_damage(api, key, result).await?;
+            return if json { output::json(&fetched) } else { Ok(()) };
+        }
+        Dest::Stdout { .. } if json => {
+            return Err(Error::Usage(
+                "--json prints a summary of a download into a file: give -o FILE".into(),
+            ))
+        }
+        Dest::Stdout { asked } => asked,
+    };
     let res = api.get(key).await?;
     let len = res.content_length();
-    let show = dest.is_some() || std::io::stdout().is_terminal();
-    let bar = progress(len, show, &format!("get {key}"));
-    let body = res.bytes_stream();
-    let result = match dest {
-        None => to_stdout(body, len, &bar).await,
-        Some(path) => save(body, path, len, &bar).await,
-    };
+    let terminal = std::io::stdout().is_terminal();
+    let bar = progress(len, terminal, &format!("get {key}"));
+    let mut body = res.bytes_stream();
+    let first = body.next().await;
+    if terminal && !asked {
+        if let Some(Ok(chunk)) = &first {
+            if looks_binary(chunk) {
+                return Err(Error::Usage(format!(
+                    "{key} looks binary: not writing it to a terminal; use -o FILE, -o - or a pipe (| cat)"
+                )));
+            }
+        }
+    }
+    let body = futures::stream::iter(first).chain(body);
+    let result = to_stdout(body, len, &bar).await;
     bar.finish_and_clear();
-    // A body cut short by damage the node could not heal (a chunk after the first): say so.
-    if result.is_err() {
+    explain_damage(api, key, result).await
+}
+
+/// True when the start of a file is not text: a NUL byte, or bytes that are not UTF-8 (a
+/// character cut at the end of the sample is fine).
+pub(super) fn looks_binary(start: &[u8]) -> bool {
+    let sample = &start[..start.len().min(8192)];
+    if sample.contains(&0) {
+        return true;
+    }
+    match std::str::from_utf8(sample) {
+        Ok(_) => false,
+        Err(e) => e.error_len().is_some(),
+    }
+}
+
+/// A failed download whose cause is damage the node could not heal (a body cut short after the
+/// first chunk): says so.
+async fn explain_damage<T>(api: &ApiClient, key: &str, result: Result<T>) -> Result<T> {
+    if matches!(result, Err(Error::Failed(_))) {
         if let Ok(stat) = api.stat(key).await {
             if stat.damaged > 0 {
                 return Err(Error::Failed(format!(
@@ -99,16 +164,20 @@ pub(super) async fn get(api: &ApiClient, key: &str, dest: Option<&Path>) -> Resu
     result
 }
 
-/// `dfs rm KEY`: deletes a key everywhere.
-pub(super) async fn rm(api: &ApiClient, key: &str) -> Result<()> {
+/// `dfs rm KEY [--json]`: deletes a key everywhere.
+pub(super) async fn rm(api: &ApiClient, key: &str, json: bool) -> Result<()> {
     let tombstone = api.delete(key).await?;
+    if json {
+        return output::json(&tombstone);
+    }
     output::deleted(&tombstone);
     Ok(())
 }
 
-/// `dfs ls [--json] [--all]`: the keys the node knows (without tombstones unless `all`).
-pub(super) async fn ls(api: &ApiClient, json: bool, all: bool) -> Result<()> {
-    let mut files = api.list().await?;
+/// `dfs ls [PREFIX] [--json] [--all]`: the keys the node knows (without tombstones unless
+/// `all`), only those starting with `prefix` if given.
+pub(super) async fn ls(api: &ApiClient, prefix: Option<&str>, json: bool, all: bool) -> Result<()> {
+    let mut files = api.list(prefix).await?;
     files.retain(|f| all || !f.deleted);
     if json {
         output::json(&files)

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use crate::api::client::ApiClient;
 
-use super::transfer::{progress, save, to_stdout};
-use super::{output, Result};
+use super::files::Dest;
+use super::transfer::{progress, to_stdout};
+use super::{output, Error, Result};
 
 /// `dfs log KEY [--json]`: every version of the key this node knows, oldest first.
 pub(super) async fn log(api: &ApiClient, key: &str, json: bool) -> Result<()> {
@@ -35,22 +36,89 @@ pub(super) async fn restore(api: &ApiClient, key: &str, version: &str, json: boo
     Ok(())
 }
 
-/// `dfs get KEY --version V [-o PATH]`: one version's content.
+/// `dfs get KEY --version V [-o PATH] [--json]`: one version's content, to standard output or
+/// into `PATH` (through a temp file renamed once complete).
 pub(super) async fn get_version(
     api: &ApiClient,
     key: &str,
     version: &str,
-    dest: Option<&Path>,
+    dest: Dest,
+    json: bool,
 ) -> Result<()> {
     let res = api.get_version(key, version).await?;
     let len = res.content_length();
-    let show = dest.is_some() || std::io::stdout().is_terminal();
-    let bar = progress(len, show, &format!("get {key} {version}"));
+    let content_id = res
+        .headers()
+        .get(reqwest::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_default();
     let body = res.bytes_stream();
-    let result = match dest {
-        None => to_stdout(body, len, &bar).await,
-        Some(path) => save(body, path, len, &bar).await,
-    };
-    bar.finish_and_clear();
-    result
+    match dest {
+        Dest::Stdout { .. } if json => Err(Error::Usage(
+            "--json prints a summary of a download into a file: give -o FILE".into(),
+        )),
+        Dest::Stdout { .. } => {
+            let bar = progress(len, std::io::stdout().is_terminal(), &format!("get {key}"));
+            let result = to_stdout(body, len, &bar).await;
+            bar.finish_and_clear();
+            result
+        }
+        Dest::File(path) => {
+            let bar = progress(len, true, &format!("get {key} {version}"));
+            let tmp = path.with_file_name(format!(
+                ".{}.dfs-version",
+                path.file_name().and_then(|n| n.to_str()).unwrap_or("get")
+            ));
+            let written = write_to(body, &tmp, &bar).await;
+            bar.finish_and_clear();
+            let size = match written {
+                Ok(size) if len.is_none_or(|n| n == size) => size,
+                Ok(size) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(Error::Failed(format!(
+                        "transfer failed: got {size} of {} bytes",
+                        len.unwrap_or_default()
+                    )));
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            };
+            std::fs::rename(&tmp, &path)
+                .map_err(|e| Error::Failed(format!("cannot write {}: {e}", path.display())))?;
+            if json {
+                output::json(&serde_json::json!({
+                    "key": key,
+                    "path": path.display().to_string(),
+                    "size": size,
+                    "content_id": content_id,
+                    "version_id": version,
+                }))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Writes a response body into a new file at `path`, fsynced; returns its length.
+async fn write_to(
+    mut body: impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin,
+    path: &Path,
+    bar: &indicatif::ProgressBar,
+) -> Result<u64> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let cannot = |e: std::io::Error| Error::Failed(format!("cannot write {}: {e}", path.display()));
+    let mut file = tokio::fs::File::create(path).await.map_err(cannot)?;
+    let mut total = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| Error::Failed(format!("transfer failed: {e}")))?;
+        file.write_all(&chunk).await.map_err(cannot)?;
+        total += chunk.len() as u64;
+        bar.inc(chunk.len() as u64);
+    }
+    file.sync_all().await.map_err(cannot)?;
+    Ok(total)
 }

@@ -24,19 +24,25 @@ fn check_peer(peer: &str) -> Result<()> {
     })
 }
 
-/// `dfs allow PEER_ID [--admin]`.
-pub(super) async fn allow(api: &ApiClient, peer: &str, admin: bool) -> Result<()> {
+/// `dfs allow PEER_ID [--admin] [--json]`.
+pub(super) async fn allow(api: &ApiClient, peer: &str, admin: bool, json: bool) -> Result<()> {
     check_peer(peer)?;
     let role = if admin { Role::Admin } else { Role::Writer };
     let member = api.allow(peer, role).await?;
+    if json {
+        return output::json(&member);
+    }
     println!("{} is now {}", member.peer_id, describe(&member));
     Ok(())
 }
 
-/// `dfs deny PEER_ID`.
-pub(super) async fn deny(api: &ApiClient, peer: &str) -> Result<()> {
+/// `dfs deny PEER_ID [--json]`.
+pub(super) async fn deny(api: &ApiClient, peer: &str, json: bool) -> Result<()> {
     check_peer(peer)?;
     let member = api.deny(peer).await?;
+    if json {
+        return output::json(&member);
+    }
     println!(
         "{} can no longer write; {}",
         member.peer_id,

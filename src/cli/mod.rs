@@ -9,18 +9,24 @@
 //! - `members`: `invite`, `allow`, `deny` and `members`.
 //! - `output`: what the commands print, as text or JSON.
 //! - `transfer`: streaming bodies: stdin, progress bars, `get` to stdout or into a file.
+//! - `partial`: the resumable partial file of `get -o FILE`.
+//! - `tree`: directories for `put -r` and `get -r`.
+//! - `config`: `<data dir>/config.toml`, the node's flags from a file.
 //! - `disk`: `repair` (a stopped node's damaged index) and the scrub flags of `node`.
 //! - `ui`: `ui`, the address of the node's web page.
 
 mod args;
+mod config;
 mod disk;
 mod files;
 mod history;
 mod members;
 mod node;
 mod output;
+mod partial;
 mod peers;
 mod transfer;
+mod tree;
 mod ui;
 
 use std::io::IsTerminal;
@@ -42,11 +48,15 @@ pub enum Error {
     /// The operation failed (exit code 1).
     #[error("{0}")]
     Failed(String),
+    /// Stopped by Ctrl-C (exit code 130, as a shell reports SIGINT).
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
+            Error::Interrupted(_) => 130,
             Error::Usage(_) => 2,
             Error::Api(e) if e.is_connection() => 2,
             Error::Api(_) | Error::Failed(_) => 1,
@@ -56,18 +66,72 @@ impl Error {
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Parses the command line (with `<data dir>/config.toml` for `dfs node`). On a usage error it
+/// prints the error (or the help) and returns the exit code.
+pub fn parse() -> std::result::Result<Cli, u8> {
+    config::parse(std::env::args_os().collect())
+}
+
 /// Runs a parsed command line to completion.
 pub fn run(cli: Cli) -> Result<()> {
-    let default_log = match cli.command {
-        Command::Node(_) => "info",
-        _ => "warn",
-    };
-    init_logging(default_log);
+    init_logging(&log_filter(&cli));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(run_command(cli.command))
+    let result = runtime.block_on(interruptible(cli.command));
+    if matches!(result, Err(Error::Interrupted(_))) {
+        // Whatever still runs (a write on a blocking thread) may not hold up the exit.
+        runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    }
+    result
+}
+
+/// The log filter when `RUST_LOG` is not set: `info` for a node (`warn` for the other
+/// commands), `-v` adds debug logs of dfs itself, `-vv` its trace logs, `-q` keeps warnings
+/// only (errors only for the other commands).
+fn log_filter(cli: &Cli) -> String {
+    let node = matches!(cli.command, Command::Node(_) | Command::Demo { .. });
+    let base = match (node, cli.quiet) {
+        (true, false) => "info",
+        (true, true) | (false, false) => "warn",
+        (false, true) => "error",
+    };
+    match cli.verbose {
+        0 => base.to_string(),
+        1 => format!("{base},dfs=debug"),
+        _ => format!("{base},dfs=trace"),
+    }
+}
+
+/// Runs a command until it ends or Ctrl-C. `dfs node` handles its signals itself (a graceful
+/// stop); any other command is dropped at the first Ctrl-C (a `get -o` keeps its partial file),
+/// and a second Ctrl-C, should the way out hang, exits at once.
+async fn interruptible(command: Command) -> Result<()> {
+    if matches!(command, Command::Node(_)) {
+        return run_command(command).await;
+    }
+    tokio::select! {
+        // The command first: while a `get -o` copies bytes it catches Ctrl-C itself, to say
+        // which partial file it kept.
+        biased;
+        result = run_command(command) => result,
+        _ = tokio::signal::ctrl_c() => {
+            exit_on_second_interrupt();
+            Err(Error::Interrupted("interrupted".into()))
+        }
+    }
+}
+
+/// After a first Ctrl-C: a second one exits the process at once (status 130), whatever is
+/// still being cleaned up.
+pub(crate) fn exit_on_second_interrupt() {
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("error: interrupted again; exiting now");
+            std::process::exit(130);
+        }
+    });
 }
 
 fn init_logging(default: &str) {
@@ -87,21 +151,63 @@ async fn run_command(command: Command) -> Result<()> {
         Command::Demo { nodes } => crate::demo::run(nodes.into())
             .await
             .map_err(|e| Error::Failed(format!("demo failed: {e:#}"))),
-        Command::Put { path, key, target } => files::put(&target.connect()?, &path, key).await,
+        Command::Put {
+            path,
+            key,
+            recursive: false,
+            json,
+            target,
+            ..
+        } => files::put(&target.connect()?, &path, key, json).await,
+        Command::Put {
+            path,
+            prefix,
+            recursive: true,
+            json,
+            target,
+            ..
+        } => tree::put(&target.connect()?, &path, prefix, json).await,
         Command::Get {
             key,
             output,
-            version,
+            recursive: false,
+            json,
+            version: Some(version),
+            target,
+        } => {
+            let dest = match output {
+                None => files::Dest::Stdout { asked: false },
+                Some(p) if p == std::path::Path::new("-") => files::Dest::Stdout { asked: true },
+                Some(p) => files::Dest::File(p),
+            };
+            history::get_version(&target.connect()?, &key, &version, dest, json).await
+        }
+        Command::Get {
+            key,
+            output,
+            recursive: false,
+            json,
+            version: None,
             target,
         } => {
             // `-o -` is standard output, as for `put -`.
-            let dest = output
-                .as_deref()
-                .filter(|p| *p != std::path::Path::new("-"));
-            match version {
-                Some(v) => history::get_version(&target.connect()?, &key, &v, dest).await,
-                None => files::get(&target.connect()?, &key, dest).await,
-            }
+            let dest = match output {
+                None => files::Dest::Stdout { asked: false },
+                Some(p) if p == std::path::Path::new("-") => files::Dest::Stdout { asked: true },
+                Some(p) => files::Dest::File(p),
+            };
+            files::get(&target.connect()?, &key, dest, json).await
+        }
+        Command::Get {
+            key,
+            output,
+            recursive: true,
+            json,
+            target,
+            ..
+        } => {
+            let dir = output.ok_or_else(|| Error::Usage("get -r needs -o DIR".into()))?;
+            tree::get(&target.connect()?, &key, &dir, json).await
         }
         Command::Log { key, json, target } => history::log(&target.connect()?, &key, json).await,
         Command::Restore {
@@ -110,8 +216,13 @@ async fn run_command(command: Command) -> Result<()> {
             json,
             target,
         } => history::restore(&target.connect()?, &key, &version, json).await,
-        Command::Rm { key, target } => files::rm(&target.connect()?, &key).await,
-        Command::Ls { json, all, target } => files::ls(&target.connect()?, json, all).await,
+        Command::Rm { key, json, target } => files::rm(&target.connect()?, &key, json).await,
+        Command::Ls {
+            prefix,
+            json,
+            all,
+            target,
+        } => files::ls(&target.connect()?, prefix.as_deref(), json, all).await,
         Command::Stat { key, json, target } => files::stat(&target.connect()?, &key, json).await,
         Command::Peers { json, target } => peers::peers(&target.connect()?, json).await,
         Command::Id { json, target } => peers::id(&target.connect()?, json).await,
@@ -123,12 +234,22 @@ async fn run_command(command: Command) -> Result<()> {
         Command::Allow {
             peer_id,
             admin,
+            json,
             target,
-        } => members::allow(&target.connect()?, &peer_id, admin).await,
-        Command::Deny { peer_id, target } => members::deny(&target.connect()?, &peer_id).await,
+        } => members::allow(&target.connect()?, &peer_id, admin, json).await,
+        Command::Deny {
+            peer_id,
+            json,
+            target,
+        } => members::deny(&target.connect()?, &peer_id, json).await,
         Command::Members { json, target } => members::members(&target.connect()?, json).await,
         Command::Repair { data_dir, force } => disk::repair(data_dir, force),
         Command::Ui { json, open, target } => ui::ui(&target.connect()?, json, open).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "dfs", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }
 

@@ -66,6 +66,15 @@ pub(super) async fn run(args: NodeArgs) -> Result<()> {
     if let Some(ms) = args.sync_interval_ms {
         config.sync_interval = Duration::from_millis(ms.max(1));
     }
+    tracing::debug!(
+        data_dir = %dir.display(),
+        listen = ?config.listen,
+        bootstrap = ?config.bootstrap,
+        api = %api_addr,
+        scrub_interval = ?config.scrub_interval,
+        scrub_rate = config.scrub_rate,
+        "configuration (flags, DFS_* variables and config.toml)"
+    );
     // The node first: a second node on this data dir is told so (the store is locked), not
     // that the first one's API port is taken.
     let mut node = Node::start(config)
@@ -102,7 +111,10 @@ pub(super) async fn run(args: NodeArgs) -> Result<()> {
     if result.is_ok() {
         tracing::info!(%url, "API ready");
         tokio::select! {
-            signal = shutdown_signal() => tracing::info!(signal, "shutting down"),
+            signal = shutdown_signal() => {
+                tracing::info!(signal, "shutting down (Ctrl-C again to exit at once)");
+                super::exit_on_second_interrupt();
+            }
             _ = node.wait() => {
                 result = Err(Error::Failed("the node stopped unexpectedly".into()));
             }
@@ -159,11 +171,17 @@ pub(super) fn swarm_key(output: Option<&std::path::Path>) -> Result<()> {
     write(&options).map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))
 }
 
-/// Resolves the `--api` address (`HOST:PORT`) to the first socket address.
+/// Resolves the `--api` address (`HOST:PORT`, or a URL `http://HOST:PORT` as clients take it
+/// from `DFS_API`) to the first socket address.
 async fn resolve(api: &str) -> Result<SocketAddr> {
     let bad =
         |why: String| Error::Usage(format!("bad --api address {api:?}: {why}; use HOST:PORT"));
-    tokio::net::lookup_host(api)
+    let trimmed = api.trim().trim_end_matches('/');
+    let host_port = trimmed.strip_prefix("http://").unwrap_or(trimmed);
+    if host_port.contains("://") || host_port.contains('/') {
+        return Err(bad("only HOST:PORT or http://HOST:PORT".into()));
+    }
+    tokio::net::lookup_host(host_port)
         .await
         .map_err(|e| bad(e.to_string()))?
         .next()

@@ -1,4 +1,5 @@
 //! What the commands print on stdout: the human text of each answer, or its JSON with `--json`.
+//! Text shows sizes in binary units (`1.5 MiB`) and versions as the time they carry.
 
 use crate::api::json::{FileStat, Id, LogEntry, Peer};
 
@@ -14,16 +15,23 @@ pub(super) fn json(value: &impl serde::Serialize) -> Result<()> {
 /// The answer to `put`.
 pub(super) fn stored(stat: &FileStat) {
     println!(
-        "stored {} ({} bytes, content id {})",
+        "stored {} ({}, content id {}, version {})",
         stat.key,
-        stat.size,
-        stat.content_id.as_deref().unwrap_or("-")
+        size(stat.size),
+        stat.content_id
+            .as_deref()
+            .map_or("-", |c| &c[..c.len().min(12)]),
+        version(stat.version)
     );
 }
 
 /// The answer to `rm`.
 pub(super) fn deleted(tombstone: &FileStat) {
-    println!("deleted {} (version {})", tombstone.key, tombstone.version);
+    println!(
+        "deleted {} (version {})",
+        tombstone.key,
+        version(tombstone.version)
+    );
 }
 
 /// `ls`: a table of keys, sizes and states.
@@ -34,7 +42,11 @@ pub(super) fn table(files: &[FileStat]) {
         .max()
         .unwrap_or(0)
         .clamp(3, 60);
-    println!("{:<width$}  {:>12}  STATE", "KEY", "SIZE");
+    let now = crate::record::wall_ms();
+    println!(
+        "{:<width$}  {:>10}  {:<12}  STATE",
+        "KEY", "SIZE", "MODIFIED"
+    );
     for f in files {
         let conflicts = match f.conflicts.len() {
             0 => String::new(),
@@ -45,9 +57,10 @@ pub(super) fn table(files: &[FileStat]) {
             ),
         };
         println!(
-            "{:<width$}  {:>12}  {}{conflicts}",
+            "{:<width$}  {:>10}  {:<12}  {}{conflicts}",
             f.key,
-            f.size,
+            size(f.size),
+            ago(crate::record::physical_ms(f.version), now),
             f.state()
         );
     }
@@ -72,39 +85,23 @@ pub(super) fn log(entries: &[LogEntry]) {
     }
 }
 
-/// Milliseconds since the epoch as `2026-11-25T18:37:19.123Z` (UTC).
-pub(super) fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86400, secs % 86400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
 /// `stat`: one field a line.
 pub(super) fn stat(stat: &FileStat) {
     println!("key:        {}", stat.key);
-    println!("size:       {}", stat.size);
+    println!("size:       {} ({} bytes)", size(stat.size), stat.size);
     println!(
         "content id: {}",
         stat.content_id.as_deref().unwrap_or("- (deleted)")
     );
-    println!("version:    {}", stat.version_id);
-    println!("written:    {}", rfc3339(stat.version >> 16));
+    println!(
+        "version:    {} ({})",
+        version(stat.version),
+        ago(
+            crate::record::physical_ms(stat.version),
+            crate::record::wall_ms()
+        )
+    );
+    println!("version id: {}", stat.version_id);
     println!("author:     {}", stat.author);
     println!("state:      {}", stat.state());
     for c in &stat.conflicts {
@@ -161,5 +158,106 @@ pub(super) fn id(id: &Id) {
     );
     for a in &id.addrs {
         println!("  {a}");
+    }
+}
+
+/// A size in binary units: `512 B`, `1.5 KiB`, `3.0 MiB`.
+pub(super) fn size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// A version (hybrid logical clock value) in a compact form: the UTC time it carries, to the
+/// millisecond, and `+n` when its counter is not 0 (several versions in one millisecond).
+pub(super) fn version(v: u64) -> String {
+    let counter = v & 0xffff;
+    let time = rfc3339(crate::record::physical_ms(v));
+    if counter == 0 {
+        time
+    } else {
+        format!("{time}+{counter}")
+    }
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 UTC: `2026-11-25T18:40:01.123Z`.
+pub(super) fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        ms % 1000
+    )
+}
+
+/// How long before `now` (both in milliseconds since the epoch) `then` was: `just now`,
+/// `42 s ago`, `3 min ago`, `5 h ago`, `12 days ago`; older than 60 days, the date.
+pub(super) fn ago(then: u64, now: u64) -> String {
+    let Some(secs) = now.checked_sub(then).map(|d| d / 1000) else {
+        return "in the future".into();
+    };
+    match secs {
+        0..=4 => "just now".into(),
+        5..=59 => format!("{secs} s ago"),
+        60..=3599 => format!("{} min ago", secs / 60),
+        3600..=86_399 => format!("{} h ago", secs / 3600),
+        86_400..=5_183_999 => format!("{} days ago", secs / 86_400),
+        _ => rfc3339(then)[..10].to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_in_binary_units() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1023), "1023 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(3 * 1024 * 1024 + 5), "3.0 MiB");
+        assert_eq!(size(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn times_read_as_rfc3339_and_ages() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_795_286_401_000), "2026-11-21T18:40:01.000Z");
+        let now = 1_795_286_401_000;
+        assert_eq!(ago(now, now), "just now");
+        assert_eq!(ago(now - 42_000, now), "42 s ago");
+        assert_eq!(ago(now - 180_000, now), "3 min ago");
+        assert_eq!(ago(now - 5 * 3_600_000, now), "5 h ago");
+        assert_eq!(ago(now - 90 * 86_400_000, now), "2026-08-23");
+        assert_eq!(ago(now + 10_000, now), "in the future");
+    }
+
+    #[test]
+    fn versions_show_their_time_and_counter() {
+        let ms = 951_782_400_123u64;
+        assert_eq!(version(ms << 16), "2000-02-29T00:00:00.123Z");
+        assert_eq!(version((ms << 16) | 2), "2000-02-29T00:00:00.123Z+2");
     }
 }

@@ -343,7 +343,8 @@ async fn a_record_stored_before_its_revocation_arrived_is_removed() {
         .block(holder.client.peer_id(), false)
         .await
         .unwrap();
-    holder.client.dial(owner.addr.clone()).await.unwrap();
+    // The holder may be redialling already ("already connected or dial in progress").
+    let _ = holder.client.dial(owner.addr.clone()).await;
     assert!(
         eventually(DEADLINE, || async {
             holder

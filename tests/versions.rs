@@ -77,6 +77,21 @@ async fn two_concurrent_puts_leave_one_current_and_one_conflict_on_every_node() 
         converged(&nodes, "k", &current, std::slice::from_ref(&conflict)).await,
         "every node keeps both acknowledged writes"
     );
+    // Both versions' content is replicated to every node in the background.
+    assert!(
+        eventually(DEADLINE, || async {
+            nodes.iter().all(|n| {
+                [&ra, &rb].iter().all(|r| {
+                    n.client
+                        .store()
+                        .content_complete(&r.cid.unwrap())
+                        .unwrap()
+                })
+            })
+        })
+        .await,
+        "both versions' content reaches every node"
+    );
     // Both versions are readable everywhere, the conflict by its version id.
     for n in &nodes {
         let version = conflict.version().to_hex();

@@ -1614,3 +1614,46 @@ fn put_r_and_get_r_round_trip_a_directory_and_refuse_escapes() {
         );
     }
 }
+
+/// The version commands as a user runs them: `log`, `get --version`, `rm`, `restore`, and the
+/// clock offsets in `peers --json`.
+#[test]
+fn log_get_version_and_restore_undo_an_overwrite_and_an_rm() {
+    let a = TestNode::start("a", None);
+    let b = TestNode::join(&a);
+    let first = put_bytes(&a, "notes.txt", b"first draft\n");
+    put_bytes(&a, "notes.txt", b"second draft\n");
+    let rm = a.run(&["rm", "notes.txt"]);
+    assert!(rm.status.success(), "{}", stderr(&rm));
+    let log = a.json(&["log", "notes.txt", "--json"]);
+    let states: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["replaced", "replaced", "current"]);
+    assert!(log[2]["deleted"].as_bool().unwrap());
+    let text = stdout(&a.run(&["log", "notes.txt"]));
+    assert!(text.contains("delete") && text.contains("write"), "{text}");
+    // The first draft reads by a prefix of its version id.
+    let id = first["version_id"].as_str().unwrap();
+    let old = a.run(&["get", "notes.txt", "--version", &id[..12], "-o", "-"]);
+    assert!(old.status.success(), "{}", stderr(&old));
+    assert_eq!(old.stdout, b"first draft\n");
+    let bad = a.run(&["get", "notes.txt", "--version", "zz"]);
+    assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+    // Restored on a, it is current on b too.
+    let restored = a.json(&["restore", "notes.txt", &id[..12], "--json"]);
+    assert_eq!(restored["content_id"], first["content_id"]);
+    eventually("the restore on b", DEADLINE, || {
+        let out = b.run(&["get", "notes.txt", "-o", "-"]);
+        (out.status.success() && out.stdout == b"first draft\n").then_some(())
+    });
+    let peers = a.json(&["peers", "--json"]);
+    eventually("b's clock offset measured", DEADLINE, || {
+        let peers = a.json(&["peers", "--json"]);
+        peers[0]["clock_offset_ms"].as_i64().map(|ms| assert!(ms.abs() < 1000))
+    });
+    assert_eq!(peers.as_array().unwrap().len(), 1);
+}

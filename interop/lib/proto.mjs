@@ -414,18 +414,28 @@ export function fetchHandler (files, log = [], state = {}) {
 const LEAVES = 4096
 const BRANCHES = 64
 
-/** The digest tree of `records` (record objects): leaf and branch hashes, root, count, entries. */
+/**
+ * The digest tree of `records` (record objects; a key may have several heads: its current
+ * version and its conflicts): leaf and branch hashes, root, count (of records), entries (one per
+ * key: its key hash and the XOR of its heads' fingerprints), and the heads by key hash.
+ */
 export function syncTree (records) {
   const leaves = new Array(LEAVES).fill(0n)
   const entries = Array.from({ length: LEAVES }, () => [])
   const byKeyHash = new Map()
+  const byKey = new Map()
   for (const r of records) {
     const kh = keyHash(r.key)
-    const fp = fingerprint(r)
     const leaf = Number(kh >> 52n)
-    leaves[leaf] ^= fp
-    entries[leaf].push([kh, fp])
-    byKeyHash.set(kh, r)
+    leaves[leaf] ^= fingerprint(r)
+    if (!byKey.has(r.key)) byKey.set(r.key, [])
+    byKey.get(r.key).push(r)
+    if (!byKeyHash.has(kh)) byKeyHash.set(kh, [])
+    byKeyHash.get(kh).push(r)
+  }
+  for (const [key, heads] of byKey) {
+    const kh = keyHash(key)
+    entries[Number(kh >> 52n)].push([kh, heads.reduce((a, r) => a ^ fingerprint(r), 0n)])
   }
   for (const e of entries) e.sort((x, y) => x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : x[1] < y[1] ? -1 : x[1] > y[1] ? 1 : 0)
   const branches = Array.from({ length: BRANCHES }, (_, b) => leaves.slice(64 * b, 64 * b + 64).reduce((a, x) => a ^ x, 0n))
@@ -434,7 +444,8 @@ export function syncTree (records) {
 }
 
 /**
- * A /dfs/sync/1 responder over `state.records` (Map key → record object) and `state.grants`
+ * A /dfs/sync/1 responder over `state.records` (Map key → record object, or an array of a key's
+ * heads) and `state.grants`
  * (grant objects): it answers every request of the table as the spec says, with whatever is in
  * `state` (the tests put forged records and grants there). Every decoded request goes to `log`.
  */
@@ -443,7 +454,7 @@ export function syncHandler (state, log = []) {
     try {
       const req = decode(await readToEnd(stream, SYNC_LIMIT))
       log.push(req)
-      const tree = syncTree([...(state.records?.values() ?? [])])
+      const tree = syncTree([...(state.records?.values() ?? [])].flat())
       const grants = state.grants ?? []
       let res
       if (req === 'root') {
@@ -456,7 +467,8 @@ export function syncHandler (state, log = []) {
         res = { entries: { entries: req.entries.leaves.map(l => tree.entries[l].map(([k, f]) => [u64(k), u64(f)])) } }
       } else if (req?.exchange != null) {
         state.pushed?.push(...req.exchange.push)
-        res = { records: { records: req.exchange.want.map(k => tree.byKeyHash.get(BigInt(k))).filter(r => r != null).map(recordMap) } }
+        // Each wanted key answers with all its heads.
+        res = { records: { records: req.exchange.want.flatMap(k => tree.byKeyHash.get(BigInt(k)) ?? []).map(recordMap) } }
       } else if (req?.grants != null) {
         const same = bytesEqual(grantsDigest(grants), req.grants.digest)
         res = { grants: { grants: same ? [] : grants.map(grantMap) } }

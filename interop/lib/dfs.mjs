@@ -114,11 +114,14 @@ export class DfsNode {
 
   cli (...args) { return dfsCli([...args, '--data-dir', this.dir]) }
   cliBytes (...args) { return dfsCli([...args, '--data-dir', this.dir], { encoding: 'buffer' }) }
-  /** `dfs stat KEY --json`, with `version` (a u64 HLC, beyond 2^53) as an exact BigInt. */
+  /**
+   * `dfs stat KEY --json`, with `version` (a u64 HLC, beyond 2^53) as an exact BigInt, in the
+   * stat and in each of its `conflicts` (the versions concurrent with the current one).
+   */
   async stat (key) {
     const text = await this.cli('stat', key, '--json')
-    const stat = JSON.parse(text.replace(/"version"\s*:\s*(\d+)/, '"version":"$1"'))
-    if (stat.version != null) stat.version = BigInt(stat.version)
+    const stat = JSON.parse(text.replace(/"version"\s*:\s*(\d+)/g, '"version":"$1"'))
+    for (const s of [stat, ...(stat.conflicts ?? [])]) if (s.version != null) s.version = BigInt(s.version)
     return stat
   }
   async peers () { return JSON.parse(await this.cli('peers', '--json')) }

@@ -16,13 +16,16 @@ export const FETCH_RESPONSE_LIMIT = 640 * 1024
 export const MAX_FRAME_HASHES = 64 // "count: u16 (1 to 64)"
 export const MAX_ERROR_LEN = 1024 // error reply: "len: u16 (≤ 1024)"
 export const REPLY_TIMEOUT_MS = 30_000 // "a requester gives up on a stream whose next reply does not start within 30 s"
-export const RECORD_LIMIT = 2048
+export const RECORD_LIMIT = 8192 // a record message: a key of ≤ 1 KiB and ≤ 64 `seen` entries fit
 
 export const SYNC_LIMIT = 2 * 1024 * 1024
 export const GRANT_LIMIT = 1024
-export const MAX_REPLACES = 16
+export const MAX_SEEN = 64 // entries of a record's causal context
+export const MAX_AUTHOR_LEN = 64
+/** Records whose clock is further ahead of the network's time than this are refused (they count later). */
+export const MAX_AHEAD_MS = 10 * 60 * 1000
 
-export const recordsTopic = (network) => `dfs/${network}/records/2`
+export const recordsTopic = (network) => `dfs/${network}/records/3`
 export const membersTopic = (network) => `dfs/${network}/members/1`
 export const peersTopic = (network) => `dfs/${network}/peers/1`
 
@@ -78,7 +81,7 @@ function bytesEqual (a, b) {
 }
 export { bytesEqual }
 
-const RECORD_DOMAIN = new TextEncoder().encode('dfs/record/2\0')
+const RECORD_DOMAIN = new TextEncoder().encode('dfs/record/3\0')
 const GRANT_DOMAIN = new TextEncoder().encode('dfs/grant/1\0')
 
 // ---- ed25519 peer ids: identity multihash (0x00, len) of the protobuf public key (08 01 12 20 + key) ----
@@ -120,14 +123,20 @@ export class Signer {
   sign (bytes) { return ed25519.sign(bytes, this.seed) }
 }
 
-// ---- records (format v2) ----
+// ---- records (format 3) ----
+
+/** Byte-wise order of two byte strings (a shorter prefix first), as the `seen` entries are sorted. */
+export const compareBytes = (a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))
+
+/** A causal context as CBOR wants it: `[[author bytes, seq], ...]`, the order kept as given. */
+const seenBody = (seen) => seen.map(([author, seq]) => [author, u64(seq)])
 
 /** The first seven fields in table order, as plain CBOR values (the signed part of a record). */
-function recordBody ({ key, cid, size, time, author, seq, replaces = [] }) {
-  return { key, cid: cid ?? null, size: u64(size), time: u64(time), author, seq: u64(seq), replaces }
+function recordBody ({ key, cid, size, time, author, seq, seen = [] }) {
+  return { key, cid: cid ?? null, size: u64(size), time: u64(time), author, seq: u64(seq), seen: seenBody(seen) }
 }
 
-/** Signed bytes = "dfs/record/2" 0x00 || canonical CBOR of the seven fields. */
+/** Signed bytes = "dfs/record/3" 0x00 || canonical CBOR of the seven fields. */
 export const recordSignedBytes = (r) => concat([RECORD_DOMAIN, encode(recordBody(r))])
 /** Version id = BLAKE3(signed bytes). */
 export const versionId = (r) => blake3(recordSignedBytes(r))
@@ -142,12 +151,30 @@ export const recordMap = (r) => ({ ...recordBody(r), sig: r.sig })
 /** Encodes a record (eight fields, in table order). */
 export const encodeRecord = (r) => encode(recordMap(r))
 
+/** A record's dot: `[author, seq]` (what a later writer puts in `seen` once it saw the record). */
+export const dotOf = (r) => [r.author, BigInt(r.seq)]
+
+/** The highest seq of `author` in `r`'s causal context (its own dot included); 0 if none. */
+export function seenOf (r, author) {
+  if (bytesEqual(r.author, author)) return BigInt(r.seq)
+  const e = r.seen.find(([a]) => bytesEqual(a, author))
+  return e == null ? 0n : BigInt(e[1])
+}
+
+/** True if `r` saw `v` (a version of the same key): then `r` replaces it, whatever the clocks. */
+export function saw (r, v) {
+  if (bytesEqual(r.author, v.author)) return BigInt(r.seq) > BigInt(v.seq)
+  return seenOf(r, v.author) >= BigInt(v.seq)
+}
+
 /**
  * Makes a signed record: `signer` signs it and gives it the next `seq` unless `seq` is given.
- * Returns the record object ({ key, cid, size, time, author, seq, replaces, sig }).
+ * `seen` is its causal context, `[[author bytes, seq], ...]`, signed in the order given (the
+ * spec wants it sorted by author; tests send unsorted ones on purpose).
+ * Returns the record object ({ key, cid, size, time, author, seq, seen, sig }).
  */
-export function signRecord (signer, { key, cid, size, time, author = signer.author, seq = signer.nextSeq(), replaces = [] }) {
-  const r = { key, cid: cid ?? null, size: BigInt(size), time: BigInt(time), author, seq: BigInt(seq), replaces }
+export function signRecord (signer, { key, cid, size, time, author = signer.author, seq = signer.nextSeq(), seen = [] }) {
+  const r = { key, cid: cid ?? null, size: BigInt(size), time: BigInt(time), author, seq: BigInt(seq), seen: seen.map(([a, s]) => [a, BigInt(s)]) }
   r.sig = signer.sign(recordSignedBytes(r))
   return r
 }
@@ -159,18 +186,35 @@ export function verifyRecord (r) {
   } catch { return false }
 }
 
+/** Checks a causal context: ≤ 64 entries, sorted strictly by author, not `author` itself, seq ≥ 1; throws why not. */
+function checkSeen (seen, author) {
+  if (!Array.isArray(seen)) throw new Error('bad seen: not an array')
+  if (seen.length > MAX_SEEN) throw new Error(`bad seen: more than ${MAX_SEEN} entries`)
+  for (let i = 0; i < seen.length; i++) {
+    const e = seen[i]
+    if (!Array.isArray(e) || e.length !== 2) throw new Error('bad seen: an entry is not [author, seq]')
+    const [a, s] = e
+    if (!(a instanceof Uint8Array) || a.length > MAX_AUTHOR_LEN) throw new Error('bad seen: an author is not bytes of at most 64')
+    if (bytesEqual(a, author)) throw new Error('bad seen: an entry names the record\'s own author')
+    if ((typeof s !== 'number' && typeof s !== 'bigint') || BigInt(s) < 1n || BigInt(s) >= 2n ** 64n) throw new Error('bad seen: a zero seq (or not a u64)')
+    if (i > 0 && compareBytes(seen[i - 1][0], a) >= 0) throw new Error('bad seen: not sorted strictly by author')
+  }
+}
+
 /**
- * Decodes and validates a record per "Records (format v2)" → "Validation" (everything but
- * authority): fields, key rules, size, tombstone, author, replaces, time, and the signature.
+ * Decodes and validates a record per format 3 (everything but authority): fields, key rules,
+ * size, tombstone, author, causal context (`seen`), and the signature; and the clock bound
+ * (a node judges it against the network's time, js against `now`, its wall clock unless given;
+ * `now: null` skips it): a time more than 10 minutes ahead throws (up to 10 minutes counts).
  * Accepts a CBOR byte string or a decoded map; throws on any violation.
  */
 export function decodeRecord (bytes, { now = Date.now(), verify = true } = {}) {
   const r = bytes instanceof Uint8Array ? decode(bytes) : bytes
   if (r == null || typeof r !== 'object') throw new Error('a record is a map')
-  for (const f of ['key', 'cid', 'size', 'time', 'author', 'seq', 'replaces', 'sig']) {
+  for (const f of ['key', 'cid', 'size', 'time', 'author', 'seq', 'seen', 'sig']) {
     if (!(f in r)) throw new Error(`record field ${f} missing: ${Object.keys(r)}`)
   }
-  const { key, cid, size, time, author, seq, replaces, sig } = r
+  const { key, cid, size, time, author, seq, seen, sig } = r
   if (typeof key !== 'string') throw new Error('bad key')
   const keyBytes = new TextEncoder().encode(key)
   if (keyBytes.length < 1 || keyBytes.length > 1024 || key.includes('\0')) throw new Error('bad key')
@@ -180,14 +224,14 @@ export function decodeRecord (bytes, { now = Date.now(), verify = true } = {}) {
   if (cid === null && sizeN !== 0n) throw new Error('tombstone with a size')
   const timeN = BigInt(time)
   if (timeN < 0n || timeN >= 2n ** 64n) throw new Error('bad time')
-  if ((timeN >> 16n) > BigInt(now) + 5n * 60n * 1000n) throw new Error('time too far ahead')
-  if (!(author instanceof Uint8Array) || author.length > 64) throw new Error('bad author')
+  if (now != null && (timeN >> 16n) > BigInt(now) + BigInt(MAX_AHEAD_MS)) throw new Error('time more than 10 minutes ahead')
+  if (!(author instanceof Uint8Array) || author.length > MAX_AUTHOR_LEN) throw new Error('bad author')
   publicKeyOf(author)
   const seqN = BigInt(seq)
   if (seqN < 0n || seqN >= 2n ** 64n) throw new Error('bad seq')
-  if (!Array.isArray(replaces) || replaces.length > MAX_REPLACES || !replaces.every(v => v instanceof Uint8Array && v.length === 32)) throw new Error('bad replaces')
+  checkSeen(seen, author)
   if (!(sig instanceof Uint8Array) || sig.length !== 64) throw new Error('bad sig')
-  const rec = { key, cid, size: sizeN, time: timeN, author, seq: seqN, replaces, sig }
+  const rec = { key, cid, size: sizeN, time: timeN, author, seq: seqN, seen: seen.map(([a, s]) => [a, BigInt(s)]), sig }
   if (verify && !verifyRecord(rec)) throw new Error('the signature does not verify')
   rec.authorId = peerIdFromMultihash(Digest.decode(author))
   rec.versionId = versionId(rec)
@@ -325,7 +369,8 @@ export async function fetchManifest (libp2p, peer, cid, size) {
 /**
  * Fetch server for content held in memory: `files` is a list of Uint8Array. Answers `manifest`
  * (pages of at most 16,384 hashes), `record` from `state.records` (a Map key → record, or
- * `not_found`) and `"network"` with `state.network` (or `not_found`); any other request (such as
+ * `not_found`), `"network"` with `state.network` (or `not_found`) and `"time"` with the js wall
+ * clock (`state.clock()` if given, else `Date.now()`); any other request (such as
  * version 1's `chunk`) does not decode as a fetch/2 request: the stream is reset, as the spec
  * says. Records every decoded request into `log` (for assertions).
  */
@@ -339,6 +384,8 @@ export function fetchHandler (files, log = [], state = {}) {
       let res
       if (req === 'network') {
         res = state.network != null ? { network: { id: state.network } } : 'not_found'
+      } else if (req === 'time') {
+        res = { time: { ms: u64((state.clock ?? Date.now)()) } }
       } else if (typeof req !== 'object' || req == null) {
         throw new Error(`not a fetch/2 request: ${show(req)}`)
       } else if (req.manifest != null) {
@@ -367,18 +414,28 @@ export function fetchHandler (files, log = [], state = {}) {
 const LEAVES = 4096
 const BRANCHES = 64
 
-/** The digest tree of `records` (record objects): leaf and branch hashes, root, count, entries. */
+/**
+ * The digest tree of `records` (record objects; a key may have several heads: its current
+ * version and its conflicts): leaf and branch hashes, root, count (of records), entries (one per
+ * key: its key hash and the XOR of its heads' fingerprints), and the heads by key hash.
+ */
 export function syncTree (records) {
   const leaves = new Array(LEAVES).fill(0n)
   const entries = Array.from({ length: LEAVES }, () => [])
   const byKeyHash = new Map()
+  const byKey = new Map()
   for (const r of records) {
     const kh = keyHash(r.key)
-    const fp = fingerprint(r)
     const leaf = Number(kh >> 52n)
-    leaves[leaf] ^= fp
-    entries[leaf].push([kh, fp])
-    byKeyHash.set(kh, r)
+    leaves[leaf] ^= fingerprint(r)
+    if (!byKey.has(r.key)) byKey.set(r.key, [])
+    byKey.get(r.key).push(r)
+    if (!byKeyHash.has(kh)) byKeyHash.set(kh, [])
+    byKeyHash.get(kh).push(r)
+  }
+  for (const [key, heads] of byKey) {
+    const kh = keyHash(key)
+    entries[Number(kh >> 52n)].push([kh, heads.reduce((a, r) => a ^ fingerprint(r), 0n)])
   }
   for (const e of entries) e.sort((x, y) => x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : x[1] < y[1] ? -1 : x[1] > y[1] ? 1 : 0)
   const branches = Array.from({ length: BRANCHES }, (_, b) => leaves.slice(64 * b, 64 * b + 64).reduce((a, x) => a ^ x, 0n))
@@ -387,7 +444,8 @@ export function syncTree (records) {
 }
 
 /**
- * A /dfs/sync/1 responder over `state.records` (Map key → record object) and `state.grants`
+ * A /dfs/sync/1 responder over `state.records` (Map key → record object, or an array of a key's
+ * heads) and `state.grants`
  * (grant objects): it answers every request of the table as the spec says, with whatever is in
  * `state` (the tests put forged records and grants there). Every decoded request goes to `log`.
  */
@@ -396,7 +454,7 @@ export function syncHandler (state, log = []) {
     try {
       const req = decode(await readToEnd(stream, SYNC_LIMIT))
       log.push(req)
-      const tree = syncTree([...(state.records?.values() ?? [])])
+      const tree = syncTree([...(state.records?.values() ?? [])].flat())
       const grants = state.grants ?? []
       let res
       if (req === 'root') {
@@ -409,7 +467,8 @@ export function syncHandler (state, log = []) {
         res = { entries: { entries: req.entries.leaves.map(l => tree.entries[l].map(([k, f]) => [u64(k), u64(f)])) } }
       } else if (req?.exchange != null) {
         state.pushed?.push(...req.exchange.push)
-        res = { records: { records: req.exchange.want.map(k => tree.byKeyHash.get(BigInt(k))).filter(r => r != null).map(recordMap) } }
+        // Each wanted key answers with all its heads.
+        res = { records: { records: req.exchange.want.flatMap(k => tree.byKeyHash.get(BigInt(k)) ?? []).map(recordMap) } }
       } else if (req?.grants != null) {
         const same = bytesEqual(grantsDigest(grants), req.grants.digest)
         res = { grants: { grants: same ? [] : grants.map(grantMap) } }

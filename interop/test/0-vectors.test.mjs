@@ -1,4 +1,5 @@
-// The test vectors of docs/PROTOCOL.md, against this independent (js) implementation of the spec.
+// The test vectors of docs/PROTOCOL.md (record format 3: those of tests/wire_vectors.rs), against this
+// independent (js) implementation of the spec.
 // They need no dfs node; they make sure the js side of the other tests speaks the spec.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -10,7 +11,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import * as Digest from 'multiformats/hashes/digest'
 import {
   hex, fromHex, encode, decode, encodeRecord, decodeRecord, contentIdOf, Signer, signRecord, recordSignedBytes,
-  versionId, fingerprint, verifyRecord, publicKeyOf, recordMap, signGrant, encodeGrant, grantSignedBytes, grantId,
+  versionId, fingerprint, verifyRecord, publicKeyOf, recordMap, saw, dotOf, signGrant, encodeGrant, grantSignedBytes, grantId,
   decodeGrant, grantsDigest, keyHash, syncTree,
   encodeChunkRequest, encodeChunkReply, encodeNotFoundReply, encodeErrorReply, readChunkReply, ByteReader
 } from '../lib/proto.mjs'
@@ -25,11 +26,14 @@ test('BLAKE3 vector', () => {
 const ONE = new Uint8Array(32).fill(1)
 const TWO = new Uint8Array(32).fill(2)
 const OWNER = '12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5'
-const RECORD = 'a8636b65796968656c6c6f2e747874636369645820516301b6db4d5a8115ce6b37ab38935fa719fb3aced4a5184eaba7904e992ab16473697a65056474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6373657101687265706c6163657380637369675840f95c565b26f81058061db81d49bc3b2d37a0eb091068fcc18d286b88b2b89e65db748a594a9a9b23965698895daa24a96cc8d825d9124238e95555f261754604'
-const SIGNED = '6466732f7265636f72642f3200a7636b65796968656c6c6f2e747874636369645820516301b6db4d5a8115ce6b37ab38935fa719fb3aced4a5184eaba7904e992ab16473697a65056474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6373657101687265706c6163657380'
-const VERSION_ID = 'e7c3e28dd3def845ba6254eeb18fda496ecb8250428f4c6f90e584f98747d55a'
-const TOMBSTONE = 'a8636b65796968656c6c6f2e74787463636964f66473697a65006474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6373657102687265706c61636573815820e7c3e28dd3def845ba6254eeb18fda496ecb8250428f4c6f90e584f98747d55a637369675840ee5c05f0c71c5bab430cc598571c3138efc85bfe09bd5a4ee124527a6125c2769ce841e5caaf3ba89e13e9870e4d448f132e11db6e34c3697a73baa0bf72f70e'
-const TAMPERED = 'a8636b65796968656c6c6f2e747874636369645820516301b6db4d5a8115ce6b37ab38935fa719fb3aced4a5184eaba7904e992ab16473697a65066474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6373657101687265706c6163657380637369675840f95c565b26f81058061db81d49bc3b2d37a0eb091068fcc18d286b88b2b89e65db748a594a9a9b23965698895daa24a96cc8d825d9124238e95555f261754604'
+const RECORD = 'a8636b65796968656c6c6f2e747874636369645820516301b6db4d5a8115ce6b37ab38935fa719fb3aced4a5184eaba7904e992ab16473697a65056474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6373657101647365656e806373696758403b8dcb482b541d5c0b8700c50edf1611f78e477bba85a8fde6c0ef06ff60c93eb65e9ba4a9edd90776d6948d89ecf44a62777dad9cbe4e0681683a58d9048607'
+const SIGNED = '6466732f7265636f72642f3300a7636b65796968656c6c6f2e747874636369645820516301b6db4d5a8115ce6b37ab38935fa719fb3aced4a5184eaba7904e992ab16473697a65056474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6373657101647365656e80'
+const VERSION_ID = '0918c1dace02fc0fea981cbf6da6a312f91447064c08fcd18cc2a9628e734e75'
+const TOMBSTONE = 'a8636b65796968656c6c6f2e74787463636964f66473697a65006474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6373657102647365656e80637369675840aecf5b9dda8ad18fa8135c9011a2d01bdd04927cd64aadbaba4feff1b8624e4b88ee4d68d0451e118fcacb16a23ab4bb2b18a49f6e7ef052b38efc1440ab6c0e'
+const TAMPERED = 'a8636b65796968656c6c6f2e747874636369645820516301b6db4d5a8115ce6b37ab38935fa719fb3aced4a5184eaba7904e992ab16473697a65066474696d651b000001900000000066617574686f7258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6373657101647365656e806373696758403b8dcb482b541d5c0b8700c50edf1611f78e477bba85a8fde6c0ef06ff60c93eb65e9ba4a9edd90776d6948d89ecf44a62777dad9cbe4e0681683a58d9048607'
+// A write by the key 0x02 that saw the first record: seen [[author of 0x01, 1]], one tick later, content "world".
+const LATER = 'a8636b65796968656c6c6f2e747874636369645820e1174b4b6d4fa0500f3c0a13452c78ace67f9164306874cf14676614a68929496473697a65056474696d651b000001900000000166617574686f7258260024080112208139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3946373657101647365656e818258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c016373696758403029239d3c014fa0f309158a05b5314cd9317be1dad13c0788dd39b58ecff222af1611732e31c526454fe4c1d609b293bbafdf8abe63260b7a57c3f1933c2809'
+const LATER_ID = '47acfdda23c15f4d8b5c8e6a94baeef457efd8066cb41961a9605906c205978d'
 const GRANT = 'a8676e6574776f726b7834313244334b6f6f574b3939566f56784e4537587a79427758457a573778684b37477076383572394633563366794b53554b504835677375626a65637458260024080112208139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b39464726f6c6566777269746572666375746f6666006474696d651b00000190000000006669737375657258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c63736571026373696758407e8b7cbd86e25f98f4d7a9162b71d42aafa26dec97c7ee6c6973c8ef2e8584ac1d3504c5d6aeaccfc7e4df300c08004b4217c06c769a9f6ffa929a10b20c920d'
 const GRANT_ID = '5e029b663dd38dd2c1705cb7e214a60d8324a63fff476bc4982500a588f4cc12'
 const HELLO = { key: 'hello.txt', cid: contentIdOf(te.encode('hello')), size: 5, time: 0x0000019000000000n }
@@ -53,17 +57,18 @@ test('signed record vector: encoding, signed bytes, version id, fingerprint, sig
   const record = signRecord(one, { ...HELLO, seq: 1 })
   assert.equal(hex(encodeRecord(record)), RECORD, 'signing the vector fields gives the vector (ed25519 is deterministic)')
   assert.equal(hex(recordSignedBytes(record)), SIGNED)
-  assert.ok(hex(recordSignedBytes(record)).startsWith(hex(te.encode('dfs/record/2')) + '00a7'), 'domain, 0x00, a 7-entry map')
+  assert.ok(hex(recordSignedBytes(record)).startsWith(hex(te.encode('dfs/record/3')) + '00a7'), 'domain, 0x00, a 7-entry map')
+  assert.ok(hex(recordSignedBytes(record)).endsWith(hex(encode('seen')) + '80'), 'the 7th field: seen, an empty array')
   assert.equal(hex(versionId(record)), VERSION_ID)
   assert.equal(hex(blake3(fromHex(SIGNED))), VERSION_ID)
-  assert.equal(fingerprint(record), 0xe7c3e28dd3def845n)
+  assert.equal(fingerprint(record), 0x0918c1dace02fc0fn)
 
   // Decoding re-encodes the received fields and verifies the signature with @noble/curves ...
   const back = decodeRecord(fromHex(RECORD))
   assert.equal(back.key, 'hello.txt')
   assert.equal(back.size, 5n)
   assert.equal(back.seq, 1n)
-  assert.deepEqual(back.replaces, [])
+  assert.deepEqual(back.seen, [])
   assert.equal(back.authorId.toString(), OWNER)
   assert.equal(hex(back.versionId), VERSION_ID)
   assert.ok(ed25519.verify(back.sig, fromHex(SIGNED), publicKeyOf(back.author)))
@@ -73,22 +78,77 @@ test('signed record vector: encoding, signed bytes, version id, fingerprint, sig
 
   // Field order on the wire does not matter: the receiver re-encodes; unknown fields are ignored.
   const m = decode(fromHex(RECORD))
-  const shuffled = encode({ sig: m.sig, extra: 'not signed', replaces: m.replaces, seq: m.seq, author: m.author, time: m.time, size: m.size, cid: m.cid, key: m.key })
+  const shuffled = encode({ sig: m.sig, extra: 'not signed', seen: m.seen, seq: m.seq, author: m.author, time: m.time, size: m.size, cid: m.cid, key: m.key })
   const again = decodeRecord(shuffled)
   assert.equal(hex(again.versionId), VERSION_ID)
   assert.equal(hex(encodeRecord(again)), RECORD, 're-encoded in table order, the unknown field dropped')
 })
 
-test('tombstone vector: seq 2, replaces the first version, signed', () => {
+test('tombstone vector: seq 2, seen empty (its author\'s seq 1 is implied), signed; it saw the first version', () => {
   const one = new Signer(ONE)
-  const tomb = signRecord(one, { key: 'hello.txt', cid: null, size: 0, time: 0x0000019000000000n, seq: 2, replaces: [fromHex(VERSION_ID)] })
+  const tomb = signRecord(one, { key: 'hello.txt', cid: null, size: 0, time: 0x0000019000000000n, seq: 2 })
   assert.equal(hex(encodeRecord(tomb)), TOMBSTONE)
   const back = decodeRecord(fromHex(TOMBSTONE))
   assert.equal(back.cid, null)
   assert.equal(back.size, 0n)
   assert.equal(back.seq, 2n)
-  assert.deepEqual(back.replaces.map(hex), [VERSION_ID])
+  assert.deepEqual(back.seen, [])
   assert.ok(verifyRecord(back))
+  const first = decodeRecord(fromHex(RECORD))
+  assert.ok(saw(back, first), 'same author, higher seq: the tombstone replaces the first record, whatever the clocks')
+  assert.ok(!saw(first, back))
+})
+
+test('a write by another author that saw the first (seen [[author 0x01, 1]]): encoding, version id, causality', async () => {
+  const one = new Signer(ONE)
+  const two = new Signer(TWO)
+  const first = decodeRecord(fromHex(RECORD))
+  const tomb = decodeRecord(fromHex(TOMBSTONE))
+  const later = signRecord(two, { key: 'hello.txt', cid: contentIdOf(te.encode('world')), size: 5, time: 0x0000019000000001n, seq: 1, seen: [dotOf(first)] })
+  assert.equal(hex(encodeRecord(later)), LATER, 'signing the vector fields gives the vector')
+  const back = decodeRecord(fromHex(LATER))
+  assert.equal(back.authorId.toString(), two.peerId.toString())
+  assert.equal(back.seen.length, 1)
+  assert.equal(hex(back.seen[0][0]), hex(one.author))
+  assert.equal(back.seen[0][1], 1n)
+  assert.equal(hex(back.versionId), LATER_ID)
+  const pub = publicKeyFromProtobuf(Digest.decode(back.author).digest)
+  assert.ok(await pub.verify(recordSignedBytes(back), back.sig), 'libp2p crypto verifies it')
+  assert.ok(saw(back, first), 'it saw the first record: it replaces it')
+  assert.ok(!saw(back, tomb), 'it did not see the tombstone (seq 2): they are concurrent')
+  assert.ok(!saw(first, back) && !saw(tomb, back))
+})
+
+test('causal context rules: at most 64 entries, sorted strictly by author bytes, not its own author, seq >= 1', () => {
+  const two = new Signer(TWO)
+  const authors = Array.from({ length: 65 }, (_, i) => new Signer(new Uint8Array(32).fill(i + 10)).author)
+    .sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
+  const base = { key: 'hello.txt', cid: contentIdOf(te.encode('world')), size: 5, time: 0x0000019000000001n, seq: 1 }
+  const ok = signRecord(two, { ...base, seen: authors.slice(0, 64).map(a => [a, 1]) })
+  assert.equal(decodeRecord(encodeRecord(ok)).seen.length, 64, '64 entries are valid')
+  assert.ok(encodeRecord(ok).length > 2048 && encodeRecord(ok).length <= 8192, `${encodeRecord(ok).length} bytes: over format 2's 2048, within 8192`)
+  const bad = [
+    ['65 entries', authors.map(a => [a, 1]), /more than 64/],
+    ['unsorted', [[authors[1], 1], [authors[0], 1]], /not sorted/],
+    ['an author twice', [[authors[0], 1], [authors[0], 2]], /not sorted strictly/],
+    ['its own author', [[two.author, 1]], /own author/],
+    ['seq 0', [[authors[0], 0]], /zero seq/]
+  ]
+  for (const [what, seen, err] of bad) {
+    const r = signRecord(two, { ...base, seen })
+    assert.ok(verifyRecord(r), `${what}: correctly signed`)
+    assert.throws(() => decodeRecord(encodeRecord(r)), err, what)
+  }
+})
+
+test('the clock bound: up to 10 minutes ahead of now counts, more is refused', () => {
+  const two = new Signer(TWO)
+  const now = 1_800_000_000_000
+  const at = (ms) => encodeRecord(signRecord(two, { key: 'k', cid: contentIdOf(te.encode('world')), size: 5, time: BigInt(ms) << 16n, seq: 1 }))
+  decodeRecord(at(now + 2 * 60_000), { now })
+  decodeRecord(at(now + 10 * 60_000), { now })
+  assert.throws(() => decodeRecord(at(now + 10 * 60_000 + 1), { now }), /10 minutes ahead/)
+  assert.throws(() => decodeRecord(at(now + 3_600_000), { now }), /10 minutes ahead/)
 })
 
 test('tampered record vector (size 6): the signature does not verify', async () => {
@@ -147,6 +207,8 @@ test('fetch/2 and sync message vectors', () => {
     ['not_found', '696e6f745f666f756e64'],
     [{ error: { message: 'x' } }, 'a1656572726f72a1676d6573736167656178'],
     ['network', '676e6574776f726b'],
+    ['time', '6474696d65'],
+    [{ time: { ms: 1700000000000 } }, 'a16474696d65a1626d731b0000018bcfe56800'],
     [{ network: { id: OWNER } }, 'a1676e6574776f726ba16269647834313244334b6f6f574b3939566f56784e4537587a79427758457a573778684b37477076383572394633563366794b53554b504835'],
     ['root', '64726f6f74'],
     [{ root: { root: 1, count: 2 } }, 'a164726f6f74a264726f6f740165636f756e7402'],
@@ -178,11 +240,11 @@ test('sync digest tree: key hash, leaves, branches, root of a record set', () =>
   assert.equal(kh, new DataView(blake3(te.encode('hello.txt')).buffer).getBigUint64(0))
   const tree = syncTree([record])
   const leaf = Number(kh >> 52n)
-  assert.equal(tree.leaves[leaf], 0xe7c3e28dd3def845n)
-  assert.equal(tree.branches[Math.floor(leaf / 64)], 0xe7c3e28dd3def845n)
-  assert.equal(tree.root, 0xe7c3e28dd3def845n)
+  assert.equal(tree.leaves[leaf], 0x0918c1dace02fc0fn)
+  assert.equal(tree.branches[Math.floor(leaf / 64)], 0x0918c1dace02fc0fn)
+  assert.equal(tree.root, 0x0918c1dace02fc0fn)
   assert.equal(tree.count, 1)
-  assert.deepEqual(tree.entries[leaf], [[kh, 0xe7c3e28dd3def845n]])
+  assert.deepEqual(tree.entries[leaf], [[kh, 0x0918c1dace02fc0fn]])
   assert.equal(syncTree([tomb]).root, fingerprint(tomb))
 })
 

@@ -1,5 +1,5 @@
-// 2. The records topic dfs/<network>/records/2 (network = the owner's peer id): a `dfs put` reaches a
-// js gossipsub subscriber as a signed format v2 record (ed25519 signature checked, seq, replaces).
+// 2. The records topic dfs/<network>/records/3 (network = the owner's peer id): a `dfs put` reaches a
+// js gossipsub subscriber as a signed format 3 record (ed25519 signature checked, seq, seen).
 // 3. The js node fetches that file: record and chunk list over /dfs/fetch/2, chunks over
 // /dfs/chunks/1 (several hashes per frame, several frames in flight), verified with its own BLAKE3.
 import { test, before, after } from 'node:test'
@@ -12,7 +12,7 @@ import { createJsNode } from '../lib/jsnode.mjs'
 import { MESHSUB, encodeRpc, decodePublished, splitFrames } from '../lib/meshsub.mjs'
 import {
   recordsTopic, decodeRecord, contentIdOf, chunkHashes, chunkLengths, contentId, fetchManifest, fetchChunks, request,
-  ChunkStream, hex, show, FETCH, SYNC, SYNC_LIMIT, CHUNK_SIZE, keyHash, fingerprint, syncTree, grantsDigest
+  ChunkStream, hex, show, FETCH, SYNC, SYNC_LIMIT, CHUNK_SIZE, RECORD_LIMIT, keyHash, fingerprint, syncTree, grantsDigest, saw
 } from '../lib/proto.mjs'
 
 let network, topic // the dfs owner's network id (its peer id) and the records topic
@@ -80,11 +80,11 @@ test('a dfs put reaches the js subscriber as a signed, decodable record', async 
   assert.ok(gm, 'gossipsub:message event for the record')
   assert.equal(gm.msgId, hex(blake3(msg.data)), 'message id = BLAKE3(data)')
 
-  assert.ok(msg.data.length <= 2048, 'a record message is at most 2048 bytes')
-  assert.equal(topic, `dfs/${dfs.peerId}/records/2`)
-  const record = decodeRecord(msg.data) // format v2: every field, and the ed25519 signature verified
+  assert.ok(msg.data.length <= RECORD_LIMIT, `a record message is at most ${RECORD_LIMIT} bytes`)
+  assert.equal(topic, `dfs/${dfs.peerId}/records/3`)
+  const record = decodeRecord(msg.data) // format 3: every field, and the ed25519 signature verified
   assert.equal(record.seq, 1n, 'the first object the owner signs is seq 1')
-  assert.deepEqual(record.replaces, [], 'a first write replaces nothing')
+  assert.deepEqual(record.seen, [], 'a first write saw nothing')
   assert.equal(record.key, key)
   assert.equal(record.size, BigInt(data.length))
   assert.equal(hex(record.cid), hex(contentIdOf(data)), 'cid per the content id formula')
@@ -94,7 +94,9 @@ test('a dfs put reaches the js subscriber as a signed, decodable record', async 
   // The CLI shows the same record.
   assert.equal(stat.content_id, hex(record.cid))
   assert.equal(stat.version, record.time)
+  assert.equal(stat.version_id, hex(record.versionId), 'dfs stat names the version id = BLAKE3(signed bytes)')
   assert.equal(stat.author, dfs.peerId)
+  assert.deepEqual(stat.conflicts, [], 'no concurrent version')
   received = { record, msg }
 
   // The dfs node's message id is BLAKE3(data) too: a raw gossipsub peer that never saw the
@@ -214,7 +216,7 @@ test('/dfs/sync/1 against the node: root with the grants digest, the digest tree
   assert.deepEqual(grants, { grants: { grants: [] } })
 })
 
-test('an overwrite and a delete by the node: seq 2 and 3, each replacing the previous version', async (t) => {
+test('an overwrite and a delete by the node: seq 2 and 3, each replacing the previous version (own dots implied: seen empty)', async (t) => {
   if (received == null) t.skip('needs the record of the first test')
   const first = received.record
   const next = (what) => nextEvent(js.services.pubsub, 'message', { filter: (evt) => evt.detail.topic === topic, timeout: 20_000, what })
@@ -222,7 +224,8 @@ test('an overwrite and a delete by the node: seq 2 and 3, each replacing the pre
   await dfs.put(key, new TextEncoder().encode('second version'))
   const second = decodeRecord((await message).detail.data)
   assert.equal(second.seq, 2n)
-  assert.deepEqual(second.replaces.map(hex), [hex(first.versionId)])
+  assert.deepEqual(second.seen, [], 'no other author\'s version seen; its own seq 1 is implied')
+  assert.ok(saw(second, first) && !saw(first, second), 'the overwrite replaces the first version')
   assert.ok(second.time > first.time, 'the clock moved on')
 
   message = next('the tombstone on the records topic')
@@ -231,6 +234,11 @@ test('an overwrite and a delete by the node: seq 2 and 3, each replacing the pre
   assert.equal(tomb.cid, null)
   assert.equal(tomb.size, 0n)
   assert.equal(tomb.seq, 3n)
-  assert.deepEqual(tomb.replaces.map(hex), [hex(second.versionId)])
+  assert.deepEqual(tomb.seen, [])
+  assert.ok(saw(tomb, second) && saw(tomb, first), 'the delete replaces both')
   assert.equal(tomb.authorId.toString(), dfs.peerId)
+  const stat = await dfs.stat(key)
+  assert.equal(stat.deleted, true)
+  assert.equal(stat.version_id, hex(tomb.versionId))
+  assert.deepEqual(stat.conflicts, [], 'nothing concurrent: each write saw the one before')
 })

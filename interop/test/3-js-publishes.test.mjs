@@ -1,6 +1,6 @@
 // 4. A js writer with a grant (issue 11): the owner runs `dfs allow <js peer id>`; js then signs
-// its records as format v2 with its own libp2p ed25519 key (seq 1, 2, ...) and publishes them on
-// dfs/<network>/records/2 for content it holds and serves (chunk list over /dfs/fetch/2, chunks
+// its records as format 3 with its own libp2p ed25519 key (seq 1, 2, ...) and publishes them on
+// dfs/<network>/records/3 for content it holds and serves (chunk list over /dfs/fetch/2, chunks
 // over /dfs/chunks/1); two dfs nodes (the second bootstrapped only to the first, a reader) store
 // them, and `dfs stat` names js as the author.
 import { test, before, after } from 'node:test'
@@ -13,7 +13,7 @@ import { DfsNode, waitFor, nextEvent } from '../lib/dfs.mjs'
 import { createJsNode } from '../lib/jsnode.mjs'
 import {
   recordsTopic, membersTopic, encode, encodeRecord, decodeRecord, decodeGrant, signRecord, verifyRecord, recordMap, versionId, contentIdOf, chunkHashes,
-  fetchHandler, chunksHandler, request, grantsDigest, Signer, Hlc, hex, show, FETCH, SYNC, SYNC_LIMIT, CHUNKS, CHUNK_SIZE
+  fetchHandler, chunksHandler, request, grantsDigest, Signer, Hlc, hex, show, compareBytes, FETCH, SYNC, SYNC_LIMIT, CHUNKS, CHUNK_SIZE, RECORD_LIMIT
 } from '../lib/proto.mjs'
 
 const key = 'from-js/payload.bin'
@@ -88,7 +88,7 @@ test('dfs allow <js peer id> on the owner: a signed writer grant on the members 
 /** Publishes a record signed by js and waits until both dfs nodes hold it locally. */
 async function publishAndReplicate (content, record) {
   const bytes = encodeRecord(record)
-  assert.ok(bytes.length <= 2048)
+  assert.ok(bytes.length <= RECORD_LIMIT)
   decodeRecord(bytes) // valid per the spec's rules, signature included
   state.records.set(record.key, record)
   const result = await js.services.pubsub.publish(topic, bytes)
@@ -103,23 +103,26 @@ async function publishAndReplicate (content, record) {
       size: content.length,
       content_id: hex(record.cid),
       version: record.time,
+      version_id: hex(versionId(record)),
       author: js.peerId.toString(),
       local: true,
       deleted: false,
-      damaged: 0
+      damaged: 0,
+      conflicts: []
     }, `${node.name}: ${show(stat)}`)
     const got = await node.cliBytes('get', key)
     assert.ok(Buffer.from(got).equals(Buffer.from(content)), `${node.name}: dfs get returns the bytes js published`)
   }
 }
 
-test('js, a writer, publishes seq 1 and then seq 2 (replacing it): both dfs nodes store them, js the author', async (t) => {
+test('js, a writer, publishes seq 1 and then seq 2 (replacing it: same author, higher seq): both dfs nodes store them, js the author', async (t) => {
   if (grant == null) t.skip('needs the grant of the previous test')
   const hlc = new Hlc()
   const r1 = signRecord(signer, { key, cid: contentIdOf(first), size: first.length, time: hlc.now() })
   assert.equal(r1.seq, 1n)
   await publishAndReplicate(first, r1)
-  const r2 = signRecord(signer, { key, cid: contentIdOf(data), size: data.length, time: hlc.now(), replaces: [versionId(r1)] })
+  // seen stays empty: an author's own earlier versions are implied by its higher seq.
+  const r2 = signRecord(signer, { key, cid: contentIdOf(data), size: data.length, time: hlc.now() })
   assert.equal(r2.seq, 2n)
   await publishAndReplicate(data, r2)
 
@@ -130,10 +133,10 @@ test('js, a writer, publishes seq 1 and then seq 2 (replacing it): both dfs node
   }
 
   // The content came from the js node: the chunk list over /dfs/fetch/2, then every chunk over
-  // /dfs/chunks/1 (no fetch/2 request other than network, record and manifest).
+  // /dfs/chunks/1 (no fetch/2 request other than network, time, record and manifest).
   const cid = contentIdOf(data)
   assert.ok(served.some(r => r.manifest != null && hex(r.manifest.cid) === hex(cid)), `manifest served: ${show(served)}`)
-  assert.ok(served.every(r => r === 'network' || r.manifest != null || r.record != null), `fetch/2 requests: ${show(served)}`)
+  assert.ok(served.every(r => r === 'network' || r === 'time' || r.manifest != null || r.record != null), `fetch/2 requests: ${show(served)}`)
   for (const h of [...chunkHashes(first), ...chunkHashes(data)].map(hex)) {
     assert.ok(servedChunks.includes(h), `chunk ${h} asked on ${CHUNKS}: ${servedChunks}`)
   }
@@ -163,23 +166,37 @@ test('one number, one record: a second record under seq 2 is refused, the next n
   }
 })
 
-test('validation: a writer\'s records that break a rule are refused; another field order with an unknown field is accepted', async (t) => {
+test('validation: a writer\'s records that break a rule are refused; 2 minutes ahead, 64 seen entries, another field order with an unknown field are accepted', async (t) => {
   if (grant == null || signer.seq < 3) t.skip('needs the records of the previous tests')
   const hlc = new Hlc()
   hlc.observe(state.records.get('from-js/third.bin').time)
   const base = { cid: contentIdOf(first), size: first.length }
+  // Other authors' dots (real ed25519 peer ids, none of them a member: a causal context names
+  // whatever versions the writer saw), sorted byte-wise by author as the spec wants.
+  const others = Array.from({ length: 65 }, (_, i) => new Signer(new Uint8Array(32).fill(0x40 + i)).author).sort(compareBytes)
   const bad = [
-    ['a time 10 minutes ahead', signRecord(signer, { key: 'from-js/bad-future.bin', ...base, time: (BigInt(Date.now()) + 600_000n) << 16n, seq: 101 })],
-    ['17 replaces', signRecord(signer, { key: 'from-js/bad-replaces.bin', ...base, time: hlc.now(), seq: 102, replaces: Array.from({ length: 17 }, (_, i) => new Uint8Array(32).fill(i)) })],
-    ['a tombstone with a size', signRecord(signer, { key: 'from-js/bad-tombstone.bin', cid: null, size: 5, time: hlc.now(), seq: 103 })],
-    ['a key with a NUL', signRecord(signer, { key: 'from-js/bad\0key.bin', ...base, time: hlc.now(), seq: 104 })]
+    ['a time 1 hour ahead', signRecord(signer, { key: 'from-js/bad-future.bin', ...base, time: (BigInt(Date.now()) + 3_600_000n) << 16n, seq: 101 })],
+    ['65 seen entries', signRecord(signer, { key: 'from-js/bad-seen-65.bin', ...base, time: hlc.now(), seq: 102, seen: others.map(a => [a, 1]) })],
+    ['seen entries out of order', signRecord(signer, { key: 'from-js/bad-seen-unsorted.bin', ...base, time: hlc.now(), seq: 103, seen: [[others[1], 1], [others[0], 1]] })],
+    ['a tombstone with a size', signRecord(signer, { key: 'from-js/bad-tombstone.bin', cid: null, size: 5, time: hlc.now(), seq: 104 })],
+    ['a key with a NUL', signRecord(signer, { key: 'from-js/bad\0key.bin', ...base, time: hlc.now(), seq: 105 })]
   ]
   for (const [what, r] of bad) {
     assert.ok(verifyRecord(r), `${what}: correctly signed`)
     assert.throws(() => decodeRecord(encodeRecord(r)), undefined, `${what}: the js validation refuses it too`)
     await js.services.pubsub.publish(topic, encodeRecord(r))
   }
-  // Then a valid record, its fields in reverse order with an unknown field (not signed).
+  // Then valid ones: a record 2 minutes ahead (within 10 minutes: it counts), one with 64 seen
+  // entries (the most; its message is over format 2's 2048 bytes), ...
+  const ahead = signRecord(signer, { key: 'from-js/ahead.bin', ...base, time: (BigInt(Date.now()) + 120_000n) << 16n })
+  const wide = signRecord(signer, { key: 'from-js/seen-64.bin', ...base, time: hlc.now(), seen: others.slice(0, 64).map(a => [a, 1]) })
+  assert.ok(encodeRecord(wide).length > 2048 && encodeRecord(wide).length <= RECORD_LIMIT, `${encodeRecord(wide).length} bytes`)
+  for (const r of [ahead, wide]) {
+    decodeRecord(encodeRecord(r))
+    state.records.set(r.key, r)
+    await js.services.pubsub.publish(topic, encodeRecord(r))
+  }
+  // ... and one with its fields in reverse order and an unknown field (not signed).
   const good = signRecord(signer, { key: 'from-js/reordered.bin', ...base, time: hlc.now() })
   const m = recordMap(good)
   const reordered = encode({ extra: 'unknown', ...Object.fromEntries(Object.entries(m).reverse()) })
@@ -187,7 +204,11 @@ test('validation: a writer\'s records that break a rule are refused; another fie
   state.records.set(good.key, good)
   await js.services.pubsub.publish(topic, reordered)
   for (const node of [a, b]) {
-    await waitFor(async () => (await node.stat(good.key)).local, { timeout: 30_000, interval: 250, what: `${node.name}: the reordered record stored` })
+    for (const [what, r] of [['the reordered record', good], ['the record 2 minutes ahead', ahead], ['the record with 64 seen entries', wide]]) {
+      const st = await waitFor(async () => { const s = await node.stat(r.key); return s.local ? s : null }, { timeout: 30_000, interval: 250, what: `${node.name}: ${what} stored` })
+      assert.equal(st.version, r.time, `${node.name}: ${what}: its own clock, ahead or not`)
+      assert.equal(st.version_id, hex(versionId(r)))
+    }
     const keys = (await node.ls()).map(s => s.key)
     for (const [what, r] of bad) assert.ok(!keys.includes(r.key), `${node.name}: ${what} is not stored`)
   }

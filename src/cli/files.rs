@@ -10,8 +10,8 @@ use crate::api::client::ApiClient;
 use super::transfer::{progress, save, stdin_stream, to_stdout};
 use super::{output, Error, Result};
 
-/// `dfs put PATH|- [--key KEY]`: streams a file (or stdin) to the node.
-pub(super) async fn put(api: &ApiClient, path: &str, key: Option<String>) -> Result<()> {
+/// `dfs put PATH|- [--key KEY]`: streams a file (or stdin) to the node; returns the key.
+pub(super) async fn put(api: &ApiClient, path: &str, key: Option<String>) -> Result<String> {
     type Chunks = futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>;
     let (body, key, len): (Chunks, String, _) = if path == "-" {
         let key = key.ok_or_else(|| {
@@ -43,7 +43,7 @@ pub(super) async fn put(api: &ApiClient, path: &str, key: Option<String>) -> Res
                 match api.import(&key, abs).await {
                     Ok(stat) => {
                         output::stored(&stat);
-                        return Ok(());
+                        return Ok(key);
                     }
                     Err(crate::api::client::Error::Rejected { status, message })
                         if matches!(status.as_u16(), 403 | 404 | 405 | 422) =>
@@ -70,7 +70,26 @@ pub(super) async fn put(api: &ApiClient, path: &str, key: Option<String>) -> Res
     let stat = api.put(&key, reqwest::Body::wrap_stream(body), len).await;
     bar.finish_and_clear();
     output::stored(&stat?);
-    Ok(())
+    Ok(key)
+}
+
+/// `dfs put --wait N [--timeout DURATION]`: waits until `n` nodes (this one included) hold
+/// the whole file; exit 1 saying how many did when the time is up.
+pub(super) async fn wait_holders(
+    api: &ApiClient,
+    key: &str,
+    n: usize,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    let holders = api.holders(key, n, timeout).await?;
+    let count = holders.holders.len();
+    if count >= n {
+        println!("{key} is held by {count} node(s)");
+        return Ok(());
+    }
+    Err(Error::Failed(format!(
+        "only {count} of {n} nodes hold {key} after {timeout:?}"
+    )))
 }
 
 /// `dfs get KEY [-o PATH]`: streams a file to stdout or into `PATH`.
@@ -120,7 +139,7 @@ pub(super) async fn ls(api: &ApiClient, json: bool, all: bool) -> Result<()> {
 
 /// `dfs stat KEY [--json]`: one key's metadata.
 pub(super) async fn stat(api: &ApiClient, key: &str, json: bool) -> Result<()> {
-    let stat = api.stat(key).await?;
+    let stat = api.stat_with_holders(key).await?;
     if json {
         return output::json(&stat);
     }

@@ -5,7 +5,7 @@
 //! - `args`: the clap definitions (every flag and help text).
 //! - `node`: `dfs node`, a peer and its API until a signal; `dfs swarm-key`.
 //! - `files`: `put`, `get`, `rm`, `ls` and `stat`.
-//! - `peers`: `peers` and `id`.
+//! - `peers`: `peers`, `id` and `connect`.
 //! - `members`: `invite`, `allow`, `deny` and `members`.
 //! - `output`: what the commands print, as text or JSON.
 //! - `transfer`: streaming bodies: stdin, progress bars, `get` to stdout or into a file.
@@ -84,7 +84,20 @@ async fn run_command(command: Command) -> Result<()> {
         Command::Demo { nodes } => crate::demo::run(nodes.into())
             .await
             .map_err(|e| Error::Failed(format!("demo failed: {e:#}"))),
-        Command::Put { path, key, target } => files::put(&target.connect()?, &path, key).await,
+        Command::Put {
+            path,
+            key,
+            wait,
+            timeout,
+            target,
+        } => {
+            let api = target.connect()?;
+            let key = files::put(&api, &path, key).await?;
+            match wait {
+                Some(n) => files::wait_holders(&api, &key, n, timeout).await,
+                None => Ok(()),
+            }
+        }
         Command::Get {
             key,
             output,
@@ -101,6 +114,9 @@ async fn run_command(command: Command) -> Result<()> {
         Command::Stat { key, json, target } => files::stat(&target.connect()?, &key, json).await,
         Command::Peers { json, target } => peers::peers(&target.connect()?, json).await,
         Command::Id { json, target } => peers::id(&target.connect()?, json).await,
+        Command::Connect { addr, json, target } => {
+            peers::connect(&target.connect()?, &addr, json).await
+        }
         Command::Invite {
             admin,
             json,

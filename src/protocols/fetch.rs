@@ -1,5 +1,6 @@
 //! The fetch protocol, `/dfs/fetch/2` (request-response, CBOR): ask a peer for a key's record,
-//! a page of a file's chunk list, or which network it belongs to. One request and one response per stream. Chunk bytes travel on
+//! a page of a file's chunk list, which network it belongs to, or whether it holds a file's
+//! whole content (`dfs stat`'s holders, `dfs put --wait`). One request and one response per stream. Chunk bytes travel on
 //! [`super::chunks`] instead (`/dfs/fetch/1` carried them here and is gone).
 //!
 //! A receiver trusts nothing it gets: a chunk list is checked against the content id
@@ -34,6 +35,8 @@ pub enum Request {
     Manifest { cid: Hash, offset: u64 },
     /// The id of the network the peer belongs to (how a reader that bootstraps learns it).
     Network,
+    /// Whether the peer holds the whole content of `cid`, verified.
+    Has { cid: Hash },
 }
 
 /// A fetch response.
@@ -54,6 +57,11 @@ pub enum Response {
     /// The network id of the peer (its owner's peer id).
     Network {
         id: String,
+    },
+    /// The answer to [`Request::Has`]: `complete` when every chunk of the content is stored
+    /// and verified on the peer (none of them found damaged).
+    Has {
+        complete: bool,
     },
     /// The peer does not have what was asked for (or not all of it, for a chunk list).
     NotFound,

@@ -519,6 +519,12 @@ impl Store {
         }
     }
 
+    /// True when the whole content of `cid` is stored here and verified (a damaged chunk makes
+    /// it incomplete until healed).
+    pub fn is_complete(&self, cid: &ContentId) -> Result<bool, StoreError> {
+        is_complete(&self.inner.db.begin_read()?, cid)
+    }
+
     /// The chunk list known for this content id (complete or not), if any.
     pub fn chunk_list(&self, cid: &ContentId) -> Result<Option<Vec<Hash>>, StoreError> {
         let txn = self.inner.db.begin_read()?;

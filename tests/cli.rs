@@ -1080,6 +1080,10 @@ fn put_wait_counts_the_nodes_that_hold_the_file() {
     }
     let text = stdout(&a.run(&["stat", "w"]));
     assert!(text.contains("holders:    3 ("), "{text}");
+    // Replication is logged at info on the nodes that fetched the file.
+    eventually("the fetch logged at info", DEADLINE, || {
+        (log_lines(&b, &["INFO", "fetched a file from", "key=w"]) > 0).then_some(())
+    });
 
     drop(c);
     std::fs::write(&file, b"second").unwrap();

@@ -162,7 +162,9 @@ fn message_vectors() {
         "fetch manifest resp"
     );
     assert_eq!(
-        cbor4ii(&fetch::Request::Has { cid: Hash([0xaa; 32]) }),
+        cbor4ii(&fetch::Request::Has {
+            cid: Hash([0xaa; 32])
+        }),
         "a163686173a1636369645820aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
         "fetch has req"
     );

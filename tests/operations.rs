@@ -177,6 +177,12 @@ async fn metrics_count_stored_files_transfers_and_bytes_both_ways() {
         "{text}"
     );
     assert!(text.contains("libp2p_identify_"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("libp2p_bandwidth_bytes_total{")
+                && l.contains("direction=\"Inbound\"")),
+        "{text}"
+    );
     let served = a.client.metrics_text().await.unwrap();
     assert!(
         served

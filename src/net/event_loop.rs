@@ -154,6 +154,15 @@ impl EventLoop {
         let max_peers = config.max_peers;
         let transport = transport::build(&keypair, config.swarm_key)
             .map_err(|e| Error::Start(format!("transport: {e}")))?;
+        // Bytes of every substream, by direction (`libp2p_bandwidth_bytes_total`).
+        let transport = {
+            use libp2p::core::{muxing::StreamMuxerBox, Transport as _};
+            config
+                .metrics
+                .with_registry(|r| libp2p::metrics::BandwidthTransport::new(transport, r))
+                .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+                .boxed()
+        };
         let behaviour = Behaviour::new(&keypair, max_peers, config.mdns, &config.metrics)
             .map_err(|e| Error::Start(format!("behaviour: {e}")))?;
         // Built by hand rather than with `SwarmBuilder`, whose transport combinators would

@@ -10,6 +10,8 @@
 //!   store/         the local store: chunks/ and index.redb (see `store`)
 //!   api            the API URL and a newline, present while the node runs (removed on exit)
 //!   api-token      the API's bearer token, hex and a newline (mode 0600)
+//!   peers.json     the address book: dfs peers seen lately and their addresses (see
+//!                  `net::address_book`)
 //! ```
 
 use std::io::{self, Write};
@@ -25,6 +27,8 @@ pub const STORE_DIR: &str = "store";
 pub const API_FILE: &str = "api";
 /// File name of the API token.
 pub const TOKEN_FILE: &str = "api-token";
+/// File name of the address book.
+pub const PEERS_FILE: &str = "peers.json";
 
 /// A data dir: the paths of its layout (see the module's documentation). Creates nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +70,11 @@ impl DataDir {
     /// `<data dir>/api-token`: the API's bearer token.
     pub fn token_file(&self) -> PathBuf {
         self.root.join(TOKEN_FILE)
+    }
+
+    /// `<data dir>/peers.json`: the address book.
+    pub fn peers_file(&self) -> PathBuf {
+        self.root.join(PEERS_FILE)
     }
 }
 

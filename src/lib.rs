@@ -20,6 +20,7 @@
 //!   one helper that writes its files atomically.
 //! - [`identity`]: the persisted ed25519 keypair.
 //! - [`log_limit`]: rate limits for log lines a peer can trigger over and over.
+//! - [`metrics`]: the node's Prometheus metrics (libp2p's and dfs's), served at `/metrics`.
 //! - [`api`]: the local HTTP API (axum, loopback, bearer token), a thin layer over
 //!   [`node::Client`], the HTTP client the CLI uses, and the web page the node serves.
 //! - [`cli`]: the command line (clap) and its commands, a thin layer over the API.
@@ -31,6 +32,7 @@ pub mod datadir;
 pub mod demo;
 pub mod identity;
 pub mod log_limit;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod protocols;

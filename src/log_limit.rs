@@ -100,6 +100,59 @@ impl KeyedLogLimit {
     }
 }
 
+/// Up to `lines` lines per period, then silence until the period ends; the first line of the
+/// next period says how many were suppressed. For events that are normal one by one (a peer
+/// connects) but that a peer could repeat as fast as it likes.
+#[derive(Debug)]
+pub struct BurstLogLimit {
+    lines: u32,
+    period: Duration,
+    state: Mutex<Burst>,
+}
+
+#[derive(Debug, Default)]
+struct Burst {
+    start: Option<Instant>,
+    used: u32,
+    suppressed: u64,
+}
+
+impl BurstLogLimit {
+    pub const fn new(lines: u32, period: Duration) -> BurstLogLimit {
+        BurstLogLimit {
+            lines,
+            period,
+            state: Mutex::new(Burst {
+                start: None,
+                used: 0,
+                suppressed: 0,
+            }),
+        }
+    }
+
+    /// As [`LogLimit::check`].
+    pub fn check(&self) -> Option<u64> {
+        self.check_at(Instant::now())
+    }
+
+    /// [`Self::check`] at a given time (for tests).
+    pub fn check_at(&self, now: Instant) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.start
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.period)
+        {
+            s.start = Some(now);
+            s.used = 0;
+        }
+        if s.used >= self.lines {
+            s.suppressed += 1;
+            return None;
+        }
+        s.used += 1;
+        Some(std::mem::take(&mut s.suppressed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +179,19 @@ mod tests {
         assert_eq!(limit.check_at("a", t0), None);
         assert_eq!(limit.check_at("a", t0 + Duration::from_secs(10)), Some(1));
         assert_eq!(limit.check_at("b", t0 + Duration::from_secs(10)), Some(0));
+    }
+
+    #[test]
+    fn a_burst_then_silence_until_the_next_period() {
+        let limit = BurstLogLimit::new(3, Duration::from_secs(60));
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(limit.check_at(t0), Some(0));
+        }
+        assert_eq!(limit.check_at(t0 + Duration::from_secs(1)), None);
+        assert_eq!(limit.check_at(t0 + Duration::from_secs(2)), None);
+        assert_eq!(limit.check_at(t0 + Duration::from_secs(60)), Some(2));
+        assert_eq!(limit.check_at(t0 + Duration::from_secs(61)), Some(0));
     }
 
     #[test]

@@ -81,12 +81,9 @@ async fn two_concurrent_puts_leave_one_current_and_one_conflict_on_every_node() 
     assert!(
         eventually(DEADLINE, || async {
             nodes.iter().all(|n| {
-                [&ra, &rb].iter().all(|r| {
-                    n.client
-                        .store()
-                        .content_complete(&r.cid.unwrap())
-                        .unwrap()
-                })
+                [&ra, &rb]
+                    .iter()
+                    .all(|r| n.client.store().content_complete(&r.cid.unwrap()).unwrap())
             })
         })
         .await,
@@ -253,6 +250,12 @@ async fn a_fast_node_refuses_writes_and_does_not_drag_the_others_clocks() {
         (offset - 240_000).abs() < 2_000,
         "a measures d at +4 min: {offset}"
     );
+    let metrics = a.client.metrics_text().await.unwrap();
+    let line = format!(
+        "dfs_clock_offset_seconds{{peer=\"{}\"}} 2",
+        d.client.peer_id()
+    );
+    assert!(metrics.contains(&line), "{line} in:\n{metrics}");
     // Honest writes spread, their clocks near real time, and reach the fast node too.
     let r = put(&a.client, "k", data(1000, 1)).await;
     assert!(converged(&nodes, "k", &r, &[]).await);

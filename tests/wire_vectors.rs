@@ -184,6 +184,18 @@ fn message_vectors() {
         "fetch manifest resp"
     );
     assert_eq!(
+        cbor4ii(&fetch::Request::Has {
+            cid: Hash([0xaa; 32])
+        }),
+        "a163686173a1636369645820aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "fetch has req"
+    );
+    assert_eq!(
+        cbor4ii(&fetch::Response::Has { complete: true }),
+        "a163686173a168636f6d706c657465f5",
+        "fetch has resp"
+    );
+    assert_eq!(
         cbor4ii(&fetch::Response::NotFound),
         "696e6f745f666f756e64",
         "fetch notfound"

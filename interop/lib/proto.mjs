@@ -369,8 +369,9 @@ export async function fetchManifest (libp2p, peer, cid, size) {
 /**
  * Fetch server for content held in memory: `files` is a list of Uint8Array. Answers `manifest`
  * (pages of at most 16,384 hashes), `record` from `state.records` (a Map key → record, or
- * `not_found`), `"network"` with `state.network` (or `not_found`) and `"time"` with the js wall
- * clock (`state.clock()` if given, else `Date.now()`); any other request (such as
+ * `not_found`), `"network"` with `state.network` (or `not_found`), `has` (whether the
+ * content is among `files`) and `"time"` with the js wall clock (`state.clock()` if given, else
+ * `Date.now()`); any other request (such as
  * version 1's `chunk`) does not decode as a fetch/2 request: the stream is reset, as the spec
  * says. Records every decoded request into `log` (for assertions).
  */
@@ -395,6 +396,8 @@ export function fetchHandler (files, log = [], state = {}) {
         if (hashes != null && offset <= hashes.length) {
           res = { manifest: { total: hashes.length, offset, chunks: hashes.slice(offset, offset + PAGE) } }
         }
+      } else if (req.has != null) {
+        res = { has: { complete: byCid.has(hex(req.has.cid)) } }
       } else if (req.record != null) {
         const r = state.records?.get(req.record.key)
         res = r != null ? { record: { record: recordMap(r) } } : 'not_found'

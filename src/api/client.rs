@@ -9,8 +9,8 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::json::{
-    ErrorBody, FileStat, Id, Invite, InviteRequest, LogEntry, Member, Peer, RestoreRequest, Role,
-    RoleRequest,
+    ConnectRequest, Connected, ErrorBody, FileStat, Holders, Id, Invite, InviteRequest, LogEntry,
+    Member, Peer, RestoreRequest, Role, RoleRequest,
 };
 use crate::datadir::DataDir;
 
@@ -315,6 +315,45 @@ impl ApiClient {
     pub async fn stat(&self, key: &str) -> Result<FileStat, Error> {
         self.json(self.request(Method::GET, &format!("/v1/stat/{}", encode(key))))
             .await
+    }
+
+    /// `GET /v1/stat/{key}?holders=1`: the stat with the nodes that hold the content.
+    pub async fn stat_with_holders(&self, key: &str) -> Result<FileStat, Error> {
+        self.json(self.request(Method::GET, &format!("/v1/stat/{}?holders=1", encode(key))))
+            .await
+    }
+
+    /// `GET /v1/holders/{key}?min=N&timeout_ms=T`: waits (at most `timeout`) until `min` nodes
+    /// hold the content.
+    pub async fn holders(
+        &self,
+        key: &str,
+        min: usize,
+        timeout: Duration,
+    ) -> Result<Holders, Error> {
+        let path = format!(
+            "/v1/holders/{}?min={min}&timeout_ms={}",
+            encode(key),
+            timeout.as_millis()
+        );
+        self.json(self.request(Method::GET, &path)).await
+    }
+
+    /// `POST /v1/connect`: dials `addr` and answers once connected.
+    pub async fn connect(&self, addr: &str) -> Result<Connected, Error> {
+        let req = self
+            .request(Method::POST, "/v1/connect")
+            .json(&ConnectRequest { addr: addr.into() });
+        self.json(req).await
+    }
+
+    /// `GET /metrics`: the Prometheus text.
+    pub async fn metrics(&self) -> Result<String, Error> {
+        self.send(self.request(Method::GET, "/metrics"))
+            .await?
+            .text()
+            .await
+            .map_err(|e| Error::Transfer(error_chain(&e)))
     }
 
     /// Every record, tombstones included; only keys starting with `prefix` if given.

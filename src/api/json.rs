@@ -37,6 +37,10 @@ pub struct FileStat {
     /// write that saw them replaces them; best first. Each has no `conflicts` of its own.
     #[serde(default)]
     pub conflicts: Vec<FileStat>,
+    /// The nodes known to hold the whole content (this one first if it does, then connected
+    /// peers that say so): present when asked for (`GET /v1/stat/{key}?holders=1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holders: Option<Vec<String>>,
 }
 
 impl From<&Stat> for FileStat {
@@ -62,6 +66,7 @@ impl FileStat {
             deleted: r.is_tombstone(),
             damaged: 0,
             conflicts: Vec::new(),
+            holders: None,
         }
     }
 }
@@ -198,6 +203,46 @@ impl From<&PeerInfo> for Peer {
             clock_offset_ms: None,
         }
     }
+}
+
+/// `GET /v1/holders/{key}`: the nodes that hold a file's whole content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holders {
+    pub key: String,
+    /// The content id of the record the answer is about (hex; `null` for a tombstone).
+    pub content_id: Option<String>,
+    /// Peer ids: this node first if it holds the content, then the connected peers that said so.
+    pub holders: Vec<String>,
+    /// `min` of the request (0 when not given).
+    pub min: usize,
+    /// True when at least `min` nodes hold it.
+    pub reached: bool,
+}
+
+impl Holders {
+    pub fn new(h: &crate::node::Holders, min: usize) -> Holders {
+        Holders {
+            key: h.stat.record.key.clone(),
+            content_id: h.stat.record.cid.map(|c| c.to_hex()),
+            holders: h.peers.iter().map(|p| p.to_base58()).collect(),
+            min,
+            reached: h.peers.len() >= min,
+        }
+    }
+}
+
+/// The body of `POST /v1/connect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectRequest {
+    /// A multiaddr, e.g. `/ip4/192.0.2.1/tcp/4001/p2p/12D3KooW...` or `/dns4/host/tcp/4001`.
+    pub addr: String,
+}
+
+/// The answer of `POST /v1/connect` and `dfs connect --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connected {
+    pub peer_id: String,
+    pub addr: String,
 }
 
 /// The body of every error response.

@@ -33,7 +33,10 @@ use tokio::sync::Semaphore;
 use crate::datadir::{atomic_write, DataDir};
 use crate::node::{self, Client};
 use crate::store::StoreError;
-use json::{ErrorBody, FileStat, Id, Invite, InviteRequest, Member, Peer, RoleRequest, Transfer};
+use json::{
+    ConnectRequest, Connected, ErrorBody, FileStat, Holders, Id, Invite, InviteRequest, Member,
+    Peer, RoleRequest, Transfer,
+};
 
 /// The names of the API's files in the data dir (the URL while a node runs, and the token); the
 /// layout lives in [`crate::datadir`].
@@ -46,6 +49,10 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:5001";
 pub const MAX_REQUESTS: usize = 64;
 /// A `PUT` body that sends nothing for this long is abandoned (and the put discarded).
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait of `GET /v1/holders/{key}?min=N&timeout_ms=...`.
+pub const MAX_HOLDERS_WAIT: Duration = Duration::from_secs(600);
+/// The content type of `GET /metrics` (prometheus-client writes OpenMetrics text).
+const METRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// An error answer: a status and a JSON `{"error": "..."}` body.
 #[derive(Debug)]
@@ -77,6 +84,7 @@ impl From<node::Error> for ApiError {
             node::Error::BadVersion(_) => StatusCode::BAD_REQUEST,
             node::Error::Store(StoreError::IsDelete(_)) => StatusCode::CONFLICT,
             node::Error::Store(StoreError::ClockOff(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            node::Error::Network(crate::net::Error::Dial { .. }) => StatusCode::BAD_GATEWAY,
             node::Error::Store(StoreError::Incomplete(_))
             | node::Error::Unavailable { .. }
             | node::Error::Stopped => StatusCode::SERVICE_UNAVAILABLE,
@@ -147,6 +155,9 @@ pub fn router(client: Client, token: String) -> Router {
         )
         .route("/v1/invite", axum::routing::post(invite))
         .route("/v1/transfers", get(transfers))
+        .route("/v1/connect", axum::routing::post(connect))
+        .route("/v1/holders/{*key}", get(holders))
+        .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route(
@@ -294,9 +305,75 @@ async fn list(
     ))
 }
 
-async fn stat(State(api): State<Api>, uri: Uri) -> Result<Json<FileStat>> {
+/// The query of `GET /v1/stat/{key}`.
+#[derive(serde::Deserialize)]
+struct StatQuery {
+    /// `1` or `true`: add the holders.
+    #[serde(default)]
+    holders: Option<String>,
+}
+
+async fn stat(
+    State(api): State<Api>,
+    uri: Uri,
+    axum::extract::Query(query): axum::extract::Query<StatQuery>,
+) -> Result<Json<FileStat>> {
     let key = key_of(&uri, "/v1/stat/")?;
+    if matches!(query.holders.as_deref(), Some("1" | "true")) {
+        let h = api.client.holders(&key).await?;
+        let mut stat = FileStat::from(&h.stat);
+        stat.holders = Some(h.peers.iter().map(|p| p.to_base58()).collect());
+        return Ok(Json(stat));
+    }
     Ok(Json(FileStat::from(&api.client.stat(key).await?)))
+}
+
+/// The query of `GET /v1/holders/{key}`.
+#[derive(serde::Deserialize)]
+struct HoldersQuery {
+    /// Wait until at least this many nodes (this one included) hold the content.
+    #[serde(default)]
+    min: usize,
+    /// How long to wait for `min`, in milliseconds (default 0: answer at once).
+    #[serde(default)]
+    timeout_ms: u64,
+}
+
+async fn holders(
+    State(api): State<Api>,
+    uri: Uri,
+    axum::extract::Query(query): axum::extract::Query<HoldersQuery>,
+) -> Result<Json<Holders>> {
+    let key = key_of(&uri, "/v1/holders/")?;
+    let wait = Duration::from_millis(query.timeout_ms).min(MAX_HOLDERS_WAIT);
+    let h = api.client.wait_holders(&key, query.min, wait).await?;
+    Ok(Json(Holders::new(&h, query.min)))
+}
+
+async fn connect(State(api): State<Api>, body: axum::body::Bytes) -> Result<Json<Connected>> {
+    let request: ConnectRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("bad body: {e} (expected {{\"addr\": \"/ip4/.../tcp/.../p2p/...\"}})"),
+        )
+    })?;
+    let addr: libp2p::Multiaddr = request.addr.parse().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("bad multiaddr {:?}: {e}", request.addr),
+        )
+    })?;
+    let peer = api.client.connect(addr.clone()).await?;
+    Ok(Json(Connected {
+        peer_id: peer.to_base58(),
+        addr: addr.to_string(),
+    }))
+}
+
+/// `GET /metrics`: every metric in the Prometheus text format.
+async fn metrics(State(api): State<Api>) -> Result<Response> {
+    let text = api.client.metrics_text().await?;
+    Ok(([(header::CONTENT_TYPE, METRICS_TYPE)], text).into_response())
 }
 
 async fn peers(State(api): State<Api>) -> Result<Json<Vec<Peer>>> {

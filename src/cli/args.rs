@@ -77,6 +77,13 @@ Examples:
         /// Print JSON: the stat object of the new record (with -r, a list of them).
         #[arg(long)]
         json: bool,
+        /// Return once N nodes (this one included) hold the whole file; exit 1 if fewer do
+        /// within --timeout.
+        #[arg(long, value_name = "N")]
+        wait: Option<usize>,
+        /// How long --wait waits (e.g. 30s, 5m).
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = super::disk::parse_duration, requires = "wait")]
+        timeout: std::time::Duration,
         #[command(flatten)]
         target: Target,
     },
@@ -189,7 +196,8 @@ Examples:
   dfs stat report.pdf --json
 
 JSON: {\"key\", \"size\", \"content_id\" (hex, null when deleted), \"version\", \"author\",
-       \"local\", \"deleted\", \"damaged\" (chunks found damaged here, not yet replaced)}")]
+       \"local\", \"deleted\", \"damaged\" (chunks found damaged here, not yet replaced),
+       \"holders\" (peer ids of the nodes that hold the whole file: this one, connected peers)}")]
     Stat {
         /// The key (any UTF-8 name, at most 1 KiB; never a path on disk).
         key: String,
@@ -205,6 +213,24 @@ Examples:
   dfs peers
   dfs peers --json     [{\"peer_id\", \"addrs\", \"agent\"}, ...]")]
     Peers {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Connect to a peer now (the node dials it and answers once connected).
+    #[command(after_help = "\
+Examples:
+  dfs connect /ip4/192.0.2.7/tcp/4001/p2p/12D3KooW...
+  dfs connect /dns4/nas.local/tcp/4001 --json      {\"peer_id\", \"addr\"}
+
+A dfs peer the node connects to is remembered in its address book (<data dir>/peers.json)
+and dialled again at the next start.")]
+    Connect {
+        /// The peer's multiaddr (/ip4, /ip6, /dns4, /dns6 or /dns, then /tcp/PORT, optionally
+        /// /p2p/PEER_ID).
+        addr: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -400,6 +426,10 @@ pub struct NodeArgs {
     /// controls the node).
     #[arg(long)]
     pub(super) api_allow_remote: bool,
+    /// Find peers on the local networks by mDNS (off by default: it announces this node on
+    /// every network the machine joins).
+    #[arg(long, env = "DFS_MDNS")]
+    pub(super) mdns: bool,
     /// Pause between background scrubs, which re-hash every stored chunk and heal damaged ones
     /// from peers (e.g. 24h, 90m, 30s; 0 disables).
     #[arg(long, env = "DFS_SCRUB_INTERVAL", value_name = "DURATION", default_value = "24h", value_parser = super::disk::parse_duration)]

@@ -11,19 +11,21 @@ use crate::api::json::FileStat;
 use super::transfer::{progress, save, stdin_stream, to_stdout};
 use super::{output, Error, Result};
 
-/// `dfs put PATH|- [--key KEY] [--json]`: streams a file (or stdin) to the node.
+/// `dfs put PATH|- [--key KEY] [--json]`: streams a file (or stdin) to the node; returns the
+/// key.
 pub(super) async fn put(
     api: &ApiClient,
     path: &str,
     key: Option<String>,
     json: bool,
-) -> Result<()> {
+) -> Result<String> {
     let stat = put_one(api, path, key, true).await?;
     if json {
-        return output::json(&stat);
+        output::json(&stat)?;
+    } else {
+        output::stored(&stat);
     }
-    output::stored(&stat);
-    Ok(())
+    Ok(stat.key)
 }
 
 /// Stores one file (or stdin) and returns its new Stat; `show` allows a progress bar.
@@ -88,6 +90,25 @@ pub(super) async fn put_one(
     let stat = api.put(&key, reqwest::Body::wrap_stream(body), len).await;
     bar.finish_and_clear();
     Ok(stat?)
+}
+
+/// `dfs put --wait N [--timeout DURATION]`: waits until `n` nodes (this one included) hold
+/// the whole file; exit 1 saying how many did when the time is up.
+pub(super) async fn wait_holders(
+    api: &ApiClient,
+    key: &str,
+    n: usize,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    let holders = api.holders(key, n, timeout).await?;
+    let count = holders.holders.len();
+    if count >= n {
+        println!("{key} is held by {count} node(s)");
+        return Ok(());
+    }
+    Err(Error::Failed(format!(
+        "only {count} of {n} nodes hold {key} after {timeout:?}"
+    )))
 }
 
 /// Where `get` writes.
@@ -189,7 +210,7 @@ pub(super) async fn ls(api: &ApiClient, prefix: Option<&str>, json: bool, all: b
 
 /// `dfs stat KEY [--json]`: one key's metadata.
 pub(super) async fn stat(api: &ApiClient, key: &str, json: bool) -> Result<()> {
-    let stat = api.stat(key).await?;
+    let stat = api.stat_with_holders(key).await?;
     if json {
         return output::json(&stat);
     }

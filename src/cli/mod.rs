@@ -5,7 +5,7 @@
 //! - `args`: the clap definitions (every flag and help text).
 //! - `node`: `dfs node`, a peer and its API until a signal; `dfs swarm-key`.
 //! - `files`: `put`, `get`, `rm`, `ls` and `stat`.
-//! - `peers`: `peers` and `id`.
+//! - `peers`: `peers`, `id` and `connect`.
 //! - `members`: `invite`, `allow`, `deny` and `members`.
 //! - `output`: what the commands print, as text or JSON.
 //! - `transfer`: streaming bodies: stdin, progress bars, `get` to stdout or into a file.
@@ -156,9 +156,18 @@ async fn run_command(command: Command) -> Result<()> {
             key,
             recursive: false,
             json,
+            wait,
+            timeout,
             target,
             ..
-        } => files::put(&target.connect()?, &path, key, json).await,
+        } => {
+            let api = target.connect()?;
+            let key = files::put(&api, &path, key, json).await?;
+            match wait {
+                Some(n) => files::wait_holders(&api, &key, n, timeout).await,
+                None => Ok(()),
+            }
+        }
         Command::Put {
             path,
             prefix,
@@ -226,6 +235,9 @@ async fn run_command(command: Command) -> Result<()> {
         Command::Stat { key, json, target } => files::stat(&target.connect()?, &key, json).await,
         Command::Peers { json, target } => peers::peers(&target.connect()?, json).await,
         Command::Id { json, target } => peers::id(&target.connect()?, json).await,
+        Command::Connect { addr, json, target } => {
+            peers::connect(&target.connect()?, &addr, json).await
+        }
         Command::Invite {
             admin,
             json,

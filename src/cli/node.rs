@@ -55,6 +55,7 @@ pub(super) async fn run(args: NodeArgs) -> Result<()> {
         );
     }
     config.swarm_key = swarm_key;
+    config.mdns = args.mdns;
     if let Some(ms) = args.announce_interval_ms {
         config.announce_interval = Duration::from_millis(ms.max(1));
     }

@@ -122,6 +122,13 @@ pub(super) fn stat(stat: &FileStat) {
             stat.damaged
         );
     }
+    if let Some(holders) = &stat.holders {
+        if holders.is_empty() {
+            println!("holders:    none known");
+        } else {
+            println!("holders:    {} ({})", holders.len(), holders.join(", "));
+        }
+    }
 }
 
 /// `peers`: each peer's id and agent, then its addresses indented.

@@ -1,4 +1,5 @@
-//! The network commands, `peers` and `id`: what the node is connected to and how to reach it.
+//! The network commands, `peers`, `id` and `connect`: what the node is connected to, how to
+//! reach it, and a connection made now.
 
 use crate::api::client::ApiClient;
 
@@ -11,6 +12,17 @@ pub(super) async fn peers(api: &ApiClient, json: bool) -> Result<()> {
         return output::json(&peers);
     }
     output::peers(&peers);
+    Ok(())
+}
+
+/// `dfs connect MULTIADDR [--json]`: the node dials the address; prints the peer id once
+/// connected.
+pub(super) async fn connect(api: &ApiClient, addr: &str, json: bool) -> Result<()> {
+    let connected = api.connect(addr).await?;
+    if json {
+        return output::json(&connected);
+    }
+    println!("connected to {} at {}", connected.peer_id, connected.addr);
     Ok(())
 }
 

@@ -1,12 +1,14 @@
 //! The combined libp2p behaviour of a dfs node: a block list, connection limits (counts and
 //! process memory), identify (`/ipfs/id/1.0.0`), ping (liveness), gossipsub (records and peer
 //! announcements, with peer scoring tuned for how dfs is deployed), fetch and sync
-//! (request-response), and raw streams (`libp2p-stream`) for bulk chunk transfers.
+//! (request-response), raw streams (`libp2p-stream`) for bulk chunk transfers, and LAN
+//! discovery by mDNS when the node is started with `--mdns`.
 
 use std::time::Duration;
 
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    allow_block_list, connection_limits, gossipsub, identify, identity::Keypair,
+    allow_block_list, connection_limits, gossipsub, identify, identity::Keypair, mdns,
     memory_connection_limits, ping, swarm::NetworkBehaviour,
 };
 
@@ -45,14 +47,23 @@ pub struct Behaviour {
     pub fetch: fetch::Behaviour,
     pub sync: sync::Behaviour,
     pub streams: libp2p_stream::Behaviour,
+    /// LAN discovery (`--mdns`); off by default.
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
 impl Behaviour {
     /// The behaviour of a node with identity `key`. Topics get their scoring when the node
     /// subscribes to them ([`topic_score`]). Beyond `max_peers`, the event loop sheds foreign
     /// peers; the hard limit of established connections (four times as many) is only a
-    /// backstop, which protected dfs peers and bootstrap peers bypass.
-    pub fn new(key: &Keypair, max_peers: u32) -> Result<Behaviour, String> {
+    /// backstop, which protected dfs peers and bootstrap peers bypass. With `mdns`, the node
+    /// announces itself on, and listens for peers of, the local networks. Gossipsub registers
+    /// its own metrics in `metrics`.
+    pub fn new(
+        key: &Keypair,
+        max_peers: u32,
+        mdns: bool,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Behaviour, String> {
         let gossip_config = gossipsub::ConfigBuilder::default()
             .validation_mode(gossipsub::ValidationMode::Strict)
             .message_id_fn(protocols::message_id)
@@ -65,6 +76,12 @@ impl Behaviour {
             gossipsub::MessageAuthenticity::Signed(key.clone()),
             gossip_config,
         )?;
+        gossipsub = metrics.with_registry(|registry| {
+            gossipsub.with_metrics(
+                registry.sub_registry_with_prefix("gossipsub"),
+                Default::default(),
+            )
+        });
         gossipsub
             .with_peer_score(score_params(), gossipsub::PeerScoreThresholds::default())
             .map_err(|e| format!("gossipsub scoring: {e}"))?;
@@ -92,6 +109,14 @@ impl Behaviour {
             fetch: fetch::behaviour(),
             sync: sync::behaviour(),
             streams: libp2p_stream::Behaviour::new(),
+            mdns: Toggle::from(if mdns {
+                Some(
+                    mdns::tokio::Behaviour::new(mdns::Config::default(), key.public().to_peer_id())
+                        .map_err(|e| format!("mdns: {e}"))?,
+                )
+            } else {
+                None
+            }),
         })
     }
 }

@@ -184,10 +184,27 @@ impl Discovery {
             }
             b.pending = None;
             b.abandoned = true;
-            tracing::error!(
+            tracing::warn!(
                 addr = %b.addr,
                 %obtained,
                 "bootstrap address answers as another peer; not dialling it again (fix its /p2p/ part)"
+            );
+        }
+    }
+
+    /// A bootstrap dial failed because the transport cannot dial its address at all: retrying
+    /// cannot help. Said once.
+    pub fn on_unsupported(&mut self, connection: ConnectionId, reason: &str) {
+        for b in &mut self.bootstrap {
+            if b.pending != Some(connection) {
+                continue;
+            }
+            b.pending = None;
+            b.abandoned = true;
+            tracing::warn!(
+                addr = %b.addr,
+                %reason,
+                "bootstrap address cannot be dialled by this node; not dialling it again"
             );
         }
     }
@@ -201,7 +218,7 @@ impl Discovery {
         let addrs: Vec<Multiaddr> = addrs
             .into_iter()
             .map(|a| split_peer(&a).0)
-            .filter(is_dialable)
+            .filter(|a| is_dialable(a) && super::is_supported(a))
             .take(crate::protocols::peers::MAX_ADDRS)
             .collect();
         if addrs.is_empty() {
@@ -347,6 +364,31 @@ mod tests {
         let mut budget = DialBudget::new(now);
         assert!(d.dial_discovered(other, now, &mut budget, None).is_some());
         assert!(d.dial_discovered(other, now, &mut budget, None).is_none());
+    }
+
+    /// Regression: addresses the transport cannot dial (QUIC, WebSockets, ... announced by
+    /// peers of other implementations) were kept and re-dialled for ever.
+    #[test]
+    fn unsupported_addresses_are_not_learned() {
+        let mut d = Discovery::new(PeerId::random(), &[]);
+        let now = Instant::now();
+        let peer = PeerId::random();
+        let quic: Multiaddr = "/ip4/127.0.0.1/udp/1/quic-v1".parse().unwrap();
+        assert!(!d.learn(peer, vec![quic.clone()], now));
+        assert!(d.addrs(&peer).is_empty());
+        let dns: Multiaddr = "/dns4/localhost/tcp/1".parse().unwrap();
+        assert!(d.learn(peer, vec![quic, dns.clone()], now));
+        assert_eq!(d.addrs(&peer), vec![dns]);
+    }
+
+    #[test]
+    fn a_bootstrap_address_the_transport_cannot_dial_is_given_up() {
+        let addr: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        let mut d = Discovery::new(PeerId::random(), std::slice::from_ref(&addr));
+        let t0 = Instant::now();
+        let dials = d.due_bootstrap_dials(t0);
+        d.on_unsupported(dials[0].connection_id(), "unsupported");
+        assert!(d.due_bootstrap_dials(t0 + BACKOFF_MAX * 2).is_empty());
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! validated gossip records and peer changes to the application as [`Event`]s, sends back the
 //! answers it is given, and drives discovery on a timer. It also manages connections: it sheds
 //! foreign peers beyond the peer limit, closes connections whose pings fail, charges discovery
-//! dials to a budget, and reports failed handshakes in one rate-limited line each. It never
-//! touches the store.
+//! dials to a budget, and reports failed handshakes in one rate-limited line each. It keeps
+//! the address book, dials what mDNS finds (with `--mdns`), and records libp2p's metrics. It
+//! never touches the store.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -11,20 +12,23 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
+use libp2p::metrics::Recorder;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::{ConnectionId, DialError, ListenError};
-use libp2p::{gossipsub, identify, identity::Keypair, ping, Multiaddr, PeerId, Swarm};
+use libp2p::{gossipsub, identify, identity::Keypair, mdns, ping, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::address_book::AddressBook;
 use super::behaviour::{Behaviour, BehaviourEvent, DEAD_AFTER};
 use super::discovery::{self, Discovery};
 use super::limits::{self, DialBudget};
 use super::transport::{self, ConnectError};
 use super::{Command, Config, Error, Event, Gate, NodeInfo, PeerInfo};
-use crate::log_limit::KeyedLogLimit;
+use crate::log_limit::{BurstLogLimit, KeyedLogLimit};
 use crate::protocols::{fetch, members, peers, records, sync};
 use crate::record::{wall_ms, Record};
 
@@ -42,6 +46,9 @@ const MAX_INBOUND_PER_PEER: usize = 48;
 const BUSY: &str = "busy: too many requests in progress";
 /// Lines about what peers (or strangers) do to a node: at most one per reason per period.
 const LOG_PERIOD: Duration = Duration::from_secs(10);
+/// Lines about peers connecting and disconnecting (info): a peer may reconnect as fast as it
+/// likes, so at most 30 a minute; the next line says how many were left out.
+static CONNECTION_LOG: BurstLogLimit = BurstLogLimit::new(30, Duration::from_secs(60));
 
 /// An inbound request's answer, once the application has given it.
 enum Answer {
@@ -127,6 +134,10 @@ pub struct EventLoop {
     announce_due: bool,
     last_announce: Option<Instant>,
     last_redial: Instant,
+    /// The dfs peers this node has seen, kept in the data dir.
+    book: AddressBook,
+    /// Dials of [`Command::Connect`], answered when they connect or fail.
+    pending_connect: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<PeerId, Error>>)>,
 }
 
 impl EventLoop {
@@ -143,7 +154,16 @@ impl EventLoop {
         let max_peers = config.max_peers;
         let transport = transport::build(&keypair, config.swarm_key)
             .map_err(|e| Error::Start(format!("transport: {e}")))?;
-        let behaviour = Behaviour::new(&keypair, max_peers)
+        // Bytes of every substream, by direction (`libp2p_bandwidth_bytes_total`).
+        let transport = {
+            use libp2p::core::{muxing::StreamMuxerBox, Transport as _};
+            config
+                .metrics
+                .with_registry(|r| libp2p::metrics::BandwidthTransport::new(transport, r))
+                .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+                .boxed()
+        };
+        let behaviour = Behaviour::new(&keypair, max_peers, config.mdns, &config.metrics)
             .map_err(|e| Error::Start(format!("behaviour: {e}")))?;
         // Built by hand rather than with `SwarmBuilder`, whose transport combinators would
         // wrap handshake errors in types that hide their cause from the logs.
@@ -212,7 +232,13 @@ impl EventLoop {
                 "dfs node started; learning the network from the bootstrap peers"
             ),
         }
-        Ok(EventLoop {
+        if config.mdns {
+            tracing::info!("looking for peers on the local networks (mDNS)");
+        }
+        let book = AddressBook::load(config.address_book.clone());
+        let mut this = EventLoop {
+            book,
+            pending_connect: HashMap::new(),
             discovery: Discovery::new(local, &config.bootstrap),
             swarm,
             config,
@@ -233,7 +259,45 @@ impl EventLoop {
             announce_due: true,
             last_announce: None,
             last_redial: Instant::now(),
-        })
+        };
+        this.dial_remembered();
+        Ok(this)
+    }
+
+    /// Dials the peers of the address book (the most recently seen first, up to the peer
+    /// limit) at once, and keeps them for the periodic re-dials.
+    fn dial_remembered(&mut self) {
+        let now = Instant::now();
+        let local = self.local();
+        let entries: Vec<_> = self
+            .book
+            .entries()
+            .iter()
+            .filter(|e| e.peer != local)
+            .take(self.config.max_peers as usize)
+            .cloned()
+            .collect();
+        if entries.is_empty() {
+            return;
+        }
+        tracing::info!(
+            peers = entries.len(),
+            "dialling the peers remembered in the address book"
+        );
+        for e in entries {
+            self.discovery.learn(e.peer, e.addrs, now);
+            self.discovery.mark_dfs(e.peer);
+            let addrs = self.discovery.addrs(&e.peer);
+            if addrs.is_empty() {
+                continue;
+            }
+            self.dial(
+                DialOpts::peer_id(e.peer)
+                    .addresses(addrs.into_iter().take(limits::MAX_DIAL_ADDRS).collect())
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build(),
+            );
+        }
     }
 
     /// The control of raw streams, for the [`super::Network`] handle.
@@ -258,6 +322,7 @@ impl EventLoop {
             }
         }
         tracing::info!("dfs node stopping");
+        self.book.save(Instant::now());
         for (_, reply) in self.pending_fetch.drain() {
             let _ = reply.send(Err(Error::Stopped));
         }
@@ -315,6 +380,7 @@ impl EventLoop {
         }
         self.shed(now);
         self.close_dead(now);
+        self.book.save_if_due(now);
     }
 
     /// Closes the connections that have had no successful ping for [`DEAD_AFTER`]: the link
@@ -534,6 +600,39 @@ impl EventLoop {
                 });
                 let _ = reply.send(result);
             }
+            Command::Connect { addr, reply } => {
+                let (plain, peer) = discovery::split_peer(&addr);
+                if peer == Some(self.local()) {
+                    let _ = reply.send(Err(Error::Dial {
+                        addr,
+                        reason: "that is this node's own peer id".into(),
+                    }));
+                    return;
+                }
+                if let Some(p) = peer.filter(|p| self.swarm.is_connected(p)) {
+                    let _ = reply.send(Ok(p));
+                    return;
+                }
+                let opts = match peer {
+                    Some(p) => DialOpts::peer_id(p)
+                        .addresses(vec![plain])
+                        .condition(PeerCondition::Always)
+                        .build(),
+                    None => DialOpts::unknown_peer_id().address(plain).build(),
+                };
+                let connection = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.pending_connect.insert(connection, (addr, reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::Dial {
+                            addr,
+                            reason: dial_reason(&e),
+                        }));
+                    }
+                }
+            }
             Command::Block { peer, blocked } => {
                 let list = &mut self.swarm.behaviour_mut().blocked;
                 if blocked {
@@ -617,6 +716,7 @@ impl EventLoop {
     // ---- swarm events ----
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.config.metrics.libp2p.record(&event);
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!("listening on {address}/p2p/{}", self.local());
@@ -648,8 +748,22 @@ impl EventLoop {
                 if entry.remote.is_none() {
                     entry.remote = Some(endpoint.get_remote_address().clone());
                 }
+                if let Some((_, reply)) = self.pending_connect.remove(&connection_id) {
+                    let _ = reply.send(Ok(peer_id));
+                }
                 if num_established.get() == 1 {
-                    tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                    let peers = self.connected.len();
+                    self.config.metrics.connected_peers.set(peers as i64);
+                    if let Some(suppressed) = CONNECTION_LOG.check() {
+                        tracing::info!(
+                            peer = %peer_id,
+                            addr = %endpoint.get_remote_address(),
+                            inbound = endpoint.is_listener(),
+                            peers,
+                            suppressed,
+                            "peer connected"
+                        );
+                    }
                     if self.discovery.is_bootstrap(&peer_id) {
                         self.swarm.behaviour_mut().limits.bypass_peer_id(&peer_id);
                     }
@@ -670,8 +784,13 @@ impl EventLoop {
                 ..
             } => {
                 self.last_pong.remove(&connection_id);
-                tracing::debug!(peer = %peer_id, ?cause, "disconnected");
                 self.connected.remove(&peer_id);
+                let peers = self.connected.len();
+                self.config.metrics.connected_peers.set(peers as i64);
+                if let Some(suppressed) = CONNECTION_LOG.check() {
+                    let cause = cause.map_or_else(|| "closed".to_string(), |c| c.to_string());
+                    tracing::info!(peer = %peer_id, %cause, peers, suppressed, "peer disconnected");
+                }
                 self.budget.forget(&peer_id);
                 if !self.discovery.is_bootstrap(&peer_id) {
                     self.swarm.behaviour_mut().limits.remove_peer_id(&peer_id);
@@ -686,14 +805,23 @@ impl EventLoop {
             } => {
                 tracing::debug!(peer = ?peer_id, error = %error, "dial failed");
                 report_dial_error(&self.logs, &error);
+                if let Some((addr, reply)) = self.pending_connect.remove(&connection_id) {
+                    let _ = reply.send(Err(Error::Dial {
+                        addr,
+                        reason: dial_reason(&error),
+                    }));
+                }
                 match error {
                     libp2p::swarm::DialError::WrongPeerId { obtained, .. } => {
                         self.discovery.on_wrong_peer(connection_id, obtained)
                     }
+                    error if is_unsupported(&error) => self
+                        .discovery
+                        .on_unsupported(connection_id, &dial_reason(&error)),
                     error => self.discovery.on_dial_failure(
                         connection_id,
                         Instant::now(),
-                        &error.to_string(),
+                        &dial_reason(&error),
                     ),
                 }
             }
@@ -711,6 +839,13 @@ impl EventLoop {
     }
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        let metrics = &self.config.metrics.libp2p;
+        match &event {
+            BehaviourEvent::Identify(e) => metrics.record(e),
+            BehaviourEvent::Ping(e) => metrics.record(e),
+            BehaviourEvent::Gossipsub(e) => metrics.record(e),
+            _ => {}
+        }
         match event {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 self.on_identified(peer_id, info)
@@ -756,6 +891,8 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Gossipsub(_) => {}
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => self.on_mdns(found),
+            BehaviourEvent::Mdns(mdns::Event::Expired(_)) => {}
             BehaviourEvent::Fetch(event) => self.on_fetch_event(event),
             BehaviourEvent::Sync(event) => self.on_sync_event(event),
             BehaviourEvent::Blocked(never) => match never {},
@@ -775,6 +912,9 @@ impl EventLoop {
             .collect();
         self.discovery.learn(peer, addrs.clone(), Instant::now());
         let speaks_dfs = info.protocols.contains(&sync::PROTOCOL);
+        if speaks_dfs {
+            self.book.saw(peer, addrs.clone(), peers::MAX_ADDRS);
+        }
         let Some(c) = self.connected.get_mut(&peer) else {
             return;
         };
@@ -880,6 +1020,36 @@ impl EventLoop {
         }
     }
 
+    /// Peers found on the local networks by mDNS: learned, and dialled like announced ones.
+    fn on_mdns(&mut self, found: Vec<(PeerId, Multiaddr)>) {
+        let now = Instant::now();
+        let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+        for (peer, addr) in found {
+            let addrs = by_peer.entry(peer).or_default();
+            if addrs.len() < peers::MAX_ADDRS {
+                addrs.push(addr);
+            }
+        }
+        for (peer, addrs) in by_peer {
+            if peer == self.local() {
+                continue;
+            }
+            self.discovery.learn(peer, addrs, now);
+            if self.connected.contains_key(&peer)
+                || self.connected.len() >= self.config.max_peers as usize
+            {
+                continue;
+            }
+            if let Some(opts) = self
+                .discovery
+                .dial_discovered(peer, now, &mut self.budget, None)
+            {
+                tracing::debug!(%peer, "dialling a peer found by mDNS");
+                self.dial(opts);
+            }
+        }
+    }
+
     /// Hands a record from gossip to the application.
     fn apply_remote(&self, record: Record, sources: Vec<PeerId>) {
         if self
@@ -961,6 +1131,77 @@ impl EventLoop {
         }
         respond(self.swarm.behaviour_mut(), channel, busy);
     }
+}
+
+/// True when no address of a failed dial is one the transport can dial at all: trying again
+/// cannot help.
+fn is_unsupported(error: &DialError) -> bool {
+    match error {
+        DialError::Transport(attempts) => {
+            !attempts.is_empty()
+                && attempts
+                    .iter()
+                    .all(|(_, e)| matches!(e, libp2p::TransportError::MultiaddrNotSupported(_)))
+        }
+        _ => false,
+    }
+}
+
+/// Why a dial failed, in one line with the causes.
+fn dial_reason(error: &DialError) -> String {
+    fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+        let mut s = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !s.contains(&text) {
+                s.push_str(": ");
+                s.push_str(&text);
+            }
+            cause = c.source();
+        }
+        s
+    }
+    match error {
+        DialError::WrongPeerId { obtained, .. } => {
+            format!("the address answers as peer {obtained}, not the peer its /p2p/ part names")
+        }
+        DialError::Transport(attempts) => {
+            let one = attempts.len() == 1;
+            attempts
+                .iter()
+                .map(|(addr, e)| {
+                    let why = match e {
+                        libp2p::TransportError::MultiaddrNotSupported(_) => {
+                            "unsupported address".to_string()
+                        }
+                        libp2p::TransportError::Other(e) => one_line(&chain(e)),
+                    };
+                    // A single address is the one the caller named already.
+                    if one {
+                        why
+                    } else {
+                        format!("{addr}: {why}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
+        e => one_line(&chain(e)),
+    }
+}
+
+/// An error text on one line: the DNS layer lists the failures of each resolved address on
+/// lines of their own ("Multiple dial errors occurred:\n - ...").
+fn one_line(text: &str) -> String {
+    let text = text.replace("Multiple dial errors occurred:", "");
+    text.lines()
+        .map(|l| l.trim().trim_start_matches("- ").trim())
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+        .trim_start_matches(": ")
+        .to_string()
 }
 
 /// Says in one line (rate-limited) why a dial failed in its handshake: above all a swarm key

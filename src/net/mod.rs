@@ -3,20 +3,24 @@
 //! inbound requests, peers that come and go). It knows no store: what to do with an event is
 //! the replication layer's business.
 //!
+//! - [`address_book`]: the peers remembered in the data dir, dialled at start.
 //! - [`behaviour`]: the combined libp2p behaviour (limits, identify, ping, gossipsub, fetch,
-//!   sync, raw streams).
+//!   sync, raw streams, mDNS).
 //! - [`discovery`]: bootstrap re-dialling with back-off and gossip peer discovery state.
 //! - [`event_loop`]: the task that owns the swarm.
 //! - [`limits`]: connection management policy (which peers to shed) and the dial budget.
-//! - [`transport`]: TCP, the optional private-network layer (`pnet`), noise and yamux, with a
-//!   handshake timeout and failures classified for the logs.
+//! - [`transport`]: TCP (behind a DNS resolver), the optional private-network layer (`pnet`),
+//!   noise and yamux, with a handshake timeout and failures classified for the logs.
 
+pub mod address_book;
 pub mod behaviour;
 pub mod discovery;
 pub mod event_loop;
 pub mod limits;
 pub mod transport;
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::request_response::OutboundFailure;
@@ -53,7 +57,16 @@ pub struct Config {
     pub redial_interval: Duration,
     /// The pre-shared key of a private network (`pnet`): only peers holding it can connect.
     pub swarm_key: Option<transport::SwarmKey>,
+    /// Where the address book is kept (`None`: not kept).
+    pub address_book: Option<PathBuf>,
+    /// Discover peers on the local networks by mDNS.
+    pub mdns: bool,
+    /// The node's metrics, which the network task records into.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
+
+/// How long [`Network::connect`] waits for a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a network operation failed. Failures of libp2p are kept as they are.
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +169,10 @@ pub(crate) enum Command {
         addr: Multiaddr,
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    Connect {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId, Error>>,
+    },
     Block {
         peer: PeerId,
         blocked: bool,
@@ -255,6 +272,28 @@ impl Network {
         self.ask(|reply| Command::Dial { addr, reply }).await?
     }
 
+    /// Dials an address and answers once connected, with the peer's id; fails with the dial's
+    /// error, or after [`CONNECT_TIMEOUT`].
+    pub async fn connect(&self, addr: Multiaddr) -> Result<PeerId, Error> {
+        if !is_supported(&addr) {
+            return Err(Error::Dial {
+                reason: unsupported(&addr),
+                addr,
+            });
+        }
+        let wait = self.ask(|reply| Command::Connect {
+            addr: addr.clone(),
+            reply,
+        });
+        match tokio::time::timeout(CONNECT_TIMEOUT, wait).await {
+            Ok(result) => result?,
+            Err(_) => Err(Error::Dial {
+                addr,
+                reason: format!("no connection within {CONNECT_TIMEOUT:?}"),
+            }),
+        }
+    }
+
     /// Blocks (or unblocks) a peer: its connections are closed and refused.
     pub async fn block(&self, peer: PeerId, blocked: bool) -> Result<(), Error> {
         self.send(Command::Block { peer, blocked }).await
@@ -279,18 +318,32 @@ impl Network {
     }
 }
 
-/// True for `/ip4|ip6/<ip>/tcp/<port>[/p2p/<id>]`, the addresses this node's transport dials.
-fn is_tcp_ip(addr: &Multiaddr) -> bool {
+/// True for `/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>[/p2p/<id>]`, the addresses this node's
+/// transport dials.
+pub fn is_supported(addr: &Multiaddr) -> bool {
     use libp2p::multiaddr::Protocol;
     let parts: Vec<Protocol> = addr.iter().collect();
-    matches!(
-        parts.as_slice(),
-        [Protocol::Ip4(_) | Protocol::Ip6(_), Protocol::Tcp(_)]
-            | [
-                Protocol::Ip4(_) | Protocol::Ip6(_),
-                Protocol::Tcp(_),
-                Protocol::P2p(_)
-            ]
+    let host = |p: &Protocol| {
+        matches!(
+            p,
+            Protocol::Ip4(_)
+                | Protocol::Ip6(_)
+                | Protocol::Dns(_)
+                | Protocol::Dns4(_)
+                | Protocol::Dns6(_)
+        )
+    };
+    match parts.as_slice() {
+        [h, Protocol::Tcp(_)] | [h, Protocol::Tcp(_), Protocol::P2p(_)] => host(h),
+        _ => false,
+    }
+}
+
+/// Why `addr` cannot be dialled, in one line.
+fn unsupported(addr: &Multiaddr) -> String {
+    format!(
+        "unsupported address {addr}: dfs dials /ip4/…/tcp/…, /ip6/…/tcp/…, /dns4/…/tcp/…, \
+         /dns6/…/tcp/… and /dns/…/tcp/… addresses (optionally ending in /p2p/<peer id>)"
     )
 }
 
@@ -342,11 +395,8 @@ pub async fn start(
         probe_listen(addr)?;
     }
     for addr in &config.bootstrap {
-        if !is_tcp_ip(addr) {
-            return Err(Error::Start(format!(
-                "unsupported bootstrap address {addr}: dfs dials /ip4/…/tcp/… and /ip6/…/tcp/… \
-                 addresses (optionally ending in /p2p/<peer id>)"
-            )));
+        if !is_supported(addr) {
+            return Err(Error::Start(format!("--bootstrap: {}", unsupported(addr))));
         }
     }
     let local = keypair.public().to_peer_id();

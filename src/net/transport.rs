@@ -96,7 +96,7 @@ pub fn build(
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, noise::Error> {
     let noise = noise::Config::new(key)?;
     let private = swarm_key.is_some();
-    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+    let tcp = dns(|| tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)));
     let base = tcp.and_then(move |socket, _| async move {
         match swarm_key {
             None => Ok(Either::Right(FirstByte::new(socket, false))),
@@ -116,6 +116,24 @@ pub fn build(
         .map_err(move |e| io::Error::other(classify(e, private)))
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
         .boxed())
+}
+
+/// TCP behind a DNS resolver, so that `/dns4/…`, `/dns6/…` and `/dns/…` addresses can be
+/// dialled: the system's resolver configuration (the hosts file first, so `localhost` resolves
+/// offline), or, where the system has none, a resolver that knows the hosts file alone.
+fn dns<T>(tcp: impl Fn() -> T) -> libp2p::dns::tokio::Transport<T> {
+    use libp2p::dns::{tokio::Transport, ResolverConfig, ResolverOpts};
+    match Transport::system(tcp()) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::debug!(error = %e, "no system resolver configuration; resolving from the hosts file only");
+            Transport::custom(
+                tcp(),
+                ResolverConfig::from_name_servers(Vec::new()),
+                ResolverOpts::default(),
+            )
+        }
+    }
 }
 
 /// Finds the [`ConnectError`] a failed connection carries, if any (the transport wraps every

@@ -10,6 +10,7 @@ mod membership;
 mod scrub;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -72,6 +73,21 @@ pub struct Config {
     pub keep: Duration,
     /// Most bytes of content that only history holds.
     pub keep_bytes: u64,
+    /// Discover peers on the local networks by mDNS (`dfs node --mdns`). Off by default: it
+    /// announces the node on every network it joins.
+    pub mdns: bool,
+}
+
+/// How often [`Client::wait_holders`] asks the peers again.
+const HOLDERS_POLL: Duration = Duration::from_millis(250);
+
+/// The nodes that hold a file's whole content, as [`Client::holders`] finds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holders {
+    /// The record the answer is about (its content id is what the holders hold).
+    pub stat: Stat,
+    /// This node first if it holds the content, then the connected peers that said so.
+    pub peers: Vec<PeerId>,
 }
 
 /// Default pause between two scrub passes.
@@ -100,10 +116,11 @@ impl Config {
             max_clock_offset: Duration::from_millis(crate::clock::DEFAULT_MAX_OFFSET_MS),
             keep: Duration::from_secs(crate::store::DEFAULT_KEEP_DAYS * 24 * 3600),
             keep_bytes: crate::store::DEFAULT_KEEP_BYTES,
+            mdns: false,
         }
     }
 
-    fn net(&self, network: Option<String>) -> net::Config {
+    fn net(&self, network: Option<String>, metrics: Arc<crate::metrics::Metrics>) -> net::Config {
         let mut bootstrap = self.bootstrap.clone();
         if let Some(ticket) = &self.join {
             for addr in &ticket.addrs {
@@ -120,15 +137,19 @@ impl Config {
             announce_interval: self.announce_interval,
             redial_interval: self.retry_interval,
             swarm_key: self.swarm_key,
+            address_book: Some(crate::datadir::DataDir::new(&self.data_dir).peers_file()),
+            mdns: self.mdns,
+            metrics,
         }
     }
 
-    fn replication(&self) -> replication::Config {
+    fn replication(&self, metrics: Arc<crate::metrics::Metrics>) -> replication::Config {
         replication::Config {
             sync_interval: self.sync_interval,
             retry_interval: self.retry_interval,
             chunks_in_flight: self.chunks_in_flight,
             max_transfers: self.max_transfers,
+            metrics,
         }
     }
 }
@@ -202,6 +223,7 @@ pub struct Client {
     replication: Replication,
     tasks: Tasks,
     lookup_timeout: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Client {
@@ -630,6 +652,92 @@ impl Client {
         Ok(self.network.dial(addr).await?)
     }
 
+    /// Dials an address and returns once connected, with the peer's id (`dfs connect`); fails
+    /// with the reason, or after [`net::CONNECT_TIMEOUT`].
+    pub async fn connect(&self, addr: Multiaddr) -> Result<PeerId, Error> {
+        Ok(self.network.connect(addr).await?)
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
+    }
+
+    /// Every metric in the Prometheus text format, with the store's figures and the refusal
+    /// counts read now.
+    pub async fn metrics_text(&self) -> Result<String, Error> {
+        let store = self.store.clone();
+        let stats = self.tasks.blocking(move || store.list()).await??;
+        let m = &self.metrics;
+        m.records.set(stats.len() as i64);
+        let files = stats.iter().filter(|s| s.local);
+        m.files.set(files.clone().count() as i64);
+        m.stored_bytes.set(
+            files
+                .map(|s| s.record.size)
+                .sum::<u64>()
+                .min(i64::MAX as u64) as i64,
+        );
+        // Peers gone since the last scrape leave the family.
+        m.clock_offset_seconds.clear();
+        for (peer, offset) in self.store.time().offsets() {
+            m.clock_offset_seconds
+                .get_or_create(&crate::metrics::PeerLabel::new(peer))
+                .set(offset.ms as f64 / 1000.0);
+        }
+        use crate::metrics::{Metrics, Reason, ReasonLabel};
+        use replication::admission::Refusal;
+        for (refusal, reason) in [
+            (Refusal::Invalid, Reason::invalid),
+            (Refusal::NotAWriter, Reason::not_a_writer),
+            (Refusal::SeqReused, Reason::seq_reused),
+            (Refusal::Grant, Reason::grant),
+            (Refusal::Ahead, Reason::ahead),
+        ] {
+            Metrics::mirror(
+                &m.refused.get_or_create(&ReasonLabel { reason }),
+                self.replication.refusals().count(refusal),
+            );
+        }
+        Ok(m.encode())
+    }
+
+    /// The nodes known to hold the whole content of `key`'s current record: this one, and the
+    /// connected peers that answer so (asked now, each within the lookup timeout).
+    pub async fn holders(&self, key: &str) -> Result<Holders, Error> {
+        let stat = self.stat(key.to_string()).await?;
+        let mut peers = Vec::new();
+        if stat.local {
+            peers.push(self.peer_id);
+        }
+        if let Some(cid) = stat.record.cid {
+            peers.extend(self.replication.holders(cid, self.lookup_timeout).await?);
+        }
+        Ok(Holders { stat, peers })
+    }
+
+    /// Waits until at least `min` nodes (this one included) hold the whole content of `key`,
+    /// asking again every 250 ms, or until `timeout`; returns the last answer either way.
+    pub async fn wait_holders(
+        &self,
+        key: &str,
+        min: usize,
+        timeout: Duration,
+    ) -> Result<Holders, Error> {
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            let holders = match tokio::time::timeout(left, self.holders(key)).await {
+                Ok(h) => h?,
+                Err(_) => return self.holders(key).await,
+            };
+            if holders.peers.len() >= min || tokio::time::Instant::now() >= until {
+                return Ok(holders);
+            }
+            tokio::time::sleep(HOLDERS_POLL.min(left)).await;
+        }
+    }
+
     /// Blocks (or unblocks) a peer: its connections are closed and refused. Used to cut a
     /// network in two in tests, and by operators to shut out a misbehaving peer.
     pub async fn block(&self, peer: PeerId, blocked: bool) -> Result<(), Error> {
@@ -712,10 +820,11 @@ impl Node {
         let grants = tasks.blocking(move || stored.grants()).await??;
         membership::load_grants(&members, grants);
         let refusals = std::sync::Arc::new(replication::admission::Refusals::default());
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let gate = Replication::gate(&members, &refusals);
         let (network, events, event_loop) = match net::start(
             keypair,
-            config.net(decided.network.clone()),
+            config.net(decided.network.clone(), metrics.clone()),
             gate,
             tasks.token().clone(),
         )
@@ -731,7 +840,7 @@ impl Node {
             store.clone(),
             network.clone(),
             tasks.clone(),
-            config.replication(),
+            config.replication(metrics.clone()),
             members,
             refusals,
         );
@@ -784,6 +893,7 @@ impl Node {
                 replication,
                 tasks: tasks.clone(),
                 lookup_timeout: config.lookup_timeout,
+                metrics,
             },
             tasks,
             network_task,

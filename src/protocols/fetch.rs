@@ -1,6 +1,7 @@
 //! The fetch protocol, `/dfs/fetch/2` (request-response, CBOR): ask a peer for a key's record,
-//! a page of a file's chunk list, which network it belongs to, or the time by its clock (to
-//! measure clock offsets, see `crate::clock`). One request and one response per stream. Chunk bytes travel on
+//! a page of a file's chunk list, which network it belongs to, whether it holds a file's whole
+//! content (`dfs stat`'s holders, `dfs put --wait`), or the time by its clock (to measure clock
+//! offsets, see `crate::clock`). One request and one response per stream. Chunk bytes travel on
 //! [`super::chunks`] instead (`/dfs/fetch/1` carried them here and is gone).
 //!
 //! A receiver trusts nothing it gets: a chunk list is checked against the content id
@@ -35,6 +36,8 @@ pub enum Request {
     Manifest { cid: Hash, offset: u64 },
     /// The id of the network the peer belongs to (how a reader that bootstraps learns it).
     Network,
+    /// Whether the peer holds the whole content of `cid`, verified.
+    Has { cid: Hash },
     /// The peer's wall clock, answered at once (the asker measures its clock offset).
     Time,
 }
@@ -57,6 +60,11 @@ pub enum Response {
     /// The network id of the peer (its owner's peer id).
     Network {
         id: String,
+    },
+    /// The answer to [`Request::Has`]: `complete` when every chunk of the content is stored
+    /// and verified on the peer (none of them found damaged).
+    Has {
+        complete: bool,
     },
     /// The peer's wall clock when it answered, in milliseconds since the Unix epoch.
     Time {

@@ -64,6 +64,8 @@ pub struct Config {
     pub chunks_in_flight: usize,
     /// Transfers running at once.
     pub max_transfers: usize,
+    /// The node's metrics (transfers, bytes in and out).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The replication policy: whether this node wants to hold the content of a record. Full
@@ -133,6 +135,7 @@ impl Replication {
             tasks.clone(),
             config.chunks_in_flight,
             config.max_transfers,
+            config.metrics.clone(),
         );
         Replication {
             store,
@@ -255,6 +258,38 @@ impl Replication {
         Ok(())
     }
 
+    /// The connected peers that say they hold the whole content of `cid` (asked at once, each
+    /// answer awaited at most `timeout`; a peer that does not answer is not counted).
+    pub(crate) async fn holders(
+        &self,
+        cid: crate::record::ContentId,
+        timeout: Duration,
+    ) -> Result<Vec<PeerId>, net::Error> {
+        use crate::protocols::fetch;
+        use futures::StreamExt;
+        let peers = self.network.peers().await?;
+        let mut asks: futures::stream::FuturesUnordered<_> = peers
+            .into_iter()
+            .filter(|p| p.dfs)
+            .map(|p| {
+                let network = self.network.clone();
+                async move {
+                    let ask = network.fetch(p.peer_id, fetch::Request::Has { cid });
+                    match tokio::time::timeout(timeout, ask).await {
+                        Ok(Ok(fetch::Response::Has { complete: true })) => Some(p.peer_id),
+                        _ => None,
+                    }
+                }
+            })
+            .collect();
+        let mut holders = Vec::new();
+        while let Some(answer) = asks.next().await {
+            holders.extend(answer);
+        }
+        holders.sort_by_key(|p| p.to_base58());
+        Ok(holders)
+    }
+
     pub fn stats(&self) -> &SyncStats {
         &self.stats
     }
@@ -370,7 +405,11 @@ impl Replication {
         let incoming = self.network.accept(chunks::PROTOCOL).ok_or_else(|| {
             net::Error::Start(format!("{} is already registered", chunks::PROTOCOL))
         })?;
-        let server = serve::ChunkServer::new(self.store.clone(), self.tasks.clone());
+        let server = serve::ChunkServer::new(
+            self.store.clone(),
+            self.tasks.clone(),
+            self.config.metrics.clone(),
+        );
         self.tasks.spawn(server.run(incoming));
         Ok(())
     }

@@ -31,6 +31,7 @@ pub(crate) struct ChunkServer {
     buffers: Arc<Pool>,
     streams: Arc<Semaphore>,
     per_peer: Mutex<HashMap<PeerId, usize>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A stream slot of one peer, given back when its stream ends.
@@ -57,10 +58,15 @@ impl Drop for Slot {
 }
 
 impl ChunkServer {
-    pub(crate) fn new(store: Store, tasks: Tasks) -> Arc<ChunkServer> {
+    pub(crate) fn new(
+        store: Store,
+        tasks: Tasks,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Arc<ChunkServer> {
         Arc::new(ChunkServer {
             store,
             tasks,
+            metrics,
             buffers: Pool::new(SERVE_BUFFERS),
             streams: Arc::new(Semaphore::new(chunks::MAX_STREAMS)),
             per_peer: Mutex::new(HashMap::new()),
@@ -159,7 +165,11 @@ impl ChunkServer {
                 // not read) ends the stream, giving its buffers back.
                 let reply = async {
                     match reads.next().await.flatten() {
-                        Some(buf) => chunks::write_chunk(stream, &buf.data).await,
+                        Some(buf) => {
+                            chunks::write_chunk(stream, &buf.data).await?;
+                            self.metrics.served_bytes.inc_by(buf.data.len() as u64);
+                            Ok(())
+                        }
                         None => chunks::write_not_found(stream).await,
                     }
                 };
@@ -222,6 +232,9 @@ pub(crate) fn fetch(
         fetch::Request::Network => Ok(match network {
             Some(id) => fetch::Response::Network { id },
             None => fetch::Response::NotFound,
+        }),
+        fetch::Request::Has { cid } => Ok(fetch::Response::Has {
+            complete: store.content_complete(&cid)?,
         }),
         fetch::Request::Time => Ok(fetch::Response::Time {
             ms: store.time().wall().now_ms(),

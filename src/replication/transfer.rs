@@ -205,6 +205,7 @@ struct Inner {
     resuming: AtomicBool,
     /// Chunks received from peers and written, over the node's life.
     chunks_fetched: AtomicU64,
+    metrics: Arc<crate::metrics::Metrics>,
     /// Permits (one per chunk hash) for the lists of large transfers.
     large_lists: Arc<Semaphore>,
 }
@@ -216,6 +217,7 @@ impl Transfers {
         tasks: Tasks,
         per_peer: usize,
         max_transfers: usize,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Transfers {
         Transfers {
             inner: Arc::new(Inner {
@@ -231,6 +233,7 @@ impl Transfers {
                 hints: Mutex::new(HashMap::new()),
                 resuming: AtomicBool::new(false),
                 chunks_fetched: AtomicU64::new(0),
+                metrics,
                 large_lists: Arc::new(Semaphore::new(LARGE_LIST_BUDGET as usize)),
             }),
         }
@@ -304,6 +307,7 @@ impl Transfers {
         };
         self.inner.tasks.spawn(async move {
             let _finish = finish;
+            let _in_flight = InFlight::new(&inner.metrics);
             let run = Transfer::new(inner.clone(), record.clone(), tx.clone(), skip_queue, meter)
                 .run();
             let outcome = std::panic::AssertUnwindSafe(run)
@@ -312,11 +316,13 @@ impl Transfers {
                 .unwrap_or(Err(TransferError::Panicked));
             let state = match outcome {
                 Ok(()) => {
+                    inner.metrics.transfers_completed.inc();
                     tracing::debug!(key = %record.key, cid = %cid, "content replicated");
                     inner.backoff.lock().expect("backoff lock").remove(&cid);
                     Progress::Complete
                 }
                 Err(error) => {
+                    inner.metrics.transfers_failed.inc();
                     if matches!(
                         error,
                         TransferError::NoChunkList
@@ -462,6 +468,27 @@ impl Lengths {
     }
 }
 
+/// Lines about files fetched (info): at most 30 a minute, the next saying how many were left
+/// out (a writer that puts many small files must not flood the logs of every node).
+static FETCHED_LOG: crate::log_limit::BurstLogLimit =
+    crate::log_limit::BurstLogLimit::new(30, Duration::from_secs(60));
+
+/// Counts a running transfer in the metrics while it lives.
+struct InFlight(Arc<crate::metrics::Metrics>);
+
+impl InFlight {
+    fn new(metrics: &Arc<crate::metrics::Metrics>) -> InFlight {
+        metrics.transfers_in_flight.inc();
+        InFlight(metrics.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.transfers_in_flight.dec();
+    }
+}
+
 /// What the workers of one transfer share.
 struct Shared {
     inner: Arc<Inner>,
@@ -469,6 +496,10 @@ struct Shared {
     queue: Mutex<VecDeque<Hash>>,
     lengths: Lengths,
     written: AtomicU64,
+    /// Bytes of the chunks written.
+    bytes: AtomicU64,
+    /// The peers whose chunks were written.
+    sources: Mutex<HashSet<PeerId>>,
     progress: Arc<watch::Sender<Progress>>,
 }
 
@@ -739,6 +770,7 @@ impl Transfer {
     }
 
     async fn run(mut self) -> Result<(), TransferError> {
+        let started = tokio::time::Instant::now();
         self.refresh_peers().await?;
         // A large list waits for room in the large-list budget, held while the list is in use.
         let count = chunk_count(self.record.size);
@@ -779,9 +811,22 @@ impl Transfer {
             .present
             .store(distinct - missing.len() as u64, Ordering::Relaxed);
         self.meter.set_phase(Phase::Fetching);
-        self.fetch_chunks(missing, lengths).await?;
+        let (bytes, sources) = self.fetch_chunks(missing, lengths).await?;
         let cid = self.cid;
         if self.blocking(move |s| s.mark_complete(&cid)).await?? {
+            if sources > 0 {
+                if let Some(suppressed) = FETCHED_LOG.check() {
+                    let elapsed = started.elapsed();
+                    tracing::info!(
+                        key = %self.record.key,
+                        bytes,
+                        peers = sources,
+                        ms = elapsed.as_millis() as u64,
+                        suppressed,
+                        "fetched a file from {sources} peer(s): {bytes} bytes in {elapsed:.2?}"
+                    );
+                }
+            }
             Ok(())
         } else {
             Err(TransferError::Incomplete)
@@ -794,19 +839,29 @@ impl Transfer {
         Ok(self.blocking(move |s| s.is_referenced(&cid)).await??)
     }
 
+    /// Fetches the chunks of `queue`; returns the bytes written and the number of peers that
+    /// sent them.
     async fn fetch_chunks(
         &mut self,
         queue: VecDeque<Hash>,
         lengths: Lengths,
-    ) -> Result<(), TransferError> {
+    ) -> Result<(u64, usize), TransferError> {
         let shared = Arc::new(Shared {
             inner: self.inner.clone(),
             key: self.record.key.clone(),
             queue: Mutex::new(queue),
             lengths,
             written: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            sources: Mutex::new(HashSet::new()),
             progress: self.progress.clone(),
         });
+        let done = |shared: &Shared| {
+            (
+                shared.bytes.load(Ordering::Relaxed),
+                shared.sources.lock().expect("sources lock").len(),
+            )
+        };
         let mut workers: FuturesUnordered<BoxFuture<'static, WorkerEnd>> = FuturesUnordered::new();
         let mut running: HashSet<PeerId> = HashSet::new();
         let mut stalls = 0u32;
@@ -831,7 +886,7 @@ impl Transfer {
             }
             if workers.is_empty() {
                 if shared.queue.lock().expect("queue lock").is_empty() {
-                    return Ok(());
+                    return Ok(done(&shared));
                 }
                 stalls += 1;
                 if stalls > MAX_STALLS {
@@ -892,7 +947,7 @@ async fn worker(shared: Arc<Shared>, peer: PeerId, mut lacking: HashSet<Hash>) -
         }
     };
     while let Some(written) = writes.next().await {
-        let failed = settle(&shared, written);
+        let failed = settle(&shared, peer, written);
         if result.is_ok() {
             if let Err(e) = failed {
                 result = Err(e);
@@ -910,11 +965,15 @@ async fn worker(shared: Arc<Shared>, peer: PeerId, mut lacking: HashSet<Hash>) -
 }
 
 /// Counts a written chunk, or turns a failed write into the worker's error.
-fn settle(shared: &Shared, written: (Hash, Written)) -> Result<(), WorkerError> {
+fn settle(shared: &Shared, peer: PeerId, written: (Hash, Written)) -> Result<(), WorkerError> {
     match written.1 {
         Written::Ok => {
             let n = shared.written.fetch_add(1, Ordering::Relaxed) + 1;
             shared.inner.chunks_fetched.fetch_add(1, Ordering::Relaxed);
+            let len = shared.lengths.expected(&written.0) as u64;
+            shared.bytes.fetch_add(len, Ordering::Relaxed);
+            shared.inner.metrics.fetched_bytes.inc_by(len);
+            shared.sources.lock().expect("sources lock").insert(peer);
             let _ = shared.progress.send(Progress::Running { chunks: n });
             Ok(())
         }
@@ -977,7 +1036,7 @@ async fn stream_chunks(
         }
         // Reap the writes that are done, without waiting.
         while let Some(Some(written)) = writes.next().now_or_never() {
-            settle(shared, written)?;
+            settle(shared, peer, written)?;
         }
         let Some(&hash) = outstanding.front() else {
             break;
@@ -999,7 +1058,7 @@ async fn stream_chunks(
                         break b;
                     }
                     match writes.next().await {
-                        Some(written) => settle(shared, written)?,
+                        Some(written) => settle(shared, peer, written)?,
                         None => break shared.inner.buffers.get().await,
                     }
                 };

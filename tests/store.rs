@@ -175,6 +175,7 @@ fn overwrite_delete_and_reput() {
         Some(Stat {
             record: t.clone(),
             conflicts: Vec::new(),
+            conflicts_local: Vec::new(),
             local: false,
             damaged: 0,
         })

@@ -47,7 +47,12 @@ impl From<&Stat> for FileStat {
     fn from(s: &Stat) -> FileStat {
         let mut stat = FileStat::of(&s.record, s.local);
         stat.damaged = s.damaged;
-        stat.conflicts = s.conflicts.iter().map(|c| FileStat::of(c, false)).collect();
+        stat.conflicts = s
+            .conflicts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| FileStat::of(c, s.conflicts_local.get(i).copied().unwrap_or(false)))
+            .collect();
         stat
     }
 }

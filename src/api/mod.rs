@@ -513,6 +513,7 @@ async fn delete_file(State(api): State<Api>, uri: Uri) -> Result<Json<FileStat>>
     Ok(Json(FileStat::from(&crate::store::Stat {
         record,
         conflicts: Vec::new(),
+        conflicts_local: Vec::new(),
         local: false,
         damaged: 0,
     })))
@@ -546,6 +547,7 @@ async fn put_file(
             let stat = crate::store::Stat {
                 record,
                 conflicts: Vec::new(),
+                conflicts_local: Vec::new(),
                 local: true,
                 damaged: 0,
             };
@@ -608,6 +610,7 @@ async fn import_file(
     let stat = crate::store::Stat {
         record,
         conflicts: Vec::new(),
+        conflicts_local: Vec::new(),
         local: true,
         damaged: 0,
     };

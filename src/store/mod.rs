@@ -139,6 +139,8 @@ pub struct Stat {
     /// Versions concurrent with the current one (neither saw the other), kept until a write
     /// that saw them replaces them. Best first by [`Record::cmp_current`].
     pub conflicts: Vec<Record>,
+    /// For each conflict, in order: its content is complete here.
+    pub conflicts_local: Vec<bool>,
     /// The whole content is verified and durable here (false for tombstones).
     pub local: bool,
     /// Chunks of the content found damaged here (not matching their hash) and not yet
@@ -220,6 +222,17 @@ fn read_record(txn: &ReadTransaction, key: &str) -> Result<Option<Record>, Store
     let t = txn.open_table(index::RECORDS)?;
     let r = t.get(key)?;
     r.map(|v| decode(v.value())).transpose()
+}
+
+/// Whether each record's content is complete here (false for tombstones).
+fn locals(txn: &ReadTransaction, records: &[Record]) -> Result<Vec<bool>, StoreError> {
+    records
+        .iter()
+        .map(|r| match &r.cid {
+            Some(cid) => is_complete(txn, cid),
+            None => Ok(false),
+        })
+        .collect()
 }
 
 /// A key's conflicts (heads other than the current version), best first.
@@ -463,9 +476,11 @@ impl Store {
         };
         let damaged = scrub::damaged_of(&txn, &record)?;
         let conflicts = read_conflicts(&txn, key)?;
+        let conflicts_local = locals(&txn, &conflicts)?;
         Ok(Some(Stat {
             record,
             conflicts,
+            conflicts_local,
             local,
             damaged,
         }))
@@ -582,6 +597,10 @@ impl Store {
                 false => 0,
             };
             out.push(Stat {
+                conflicts_local: match conflicts.get(&record.key) {
+                    Some(list) => locals(&txn, list)?,
+                    None => Vec::new(),
+                },
                 conflicts: conflicts.remove(&record.key).unwrap_or_default(),
                 record,
                 local,

@@ -1869,3 +1869,22 @@ fn mdns_is_off_by_default_and_on_with_the_flag() {
     assert!(log_lines(&with, &["INFO", "mDNS"]) > 0, "{}", with.log());
     assert_eq!(log_lines(&plain, &["mDNS"]), 0, "{}", plain.log());
 }
+
+/// `--keep-days` is retention: a replaced version stays in `dfs log` (and reads) until it is
+/// older than that, then it goes, and `--keep-days` takes fractions of a day.
+#[test]
+fn history_goes_only_past_keep_days() {
+    // 0.00005 days = 4.3 s.
+    let node = TestNode::spawn_args(&["--keep-days", "0.00005"]);
+    put_bytes(&node, "k", b"one");
+    put_bytes(&node, "k", b"two");
+    let versions = |node: &TestNode| node.json(&["log", "k", "--json"]).as_array().unwrap().len();
+    assert_eq!(versions(&node), 2, "the replaced version is kept at first");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(versions(&node), 2, "and still within retention");
+    eventually("retention to drop it", DEADLINE, || {
+        (versions(&node) == 1).then_some(())
+    });
+    let err = node_refuses(&["--keep-days=-1"], None);
+    assert!(err.contains("number of days"), "{err}");
+}

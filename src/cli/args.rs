@@ -441,9 +441,10 @@ pub struct NodeArgs {
     /// records more than twice this ahead of the network's time wait (e.g. 500ms, 2s).
     #[arg(long, env = "DFS_MAX_CLOCK_OFFSET", value_name = "DURATION", default_value = "500ms", value_parser = super::disk::parse_duration)]
     pub(super) max_clock_offset: std::time::Duration,
-    /// Days that replaced versions and deletes stay in history (`dfs log`, `dfs restore`).
-    #[arg(long, env = "DFS_KEEP_DAYS", value_name = "DAYS", default_value_t = crate::store::DEFAULT_KEEP_DAYS)]
-    pub(super) keep_days: u64,
+    /// Days that replaced versions and deletes stay in history (`dfs log`, `dfs restore`);
+    /// fractions are fine (0.5 is 12 hours; 0 keeps nothing past the next retention pass).
+    #[arg(long, env = "DFS_KEEP_DAYS", value_name = "DAYS", default_value = "30", value_parser = parse_days)]
+    pub(super) keep_days: f64,
     /// Most bytes of content that only history holds (e.g. 10G, 500M); beyond, the oldest
     /// versions go first.
     #[arg(long, env = "DFS_KEEP_BYTES", value_name = "BYTES", default_value = "10G", value_parser = super::disk::parse_bytes)]
@@ -452,4 +453,12 @@ pub struct NodeArgs {
     pub(super) announce_interval_ms: Option<u64>,
     #[arg(long, hide = true)]
     pub(super) sync_interval_ms: Option<u64>,
+}
+
+/// A number of days, zero or more (fractions allowed).
+fn parse_days(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(d) if d.is_finite() && (0.0..=36_500.0).contains(&d) => Ok(d),
+        _ => Err(format!("{s:?} is not a number of days from 0 to 36500")),
+    }
 }

@@ -99,11 +99,17 @@ pub(super) async fn wait_holders(
     key: &str,
     n: usize,
     timeout: std::time::Duration,
+    json: bool,
 ) -> Result<()> {
     let holders = api.holders(key, n, timeout).await?;
     let count = holders.holders.len();
     if count >= n {
-        println!("{key} is held by {count} node(s)");
+        // With --json, standard output holds the Stat alone.
+        if json {
+            eprintln!("{key} is held by {count} node(s)");
+        } else {
+            println!("{key} is held by {count} node(s)");
+        }
         return Ok(());
     }
     Err(Error::Failed(format!(

@@ -164,7 +164,7 @@ async fn run_command(command: Command) -> Result<()> {
             let api = target.connect()?;
             let key = files::put(&api, &path, key, json).await?;
             match wait {
-                Some(n) => files::wait_holders(&api, &key, n, timeout).await,
+                Some(n) => files::wait_holders(&api, &key, n, timeout, json).await,
                 None => Ok(()),
             }
         }

@@ -62,7 +62,7 @@ pub(super) async fn run(args: NodeArgs) -> Result<()> {
     config.scrub_interval = args.scrub_interval;
     config.scrub_rate = args.scrub_rate;
     config.max_clock_offset = args.max_clock_offset;
-    config.keep = std::time::Duration::from_secs(args.keep_days.saturating_mul(24 * 3600));
+    config.keep = std::time::Duration::from_secs_f64(args.keep_days * 86_400.0);
     config.keep_bytes = args.keep_bytes;
     if let Some(ms) = args.sync_interval_ms {
         config.sync_interval = Duration::from_millis(ms.max(1));

@@ -956,6 +956,7 @@ impl EventLoop {
                 Ok(_) => Ignore,
                 Err(e) => {
                     tracing::debug!(peer = %source, error = %e, "rejecting record message");
+                    self.gate.invalid_record(&source, &e.to_string());
                     Reject
                 }
             }

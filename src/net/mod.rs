@@ -378,6 +378,8 @@ fn probe_listen(addr: &Multiaddr) -> Result<(), Error> {
 pub trait Gate: Send + Sync + 'static {
     fn admits_record(&self, record: &Record) -> bool;
     fn admits_grant(&self, grant: &Grant) -> bool;
+    /// A record message that does not decode, validate or verify arrived from `source`.
+    fn invalid_record(&self, source: &libp2p::PeerId, why: &str);
 }
 
 /// Builds the swarm, binds the listeners and returns the handle, the event receiver and the

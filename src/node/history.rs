@@ -1,5 +1,5 @@
-//! The node's history retention: at start and every [`EVERY`], versions that left their key's
-//! heads longer than `keep` ago are dropped, then the oldest while the content only history
+//! The node's history retention: at start and every [`EVERY`] (a quarter of `keep` when that is
+//! shorter), versions that left their key's heads longer than `keep` ago are dropped, then the oldest while the content only history
 //! holds is above `keep_bytes` (see `store/history.rs`).
 
 use std::time::Duration;
@@ -11,7 +11,9 @@ use crate::tasks::Tasks;
 pub const EVERY: Duration = Duration::from_secs(600);
 
 pub(crate) async fn run(store: Store, tasks: Tasks, keep: Duration, keep_bytes: u64) {
-    let mut tick = tokio::time::interval(EVERY);
+    // A short retention is applied about as often as it asks (at least every second).
+    let every = (keep / 4).clamp(Duration::from_secs(1), EVERY);
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

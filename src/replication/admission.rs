@@ -67,16 +67,9 @@ impl Refusals {
     /// Counts one refusal and logs it unless a line about the same reason was logged less than
     /// [`LOG_EVERY`] ago.
     pub fn refuse(&self, why: Refusal, author: &[u8], key: Option<&str>) {
-        let i = why.index();
-        let total = self.counts[i].fetch_add(1, Ordering::Relaxed) + 1;
-        let mut logged = self.logged.lock().expect("refusal log");
-        let (last, shown) = &mut logged[i];
-        if last.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+        let Some((since, total)) = self.tally(why) else {
             return;
-        }
-        let since = total - *shown - 1;
-        *last = Some(Instant::now());
-        *shown = total;
+        };
         let author = libp2p::PeerId::from_bytes(author)
             .map(|p| p.to_string())
             .unwrap_or_else(|_| "(not a peer id)".into());
@@ -88,6 +81,36 @@ impl Refusals {
             "refused: {}",
             why.describe()
         );
+    }
+
+    /// Counts a record message from `peer` (the forwarder) that does not decode, validate or
+    /// verify, and logs it like [`Refusals::refuse`].
+    pub fn refuse_message(&self, peer: &libp2p::PeerId, detail: &str) {
+        if let Some((since, total)) = self.tally(Refusal::Invalid) {
+            tracing::info!(
+                %peer,
+                detail,
+                suppressed = since,
+                total,
+                "refused: {} (from gossip)",
+                Refusal::Invalid.describe()
+            );
+        }
+    }
+
+    /// Counts one refusal; `Some((suppressed since the last line, total))` when a line is due.
+    fn tally(&self, why: Refusal) -> Option<(u64, u64)> {
+        let i = why.index();
+        let total = self.counts[i].fetch_add(1, Ordering::Relaxed) + 1;
+        let mut logged = self.logged.lock().expect("refusal log");
+        let (last, shown) = &mut logged[i];
+        if last.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+            return None;
+        }
+        let since = total - *shown - 1;
+        *last = Some(Instant::now());
+        *shown = total;
+        Some((since, total))
     }
 
     /// How many of each reason were refused since start.
@@ -115,6 +138,10 @@ impl Gate for TrustGate {
                 .refuse(Refusal::NotAWriter, &record.author, Some(&record.key));
         }
         ok
+    }
+
+    fn invalid_record(&self, source: &libp2p::PeerId, why: &str) {
+        self.refusals.refuse_message(source, why);
     }
 
     fn admits_grant(&self, grant: &Grant) -> bool {

@@ -126,6 +126,17 @@ pub(super) enum Dest {
     File(PathBuf),
 }
 
+impl Dest {
+    /// `-o PATH`; `-o -` is standard output, as for `put -`.
+    pub(super) fn of(output: Option<PathBuf>) -> Dest {
+        match output {
+            None => Dest::Stdout { asked: false },
+            Some(p) if p == std::path::Path::new("-") => Dest::Stdout { asked: true },
+            Some(p) => Dest::File(p),
+        }
+    }
+}
+
 /// `dfs get KEY [-o PATH] [--json]`: streams a file to stdout or into `PATH`.
 pub(super) async fn get(api: &ApiClient, key: &str, dest: Dest, json: bool) -> Result<()> {
     let asked = match dest {

@@ -181,31 +181,14 @@ async fn run_command(command: Command) -> Result<()> {
             output,
             recursive: false,
             json,
-            version: Some(version),
+            version,
             target,
         } => {
-            let dest = match output {
-                None => files::Dest::Stdout { asked: false },
-                Some(p) if p == std::path::Path::new("-") => files::Dest::Stdout { asked: true },
-                Some(p) => files::Dest::File(p),
-            };
-            history::get_version(&target.connect()?, &key, &version, dest, json).await
-        }
-        Command::Get {
-            key,
-            output,
-            recursive: false,
-            json,
-            version: None,
-            target,
-        } => {
-            // `-o -` is standard output, as for `put -`.
-            let dest = match output {
-                None => files::Dest::Stdout { asked: false },
-                Some(p) if p == std::path::Path::new("-") => files::Dest::Stdout { asked: true },
-                Some(p) => files::Dest::File(p),
-            };
-            files::get(&target.connect()?, &key, dest, json).await
+            let dest = files::Dest::of(output);
+            match version {
+                Some(v) => history::get_version(&target.connect()?, &key, &v, dest, json).await,
+                None => files::get(&target.connect()?, &key, dest, json).await,
+            }
         }
         Command::Get {
             key,

@@ -269,16 +269,24 @@ impl NetworkTime {
     /// The furthest (physical ms) the hybrid clock follows a record from elsewhere:
     /// `2 × max_offset` past the network's time.
     pub fn horizon_ms(&self) -> u64 {
-        self.now_ms() + 2 * self.max_offset_ms
+        self.now_ms()
+            .saturating_add(self.max_offset_ms.saturating_mul(2))
     }
 
     /// The latest physical time (ms) a record from elsewhere may carry to count now.
     pub fn accept_limit_ms(&self) -> u64 {
-        self.now_ms() + MAX_AHEAD_MS
+        self.now_ms().saturating_add(MAX_AHEAD_MS)
     }
 
     /// Whether this node may write: its clock is within `max_offset` of the peers' median.
     pub fn check_local(&self) -> Result<(), ClockOff> {
+        // Measurements that went stale (peers that stopped answering) no longer count.
+        {
+            let mut peers = self.peers.lock().expect("offsets lock");
+            if peers.values().any(|(_, at, _)| at.elapsed() >= STALE_AFTER) {
+                self.recompute(&mut peers);
+            }
+        }
         let median = self.median_offset_ms();
         if median.unsigned_abs() <= self.max_offset_ms {
             return Ok(());

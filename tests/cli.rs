@@ -1654,7 +1654,7 @@ fn log_get_version_and_restore_undo_an_overwrite_and_an_rm() {
     assert!(old.status.success(), "{}", stderr(&old));
     assert_eq!(old.stdout, b"first draft\n");
     let bad = a.run(&["get", "notes.txt", "--version", "zz"]);
-    assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
     // Restored on a, it is current on b too.
     let restored = a.json(&["restore", "notes.txt", &id[..12], "--json"]);
     assert_eq!(restored["content_id"], first["content_id"]);

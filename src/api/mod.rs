@@ -43,6 +43,8 @@ use json::{
 pub use crate::datadir::{API_FILE, TOKEN_FILE};
 /// The header of a file's answer that carries the version (the `version` of its Stat).
 pub const VERSION_HEADER: &str = "x-dfs-version";
+/// The header of a file answer that carries the version's id (hex).
+pub const VERSION_ID_HEADER: &str = "x-dfs-version-id";
 /// Default address of the API.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:5001";
 /// Requests served at once (a download counts until its body is sent); more get 503.
@@ -743,6 +745,7 @@ async fn file_response(api: &Api, uri: &Uri, headers: &HeaderMap, body: bool) ->
         res = res.header(header::ETAG, etag);
     }
     res = res.header(VERSION_HEADER, download.record.time);
+    res = res.header(VERSION_ID_HEADER, download.record.version().to_hex());
     if status == StatusCode::PARTIAL_CONTENT {
         res = res.header(
             header::CONTENT_RANGE,

@@ -127,13 +127,31 @@ pub(super) enum Dest {
 }
 
 impl Dest {
-    /// `-o PATH`; `-o -` is standard output, as for `put -`.
-    pub(super) fn of(output: Option<PathBuf>) -> Dest {
-        match output {
+    /// `-o PATH`; `-o -` is standard output, as for `put -`. A path that is a directory, or
+    /// whose directory does not exist, is a usage error before anything is downloaded.
+    pub(super) fn of(output: Option<PathBuf>) -> Result<Dest> {
+        Ok(match output {
             None => Dest::Stdout { asked: false },
             Some(p) if p == std::path::Path::new("-") => Dest::Stdout { asked: true },
-            Some(p) => Dest::File(p),
-        }
+            Some(p) if p.is_dir() => {
+                return Err(Error::Usage(format!(
+                    "{} is a directory: give a file name (-o {}/NAME), or -r to write every key under a prefix into it",
+                    p.display(),
+                    p.display()
+                )))
+            }
+            Some(p) => {
+                let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
+                if let Some(dir) = parent.filter(|d| !d.is_dir()) {
+                    return Err(Error::Usage(format!(
+                        "cannot write {}: the directory {} does not exist",
+                        p.display(),
+                        dir.display()
+                    )));
+                }
+                Dest::File(p)
+            }
+        })
     }
 }
 

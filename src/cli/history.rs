@@ -20,8 +20,21 @@ pub(super) async fn log(api: &ApiClient, key: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// A version id as `dfs log` prints it, or a prefix of 8 or more of its hex digits; anything
+/// else is a usage error (exit code 2) before the node is asked.
+fn check_version(version: &str) -> Result<()> {
+    let ok = (8..=64).contains(&version.len()) && version.bytes().all(|b| b.is_ascii_hexdigit());
+    if ok {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "bad version {version:?}: give a version id as `dfs log KEY` prints it, or 8 or more of its first hex digits"
+    )))
+}
+
 /// `dfs restore KEY VERSION [--json]`: makes a version current again.
 pub(super) async fn restore(api: &ApiClient, key: &str, version: &str, json: bool) -> Result<()> {
+    check_version(version)?;
     let stat = api.restore(key, version).await?;
     if json {
         return output::json(&stat);
@@ -45,14 +58,18 @@ pub(super) async fn get_version(
     dest: Dest,
     json: bool,
 ) -> Result<()> {
+    check_version(version)?;
     let res = api.get_version(key, version).await?;
     let len = res.content_length();
-    let content_id = res
-        .headers()
-        .get(reqwest::header::ETAG)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim_matches('"').to_string())
-        .unwrap_or_default();
+    let header = |name: &str| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim_matches('"').to_string())
+    };
+    let content_id = header("etag").unwrap_or_default();
+    let clock: Option<u64> = header(crate::api::VERSION_HEADER).and_then(|v| v.parse().ok());
+    let version_id = header(crate::api::VERSION_ID_HEADER).unwrap_or_else(|| version.to_string());
     let body = res.bytes_stream();
     match dest {
         Dest::Stdout { .. } if json => Err(Error::Usage(
@@ -89,12 +106,15 @@ pub(super) async fn get_version(
             std::fs::rename(&tmp, &path)
                 .map_err(|e| Error::Failed(format!("cannot write {}: {e}", path.display())))?;
             if json {
+                // The summary of `get -o --json`, and the version's id.
                 output::json(&serde_json::json!({
                     "key": key,
                     "path": path.display().to_string(),
                     "size": size,
                     "content_id": content_id,
-                    "version_id": version,
+                    "version": clock,
+                    "version_id": version_id,
+                    "resumed_from": 0,
                 }))?;
             }
             Ok(())

@@ -75,6 +75,9 @@ pub fn parse() -> std::result::Result<Cli, u8> {
 /// Runs a parsed command line to completion.
 pub fn run(cli: Cli) -> Result<()> {
     init_logging(&log_filter(&cli));
+    if !matches!(cli.command, Command::Node(_) | Command::Demo { .. }) {
+        quiet_on_closed_pipe();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -85,6 +88,18 @@ pub fn run(cli: Cli) -> Result<()> {
         runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     }
     result
+}
+
+/// A client command whose output goes to a pipe that closes early (`dfs ls | head -1`) ends
+/// quietly, as `cat` does, instead of panicking in `println!`: the default action of SIGPIPE,
+/// which Rust's runtime sets to "ignore". Not for a node: it must outlive any one peer.
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default has no preconditions; no handler
+    // of ours is replaced (the runtime had set SIG_IGN).
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// The log filter when `RUST_LOG` is not set: `info` for a node (`warn` for the other
@@ -184,7 +199,7 @@ async fn run_command(command: Command) -> Result<()> {
             version,
             target,
         } => {
-            let dest = files::Dest::of(output);
+            let dest = files::Dest::of(output)?;
             match version {
                 Some(v) => history::get_version(&target.connect()?, &key, &v, dest, json).await,
                 None => files::get(&target.connect()?, &key, dest, json).await,

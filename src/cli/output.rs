@@ -78,7 +78,7 @@ pub(super) fn log(entries: &[LogEntry]) {
             &e.version_id[..e.version_id.len().min(16)],
             rfc3339(e.time_ms),
             e.state,
-            e.size,
+            size(e.size),
             if e.deleted { "delete" } else { "write" },
             e.author
         );
@@ -105,15 +105,25 @@ pub(super) fn stat(stat: &FileStat) {
     println!("author:     {}", stat.author);
     println!("state:      {}", stat.state());
     for c in &stat.conflicts {
+        let short = &c.version_id[..c.version_id.len().min(16)];
+        // A concurrent write reads by its id; a concurrent delete has nothing to read.
+        let (what, how) = if c.deleted {
+            ("a delete".to_string(), format!("dfs log {}", stat.key))
+        } else {
+            (
+                format!("a write of {}", size(c.size)),
+                format!("dfs get {} --version {short}", stat.key),
+            )
+        };
         println!(
-            "conflict:   {} ({}, {} bytes, by {} at {}): dfs get {} --version {}",
-            &c.version_id[..c.version_id.len().min(16)],
-            if c.deleted { "a delete" } else { "a write" },
-            c.size,
+            "conflict:   {short} ({what} by {} at {}): {how}",
             c.author,
             rfc3339(c.version >> 16),
-            stat.key,
-            &c.version_id[..c.version_id.len().min(16)],
+        );
+    }
+    if !stat.conflicts.is_empty() {
+        println!(
+            "            (written concurrently; a new put or `dfs restore` of the key resolves it)"
         );
     }
     if stat.damaged > 0 {
@@ -138,6 +148,12 @@ pub(super) fn peers(peers: &[Peer]) {
     }
     for p in peers {
         let offset = match p.clock_offset_ms {
+            Some(ms) if ms.unsigned_abs() >= 60_000 => {
+                let s = ms.unsigned_abs().div_ceil(1000);
+                let dir = if ms > 0 { "ahead" } else { "behind" };
+                format!("clock {} min {} s {dir} (off!)", s / 60, s % 60)
+            }
+            Some(ms) if ms.unsigned_abs() > 500 => format!("clock {ms:+} ms (off!)"),
             Some(ms) => format!("clock {ms:+} ms"),
             None => "clock not measured".into(),
         };

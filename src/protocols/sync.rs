@@ -35,6 +35,9 @@ pub const MAX_NODES_PER_REQUEST: usize = 64;
 pub const MAX_RECORDS_PER_EXCHANGE: usize = 512;
 /// Largest request or response (an exchange of 512 records with 1 KiB keys).
 pub const MAX_MESSAGE_SIZE: u64 = 2 * 1024 * 1024;
+/// Most encoded bytes of records in one `exchange` push or `records` answer (three quarters of
+/// the message limit); the rest waits for the next round.
+pub const MAX_RECORDS_BYTES: usize = 1536 * 1024;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most exchange rounds in one session; what is left waits for the next session.
 pub const MAX_ROUNDS: usize = 64;

@@ -33,6 +33,20 @@ pub enum SyncError {
     Task(#[from] TaskFailed),
 }
 
+/// Keeps the records that fit in [`sync::MAX_RECORDS_BYTES`] of one message (records with long
+/// keys and causal contexts, several heads per key); what is left goes in the next round.
+fn truncate_to_fit(records: &mut Vec<Record>) {
+    let mut size = 0;
+    let fits = records
+        .iter()
+        .take_while(|r| {
+            size += sync::encoded_len(r);
+            size <= sync::MAX_RECORDS_BYTES
+        })
+        .count();
+    records.truncate(fits);
+}
+
 fn protocol_error(peer: PeerId, reason: &str) -> SyncError {
     SyncError::Protocol {
         peer,
@@ -208,7 +222,8 @@ impl Session {
                     }
                     push_hashes.truncate(sync::MAX_RECORDS_PER_EXCHANGE);
                     want.truncate(sync::MAX_RECORDS_PER_EXCHANGE);
-                    let push = store.records_by_key_hash(&push_hashes)?;
+                    let mut push = store.records_by_key_hash(&push_hashes)?;
+                    truncate_to_fit(&mut push);
                     Ok((push, want))
                 })
                 .await??;
@@ -336,17 +351,7 @@ impl Responder {
                     .replication
                     .blocking(move |store| store.records_by_key_hash(&want))
                     .await??;
-                // Within the message limit (records with long keys and causal contexts); what
-                // is left comes in the next round.
-                let mut size = 0;
-                let fits = records
-                    .iter()
-                    .take_while(|r| {
-                        size += sync::encoded_len(r);
-                        size <= sync::MAX_MESSAGE_SIZE as usize * 3 / 4
-                    })
-                    .count();
-                records.truncate(fits);
+                truncate_to_fit(&mut records);
                 self.replication
                     .stats
                     .records_sent

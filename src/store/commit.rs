@@ -444,11 +444,17 @@ impl Store {
                         .filter(|r| inner.admits(r))
                         .collect();
                     candidates.extend(history.iter().cloned());
-                    let kept: Vec<Record> = candidates
+                    let mut kept: Vec<Record> = candidates
                         .iter()
                         .filter(|r| !candidates.iter().any(|o| o.saw(r)))
                         .cloned()
                         .collect();
+                    // At most MAX_HEADS, the rest kept in history, as `install` does.
+                    kept.sort_by(|a, b| b.cmp_current(a));
+                    let now = inner.time.wall().now_ms();
+                    for h in kept.split_off(kept.len().min(MAX_HEADS)) {
+                        t.add_history(&h, now)?;
+                    }
                     changes.push(t.set_heads(key, &heads, &kept, freed)?);
                     for r in kept.iter().filter(|r| history.contains(r)) {
                         t.remove_history(r, freed)?;
@@ -612,9 +618,11 @@ fn merge_one(
         return Ok(Applied::Refused);
     }
     // The clock follows it up to the horizon only: no writer drags it further ahead.
-    inner
-        .clock
-        .observe(record.time.min(inner.time.horizon_ms() << 16 | 0xffff));
+    inner.clock.observe(
+        record
+            .time
+            .min(inner.time.horizon_ms().min((1 << 48) - 1) << 16 | 0xffff),
+    );
     let previous = match install(inner, t, record, changes, freed)? {
         Installed::Known => return Ok(Applied::Unchanged),
         Installed::History => return Ok(Applied::Kept),

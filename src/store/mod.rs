@@ -345,7 +345,6 @@ impl Store {
         for v in values {
             let r: Record = decode(v?.value())?;
             leaves[leaf_of(&r.key)].fetch_xor(r.fingerprint(), Ordering::Relaxed);
-            last = last.max(r.time);
             count += 1;
         }
         drop(records);

@@ -333,7 +333,7 @@ impl Store {
         let txn = db.begin_read()?;
         let records = txn.open_table(index::RECORDS)?;
         let mut count = 0;
-        let mut last = txn
+        let last = txn
             .open_table(index::META)?
             .get(index::CLOCK)?
             .map_or(0, |v| v.value());

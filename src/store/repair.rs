@@ -333,12 +333,29 @@ pub fn repair(dir: &Path) -> Result<RepairReport, StoreError> {
             super::chunks::sync_dir(d)?;
         }
     }
-    // The fresh index, with its tables: the node starts on it as on a new store.
+    // The fresh index, with its tables: the node starts on it as on a new store, except that
+    // its numbering continues above any number it can have used before (its records come back
+    // from its peers later: a new write must not look older than them, see `Record::saw`).
     let db = Database::create(&index).map_err(|e| StoreError::Index(e.to_string()))?;
     let txn = db.begin_write()?;
     drop(Tables::open(&txn)?);
+    {
+        let mut meta = txn.open_table(super::index::META)?;
+        meta.insert(super::index::FORMAT, super::index::RECORD_FORMAT)?;
+        meta.insert(super::index::SEQ, seq_floor_after_repair())?;
+    }
     txn.commit()?;
     Ok(report)
+}
+
+/// The sequence number a rebuilt index continues from: the microseconds since the Unix epoch.
+/// A node would have to have signed more than a million objects a second, every second since
+/// 1970, to have used a higher one; and a later repair starts higher still.
+pub(crate) fn seq_floor_after_repair() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// Verifies one chunk file for [`repair`]: a good one goes to (or stays in) `orphans/`, a bad

@@ -573,8 +573,9 @@ async fn content_nobody_serves_does_not_starve_replication() {
     let honest = TestNode::start(vec![]).await;
     let victim = TestNode::start(vec![honest.addr.clone()]).await;
     assert!(eventually(DEADLINE, || async { victim.peer_count().await == 1 }).await);
-    // Records by a member (the owner) whose content nobody has.
-    let owner = identity(honest.dir.path());
+    // Records by a member whose content nobody has (a writer no node runs: records signed
+    // with a running node's own key would be another node using its identity).
+    let owner = member_key(&honest, &victim).await;
     let now = dfs::record::wall_ms() << 16;
     let ghosts: Vec<Record> = (0..200u64)
         .map(|i| {
@@ -637,7 +638,7 @@ async fn records_claiming_huge_files_stay_within_the_list_budget() {
     let honest = TestNode::start(vec![]).await;
     let victim = TestNode::start(vec![honest.addr.clone()]).await;
     assert!(eventually(DEADLINE, || async { victim.peer_count().await == 1 }).await);
-    let owner = identity(honest.dir.path());
+    let owner = member_key(&honest, &victim).await;
     let size = dfs::record::MAX_FILE_SIZE;
     let n = dfs::record::chunk_count(size);
     let seeds: Vec<u64> = (1..=10).collect();
@@ -737,4 +738,22 @@ async fn records_claiming_huge_files_stay_within_the_list_budget() {
     assert!(pending >= n, "a list of content still arriving is counted");
     assert!(pending <= dfs::store::MAX_PENDING_HASHES);
     serving.abort();
+}
+
+/// The key of a writer that `owner` invites and no node runs, once `other` knows its grant.
+async fn member_key(owner: &TestNode, other: &TestNode) -> libp2p::identity::Keypair {
+    let ticket = owner.client.invite(false).await.unwrap();
+    let writer = ticket.key.public().to_peer_id();
+    assert!(
+        eventually(DEADLINE, || async {
+            other
+                .client
+                .members()
+                .iter()
+                .any(|m| m.peer_id == writer.to_base58())
+        })
+        .await,
+        "the grant reaches the other node"
+    );
+    ticket.key
 }

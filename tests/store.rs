@@ -1275,3 +1275,32 @@ fn chunk_lists_of_content_still_arriving_stay_within_their_budget() {
     assert!(s.set_chunk_list(&c2, size(60), &l2).unwrap());
     assert_eq!(s.pending_hashes().unwrap(), 60);
 }
+
+/// A version replaced before its content arrived holds no content (nothing fetches it); asked
+/// for explicitly (`get --version`, `restore`), it holds its content again, so a chunk list
+/// fetched for it is kept.
+#[test]
+fn a_replaced_version_holds_its_content_only_when_asked_for() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let (a, t0) = (author(), base_time());
+    let chunks = vec![Hash::of(b"old content")];
+    let cid = content_id(11, &chunks);
+    let v1 = rec("k", t0, &a, 1, vec![], Some(cid), 11);
+    let v2 = rec("k", t0 + 1, &a, 2, vec![], None, 0);
+    s.apply(v1.clone()).unwrap();
+    s.apply(v2).unwrap();
+    assert!(
+        !s.set_chunk_list(&cid, 11, &chunks).unwrap(),
+        "nobody holds it"
+    );
+    assert!(s.hold(&v1).unwrap());
+    assert!(!s.hold(&v1).unwrap(), "once");
+    assert!(
+        s.set_chunk_list(&cid, 11, &chunks).unwrap(),
+        "kept for the fetch"
+    );
+    // Past retention it goes, with its content.
+    assert_eq!(s.expire_history(0, 0).unwrap(), 1);
+    assert_eq!(s.chunk_list(&cid).unwrap(), None);
+}

@@ -503,3 +503,38 @@ async fn a_peer_that_keeps_pushing_forged_records_is_blocked() {
     );
     assert_eq!(owner.client.refusals().count(Refusal::Invalid), 3);
 }
+
+/// One ticket used on two machines gives both the same identity: their numbers collide and one
+/// node's writes would be refused everywhere without a word. The first of the two to see a
+/// record signed with its key that it did not sign says so, and refuses writes from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ticket_used_twice_is_detected_and_the_twins_stop_writing() {
+    let owner = TestNode::start(vec![]).await;
+    let ticket = owner.client.invite(false).await.unwrap();
+    let first = common::node_with(|c| c.join = Some(ticket.clone()), None, vec![]).await;
+    let second = common::node_with(|c| c.join = Some(ticket), None, vec![]).await;
+    assert_eq!(first.client.peer_id(), second.client.peer_id());
+    put(&first.client, "from-first", b"one".to_vec()).await;
+    put(&second.client, "from-second", b"two".to_vec()).await;
+    let refused = |n: &TestNode| {
+        let client = n.client.clone();
+        async move {
+            match client
+                .put("again".into(), std::io::Cursor::new(b"x".to_vec()))
+                .await
+            {
+                Err(e) => e
+                    .to_string()
+                    .contains("another node signs with this node's identity"),
+                Ok(_) => false,
+            }
+        }
+    };
+    assert!(
+        eventually(DEADLINE, || async {
+            refused(&first).await || refused(&second).await
+        })
+        .await,
+        "one of the twins notices and refuses writes"
+    );
+}

@@ -86,6 +86,7 @@ impl From<node::Error> for ApiError {
             node::Error::BadVersion(_) => StatusCode::BAD_REQUEST,
             node::Error::Store(StoreError::IsDelete(_)) => StatusCode::CONFLICT,
             node::Error::Store(StoreError::ClockOff(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            node::Error::Store(StoreError::IdentityInUse(_)) => StatusCode::CONFLICT,
             node::Error::Network(crate::net::Error::Dial { .. }) => StatusCode::BAD_GATEWAY,
             node::Error::Store(StoreError::Incomplete(_))
             | node::Error::Unavailable { .. }

@@ -499,7 +499,16 @@ impl Client {
         if record.is_tombstone() {
             return Err(StoreError::IsDelete(record.version().to_hex()).into());
         }
+        self.hold(&record).await?;
         Ok(download::start(&self.replication, record, range).await?)
+    }
+
+    /// Lets a version kept in history hold its content, so that a fetch of it is kept.
+    async fn hold(&self, record: &Record) -> Result<(), Error> {
+        let store = self.store.clone();
+        let r = record.clone();
+        self.tasks.blocking(move || store.hold(&r)).await??;
+        Ok(())
     }
 
     /// Makes an earlier version current again: a new write of its content (which spreads like
@@ -511,6 +520,7 @@ impl Client {
             return Err(StoreError::IsDelete(old.version().to_hex()).into());
         }
         // Its content must be here first (it may be a version that arrived already replaced).
+        self.hold(&old).await?;
         let cid = old.cid.expect("live version");
         let deadline = tokio::time::Instant::now() + self.lookup_timeout * 6;
         loop {

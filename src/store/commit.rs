@@ -51,6 +51,11 @@ pub(crate) enum Op {
         key: String,
         version: VersionId,
     },
+    /// Makes a version kept in history hold its content, so that it can be fetched
+    /// (`get --version`, `restore` of a version replaced before its content arrived here).
+    Hold {
+        record: Record,
+    },
     /// Drops history older than `keep_ms` (by when it left the heads), then the oldest until
     /// the content only history holds fits in `keep_bytes`.
     Expire {
@@ -406,6 +411,10 @@ impl Store {
                 install(inner, t, &record, changes, freed)?;
                 Ok((Done::Record(record), true))
             }
+            Op::Hold { record } => {
+                let held = t.hold_history(record)?;
+                Ok((Done::Yes(held), held))
+            }
             Op::Expire {
                 now,
                 keep_ms,
@@ -597,6 +606,18 @@ fn install(
     })
 }
 
+/// Notes that another node signs with this node's key: local writes are refused from now on,
+/// said once in the log.
+fn twin_seen(inner: &super::Inner, record: &Record) {
+    if !inner.twin.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::error!(
+            key = %record.key,
+            seq = record.seq,
+            "another node signs with this node's identity (one ticket used on two machines?): local writes are refused from now on; stop one of them, move its data dir away and join it with a new ticket"
+        );
+    }
+}
+
 /// Merges one record, moving the clock past it. Skipped if it is invalid, too far ahead of the
 /// network's time (`Ahead`), if the admission policy (membership) refuses its author, or if its
 /// author already signed another record under its sequence number (`Refused`). The caller has
@@ -614,7 +635,16 @@ fn merge_one(
     if physical_ms(record.time) > inner.time.accept_limit_ms() {
         return Ok(Applied::Ahead);
     }
+    // This node's own key on a record it did not sign: a number above any it signed, or a
+    // second record under one of its numbers, means another node has its identity.
+    let own = record.author == inner.author;
+    if own && record.seq > t.signed_seq()? {
+        twin_seen(inner, record);
+    }
     if !t.note_seq(&record.author, record.seq, record.fingerprint())? {
+        if own {
+            twin_seen(inner, record);
+        }
         return Ok(Applied::Refused);
     }
     // The clock follows it up to the horizon only: no writer drags it further ahead.

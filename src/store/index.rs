@@ -229,6 +229,11 @@ impl<'t> Tables<'t> {
         Ok(next)
     }
 
+    /// The last sequence number this node signed (0 if none).
+    pub fn signed_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.meta.get(SEQ)?.map_or(0, |v| v.value()))
+    }
+
     /// Notes that `author` signed `fingerprint` under number `seq`. False when that number
     /// already names another record (the author signed two records with one number).
     pub fn note_seq(
@@ -363,6 +368,24 @@ impl<'t> Tables<'t> {
         if let (true, Some(cid)) = (holds, &record.cid) {
             self.add_content_ref(cid)?;
         }
+        Ok(true)
+    }
+
+    /// Makes a history entry hold its content (a reference, so that a fetch of it is kept);
+    /// false if the version is not in history or holds it already.
+    pub fn hold_history(&mut self, record: &Record) -> Result<bool, StoreError> {
+        let k = history_key(record, &record.version());
+        let mut entry: HistoryEntry = match self.history.get(k.as_slice())? {
+            Some(v) => decode(v.value())?,
+            None => return Ok(false),
+        };
+        let Some(cid) = (!entry.holds).then_some(record.cid).flatten() else {
+            return Ok(false);
+        };
+        entry.holds = true;
+        self.history
+            .insert(k.as_slice(), encode(&entry).as_slice())?;
+        self.add_content_ref(&cid)?;
         Ok(true)
     }
 

@@ -122,6 +122,8 @@ pub enum StoreError {
     IsDelete(String),
     #[error(transparent)]
     ClockOff(#[from] crate::clock::ClockOff),
+    #[error("another node signs with this node's identity ({0}): was one ticket used on two machines? Writes are refused here; stop one of the two nodes, move its data dir away, and join it again with a new ticket (`dfs invite`)")]
+    IdentityInUse(String),
     #[error("the index {} is damaged: {reason}; no chunk was deleted. With the node stopped, run `dfs repair --data-dir <its data dir>` to rebuild the index from the chunks on disk and the peers", path.display())]
     IndexDamaged { path: PathBuf, reason: String },
 }
@@ -199,6 +201,9 @@ struct Inner {
     /// This node's peer id bytes (the author of its records).
     author: Vec<u8>,
     admission: RwLock<Option<Admission>>,
+    /// Another node signs with this node's key (see `commit.rs`, `merge_one`): local writes
+    /// are refused.
+    twin: std::sync::atomic::AtomicBool,
     /// XOR of the fingerprints of the records in each leaf. Updated by XOR after each commit,
     /// so concurrent updates commute.
     leaves: Box<[AtomicU64]>,
@@ -363,6 +368,7 @@ impl Store {
                 author: keypair.public().to_peer_id().to_bytes(),
                 keypair,
                 admission: RwLock::new(None),
+                twin: std::sync::atomic::AtomicBool::new(false),
                 leaves,
                 count: AtomicU64::new(count),
                 committer: Committer::default(),
@@ -485,6 +491,17 @@ impl Store {
         }))
     }
 
+    /// Refuses local writes once another node was seen signing with this node's key.
+    fn no_twin(&self) -> Result<(), StoreError> {
+        if self.inner.twin.load(Ordering::Relaxed) {
+            let peer = libp2p::PeerId::from_bytes(&self.inner.author)
+                .map(|p| p.to_base58())
+                .unwrap_or_default();
+            return Err(StoreError::IdentityInUse(peer));
+        }
+        Ok(())
+    }
+
     /// The network's time as this node sees it (shared with replication, which measures it).
     pub fn time(&self) -> &Arc<NetworkTime> {
         &self.inner.time
@@ -539,12 +556,25 @@ impl Store {
     pub fn restore(&self, key: &str, version: VersionId) -> Result<Record, StoreError> {
         validate_key(key)?;
         self.inner.time.check_local()?;
+        self.no_twin()?;
         match self.submit(Op::Restore {
             key: key.to_string(),
             version,
         })? {
             Done::Record(record) => Ok(record),
             _ => unreachable!("a restore commits a record"),
+        }
+    }
+
+    /// Makes a version kept in history hold its content (a reference), so that its content can
+    /// be fetched from peers and kept until the version leaves history. False if it is not in
+    /// history or holds its content already.
+    pub fn hold(&self, record: &Record) -> Result<bool, StoreError> {
+        match self.submit(Op::Hold {
+            record: record.clone(),
+        })? {
+            Done::Yes(held) => Ok(held),
+            _ => unreachable!("a hold says whether it held"),
         }
     }
 
@@ -616,6 +646,7 @@ impl Store {
     pub fn put(&self, key: &str, reader: impl Read) -> Result<Record, StoreError> {
         validate_key(key)?;
         self.inner.time.check_local()?;
+        self.no_twin()?;
         let inner = &*self.inner;
         let put::Streamed {
             hashes,
@@ -696,6 +727,7 @@ impl Store {
     pub fn delete(&self, key: &str) -> Result<Record, StoreError> {
         validate_key(key)?;
         self.inner.time.check_local()?;
+        self.no_twin()?;
         match self.submit(Op::Delete {
             key: key.to_string(),
         })? {

@@ -266,8 +266,11 @@ async fn a_revoked_writer_is_refused_everywhere_even_back_dated() {
         other => panic!("a revoked writer deleted: {other:?}"),
     }
     // Its key still signs. Later records, back-dated to before the revocation, numbered after
-    // the cutoff or reusing a number already seen, reach the others by gossip and by sync.
-    let key = identity(revoked.dir.path());
+    // the cutoff or reusing a number already seen, reach the others by gossip and by sync. (The
+    // revoked node is stopped meanwhile: records signed with its key that it did not sign would
+    // tell it that another node uses its identity, and it would stop writing.)
+    let (revoked_dir, revoked_bootstrap) = revoked.stop().await;
+    let key = identity(revoked_dir.path());
     let old = before.time - (10 << 16);
     let after_cutoff = signed(&key, "late", None, 0, old, before.seq + 1);
     let reused = signed(&key, "reused", None, 0, old, before.seq);
@@ -281,6 +284,7 @@ async fn a_revoked_writer_is_refused_everywhere_even_back_dated() {
     s.idle(Duration::from_millis(1500)).await;
     assert!(other.client.refusals().count(Refusal::NotAWriter) >= 2);
     assert!(other.client.refusals().count(Refusal::SeqReused) >= 1);
+    let revoked = TestNode::start_with(revoked_dir, revoked_bootstrap).await;
     // Let anti-entropy run a couple of rounds (1 s in tests) between every pair.
     put(&owner.client, "marker", b"m".to_vec()).await;
     for n in [&owner, &other, &revoked] {

@@ -1637,6 +1637,19 @@ fn log_get_version_and_restore_undo_an_overwrite_and_an_rm() {
     put_bytes(&a, "notes.txt", b"second draft\n");
     let rm = a.run(&["rm", "notes.txt"]);
     assert!(rm.status.success(), "{}", stderr(&rm));
+    // A get of the deleted key says so, and how to get it back.
+    let gone = a.run(&["get", "notes.txt", "-o", "-"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(
+        stderr(&gone).contains("was deleted") && stderr(&gone).contains("dfs restore"),
+        "{}",
+        stderr(&gone)
+    );
+    // A directory given to put points to -r.
+    let dir = tempfile::tempdir().unwrap();
+    let put_dir = a.run(&["put", dir.path().to_str().unwrap()]);
+    assert_eq!(put_dir.status.code(), Some(2));
+    assert!(stderr(&put_dir).contains("put -r"), "{}", stderr(&put_dir));
     let log = a.json(&["log", "notes.txt", "--json"]);
     let states: Vec<&str> = log
         .as_array()

@@ -262,7 +262,12 @@ async fn a_revoked_writer_is_refused_everywhere_even_back_dated() {
     }
     // The revoked node itself refuses local writes, saying how to get access back.
     match revoked.client.delete("before".into()).await {
-        Err(Error::NotAllowed(msg)) => assert!(msg.contains("dfs allow"), "{msg}"),
+        Err(Error::NotAllowed(msg)) => {
+            assert!(
+                msg.contains("revoked") && msg.contains("dfs allow"),
+                "{msg}"
+            )
+        }
         other => panic!("a revoked writer deleted: {other:?}"),
     }
     // Its key still signs. Later records, back-dated to before the revocation, numbered after

@@ -46,6 +46,11 @@ pub(super) async fn put_one(
         let file = tokio::fs::File::open(path).await.map_err(cannot)?;
         let meta = file.metadata().await.map_err(cannot)?;
         if !meta.is_file() {
+            if meta.is_dir() {
+                return Err(Error::Usage(format!(
+                    "{path} is a directory: `dfs put -r {path}` stores every file under it"
+                )));
+            }
             return Err(Error::Failed(format!("{path} is not a regular file")));
         }
         let key = match key {
@@ -159,7 +164,7 @@ impl Dest {
 pub(super) async fn get(api: &ApiClient, key: &str, dest: Dest, json: bool) -> Result<()> {
     let asked = match dest {
         Dest::File(path) => {
-            let result = save(api, key, &path, true).await;
+            let result = explain_missing(api, key, save(api, key, &path, true).await).await;
             let fetched = explain_damage(api, key, result).await?;
             return if json { output::json(&fetched) } else { Ok(()) };
         }
@@ -170,7 +175,7 @@ pub(super) async fn get(api: &ApiClient, key: &str, dest: Dest, json: bool) -> R
         }
         Dest::Stdout { asked } => asked,
     };
-    let res = api.get(key).await?;
+    let res = explain_missing(api, key, api.get(key).await.map_err(Error::from)).await?;
     let len = res.content_length();
     let terminal = std::io::stdout().is_terminal();
     let bar = progress(len, terminal, &format!("get {key}"));
@@ -206,6 +211,25 @@ pub(super) fn looks_binary(start: &[u8]) -> bool {
 
 /// A failed download whose cause is damage the node could not heal (a body cut short after the
 /// first chunk): says so.
+/// A key that is not found because it was deleted: say so, and how to get it back.
+async fn explain_missing<T>(api: &ApiClient, key: &str, result: Result<T>) -> Result<T> {
+    if matches!(
+        result,
+        Err(Error::Api(crate::api::client::Error::NotFound { .. }))
+    ) {
+        if let Ok(stat) = api.stat(key).await {
+            if stat.deleted {
+                return Err(Error::Failed(format!(
+                    "{key} was deleted (by {} at {}); `dfs log {key}` lists its versions and `dfs restore {key} VERSION` brings one back",
+                    stat.author,
+                    output::rfc3339(crate::record::physical_ms(stat.version)),
+                )));
+            }
+        }
+    }
+    result
+}
+
 async fn explain_damage<T>(api: &ApiClient, key: &str, result: Result<T>) -> Result<T> {
     if matches!(result, Err(Error::Failed(_))) {
         if let Ok(stat) = api.stat(key).await {

@@ -271,6 +271,17 @@ impl Client {
         let network = self
             .network_id()
             .unwrap_or_else(|| "(not joined yet)".into());
+        let me = self.peer_id.to_base58();
+        if let Some(cutoff) = self
+            .members()
+            .into_iter()
+            .find(|m| m.peer_id == me)
+            .and_then(|m| m.cutoff)
+        {
+            return Err(Error::NotAllowed(format!(
+                "this node's ({me}) write access to network {network} was revoked by an admin (its records up to number {cutoff} still count): ask an admin to run `dfs allow {me}` again"
+            )));
+        }
         Err(Error::NotAllowed(format!(
             "this node ({}) has no write access to network {network}: ask an admin to run `dfs allow {}`, or join with a ticket from `dfs invite`",
             self.peer_id, self.peer_id

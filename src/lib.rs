@@ -41,3 +41,19 @@ pub mod replication;
 pub mod store;
 pub mod tasks;
 pub mod trust;
+
+/// An error with its causes, on one line (`outer: cause: cause`), each cause left out when the
+/// text before already says it.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
+}

@@ -417,17 +417,4 @@ fn file_path(key: &str) -> String {
     format!("/v1/files/{}", encode(key))
 }
 
-/// An error with its causes, on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cause = c.source();
-    }
-    s
-}
+pub use crate::error_chain;

@@ -1150,19 +1150,6 @@ fn is_unsupported(error: &DialError) -> bool {
 
 /// Why a dial failed, in one line with the causes.
 fn dial_reason(error: &DialError) -> String {
-    fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-        let mut s = e.to_string();
-        let mut cause = e.source();
-        while let Some(c) = cause {
-            let text = c.to_string();
-            if !s.contains(&text) {
-                s.push_str(": ");
-                s.push_str(&text);
-            }
-            cause = c.source();
-        }
-        s
-    }
     match error {
         DialError::WrongPeerId { obtained, .. } => {
             format!("the address answers as peer {obtained}, not the peer its /p2p/ part names")
@@ -1176,7 +1163,7 @@ fn dial_reason(error: &DialError) -> String {
                         libp2p::TransportError::MultiaddrNotSupported(_) => {
                             "unsupported address".to_string()
                         }
-                        libp2p::TransportError::Other(e) => one_line(&chain(e)),
+                        libp2p::TransportError::Other(e) => one_line(&crate::error_chain(e)),
                     };
                     // A single address is the one the caller named already.
                     if one {
@@ -1188,7 +1175,7 @@ fn dial_reason(error: &DialError) -> String {
                 .collect::<Vec<_>>()
                 .join("; ")
         }
-        e => one_line(&chain(e)),
+        e => one_line(&crate::error_chain(e)),
     }
 }
 

@@ -368,7 +368,7 @@ impl Store {
                 let heads = t.heads(key)?;
                 let record = signed(inner, t, key, Some(cid), *size, &heads)?;
                 t.add_content(&cid, *size, hashes, true)?;
-                install(inner, t, &record, changes, freed)?;
+                install(inner, t, &record, heads, changes, freed)?;
                 Ok((Done::Record(record), true))
             }
             Op::Delete { key } => {
@@ -377,7 +377,7 @@ impl Store {
                     return Err(Failed::Clean(StoreError::NotFound(key.clone())));
                 }
                 let record = signed(inner, t, key, None, 0, &heads)?;
-                install(inner, t, &record, changes, freed)?;
+                install(inner, t, &record, heads, changes, freed)?;
                 Ok((Done::Record(record), true))
             }
             Op::Restore { key, version } => {
@@ -408,7 +408,7 @@ impl Store {
                     ))));
                 }
                 let record = signed(inner, t, key, Some(cid), old.size, &heads)?;
-                install(inner, t, &record, changes, freed)?;
+                install(inner, t, &record, heads, changes, freed)?;
                 Ok((Done::Record(record), true))
             }
             Op::Hold { record } => {
@@ -561,18 +561,19 @@ enum Installed {
     Known,
 }
 
-/// Puts a valid, admitted record in its place: nowhere if known; history if a head saw it;
+/// Puts a valid, admitted record in its place among `heads` (the key's heads, as the caller
+/// read them in this transaction): nowhere if known; history if a head saw it;
 /// else among the heads, sending every head it saw to history. The heads, and so the current
 /// version, are a function of the set of records received, whatever their order.
 fn install(
     inner: &super::Inner,
     t: &mut Tables<'_>,
     record: &Record,
+    heads: Vec<Record>,
     changes: &mut Vec<HeadsChange>,
     freed: &mut Vec<Hash>,
 ) -> Result<Installed, StoreError> {
     let version = record.version();
-    let heads = t.heads(&record.key)?;
     if heads.iter().any(|h| h.version() == version) || t.in_history(record, &version)? {
         return Ok(Installed::Known);
     }
@@ -653,7 +654,8 @@ fn merge_one(
             .time
             .min(inner.time.horizon_ms().min((1 << 48) - 1) << 16 | 0xffff),
     );
-    let previous = match install(inner, t, record, changes, freed)? {
+    let heads = t.heads(&record.key)?;
+    let previous = match install(inner, t, record, heads, changes, freed)? {
         Installed::Known => return Ok(Applied::Unchanged),
         Installed::History => return Ok(Applied::Kept),
         Installed::Head { previous } => previous,

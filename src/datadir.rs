@@ -7,6 +7,7 @@
 //! <data dir>/
 //!   identity.key   the ed25519 keypair, protobuf-encoded (mode 0600): the stable peer id
 //!   network        the id of the network this node belongs to, and a newline (see `trust`)
+//!   settings       the network's settings signed by its owner, CBOR (see `trust::settings`)
 //!   store/         the local store: chunks/ and index.redb (see `store`)
 //!   api            the API URL and a newline, present while the node runs (removed on exit)
 //!   api-token      the API's bearer token, hex and a newline (mode 0600)
@@ -21,6 +22,8 @@ use std::path::{Path, PathBuf};
 pub const IDENTITY_FILE: &str = "identity.key";
 /// File name of the network id.
 pub const NETWORK_FILE: &str = "network";
+/// File name of the network's settings.
+pub const SETTINGS_FILE: &str = "settings";
 /// Name of the store's directory.
 pub const STORE_DIR: &str = "store";
 /// File name of the API URL, present while a node runs.
@@ -55,6 +58,12 @@ impl DataDir {
     /// `<data dir>/network`: the id of the node's network.
     pub fn network_file(&self) -> PathBuf {
         self.root.join(NETWORK_FILE)
+    }
+
+    /// `<data dir>/settings`: the network's settings (its replication factor), signed by its
+    /// owner.
+    pub fn settings_file(&self) -> PathBuf {
+        self.root.join(SETTINGS_FILE)
     }
 
     /// `<data dir>/store`: the local store's directory.
@@ -136,6 +145,7 @@ mod tests {
         assert_eq!(d.path(), Path::new("/data"));
         assert_eq!(d.identity_key(), Path::new("/data/identity.key"));
         assert_eq!(d.store(), Path::new("/data/store"));
+        assert_eq!(d.settings_file(), Path::new("/data/settings"));
         assert_eq!(d.api_file(), Path::new("/data/api"));
         assert_eq!(d.token_file(), Path::new("/data/api-token"));
     }

@@ -35,6 +35,7 @@ pub mod log_limit;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod placement;
 pub mod protocols;
 pub mod record;
 pub mod replication;

@@ -87,6 +87,15 @@ pub struct Metrics {
     /// The hook for clock offsets: each peer's clock minus this node's, in seconds. Registered
     /// (empty) so that the code measuring offsets only sets values.
     pub clock_offset_seconds: Family<PeerLabel, Gauge<f64, AtomicU64>>,
+    /// Under partial replication (set by each repair pass): live files placed on fewer than
+    /// the network's `R` members that are up, plus those placed here whose copy is missing
+    /// here. Summed over the nodes, it counts the copies the network lacks.
+    pub under_replicated: Gauge,
+    /// Copies dropped here because enough placed members hold them (extra, or beyond the
+    /// cache).
+    pub dropped_copies: Counter,
+    /// Bytes of files read here that are not placed here (the cache, `--cache-size`).
+    pub cached_bytes: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -120,6 +129,9 @@ impl Metrics {
             served_bytes: Counter::default(),
             refused: Family::default(),
             clock_offset_seconds: Family::default(),
+            under_replicated: Gauge::default(),
+            dropped_copies: Counter::default(),
+            cached_bytes: Gauge::default(),
         };
         {
             let dfs = registry.sub_registry_with_prefix(PREFIX);
@@ -181,6 +193,22 @@ impl Metrics {
                 "Each peer's clock minus this node's",
                 Unit::Seconds,
                 metrics.clock_offset_seconds.clone(),
+            );
+            dfs.register(
+                "under_replicated_files",
+                "Live files placed on fewer members than the replication factor, plus files placed here whose copy is missing here",
+                metrics.under_replicated.clone(),
+            );
+            dfs.register(
+                "dropped_copies",
+                "Copies of files dropped because enough placed members hold them",
+                metrics.dropped_copies.clone(),
+            );
+            dfs.register_with_unit(
+                "cached",
+                "Bytes of files read here that are not placed here",
+                Unit::Bytes,
+                metrics.cached_bytes.clone(),
             );
         }
         *metrics.registry.lock().expect("metrics registry") = registry;

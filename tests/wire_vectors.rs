@@ -115,7 +115,7 @@ fn trust_vectors() {
     );
     assert!(later.saw(&r) && !later.saw(&tomb) && !r.saw(&later));
     assert_eq!(
-        cbor4ii(&fetch::Response::Network { id: grant.network.clone() }),
+        cbor4ii(&fetch::Response::Network { id: grant.network.clone(), settings: None }),
         "a1676e6574776f726ba16269647834313244334b6f6f574b3939566f56784e4537587a79427758457a573778684b37477076383572394633563366794b53554b504835"
     );
     assert_eq!(
@@ -160,6 +160,7 @@ fn message_vectors() {
         peer_id: libp2p::PeerId::from_bytes(&author()).unwrap(),
         addrs: vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()],
         time: 1_700_000_000_000,
+        capacity: None,
     };
     assert_eq!(
         hex::encode(peers::encode(&a)),
@@ -191,9 +192,29 @@ fn message_vectors() {
         "fetch has req"
     );
     assert_eq!(
-        cbor4ii(&fetch::Response::Has { complete: true }),
+        cbor4ii(&fetch::Response::Has {
+            complete: true,
+            keeps: None
+        }),
         "a163686173a168636f6d706c657465f5",
         "fetch has resp"
+    );
+    assert_eq!(
+        cbor4ii(&fetch::Response::Has {
+            complete: true,
+            keeps: Some(true)
+        }),
+        "a163686173a268636f6d706c657465f5656b65657073f5",
+        "fetch has resp with keeps"
+    );
+    let with_capacity = peers::Announcement {
+        capacity: Some(1 << 40),
+        ..a.clone()
+    };
+    assert_eq!(
+        hex::encode(peers::encode(&with_capacity)),
+        "a467706565725f696458260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6561646472738148047f000001060fa16474696d651b0000018bcfe568006863617061636974791b0000010000000000",
+        "announcement with capacity"
     );
     assert_eq!(
         cbor4ii(&fetch::Response::NotFound),
@@ -263,4 +284,52 @@ fn chunk_stream_frames() {
         chunks::write_error(&mut out, "busy").await.unwrap();
         assert_eq!(hex::encode(&out), "02000462757379", "error reply");
     });
+}
+
+/// The network's settings (signed by the owner, the key of 0x01 bytes) and placement: the order
+/// of three members for a content id, equal capacities and not.
+#[test]
+fn settings_and_placement_vectors() {
+    use dfs::placement::{place, Candidate, Replicas, DEFAULT_CAPACITY};
+    use dfs::trust::settings::Settings;
+    let s = Settings::new(&key(), Replicas::Count(3), 1_700_000_000_000);
+    assert_eq!(hex::encode(s.encode()), "a5676e6574776f726b7834313244334b6f6f574b3939566f56784e4537587a79427758457a573778684b37477076383572394633563366794b53554b504835687265706c69636173036474696d651b0000018bcfe568006669737375657258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6373696758404c0b71f233f44c0865bd84eecc6d51ce48e85947693b77954e4afd2d74cdabc5f3bbdbdd15c627a5eea1d8613ff9cd33fb38982e96d612a7dce853ac18458a0c", "settings");
+    assert_eq!(hex::encode(s.signed_bytes()), "6466732f73657474696e67732f3100a4676e6574776f726b7834313244334b6f6f574b3939566f56784e4537587a79427758457a573778684b37477076383572394633563366794b53554b504835687265706c69636173036474696d651b0000018bcfe568006669737375657258260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c", "settings signed bytes");
+    let peer = |b: u8| {
+        libp2p::identity::Keypair::ed25519_from_bytes([b; 32])
+            .unwrap()
+            .public()
+            .to_peer_id()
+    };
+    let (p1, p2, p3) = (peer(1), peer(2), peer(3));
+    let cid = Hash([0xaa; 32]);
+    let equal: Vec<Candidate> = [p1, p2, p3]
+        .iter()
+        .map(|p| Candidate::new(*p, DEFAULT_CAPACITY))
+        .collect();
+    let names =
+        |v: Vec<libp2p::PeerId>| -> Vec<String> { v.iter().map(|p| p.to_string()).collect() };
+    assert_eq!(
+        names(place(&cid, &equal, 3)),
+        vec![
+            "12D3KooWRndVhVZPCiQwHBBBdg769GyrPUW13zxwqQyf9r3ANaba",
+            "12D3KooWJWoaqZhDaoEFshF7Rh1bpY9ohihFhzcW6d69Lr2NASuq",
+            "12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5"
+        ],
+        "equal capacities"
+    );
+    let weighted = vec![
+        Candidate::new(p1, 64 * DEFAULT_CAPACITY),
+        Candidate::new(p2, DEFAULT_CAPACITY),
+        Candidate::new(p3, DEFAULT_CAPACITY),
+    ];
+    assert_eq!(
+        names(place(&cid, &weighted, 3)),
+        vec![
+            "12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5",
+            "12D3KooWRndVhVZPCiQwHBBBdg769GyrPUW13zxwqQyf9r3ANaba",
+            "12D3KooWJWoaqZhDaoEFshF7Rh1bpY9ohihFhzcW6d69Lr2NASuq"
+        ],
+        "p1 with 64 times the capacity"
+    );
 }

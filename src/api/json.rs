@@ -41,6 +41,10 @@ pub struct FileStat {
     /// peers that say so): present when asked for (`GET /v1/stat/{key}?holders=1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holders: Option<Vec<String>>,
+    /// The members placed to hold the content, best first, when the network keeps a number of
+    /// copies (`dfs node --replicas N`): present with `holders`, absent with `all`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed: Option<Vec<String>>,
 }
 
 impl From<&Stat> for FileStat {
@@ -72,6 +76,7 @@ impl FileStat {
             damaged: 0,
             conflicts: Vec::new(),
             holders: None,
+            placed: None,
         }
     }
 }

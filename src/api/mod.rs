@@ -326,6 +326,9 @@ async fn stat(
         let h = api.client.holders(&key).await?;
         let mut stat = FileStat::from(&h.stat);
         stat.holders = Some(h.peers.iter().map(|p| p.to_base58()).collect());
+        stat.placed = h
+            .placed
+            .map(|placed| placed.iter().map(|p| p.to_base58()).collect());
         return Ok(Json(stat));
     }
     Ok(Json(FileStat::from(&api.client.stat(key).await?)))

@@ -449,8 +449,27 @@ pub struct NodeArgs {
     /// versions go first.
     #[arg(long, env = "DFS_KEEP_BYTES", value_name = "BYTES", default_value = "10G", value_parser = super::disk::parse_bytes)]
     pub(super) keep_bytes: u64,
+    /// Copies of each file's content the network keeps, set when the network is created (by
+    /// its owner's first start): `all` (every node holds every file) or a number, e.g. 3
+    /// (content lives on the 3 members placed for it; records still reach every node). Later
+    /// starts, and other nodes, take the network's.
+    #[arg(long, env = "DFS_REPLICAS", value_name = "all|N")]
+    pub(super) replicas: Option<crate::placement::Replicas>,
+    /// This node's storage capacity (e.g. 500G, 2T): its weight when files are placed, so a
+    /// node with twice the capacity holds about twice the files.
+    #[arg(long, env = "DFS_CAPACITY", value_name = "BYTES", default_value = "1T", value_parser = super::disk::parse_bytes)]
+    pub(super) capacity: u64,
+    /// How long a member may be gone before the files placed on it are placed on others and
+    /// copied there (e.g. 10m, 1h, 30s).
+    #[arg(long, env = "DFS_REPAIR_AFTER", value_name = "DURATION", default_value = "10m", value_parser = super::disk::parse_duration)]
+    pub(super) repair_after: std::time::Duration,
+    /// Most bytes of files read here but not placed here that this node keeps (e.g. 1G, 0).
+    #[arg(long, env = "DFS_CACHE_SIZE", value_name = "BYTES", default_value = "1G", value_parser = super::disk::parse_bytes)]
+    pub(super) cache_size: u64,
     #[arg(long, hide = true)]
     pub(super) announce_interval_ms: Option<u64>,
+    #[arg(long, hide = true)]
+    pub(super) repair_interval_ms: Option<u64>,
     #[arg(long, hide = true)]
     pub(super) sync_interval_ms: Option<u64>,
 }

@@ -118,7 +118,8 @@ pub(super) fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
         "K" | "k" => 10,
         "M" | "m" => 20,
         "G" | "g" => 30,
-        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use K, M or G")),
+        "T" | "t" => 40,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use K, M, G or T")),
     };
     n.checked_mul(1 << shift)
         .ok_or_else(|| format!("{s:?} is too large"))
@@ -130,6 +131,7 @@ mod tests {
 
     #[test]
     fn durations_and_byte_counts_parse() {
+        assert_eq!(parse_bytes("2T"), Ok(2 << 40));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
         assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
@@ -140,6 +142,6 @@ mod tests {
         assert_eq!(parse_bytes("512KiB"), Ok(512 << 10));
         assert_eq!(parse_bytes("1000"), Ok(1000));
         assert_eq!(parse_bytes("0"), Ok(0));
-        assert!(parse_bytes("16T").is_err() && parse_bytes("").is_err());
+        assert!(parse_bytes("16P").is_err() && parse_bytes("").is_err());
     }
 }

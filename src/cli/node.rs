@@ -64,6 +64,13 @@ pub(super) async fn run(args: NodeArgs) -> Result<()> {
     config.max_clock_offset = args.max_clock_offset;
     config.keep = std::time::Duration::from_secs_f64(args.keep_days * 86_400.0);
     config.keep_bytes = args.keep_bytes;
+    config.replicas = args.replicas;
+    config.capacity = args.capacity.max(1);
+    config.repair_after = args.repair_after;
+    config.cache_size = args.cache_size;
+    if let Some(ms) = args.repair_interval_ms {
+        config.repair_interval = Duration::from_millis(ms.max(1));
+    }
     if let Some(ms) = args.sync_interval_ms {
         config.sync_interval = Duration::from_millis(ms.max(1));
     }

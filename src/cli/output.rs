@@ -139,6 +139,13 @@ pub(super) fn stat(stat: &FileStat) {
             println!("holders:    {} ({})", holders.len(), holders.join(", "));
         }
     }
+    if let Some(placed) = &stat.placed {
+        if placed.is_empty() {
+            println!("placed on:  no member is up");
+        } else {
+            println!("placed on:  {} ({})", placed.len(), placed.join(", "));
+        }
+    }
 }
 
 /// `peers`: each peer's id and agent, then its addresses indented.

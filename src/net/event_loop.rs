@@ -455,6 +455,7 @@ impl EventLoop {
             peer_id: self.local(),
             addrs,
             time: wall_ms(),
+            capacity: self.config.capacity,
         });
         let Some(topics) = &self.topics else {
             return;
@@ -1003,6 +1004,11 @@ impl EventLoop {
         if a.peer_id == self.local() {
             return;
         }
+        // Dropped when the application is busy: the next announcement will do.
+        let _ = self.events.try_send(Event::Announced {
+            peer: a.peer_id,
+            capacity: a.capacity,
+        });
         let new = self.discovery.learn(a.peer_id, a.addrs, now);
         if new {
             // Let the newcomer learn about us without waiting for the next period.

@@ -53,6 +53,8 @@ pub struct Config {
     pub max_peers: u32,
     /// How often the node announces itself on the peers topic.
     pub announce_interval: Duration,
+    /// This node's capacity in bytes, announced with its addresses (`None`: not announced).
+    pub capacity: Option<u64>,
     /// How often known but unconnected peers are dialled again.
     pub redial_interval: Duration,
     /// The pre-shared key of a private network (`pnet`): only peers holding it can connect.
@@ -135,6 +137,9 @@ pub enum Event {
     PeerReady(PeerId),
     /// The last connection to a peer closed.
     PeerGone(PeerId),
+    /// A peer announced itself on the peers topic (signed by it), with its capacity in bytes
+    /// if it gave one.
+    Announced { peer: PeerId, capacity: Option<u64> },
 }
 
 /// Commands the event loop carries out.

@@ -13,6 +13,7 @@ use crate::datadir::{self, DataDir};
 use crate::net::Network;
 use crate::protocols::fetch;
 use crate::replication::Replication;
+use crate::trust::settings::Settings;
 use crate::trust::{self, Members, Membership, Ticket};
 
 /// How often a node that does not know its network yet asks its peers: quickly at first (a
@@ -118,6 +119,63 @@ pub(crate) fn decide(
     })
 }
 
+/// The network's settings at start: those the data dir keeps; else a ticket's; else, for the
+/// network's owner, new ones with `requested` (default `all`), kept in the data dir. A node
+/// that knows none learns them from its peers (`Replication::adopt_settings`). `requested`
+/// different from the network's is refused: the factor is set when the network is created.
+pub(crate) fn settings(
+    dir: &Path,
+    network: Option<&str>,
+    keypair: &Keypair,
+    join: Option<&Ticket>,
+    requested: Option<crate::placement::Replicas>,
+    now_ms: u64,
+) -> Result<Option<Settings>, Error> {
+    let Some(network) = network else {
+        return Ok(None);
+    };
+    let path = DataDir::new(dir).settings_file();
+    let kept = match std::fs::read(&path) {
+        Ok(bytes) => Some(Settings::decode(&bytes, network).map_err(|e| {
+            start_error(format!(
+                "{} is damaged ({e}): remove it, the node learns the settings from its peers",
+                path.display()
+            ))
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(start_error(format!("cannot read {}: {e}", path.display()))),
+    };
+    let owner = trust::network_id(&keypair.public().to_peer_id()) == network;
+    let settings = match kept {
+        Some(s) => Some(s),
+        None => {
+            let made = match join.and_then(|t| t.settings.clone()) {
+                Some(s) => Some(s),
+                None if owner => Some(Settings::new(
+                    keypair,
+                    requested.unwrap_or(crate::placement::Replicas::All),
+                    now_ms,
+                )),
+                None => None,
+            };
+            if let Some(s) = &made {
+                datadir::atomic_write(&path, &s.encode(), false)
+                    .map_err(|e| start_error(format!("cannot write {}: {e}", path.display())))?;
+            }
+            made
+        }
+    };
+    if let (Some(s), Some(r)) = (&settings, requested) {
+        if s.replicas() != r {
+            return Err(start_error(format!(
+                "this network keeps {} copies of each file (set when it was created): --replicas {r} cannot change it",
+                s.replicas()
+            )));
+        }
+    }
+    Ok(settings)
+}
+
 /// Loads the stored grants into the membership. Grants may be stored in any order (an
 /// appointment after the grants of the admin it appointed), so passes repeat while they add.
 pub(crate) fn load_grants(members: &Members, grants: Vec<trust::Grant>) {
@@ -142,7 +200,7 @@ pub(crate) async fn learn(dir: std::path::PathBuf, network: Network, replication
             return;
         };
         for peer in peers.into_iter().filter(|p| p.dfs) {
-            let Ok(fetch::Response::Network { id }) =
+            let Ok(fetch::Response::Network { id, settings }) =
                 network.fetch(peer.peer_id, fetch::Request::Network).await
             else {
                 continue;
@@ -156,6 +214,9 @@ pub(crate) async fn learn(dir: std::path::PathBuf, network: Network, replication
                 continue;
             }
             replication.members().learn(Membership::new(owner));
+            if let Some(bytes) = settings {
+                replication.adopt_settings(&bytes).await;
+            }
             tracing::info!(
                 network = %id,
                 from = %peer.peer_id,

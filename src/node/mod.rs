@@ -76,7 +76,25 @@ pub struct Config {
     /// Discover peers on the local networks by mDNS (`dfs node --mdns`). Off by default: it
     /// announces the node on every network it joins.
     pub mdns: bool,
+    /// The replication factor of a network this node creates (`dfs node --replicas`); `None`:
+    /// `all` for a new network, and whatever the network has for an existing one.
+    pub replicas: Option<crate::placement::Replicas>,
+    /// This node's capacity in bytes (`--capacity`): its weight in placement.
+    pub capacity: u64,
+    /// How long a member that went away keeps its place before its files are placed elsewhere
+    /// (`--repair-after`).
+    pub repair_after: Duration,
+    /// Most bytes of files read here but not placed here that the node keeps (`--cache-size`).
+    pub cache_size: u64,
+    /// How often a repair pass runs at least (it also runs when the members that are up change).
+    pub repair_interval: Duration,
 }
+
+/// Default of `--repair-after`: 10 minutes, as Ceph marks a down OSD out
+/// (`mon_osd_down_out_interval`): a restart or a short partition moves nothing.
+pub const REPAIR_AFTER: Duration = Duration::from_secs(600);
+/// Default of `--cache-size`: 1 GiB.
+pub const CACHE_SIZE: u64 = 1 << 30;
 
 /// How often [`Client::wait_holders`] asks the peers again.
 const HOLDERS_POLL: Duration = Duration::from_millis(250);
@@ -88,6 +106,9 @@ pub struct Holders {
     pub stat: Stat,
     /// This node first if it holds the content, then the connected peers that said so.
     pub peers: Vec<PeerId>,
+    /// The members placed to hold the content, best first, when the network keeps a number of
+    /// copies (`None` with `all`).
+    pub placed: Option<Vec<PeerId>>,
 }
 
 /// Default pause between two scrub passes.
@@ -117,6 +138,11 @@ impl Config {
             keep: Duration::from_secs(crate::store::DEFAULT_KEEP_DAYS * 24 * 3600),
             keep_bytes: crate::store::DEFAULT_KEEP_BYTES,
             mdns: false,
+            replicas: None,
+            capacity: crate::placement::DEFAULT_CAPACITY,
+            repair_after: REPAIR_AFTER,
+            cache_size: CACHE_SIZE,
+            repair_interval: Duration::from_secs(60),
         }
     }
 
@@ -135,6 +161,7 @@ impl Config {
             network,
             max_peers: self.max_peers,
             announce_interval: self.announce_interval,
+            capacity: Some(self.capacity),
             redial_interval: self.retry_interval,
             swarm_key: self.swarm_key,
             address_book: Some(crate::datadir::DataDir::new(&self.data_dir).peers_file()),
@@ -150,6 +177,7 @@ impl Config {
             chunks_in_flight: self.chunks_in_flight,
             max_transfers: self.max_transfers,
             metrics,
+            repair_interval: self.repair_interval,
         }
     }
 }
@@ -361,6 +389,7 @@ impl Client {
             addrs: info.addrs,
             key,
             grant,
+            settings: self.replication.policy().settings(),
         })
     }
 
@@ -731,10 +760,19 @@ impl Client {
         if stat.local {
             peers.push(self.peer_id);
         }
+        let mut placed = None;
         if let Some(cid) = stat.record.cid {
             peers.extend(self.replication.holders(cid, self.lookup_timeout).await?);
+            let policy = self.replication.policy();
+            if policy.replicas() != crate::placement::Replicas::All {
+                placed = Some(policy.placed(&cid));
+            }
         }
-        Ok(Holders { stat, peers })
+        Ok(Holders {
+            stat,
+            peers,
+            placed,
+        })
     }
 
     /// Waits until at least `min` nodes (this one included) hold the whole content of `key`,
@@ -825,6 +863,14 @@ impl Node {
         )?;
         let keypair = decided.keypair;
         let members = decided.members;
+        let settings = membership::settings(
+            &config.data_dir,
+            decided.network.as_deref(),
+            &keypair,
+            config.join.as_ref(),
+            config.replicas,
+            config.wall.now_ms(),
+        )?;
         let peer_id = keypair.public().to_peer_id();
         let tasks = Tasks::new();
         let store_dir = crate::datadir::DataDir::new(&config.data_dir).store();
@@ -857,6 +903,19 @@ impl Node {
                 return Err(e.into());
             }
         };
+        let policy = replication::policy::Policy::new(
+            peer_id,
+            members.clone(),
+            &replication::policy::PolicyConfig {
+                capacity: config.capacity,
+                repair_after: config.repair_after,
+                cache_size: config.cache_size,
+                settings_file: Some(crate::datadir::DataDir::new(&config.data_dir).settings_file()),
+            },
+        );
+        if let Some(settings) = settings {
+            policy.set_settings(settings);
+        }
         let replication = Replication::new(
             store.clone(),
             network.clone(),
@@ -864,6 +923,7 @@ impl Node {
             config.replication(metrics.clone()),
             members,
             refusals,
+            policy,
         );
         if let Err(e) = replication.serve_streams() {
             tasks.shutdown().await;

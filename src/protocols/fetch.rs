@@ -57,14 +57,22 @@ pub enum Response {
         offset: u64,
         chunks: Vec<Hash>,
     },
-    /// The network id of the peer (its owner's peer id).
+    /// The network id of the peer (its owner's peer id), and the network's settings signed by
+    /// the owner (`crate::trust::settings`) when the peer knows them.
     Network {
         id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        settings: Option<serde_bytes::ByteBuf>,
     },
     /// The answer to [`Request::Has`]: `complete` when every chunk of the content is stored
     /// and verified on the peer (none of them found damaged).
     Has {
         complete: bool,
+        /// The peer is placed to hold this content (`crate::placement`) and keeps its copy: a
+        /// node that is not placed drops its own copy only when enough placed peers say so.
+        /// Absent from peers that do not place content (read as `false`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keeps: Option<bool>,
     },
     /// The peer's wall clock when it answered, in milliseconds since the Unix epoch.
     Time {

@@ -2,6 +2,8 @@
 //! addresses when it joins, when it sees a newcomer, and periodically; a node that learns of a
 //! peer it is not connected to dials it (up to its connection limit). The message must be
 //! signed by the peer it announces (gossipsub `source`), so nobody can announce for another.
+//! It also carries the node's capacity (its weight in placement, `crate::placement`), and
+//! counts as a sign of life for the placement's `--repair-after` grace period.
 
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
@@ -29,6 +31,9 @@ struct Wire {
     peer_id: Vec<u8>,
     addrs: Vec<serde_bytes::ByteBuf>,
     time: u64,
+    /// The node's capacity in bytes (its weight in placement); absent: not announced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    capacity: Option<u64>,
 }
 
 /// A decoded announcement.
@@ -37,6 +42,8 @@ pub struct Announcement {
     pub peer_id: PeerId,
     pub addrs: Vec<Multiaddr>,
     pub time: u64,
+    /// The node's capacity in bytes (`dfs node --capacity`), its weight in placement.
+    pub capacity: Option<u64>,
 }
 
 pub fn encode(a: &Announcement) -> Vec<u8> {
@@ -49,6 +56,7 @@ pub fn encode(a: &Announcement) -> Vec<u8> {
             .map(|m| serde_bytes::ByteBuf::from(m.to_vec()))
             .collect(),
         time: a.time,
+        capacity: a.capacity,
     })
 }
 
@@ -78,6 +86,7 @@ pub fn decode(bytes: &[u8], source: Option<&PeerId>) -> Result<Announcement, Dec
         peer_id,
         addrs,
         time: w.time,
+        capacity: w.capacity,
     })
 }
 
@@ -92,6 +101,7 @@ mod tests {
             peer_id: me,
             addrs: vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()],
             time: 1,
+            capacity: Some(1 << 40),
         };
         let bytes = encode(&a);
         assert_eq!(decode(&bytes, Some(&me)).unwrap(), a);

@@ -87,6 +87,8 @@ pub(crate) async fn start(
     if start > end || end > size {
         return Err(Error::Range { start, end, size });
     }
+    // A read: under partial replication, what is not placed here stays in the cache.
+    replication.policy().read(cid, size);
     let s = store.clone();
     let local = tasks.blocking(move || s.content_complete(&cid)).await??;
     let mut progress = if local {

@@ -16,6 +16,8 @@ pub mod anti_entropy;
 mod buffers;
 pub mod download;
 pub mod error;
+pub mod policy;
+pub mod repair;
 mod serve;
 pub mod transfer;
 
@@ -66,12 +68,8 @@ pub struct Config {
     pub max_transfers: usize,
     /// The node's metrics (transfers, bytes in and out).
     pub metrics: Arc<crate::metrics::Metrics>,
-}
-
-/// The replication policy: whether this node wants to hold the content of a record. Full
-/// replication: every live record. (Partial replication changes only this function.)
-pub(crate) fn wants(record: &Record) -> bool {
-    !record.is_tombstone()
+    /// How often a repair pass runs at least, under partial replication (see [`repair`]).
+    pub repair_interval: Duration,
 }
 
 /// Counters of anti-entropy traffic, for tests and the benchmark.
@@ -114,6 +112,12 @@ pub struct Replication {
     refusals: Arc<Refusals>,
     /// Grants are added one at a time, so a revocation's drop follows its grant in order.
     granting: Arc<tokio::sync::Mutex<()>>,
+    /// What this node holds: the replication factor, placement, the cache.
+    policy: policy::Policy,
+    /// Wakes the repair loop for a pass now.
+    repair_wake: Arc<tokio::sync::Notify>,
+    /// Repair passes run since start.
+    repairs: Arc<AtomicU64>,
     /// Misbehaviours per peer, towards [`MAX_STRIKES`].
     strikes: Arc<Mutex<std::collections::HashMap<PeerId, u32>>>,
     /// The network each connected peer said it belongs to (asked once per connection).
@@ -128,6 +132,7 @@ impl Replication {
         config: Config,
         members: Members,
         refusals: Arc<Refusals>,
+        policy: policy::Policy,
     ) -> Replication {
         let transfers = transfer::Transfers::new(
             store.clone(),
@@ -136,6 +141,7 @@ impl Replication {
             config.chunks_in_flight,
             config.max_transfers,
             config.metrics.clone(),
+            policy.clone(),
         );
         Replication {
             store,
@@ -149,6 +155,9 @@ impl Replication {
             members,
             refusals,
             granting: Arc::new(tokio::sync::Mutex::new(())),
+            policy,
+            repair_wake: Arc::default(),
+            repairs: Arc::default(),
             peer_networks: Arc::default(),
             strikes: Arc::default(),
         }
@@ -176,7 +185,12 @@ impl Replication {
                     .fetch(peer, crate::protocols::fetch::Request::Network)
                     .await
                 {
-                    Ok(crate::protocols::fetch::Response::Network { id }) => Some(id),
+                    Ok(crate::protocols::fetch::Response::Network { id, settings }) => {
+                        if let (Some(bytes), true) = (settings, id == mine) {
+                            self.adopt_settings(&bytes).await;
+                        }
+                        Some(id)
+                    }
                     _ => None,
                 };
                 self.peer_networks
@@ -200,6 +214,44 @@ impl Replication {
 
     pub fn members(&self) -> &Members {
         &self.members
+    }
+
+    pub fn policy(&self) -> &policy::Policy {
+        &self.policy
+    }
+
+    /// Adopts the network's settings from a peer's answer, if this node does not know them yet
+    /// and they are the owner's: the replication factor applies from now on, and the settings
+    /// are kept in the data dir.
+    pub(crate) async fn adopt_settings(&self, bytes: &[u8]) {
+        if self.policy.settled() {
+            return;
+        }
+        let Some(network) = self.members.network() else {
+            return;
+        };
+        let settings = match crate::trust::settings::Settings::decode(bytes, &network) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "a peer sent settings that do not verify");
+                return;
+            }
+        };
+        if !self.policy.set_settings(settings.clone()) {
+            return;
+        }
+        tracing::info!(replicas = %settings.replicas(), "learnt the network's replication factor");
+        if let Some(path) = self.policy.settings_file() {
+            let bytes = settings.encode();
+            let written = self
+                .tasks
+                .blocking(move || crate::datadir::atomic_write(&path, &bytes, false))
+                .await;
+            if let Ok(Err(e)) = written {
+                tracing::warn!(error = %e, "cannot keep the network's settings in the data dir");
+            }
+        }
+        self.repair_soon();
     }
 
     pub fn refusals(&self) -> &Refusals {
@@ -258,8 +310,9 @@ impl Replication {
         Ok(())
     }
 
-    /// The connected peers that say they hold the whole content of `cid` (asked at once, each
-    /// answer awaited at most `timeout`; a peer that does not answer is not counted).
+    /// The connected peers, and the members placed to hold `cid`, that say they hold its whole
+    /// content (asked at once, each answer awaited at most `timeout`; a peer that does not
+    /// answer is not counted).
     pub(crate) async fn holders(
         &self,
         cid: crate::record::ContentId,
@@ -267,16 +320,28 @@ impl Replication {
     ) -> Result<Vec<PeerId>, net::Error> {
         use crate::protocols::fetch;
         use futures::StreamExt;
-        let peers = self.network.peers().await?;
-        let mut asks: futures::stream::FuturesUnordered<_> = peers
+        let mut peers: Vec<PeerId> = self
+            .network
+            .peers()
+            .await?
             .into_iter()
             .filter(|p| p.dfs)
-            .map(|p| {
+            .map(|p| p.peer_id)
+            .collect();
+        let me = self.policy.me();
+        for p in self.policy.placed(&cid) {
+            if p != me && !peers.contains(&p) {
+                peers.push(p);
+            }
+        }
+        let mut asks: futures::stream::FuturesUnordered<_> = peers
+            .into_iter()
+            .map(|peer| {
                 let network = self.network.clone();
                 async move {
-                    let ask = network.fetch(p.peer_id, fetch::Request::Has { cid });
+                    let ask = network.fetch(peer, fetch::Request::Has { cid });
                     match tokio::time::timeout(timeout, ask).await {
-                        Ok(Ok(fetch::Response::Has { complete: true })) => Some(p.peer_id),
+                        Ok(Ok(fetch::Response::Has { complete: true, .. })) => Some(peer),
                         _ => None,
                     }
                 }
@@ -369,7 +434,7 @@ impl Replication {
             .await??;
         let changed = applied.len();
         for (record, incomplete) in applied {
-            if incomplete && wants(&record) {
+            if incomplete && self.policy.wants(&record) {
                 self.transfers.enqueue(record, sources.to_vec());
             }
         }
@@ -418,6 +483,7 @@ impl Replication {
     pub async fn run(self, mut events: mpsc::Receiver<Event>) {
         let (merge_tx, merge_rx) = mpsc::channel(MERGE_QUEUE);
         self.tasks.spawn(self.clone().merge_gossip(merge_rx));
+        self.tasks.spawn(self.clone().repair_loop());
         self.transfers.resume();
         let mut sync_round = tokio::time::interval(self.config.sync_interval);
         let mut retry = tokio::time::interval(self.config.retry_interval);
@@ -467,12 +533,21 @@ impl Replication {
             } => {
                 let this = self.clone();
                 let network = self.members.network();
+                let settings = self.policy.settings().map(|s| s.encode());
+                let keeps = match &request {
+                    crate::protocols::fetch::Request::Has { cid } => self.policy.placed_here(cid),
+                    _ => false,
+                };
                 self.answer(reply, async move {
-                    this.blocking(move |store| serve::fetch(store, network, request))
-                        .await
-                        .unwrap_or_else(|e| crate::protocols::fetch::Response::Error {
+                    this.blocking(move |store| {
+                        serve::fetch(store, network, settings, keeps, request)
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        crate::protocols::fetch::Response::Error {
                             message: e.to_string(),
-                        })
+                        }
+                    })
                 });
             }
             Event::Sync {
@@ -495,13 +570,18 @@ impl Replication {
                 });
             }
             Event::PeerReady(peer) => {
+                self.policy.seen(peer, Some(true), None);
                 self.start_sync(peer);
                 self.transfers.resume();
                 let this = self.clone();
                 self.tasks
                     .spawn(async move { this.measure_clock(peer).await });
             }
+            Event::Announced { peer, capacity } => {
+                self.policy.seen(peer, None, capacity);
+            }
             Event::PeerGone(peer) => {
+                self.policy.seen(peer, Some(false), None);
                 self.store.time().forget(&peer);
                 self.peer_networks
                     .lock()

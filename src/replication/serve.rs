@@ -222,19 +222,26 @@ fn read_chunk(store: &Store, hash: &crate::record::Hash, mut buf: Buf) -> Option
     }
 }
 
-/// Answers a fetch request from the store; `network` is this node's network id, if known.
+/// Answers a fetch request from the store; `network` is this node's network id, if known, and
+/// `settings` the network's settings (encoded, signed by the owner), if known.
 pub(crate) fn fetch(
     store: &Store,
     network: Option<String>,
+    settings: Option<Vec<u8>>,
+    keeps: bool,
     request: fetch::Request,
 ) -> fetch::Response {
     let result: Result<fetch::Response, StoreError> = (|| match request {
         fetch::Request::Network => Ok(match network {
-            Some(id) => fetch::Response::Network { id },
+            Some(id) => fetch::Response::Network {
+                id,
+                settings: settings.map(serde_bytes::ByteBuf::from),
+            },
             None => fetch::Response::NotFound,
         }),
         fetch::Request::Has { cid } => Ok(fetch::Response::Has {
             complete: store.content_complete(&cid)?,
+            keeps: Some(keeps),
         }),
         fetch::Request::Time => Ok(fetch::Response::Time {
             ms: store.time().wall().now_ms(),

@@ -208,6 +208,8 @@ struct Inner {
     metrics: Arc<crate::metrics::Metrics>,
     /// Permits (one per chunk hash) for the lists of large transfers.
     large_lists: Arc<Semaphore>,
+    /// What this node wants to hold (resumed transfers ask it).
+    policy: super::policy::Policy,
 }
 
 impl Transfers {
@@ -218,6 +220,7 @@ impl Transfers {
         per_peer: usize,
         max_transfers: usize,
         metrics: Arc<crate::metrics::Metrics>,
+        policy: super::policy::Policy,
     ) -> Transfers {
         Transfers {
             inner: Arc::new(Inner {
@@ -235,6 +238,7 @@ impl Transfers {
                 chunks_fetched: AtomicU64::new(0),
                 metrics,
                 large_lists: Arc::new(Semaphore::new(LARGE_LIST_BUDGET as usize)),
+                policy,
             }),
         }
     }
@@ -352,7 +356,7 @@ impl Transfers {
             let store = this.inner.store.clone();
             match this.inner.tasks.blocking(move || store.incomplete()).await {
                 Ok(Ok(records)) => {
-                    for record in records.iter().filter(|r| super::wants(r)) {
+                    for record in records.iter().filter(|r| this.inner.policy.wants(r)) {
                         let _ = this.ensure(record, false);
                     }
                 }
@@ -361,6 +365,22 @@ impl Transfers {
             }
             this.inner.resuming.store(false, Ordering::Release);
         });
+    }
+
+    /// Whether background attempts at `cid` wait for a back-off (no peer could serve it lately).
+    pub(crate) fn waiting(&self, cid: &ContentId) -> bool {
+        self.inner.backing_off(cid)
+    }
+
+    /// Ends the back-off of `cid` (a peer said it holds the content now) and names `holder` as
+    /// the first peer to ask.
+    pub(crate) fn retry_now(&self, cid: ContentId, holder: PeerId) {
+        self.inner
+            .backoff
+            .lock()
+            .expect("backoff lock")
+            .remove(&cid);
+        self.hint(Some(cid), holder);
     }
 
     /// Chunks fetched from peers and written since the node started.

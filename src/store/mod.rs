@@ -36,6 +36,7 @@
 
 mod chunks;
 mod commit;
+mod evict;
 mod gc;
 mod history;
 mod index;

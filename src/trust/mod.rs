@@ -21,6 +21,7 @@
 //!   under one number (see `store/index.rs`, `author_seqs`).
 
 pub mod grant;
+pub mod settings;
 pub mod ticket;
 
 use std::collections::{BTreeMap, HashMap};
@@ -204,6 +205,19 @@ impl Membership {
             .collect();
         rest.sort_by(|a, b| b.role.cmp(&a.role).then(a.peer_id.cmp(&b.peer_id)));
         out.extend(rest);
+        out
+    }
+
+    /// The peers that may write now: the owner, admins and writers (placement's members).
+    pub fn writers(&self) -> Vec<PeerId> {
+        let mut out = vec![self.owner];
+        out.extend(
+            self.standing
+                .iter()
+                .filter(|(_, s)| s.role >= Role::Writer)
+                .filter_map(|(peer, _)| PeerId::from_bytes(peer).ok())
+                .filter(|p| *p != self.owner),
+        );
         out
     }
 

@@ -26,6 +26,9 @@ pub struct Ticket {
     /// The joining machine's identity.
     pub key: Keypair,
     pub grant: Grant,
+    /// The network's settings, signed by its owner, when the admin that made the ticket knew
+    /// them.
+    pub settings: Option<super::settings::Settings>,
 }
 
 impl std::fmt::Debug for Ticket {
@@ -44,6 +47,8 @@ struct Wire {
     addrs: Vec<serde_bytes::ByteBuf>,
     key: serde_bytes::ByteBuf,
     grant: serde_bytes::ByteBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    settings: Option<serde_bytes::ByteBuf>,
 }
 
 /// Why a ticket was refused.
@@ -75,6 +80,10 @@ impl Ticket {
                     .expect("ed25519 keys always encode"),
             ),
             grant: serde_bytes::ByteBuf::from(self.grant.encode()),
+            settings: self
+                .settings
+                .as_ref()
+                .map(|s| serde_bytes::ByteBuf::from(s.encode())),
         };
         format!("{PREFIX}{}", bs58::encode(encode_cbor(&wire)).into_string())
     }
@@ -102,6 +111,11 @@ impl Ticket {
             return Err(damaged("its grant is for another peer or network"));
         }
         super::owner_of(&wire.network).ok_or_else(|| damaged("bad network id"))?;
+        let settings = wire
+            .settings
+            .map(|s| super::settings::Settings::decode(&s, &wire.network))
+            .transpose()
+            .map_err(|e| damaged(&e.to_string()))?;
         let addrs = wire
             .addrs
             .iter()
@@ -113,6 +127,7 @@ impl Ticket {
             addrs,
             key,
             grant,
+            settings,
         })
     }
 }
@@ -143,12 +158,18 @@ mod tests {
             addrs: vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()],
             key: joiner,
             grant,
+            settings: Some(crate::trust::settings::Settings::new(
+                &owner,
+                crate::placement::Replicas::Count(3),
+                1,
+            )),
         };
         let text = t.encode();
         assert!(text.starts_with("dfs1"));
         let back = Ticket::decode(&format!(" {text}\n")).unwrap();
         assert_eq!(back.peer_id(), t.peer_id());
         assert_eq!(back.addrs, t.addrs);
+        assert_eq!(back.settings, t.settings);
         assert!(matches!(Ticket::decode("xyz"), Err(TicketError::Prefix)));
         let mut damaged = text.clone();
         damaged.replace_range(40..41, if &text[40..41] == "a" { "b" } else { "a" });

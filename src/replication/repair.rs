@@ -1,0 +1,264 @@
+//! Repair under partial replication (a network with `R` copies): a pass over the live records
+//! that fetches what is placed here and missing (a new placement after a member left for longer
+//! than `--repair-after`, a copy that failed its hash), drops the copies this node holds but is
+//! not placed to hold once `R` placed members say they hold and keep them (a returning node, a
+//! writer's own puts handed off, reads beyond the cache), and counts the files short of copies.
+//!
+//! A pass runs when the members that are up change, when the settings are learnt, and every
+//! `repair_interval`. With `all` it does nothing: every node wants everything.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::PeerId;
+
+use super::Replication;
+use crate::placement::Replicas;
+use crate::protocols::fetch;
+use crate::record::{ContentId, Record};
+
+/// Most copies dropped in one pass (each costs a few `has` requests).
+const MAX_DROPS_PER_PASS: usize = 256;
+/// Most waiting transfers of content placed here that one pass checks for a holder.
+const MAX_STALLED_PER_PASS: usize = 64;
+/// `has` requests in flight at once during a pass.
+const ASKS_IN_FLIGHT: usize = 16;
+/// How long a placed peer has to answer `has`.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the pass checks whether the members that are up changed.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+
+/// What one pass found and did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RepairReport {
+    /// Transfers started for content placed here and missing.
+    pub fetching: usize,
+    /// Copies dropped.
+    pub dropped: usize,
+    /// Files short of copies (see `metrics::Metrics::under_replicated`).
+    pub under_replicated: usize,
+}
+
+impl Replication {
+    /// Asks for a repair pass as soon as possible.
+    pub(crate) fn repair_soon(&self) {
+        self.repair_wake.notify_one();
+    }
+
+    /// Runs repair passes until shutdown (see the module's documentation).
+    pub(crate) async fn repair_loop(self) {
+        let mut last: Option<Vec<PeerId>> = None;
+        let mut next = tokio::time::Instant::now() + self.config.repair_interval;
+        let mut watch = tokio::time::interval(WATCH_EVERY);
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let woken = tokio::select! {
+                _ = self.repair_wake.notified() => true,
+                _ = watch.tick() => false,
+            };
+            if self.policy.replicas() == Replicas::All {
+                continue;
+            }
+            let up: Vec<PeerId> = self.policy.candidates().iter().map(|c| c.peer).collect();
+            let changed = last.as_ref() != Some(&up);
+            if !(woken || changed || tokio::time::Instant::now() >= next) {
+                continue;
+            }
+            if changed && last.is_some() {
+                tracing::info!(
+                    members_up = up.len(),
+                    "the members that are up changed: placing files again"
+                );
+            }
+            last = Some(up);
+            next = tokio::time::Instant::now() + self.config.repair_interval;
+            match self.repair_pass().await {
+                Ok(report) if report.fetching + report.dropped > 0 => {
+                    tracing::info!(
+                        fetching = report.fetching,
+                        dropped = report.dropped,
+                        under_replicated = report.under_replicated,
+                        "repair pass"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "repair pass failed"),
+            }
+        }
+    }
+
+    /// One pass: fetch what is placed here and missing, drop the extra copies that enough
+    /// placed members hold, count the files short of copies.
+    pub async fn repair_pass(&self) -> Result<RepairReport, super::MergeError> {
+        let mut report = RepairReport::default();
+        let Replicas::Count(r) = self.policy.replicas() else {
+            return Ok(report);
+        };
+        let (stats, held) = self
+            .blocking(|s| -> Result<_, crate::store::StoreError> { Ok((s.list()?, s.held()?)) })
+            .await??;
+        let held: HashMap<ContentId, u64> = held.into_iter().collect();
+        let me = self.policy.me();
+        let mut unplaced_held: HashMap<ContentId, u64> = HashMap::new();
+        // Placed here, missing, and waiting for a back-off after failed attempts.
+        let mut stalled: Vec<(Record, Vec<PeerId>)> = Vec::new();
+        let mut placed_live: HashMap<ContentId, Vec<PeerId>> = HashMap::new();
+        for stat in stats {
+            for record in std::iter::once(stat.record).chain(stat.conflicts) {
+                let Some(cid) = record.cid else { continue };
+                if placed_live.contains_key(&cid) {
+                    continue;
+                }
+                let placed = self.policy.placed(&cid);
+                let here = placed.contains(&me);
+                if placed.len() < r as usize {
+                    report.under_replicated += 1;
+                }
+                match (here, held.get(&cid)) {
+                    (true, None) => {
+                        report.under_replicated += 1;
+                        if self.transfers.waiting(&cid) {
+                            stalled.push((record, placed.clone()));
+                        } else {
+                            self.fetch_placed(record, &placed);
+                            report.fetching += 1;
+                        }
+                    }
+                    (false, Some(size)) => {
+                        unplaced_held.insert(cid, *size);
+                    }
+                    _ => {}
+                }
+                placed_live.insert(cid, placed);
+            }
+        }
+        // A placed member that holds what waits here ends the wait: the earlier attempts failed
+        // for want of a holder (or of a connection), and there is one now.
+        let retries =
+            stalled
+                .into_iter()
+                .take(MAX_STALLED_PER_PASS)
+                .map(|(record, placed)| async move {
+                    let cid = record.cid?;
+                    let holder = self.holder_among(cid, &placed).await?;
+                    self.transfers.retry_now(cid, holder);
+                    self.fetch_placed(record, &placed);
+                    Some(())
+                });
+        report.fetching += futures::stream::iter(retries)
+            .buffer_unordered(ASKS_IN_FLIGHT / 4)
+            .filter(|r| futures::future::ready(r.is_some()))
+            .count()
+            .await;
+        let extra = self.policy.extra(unplaced_held.into_iter().collect());
+        let asks = extra
+            .into_iter()
+            .take(MAX_DROPS_PER_PASS)
+            .filter_map(|cid| {
+                let placed = placed_live.remove(&cid)?;
+                Some(async move {
+                    let needed = (r as usize).min(placed.len());
+                    if needed == 0 {
+                        return None;
+                    }
+                    let keepers = self.keepers(cid, &placed).await;
+                    (keepers >= needed).then_some(cid)
+                })
+            });
+        let droppable: Vec<ContentId> = futures::stream::iter(asks)
+            .buffer_unordered(ASKS_IN_FLIGHT / 4)
+            .filter_map(|c| async move { c })
+            .collect()
+            .await;
+        for cid in droppable {
+            // Checked again: a read may have cached it, or the placement changed meanwhile.
+            if self.policy.placed_here(&cid) {
+                continue;
+            }
+            match self.blocking(move |s| s.evict(&cid)).await? {
+                Ok(true) => {
+                    self.policy.uncache(&cid);
+                    report.dropped += 1;
+                    self.config.metrics.dropped_copies.inc();
+                    tracing::debug!(%cid, "dropped a copy that enough placed members hold");
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(%cid, error = %e, "cannot drop a copy"),
+            }
+        }
+        self.config
+            .metrics
+            .under_replicated
+            .set(report.under_replicated as i64);
+        self.config
+            .metrics
+            .cached_bytes
+            .set(self.policy.cached_bytes() as i64);
+        self.repairs.fetch_add(1, Ordering::Relaxed);
+        Ok(report)
+    }
+
+    /// Fetches `record`'s content, placed here, from the other placed members first.
+    fn fetch_placed(&self, record: Record, placed: &[PeerId]) {
+        let me = self.policy.me();
+        let sources: Vec<PeerId> = placed.iter().copied().filter(|p| *p != me).collect();
+        self.transfers.enqueue(record, sources);
+    }
+
+    /// How many of `placed` (other than this node) say they hold the whole content of `cid`
+    /// and keep it (asked at once; no answer counts as no).
+    async fn keepers(&self, cid: ContentId, placed: &[PeerId]) -> usize {
+        let me = self.policy.me();
+        futures::stream::iter(placed.iter().copied().filter(|p| *p != me))
+            .map(|peer| {
+                let network = self.network.clone();
+                async move {
+                    let ask = network.fetch(peer, fetch::Request::Has { cid });
+                    matches!(
+                        tokio::time::timeout(ASK_TIMEOUT, ask).await,
+                        Ok(Ok(fetch::Response::Has {
+                            complete: true,
+                            keeps: Some(true),
+                        }))
+                    )
+                }
+            })
+            .buffer_unordered(ASKS_IN_FLIGHT)
+            .filter(|kept| futures::future::ready(*kept))
+            .count()
+            .await
+    }
+
+    /// One of `placed` (other than this node) that says it holds the whole content of `cid`.
+    async fn holder_among(&self, cid: ContentId, placed: &[PeerId]) -> Option<PeerId> {
+        let me = self.policy.me();
+        let mut asks: futures::stream::FuturesUnordered<_> = placed
+            .iter()
+            .copied()
+            .filter(|p| *p != me)
+            .map(|peer| {
+                let network = self.network.clone();
+                async move {
+                    let ask = network.fetch(peer, fetch::Request::Has { cid });
+                    match tokio::time::timeout(ASK_TIMEOUT, ask).await {
+                        Ok(Ok(fetch::Response::Has { complete: true, .. })) => Some(peer),
+                        _ => None,
+                    }
+                }
+            })
+            .collect();
+        while let Some(answer) = asks.next().await {
+            if answer.is_some() {
+                return answer;
+            }
+        }
+        None
+    }
+
+    /// Repair passes run since start (for tests).
+    pub fn repairs(&self) -> u64 {
+        self.repairs.load(Ordering::Relaxed)
+    }
+}

@@ -1,7 +1,8 @@
 //! The combined libp2p behaviour of a dfs node: a block list, connection limits (counts and
 //! process memory), identify (`/ipfs/id/1.0.0`), ping (liveness), gossipsub (records and peer
 //! announcements, with peer scoring tuned for how dfs is deployed), fetch and sync
-//! (request-response), raw streams (`libp2p-stream`) for bulk chunk transfers, and LAN
+//! (request-response), raw streams (`libp2p-stream`) for bulk chunk transfers, Kademlia for
+//! content routing (`/dfs/kad/1.0.0`, provider records only, see [`super::routing`]), and LAN
 //! discovery by mDNS when the node is started with `--mdns`.
 
 use std::time::Duration;
@@ -47,6 +48,8 @@ pub struct Behaviour {
     pub fetch: fetch::Behaviour,
     pub sync: sync::Behaviour,
     pub streams: libp2p_stream::Behaviour,
+    /// Content routing: who provides a content id.
+    pub kad: libp2p::kad::Behaviour<super::routing::ProviderStore>,
     /// LAN discovery (`--mdns`); off by default.
     pub mdns: Toggle<mdns::tokio::Behaviour>,
 }
@@ -109,6 +112,7 @@ impl Behaviour {
             fetch: fetch::behaviour(),
             sync: sync::behaviour(),
             streams: libp2p_stream::Behaviour::new(),
+            kad: super::routing::behaviour(key.public().to_peer_id()),
             mdns: Toggle::from(if mdns {
                 Some(
                     mdns::tokio::Behaviour::new(mdns::Config::default(), key.public().to_peer_id())

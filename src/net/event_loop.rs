@@ -121,7 +121,7 @@ impl Topics {
 /// A [`Command::Providers`] lookup under way.
 struct Lookup {
     found: Vec<PeerId>,
-    reply: oneshot::Sender<Vec<PeerId>>,
+    reply: oneshot::Sender<Result<Vec<PeerId>, Error>>,
     deadline: Instant,
 }
 
@@ -185,8 +185,14 @@ impl EventLoop {
                 .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
                 .boxed()
         };
-        let behaviour = Behaviour::new(&keypair, max_peers, config.mdns, &config.metrics)
-            .map_err(|e| Error::Start(format!("behaviour: {e}")))?;
+        let behaviour = Behaviour::new(
+            &keypair,
+            max_peers,
+            config.mdns,
+            config.network.as_deref(),
+            &config.metrics,
+        )
+        .map_err(|e| Error::Start(format!("behaviour: {e}")))?;
         // Built by hand rather than with `SwarmBuilder`, whose transport combinators would
         // wrap handshake errors in types that hide their cause from the logs.
         let mut swarm = Swarm::new(
@@ -410,8 +416,9 @@ impl EventLoop {
         self.end_late_lookups(now);
         if now.duration_since(self.last_provider_sweep) >= PROVIDER_SWEEP {
             self.last_provider_sweep = now;
-            let kad = &mut self.swarm.behaviour_mut().kad;
-            kad.store_mut().sweep(std::time::Instant::now());
+            if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                kad.store_mut().sweep(std::time::Instant::now());
+            }
         }
         self.announce_provided();
     }
@@ -422,7 +429,9 @@ impl EventLoop {
     /// Kademlia's routing table has a peer (alone, announcing would reach nobody; when peers
     /// come after a time alone, every key is announced again).
     fn announce_provided(&mut self) {
-        let kad = &mut self.swarm.behaviour_mut().kad;
+        let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() else {
+            return;
+        };
         let routable = kad.kbuckets().any(|b| b.num_entries() > 0);
         if routable && !self.routable {
             kad.store_mut().announcer.announce_all_again();
@@ -443,6 +452,16 @@ impl EventLoop {
         }
     }
 
+    /// The addresses known for a peer: identify's or an announcement's, else those of the
+    /// provider records this node keeps.
+    fn known_addrs(&mut self, peer: &PeerId) -> Vec<Multiaddr> {
+        let mut addrs = self.discovery.addrs(peer);
+        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+            addrs.extend(kad.store_mut().addresses_of(peer));
+        }
+        addrs
+    }
+
     /// Answers the lookups whose deadline passed with the providers found so far.
     fn end_late_lookups(&mut self, now: Instant) {
         let late: Vec<kad::QueryId> = self
@@ -457,11 +476,13 @@ impl EventLoop {
     }
 
     fn end_lookup(&mut self, id: kad::QueryId) {
-        if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
-            q.finish();
+        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+            if let Some(mut q) = kad.query_mut(&id) {
+                q.finish();
+            }
         }
         if let Some(lookup) = self.lookups.remove(&id) {
-            let _ = lookup.reply.send(lookup.found);
+            let _ = lookup.reply.send(Ok(lookup.found));
         }
     }
 
@@ -486,14 +507,7 @@ impl EventLoop {
             if self.swarm.is_connected(&peer) || self.provider_dials.len() >= MAX_PROVIDER_DIALS {
                 continue;
             }
-            let mut addrs = self.discovery.addrs(&peer);
-            addrs.extend(
-                self.swarm
-                    .behaviour_mut()
-                    .kad
-                    .store_mut()
-                    .addresses_of(&peer),
-            );
+            let mut addrs = self.known_addrs(&peer);
             addrs.truncate(limits::MAX_DIAL_ADDRS);
             let opts = DialOpts::peer_id(peer)
                 .addresses(addrs)
@@ -527,11 +541,12 @@ impl EventLoop {
         match result {
             kad::QueryResult::StartProviding(result) => {
                 let now = std::time::Instant::now();
-                let kad = &mut self.swarm.behaviour_mut().kad;
                 if let Err(e) = &result {
                     tracing::debug!(error = ?e, "announcement failed; tried again later");
                 }
-                kad.store_mut().announcer.finished(&id, result.is_ok(), now);
+                if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                    kad.store_mut().announcer.finished(&id, result.is_ok(), now);
+                }
                 self.announce_provided();
             }
             kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
@@ -800,7 +815,11 @@ impl EventLoop {
                 }
             }
             Command::Provide { keys, reply } => {
-                let store = self.swarm.behaviour_mut().kad.store_mut();
+                let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() else {
+                    let _ = reply.send(Err(Error::NoContentRouting));
+                    return;
+                };
+                let store = kad.store_mut();
                 let refused = keys
                     .into_iter()
                     .filter(|k| !store.announcer.provide(*k))
@@ -816,17 +835,16 @@ impl EventLoop {
                 self.announce_provided();
             }
             Command::Unprovide { key } => {
-                self.swarm
-                    .behaviour_mut()
-                    .kad
-                    .stop_providing(&routing::key(&key));
+                if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                    kad.stop_providing(&routing::key(&key));
+                }
             }
             Command::Providers { key, reply } => {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .get_providers(routing::key(&key));
+                let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() else {
+                    let _ = reply.send(Err(Error::NoContentRouting));
+                    return;
+                };
+                let id = kad.get_providers(routing::key(&key));
                 self.lookups.insert(
                     id,
                     Lookup {
@@ -849,14 +867,7 @@ impl EventLoop {
                     let _ = reply.send(Ok(peer));
                     return;
                 }
-                let mut addrs = self.discovery.addrs(&peer);
-                addrs.extend(
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .store_mut()
-                        .addresses_of(&peer),
-                );
+                let addrs = self.known_addrs(&peer);
                 let opts = DialOpts::peer_id(peer)
                     .addresses(addrs)
                     .extend_addresses_through_behaviour()
@@ -1174,12 +1185,16 @@ impl EventLoop {
         if speaks_dfs {
             self.book.saw(peer, addrs.clone(), peers::MAX_ADDRS);
             // Kademlia's routing table holds identified dfs peers only (in server mode).
-            if info.protocols.contains(&routing::PROTOCOL) {
-                let kad = &mut self.swarm.behaviour_mut().kad;
-                for addr in &addrs {
-                    kad.add_address(&peer, addr.clone());
+            let kad_protocol = self.config.network.as_deref().map(routing::protocol);
+            if let (Some(protocol), Some(kad)) =
+                (kad_protocol, self.swarm.behaviour_mut().kad.as_mut())
+            {
+                if info.protocols.contains(&protocol) {
+                    for addr in &addrs {
+                        kad.add_address(&peer, addr.clone());
+                    }
+                    self.announce_provided();
                 }
-                self.announce_provided();
             }
         }
         let Some(c) = self.connected.get_mut(&peer) else {

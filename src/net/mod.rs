@@ -92,6 +92,11 @@ pub enum Error {
         "cannot provide {refused} content ids: this node already provides {max}, the most it may"
     )]
     TooManyProvided { refused: usize, max: usize },
+    #[error(
+        "content routing is off until the next start: this node learnt its network after start \
+         (its Kademlia protocol names the network)"
+    )]
+    NoContentRouting,
     #[error("the network task has stopped")]
     Stopped,
     #[error("{0}")]
@@ -193,7 +198,7 @@ pub(crate) enum Command {
     },
     Providers {
         key: Hash,
-        reply: oneshot::Sender<Vec<PeerId>>,
+        reply: oneshot::Sender<Result<Vec<PeerId>, Error>>,
     },
     ConnectPeer {
         peer: PeerId,
@@ -336,7 +341,8 @@ impl Network {
     /// announcements are queued: at most [`routing::MAX_PROVIDE_QUERIES`] run at once, and
     /// none while the node knows no peer. Ids already provided keep their schedule. Fails
     /// (for the ids beyond it) when the node would provide more than
-    /// [`routing::MAX_PROVIDED_KEYS`].
+    /// [`routing::MAX_PROVIDED_KEYS`], and with [`Error::NoContentRouting`] on a node that
+    /// learnt its network after start.
     pub async fn provide(&self, keys: Vec<Hash>) -> Result<(), Error> {
         self.ask(|reply| Command::Provide { keys, reply }).await?
     }
@@ -351,9 +357,10 @@ impl Network {
     /// ends when it has asked the closest peers, has found [`routing::MAX_PROVIDERS_PER_KEY`]
     /// providers, or after [`routing::PROVIDERS_TIMEOUT`] (then with those found so far). This
     /// node is not among them. The providers' addresses are kept, so [`Self::connect_peer`]
-    /// reaches them; providers that are not connected are dialled at once.
+    /// reaches them; providers that are not connected are dialled at once. Fails with
+    /// [`Error::NoContentRouting`] on a node that learnt its network after start.
     pub async fn providers(&self, key: Hash) -> Result<Vec<PeerId>, Error> {
-        self.ask(|reply| Command::Providers { key, reply }).await
+        self.ask(|reply| Command::Providers { key, reply }).await?
     }
 
     /// Blocks (or unblocks) a peer: its connections are closed and refused.

@@ -1,4 +1,4 @@
-//! Content routing over libp2p's Kademlia (`/dfs/kad/1.0.0`): which peers hold a file's
+//! Content routing over libp2p's Kademlia (`/dfs/kad/<network>/1.0.0`): which peers hold a file's
 //! content, found without being connected to them. Provider keys are content ids (the raw 32
 //! bytes of the BLAKE3 hash); dfs stores no Kademlia value records. This module holds the
 //! behaviour's configuration, the bounded provider store ([`ProviderStore`]) and the queue that
@@ -16,11 +16,17 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol};
 
 use crate::record::Hash;
 
-/// The Kademlia protocol of dfs nodes. Not `/ipfs/kad/1.0.0`: dfs nodes must not join (or be
-/// joined by) the IPFS DHT. One name for every dfs network (private networks are already
-/// isolated by `pnet`), because a node that bootstraps learns its network id only after start,
-/// and a holder from another network holds the same verified bytes.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/dfs/kad/1.0.0");
+/// The Kademlia protocol of the dfs network `network` (its owner's peer id):
+/// `/dfs/kad/<network>/1.0.0`. Not `/ipfs/kad/1.0.0`: dfs nodes must not join (or be joined by)
+/// the IPFS DHT. One per network, because Kademlia dials whatever peers its queries return: with
+/// one name for all, a node connected to two networks (a dial) would bridge their DHTs and the
+/// nodes of one would connect to those of the other, which dfs never lets discovery do (pnet
+/// separates private networks, not public ones). A peer of another network cannot even open
+/// this protocol, so routing tables and queries stay within the network.
+pub fn protocol(network: &str) -> StreamProtocol {
+    StreamProtocol::try_from_owned(format!("/dfs/kad/{network}/1.0.0"))
+        .expect("a protocol name starts with /")
+}
 /// Largest Kademlia message read or written (libp2p's default): a GET_PROVIDERS answer of 20
 /// providers and 20 closer peers with a few addresses each fits.
 pub const MAX_PACKET: usize = 16 * 1024;
@@ -48,13 +54,13 @@ pub const MAX_PROVIDERS_PER_KEY: usize = 20;
 pub const MAX_RECORD_ADDRS: usize = 2;
 pub const MAX_ADDR_BYTES: usize = 64;
 
-/// The Kademlia behaviour of a dfs node: [`PROTOCOL`], server mode (the node answers queries
+/// The Kademlia behaviour of a dfs node of `network`: [`protocol`], server mode (the node answers queries
 /// whether or not it knows an external address), a routing table filled by the event loop
 /// with identified dfs peers only (`BucketInserts::Manual`), no value records, provider
 /// records kept [`PROVIDER_TTL`], re-announced by the [`Announcer`] (libp2p's own republishing,
 /// which would start a query for every key at once, is off).
-pub fn behaviour(local: PeerId) -> kad::Behaviour<ProviderStore> {
-    let mut config = kad::Config::new(PROTOCOL);
+pub fn behaviour(local: PeerId, network: &str) -> kad::Behaviour<ProviderStore> {
+    let mut config = kad::Config::new(protocol(network));
     config
         .set_max_packet_size(MAX_PACKET)
         .set_query_timeout(QUERY_TIMEOUT)

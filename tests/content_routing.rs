@@ -123,3 +123,30 @@ async fn providers_of_another_network_are_not_found() {
         "alpha's DHT is its own: {from_alpha:?}"
     );
 }
+
+/// A node that learns its network from its bootstrap peers after start has no Kademlia (its
+/// protocol names the network) and says so, until its next start, when it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_routes_content_from_its_next_start() {
+    let b = TestNode::start(vec![]).await;
+    let reader = TestNode::reader(vec![b.addr.clone()]).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            reader.client.network_id() == b.client.network_id()
+        })
+        .await
+    );
+    let key = Hash::of(b"anything");
+    assert!(matches!(
+        reader.client.network().providers(key).await,
+        Err(dfs::net::Error::NoContentRouting)
+    ));
+    let reader = reader.restart().await;
+    b.client.network().provide(vec![key]).await.unwrap();
+    let found = eventually(Duration::from_secs(20), || async {
+        let p = reader.client.network().providers(key).await.unwrap();
+        p.contains(&b.client.peer_id())
+    })
+    .await;
+    assert!(found, "after a restart the reader finds providers");
+}

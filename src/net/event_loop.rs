@@ -679,7 +679,14 @@ impl EventLoop {
                 }
                 let topics = Topics::of(&network);
                 match topics.subscribe(&mut self.swarm.behaviour_mut().gossipsub) {
-                    Ok(()) => tracing::info!(%network, "joined the network"),
+                    Ok(()) if self.swarm.behaviour().kad.is_enabled() => {
+                        tracing::info!(%network, "joined the network")
+                    }
+                    // Kademlia's protocol names the network and is fixed with the swarm.
+                    Ok(()) => tracing::info!(
+                        %network,
+                        "joined the network; content routing (Kademlia) starts at the next start"
+                    ),
                     Err(e) => tracing::warn!(%network, error = %e, "cannot join the network"),
                 }
                 self.topics = Some(topics);

@@ -61,6 +61,12 @@ async fn a_node_finds_a_provider_it_is_not_connected_to() {
         .collect();
     assert!(peers.contains(&b_id), "A is connected to B");
     assert!(!peers.contains(&c_id), "A was never connected to C");
+    // Kademlia's events are in the node's metrics.
+    let metrics = a.client.metrics_text().await.unwrap();
+    assert!(
+        metrics.contains("libp2p_kad_query_result_get_providers_ok"),
+        "{metrics}"
+    );
 
     // Nobody provides an unknown id; the lookup ends (no wait for its deadline).
     let started = tokio::time::Instant::now();

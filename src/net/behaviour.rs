@@ -1,7 +1,8 @@
 //! The combined libp2p behaviour of a dfs node: a block list, connection limits (counts and
 //! process memory), identify (`/ipfs/id/1.0.0`), ping (liveness), gossipsub (records and peer
 //! announcements, with peer scoring tuned for how dfs is deployed), fetch and sync
-//! (request-response), raw streams (`libp2p-stream`) for bulk chunk transfers, and LAN
+//! (request-response), raw streams (`libp2p-stream`) for bulk chunk transfers, Kademlia for
+//! content routing (`/dfs/kad/<network>/1.0.0`, provider records only, see [`super::routing`]), and LAN
 //! discovery by mDNS when the node is started with `--mdns`.
 
 use std::time::Duration;
@@ -47,6 +48,9 @@ pub struct Behaviour {
     pub fetch: fetch::Behaviour,
     pub sync: sync::Behaviour,
     pub streams: libp2p_stream::Behaviour,
+    /// Content routing: who provides a content id. On when the node knows its network at start
+    /// (the protocol name carries it), else from its next start.
+    pub kad: Toggle<libp2p::kad::Behaviour<super::routing::ProviderStore>>,
     /// LAN discovery (`--mdns`); off by default.
     pub mdns: Toggle<mdns::tokio::Behaviour>,
 }
@@ -62,6 +66,7 @@ impl Behaviour {
         key: &Keypair,
         max_peers: u32,
         mdns: bool,
+        network: Option<&str>,
         metrics: &crate::metrics::Metrics,
     ) -> Result<Behaviour, String> {
         let gossip_config = gossipsub::ConfigBuilder::default()
@@ -109,6 +114,9 @@ impl Behaviour {
             fetch: fetch::behaviour(),
             sync: sync::behaviour(),
             streams: libp2p_stream::Behaviour::new(),
+            kad: Toggle::from(
+                network.map(|n| super::routing::behaviour(key.public().to_peer_id(), n)),
+            ),
             mdns: Toggle::from(if mdns {
                 Some(
                     mdns::tokio::Behaviour::new(mdns::Config::default(), key.public().to_peer_id())

@@ -3,8 +3,10 @@
 //! answers it is given, and drives discovery on a timer. It also manages connections: it sheds
 //! foreign peers beyond the peer limit, closes connections whose pings fail, charges discovery
 //! dials to a budget, and reports failed handshakes in one rate-limited line each. It keeps
-//! the address book, dials what mDNS finds (with `--mdns`), and records libp2p's metrics. It
-//! never touches the store.
+//! the address book, dials what mDNS finds (with `--mdns`), drives content routing over
+//! Kademlia (the routing table fed with identified dfs peers, this node's announcements queued
+//! and batched, provider lookups with a deadline), and records libp2p's metrics. It never
+//! touches the store.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -17,7 +19,7 @@ use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::{ConnectionId, DialError, ListenError};
-use libp2p::{gossipsub, identify, identity::Keypair, mdns, ping, Multiaddr, PeerId, Swarm};
+use libp2p::{gossipsub, identify, identity::Keypair, kad, mdns, ping, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +28,7 @@ use super::address_book::AddressBook;
 use super::behaviour::{Behaviour, BehaviourEvent, DEAD_AFTER};
 use super::discovery::{self, Discovery};
 use super::limits::{self, DialBudget};
+use super::routing;
 use super::transport::{self, ConnectError};
 use super::{Command, Config, Error, Event, Gate, NodeInfo, PeerInfo};
 use crate::log_limit::{BurstLogLimit, KeyedLogLimit};
@@ -46,6 +49,11 @@ const MAX_INBOUND_PER_PEER: usize = 48;
 const BUSY: &str = "busy: too many requests in progress";
 /// Lines about what peers (or strangers) do to a node: at most one per reason per period.
 const LOG_PERIOD: Duration = Duration::from_secs(10);
+/// How often expired provider records of other peers are dropped.
+const PROVIDER_SWEEP: Duration = Duration::from_secs(60);
+/// Providers dialled on behalf of lookups whose dial is still under way, at most.
+const MAX_PROVIDER_DIALS: usize = 256;
+
 /// Lines about peers connecting and disconnecting (info): a peer may reconnect as fast as it
 /// likes, so at most 30 a minute; the next line says how many were left out.
 static CONNECTION_LOG: BurstLogLimit = BurstLogLimit::new(30, Duration::from_secs(60));
@@ -110,6 +118,13 @@ impl Topics {
     }
 }
 
+/// A [`Command::Providers`] lookup under way.
+struct Lookup {
+    found: Vec<PeerId>,
+    reply: oneshot::Sender<Result<Vec<PeerId>, Error>>,
+    deadline: Instant,
+}
+
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     config: Config,
@@ -138,6 +153,13 @@ pub struct EventLoop {
     book: AddressBook,
     /// Dials of [`Command::Connect`], answered when they connect or fail.
     pending_connect: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<PeerId, Error>>)>,
+    /// Provider lookups under way, by Kademlia query.
+    lookups: HashMap<kad::QueryId, Lookup>,
+    /// Providers dialled for a lookup: the addresses that reach them are learnt.
+    provider_dials: HashSet<PeerId>,
+    /// Kademlia's routing table had a peer at the last look.
+    routable: bool,
+    last_provider_sweep: Instant,
 }
 
 impl EventLoop {
@@ -163,8 +185,14 @@ impl EventLoop {
                 .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
                 .boxed()
         };
-        let behaviour = Behaviour::new(&keypair, max_peers, config.mdns, &config.metrics)
-            .map_err(|e| Error::Start(format!("behaviour: {e}")))?;
+        let behaviour = Behaviour::new(
+            &keypair,
+            max_peers,
+            config.mdns,
+            config.network.as_deref(),
+            &config.metrics,
+        )
+        .map_err(|e| Error::Start(format!("behaviour: {e}")))?;
         // Built by hand rather than with `SwarmBuilder`, whose transport combinators would
         // wrap handshake errors in types that hide their cause from the logs.
         let mut swarm = Swarm::new(
@@ -259,6 +287,10 @@ impl EventLoop {
             announce_due: true,
             last_announce: None,
             last_redial: Instant::now(),
+            lookups: HashMap::new(),
+            provider_dials: HashSet::new(),
+            routable: false,
+            last_provider_sweep: Instant::now(),
         };
         this.dial_remembered();
         Ok(this)
@@ -381,6 +413,155 @@ impl EventLoop {
         self.shed(now);
         self.close_dead(now);
         self.book.save_if_due(now);
+        self.end_late_lookups(now);
+        if now.duration_since(self.last_provider_sweep) >= PROVIDER_SWEEP {
+            self.last_provider_sweep = now;
+            if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                kad.store_mut().sweep(std::time::Instant::now());
+            }
+        }
+        self.announce_provided();
+    }
+
+    // ---- content routing ----
+
+    /// Starts the announcements that are due, as many as the announcer lets run at once, once
+    /// Kademlia's routing table has a peer (alone, announcing would reach nobody; when peers
+    /// come after a time alone, every key is announced again).
+    fn announce_provided(&mut self) {
+        let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() else {
+            return;
+        };
+        let routable = kad.kbuckets().any(|b| b.num_entries() > 0);
+        if routable && !self.routable {
+            kad.store_mut().announcer.announce_all_again();
+        }
+        self.routable = routable;
+        if !routable {
+            return;
+        }
+        let now = std::time::Instant::now();
+        while let Some(due) = kad.store_mut().announcer.next_due(now) {
+            match kad.start_providing(routing::key(&due.0)) {
+                Ok(query) => kad.store_mut().announcer.started(query, due),
+                Err(e) => {
+                    tracing::debug!(key = %due.0, error = ?e, "announcement not started");
+                    kad.store_mut().announcer.not_started(due, now);
+                }
+            }
+        }
+    }
+
+    /// The addresses known for a peer: identify's or an announcement's, else those of the
+    /// provider records this node keeps.
+    fn known_addrs(&mut self, peer: &PeerId) -> Vec<Multiaddr> {
+        let mut addrs = self.discovery.addrs(peer);
+        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+            addrs.extend(kad.store_mut().addresses_of(peer));
+        }
+        addrs
+    }
+
+    /// Answers the lookups whose deadline passed with the providers found so far.
+    fn end_late_lookups(&mut self, now: Instant) {
+        let late: Vec<kad::QueryId> = self
+            .lookups
+            .iter()
+            .filter(|(_, l)| l.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            self.end_lookup(id);
+        }
+    }
+
+    fn end_lookup(&mut self, id: kad::QueryId) {
+        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+            if let Some(mut q) = kad.query_mut(&id) {
+                q.finish();
+            }
+        }
+        if let Some(lookup) = self.lookups.remove(&id) {
+            let _ = lookup.reply.send(Ok(lookup.found));
+        }
+    }
+
+    /// Providers found by a lookup: kept, and dialled if not connected (with the addresses the
+    /// query learnt, which Kademlia gives the dial while the query runs, and those of the
+    /// provider records this node holds).
+    fn on_providers_found(&mut self, id: kad::QueryId, providers: HashSet<PeerId>) {
+        let local = self.local();
+        let Some(lookup) = self.lookups.get_mut(&id) else {
+            return;
+        };
+        let mut dial = Vec::new();
+        for p in providers {
+            if p == local || lookup.found.contains(&p) {
+                continue;
+            }
+            lookup.found.push(p);
+            dial.push(p);
+        }
+        let enough = lookup.found.len() >= routing::MAX_PROVIDERS_PER_KEY;
+        for peer in dial {
+            if self.swarm.is_connected(&peer) || self.provider_dials.len() >= MAX_PROVIDER_DIALS {
+                continue;
+            }
+            let mut addrs = self.known_addrs(&peer);
+            addrs.truncate(limits::MAX_DIAL_ADDRS);
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .extend_addresses_through_behaviour()
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if self.swarm.dial(opts).is_ok() {
+                self.provider_dials.insert(peer);
+            }
+        }
+        if enough {
+            self.end_lookup(id);
+        }
+    }
+
+    /// An address that reached (or was tried for) a provider dialled for a lookup: learnt,
+    /// unless the peer's addresses are known already (identify's list is better).
+    fn learn_provider_addrs(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if self.provider_dials.remove(&peer) && self.discovery.addrs(&peer).is_empty() {
+            self.discovery.learn(peer, addrs, Instant::now());
+        }
+    }
+
+    fn on_kad_event(&mut self, event: kad::Event) {
+        let kad::Event::OutboundQueryProgressed {
+            id, result, step, ..
+        } = event
+        else {
+            return;
+        };
+        match result {
+            kad::QueryResult::StartProviding(result) => {
+                let now = std::time::Instant::now();
+                if let Err(e) = &result {
+                    tracing::debug!(error = ?e, "announcement failed; tried again later");
+                }
+                if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                    kad.store_mut().announcer.finished(&id, result.is_ok(), now);
+                }
+                self.announce_provided();
+            }
+            kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                providers,
+                ..
+            })) => self.on_providers_found(id, providers),
+            kad::QueryResult::GetProviders(_) => {}
+            kad::QueryResult::Bootstrap(Err(e)) => {
+                tracing::debug!(error = ?e, "Kademlia bootstrap failed")
+            }
+            _ => {}
+        }
+        if step.last {
+            self.end_lookup(id);
+        }
     }
 
     /// Closes the connections that have had no successful ping for [`DEAD_AFTER`]: the link
@@ -499,7 +680,14 @@ impl EventLoop {
                 }
                 let topics = Topics::of(&network);
                 match topics.subscribe(&mut self.swarm.behaviour_mut().gossipsub) {
-                    Ok(()) => tracing::info!(%network, "joined the network"),
+                    Ok(()) if self.swarm.behaviour().kad.is_enabled() => {
+                        tracing::info!(%network, "joined the network")
+                    }
+                    // Kademlia's protocol names the network and is fixed with the swarm.
+                    Ok(()) => tracing::info!(
+                        %network,
+                        "joined the network; content routing (Kademlia) starts at the next start"
+                    ),
                     Err(e) => tracing::warn!(%network, error = %e, "cannot join the network"),
                 }
                 self.topics = Some(topics);
@@ -634,6 +822,78 @@ impl EventLoop {
                     }
                 }
             }
+            Command::Provide { keys, reply } => {
+                let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() else {
+                    let _ = reply.send(Err(Error::NoContentRouting));
+                    return;
+                };
+                let store = kad.store_mut();
+                let refused = keys
+                    .into_iter()
+                    .filter(|k| !store.announcer.provide(*k))
+                    .count();
+                let _ = reply.send(if refused == 0 {
+                    Ok(())
+                } else {
+                    Err(Error::TooManyProvided {
+                        refused,
+                        max: routing::MAX_PROVIDED_KEYS,
+                    })
+                });
+                self.announce_provided();
+            }
+            Command::Unprovide { key } => {
+                if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                    kad.stop_providing(&routing::key(&key));
+                }
+            }
+            Command::Providers { key, reply } => {
+                let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() else {
+                    let _ = reply.send(Err(Error::NoContentRouting));
+                    return;
+                };
+                let id = kad.get_providers(routing::key(&key));
+                self.lookups.insert(
+                    id,
+                    Lookup {
+                        found: Vec::new(),
+                        reply,
+                        deadline: Instant::now() + routing::PROVIDERS_TIMEOUT,
+                    },
+                );
+            }
+            Command::ConnectPeer { peer, reply } => {
+                let addr = Multiaddr::empty().with(libp2p::multiaddr::Protocol::P2p(peer));
+                if peer == self.local() {
+                    let _ = reply.send(Err(Error::Dial {
+                        addr,
+                        reason: "that is this node's own peer id".into(),
+                    }));
+                    return;
+                }
+                if self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Ok(peer));
+                    return;
+                }
+                let addrs = self.known_addrs(&peer);
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .extend_addresses_through_behaviour()
+                    .condition(PeerCondition::Always)
+                    .build();
+                let connection = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.pending_connect.insert(connection, (addr, reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::Dial {
+                            addr,
+                            reason: dial_reason(&e),
+                        }));
+                    }
+                }
+            }
             Command::Block { peer, blocked } => {
                 let list = &mut self.swarm.behaviour_mut().blocked;
                 if blocked {
@@ -722,11 +982,16 @@ impl EventLoop {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!("listening on {address}/p2p/{}", self.local());
                 if !self.listen_addrs.contains(&address) {
-                    self.listen_addrs.push(address);
+                    self.listen_addrs.push(address.clone());
+                }
+                // Kademlia puts a node's external addresses in its provider records.
+                if discovery::is_dialable(&address) {
+                    self.swarm.add_external_address(address);
                 }
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.listen_addrs.retain(|a| a != &address);
+                self.swarm.remove_external_address(&address);
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -751,6 +1016,10 @@ impl EventLoop {
                 }
                 if let Some((_, reply)) = self.pending_connect.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
+                }
+                if endpoint.is_dialer() {
+                    let addr = endpoint.get_remote_address().clone();
+                    self.learn_provider_addrs(peer_id, vec![addr]);
                 }
                 if num_established.get() == 1 {
                     let peers = self.connected.len();
@@ -806,6 +1075,12 @@ impl EventLoop {
             } => {
                 tracing::debug!(peer = ?peer_id, error = %error, "dial failed");
                 report_dial_error(&self.logs, &error);
+                if let (Some(peer), DialError::Transport(attempts)) = (peer_id, &error) {
+                    let addrs = attempts.iter().map(|(a, _)| a.clone()).collect();
+                    self.learn_provider_addrs(peer, addrs);
+                } else if let Some(peer) = peer_id {
+                    self.provider_dials.remove(&peer);
+                }
                 if let Some((addr, reply)) = self.pending_connect.remove(&connection_id) {
                     let _ = reply.send(Err(Error::Dial {
                         addr,
@@ -845,6 +1120,7 @@ impl EventLoop {
             BehaviourEvent::Identify(e) => metrics.record(e),
             BehaviourEvent::Ping(e) => metrics.record(e),
             BehaviourEvent::Gossipsub(e) => metrics.record(e),
+            BehaviourEvent::Kad(e) => metrics.record(e),
             _ => {}
         }
         match event {
@@ -894,6 +1170,7 @@ impl EventLoop {
             BehaviourEvent::Gossipsub(_) => {}
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => self.on_mdns(found),
             BehaviourEvent::Mdns(mdns::Event::Expired(_)) => {}
+            BehaviourEvent::Kad(event) => self.on_kad_event(event),
             BehaviourEvent::Fetch(event) => self.on_fetch_event(event),
             BehaviourEvent::Sync(event) => self.on_sync_event(event),
             BehaviourEvent::Blocked(never) => match never {},
@@ -915,6 +1192,18 @@ impl EventLoop {
         let speaks_dfs = info.protocols.contains(&sync::PROTOCOL);
         if speaks_dfs {
             self.book.saw(peer, addrs.clone(), peers::MAX_ADDRS);
+            // Kademlia's routing table holds identified dfs peers only (in server mode).
+            let kad_protocol = self.config.network.as_deref().map(routing::protocol);
+            if let (Some(protocol), Some(kad)) =
+                (kad_protocol, self.swarm.behaviour_mut().kad.as_mut())
+            {
+                if info.protocols.contains(&protocol) {
+                    for addr in &addrs {
+                        kad.add_address(&peer, addr.clone());
+                    }
+                    self.announce_provided();
+                }
+            }
         }
         let Some(c) = self.connected.get_mut(&peer) else {
             return;

@@ -5,10 +5,12 @@
 //!
 //! - [`address_book`]: the peers remembered in the data dir, dialled at start.
 //! - [`behaviour`]: the combined libp2p behaviour (limits, identify, ping, gossipsub, fetch,
-//!   sync, raw streams, mDNS).
+//!   sync, raw streams, Kademlia, mDNS).
 //! - [`discovery`]: bootstrap re-dialling with back-off and gossip peer discovery state.
 //! - [`event_loop`]: the task that owns the swarm.
 //! - [`limits`]: connection management policy (which peers to shed) and the dial budget.
+//! - [`routing`]: content routing over Kademlia (provider records of content ids, batched
+//!   announcements, a bounded provider store).
 //! - [`transport`]: TCP (behind a DNS resolver), the optional private-network layer (`pnet`),
 //!   noise and yamux, with a handshake timeout and failures classified for the logs.
 
@@ -17,6 +19,7 @@ pub mod behaviour;
 pub mod discovery;
 pub mod event_loop;
 pub mod limits;
+pub mod routing;
 pub mod transport;
 
 use std::path::PathBuf;
@@ -28,7 +31,7 @@ use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::protocols::{fetch, sync};
-use crate::record::Record;
+use crate::record::{Hash, Record};
 use crate::trust::Grant;
 
 /// Version string announced through identify as the agent version: `dfs/<version>`.
@@ -87,6 +90,15 @@ pub enum Error {
     },
     #[error("cannot dial {addr}: {reason}")]
     Dial { addr: Multiaddr, reason: String },
+    #[error(
+        "cannot provide {refused} content ids: this node already provides {max}, the most it may"
+    )]
+    TooManyProvided { refused: usize, max: usize },
+    #[error(
+        "content routing is off until the next start: this node learnt its network after start \
+         (its Kademlia protocol names the network)"
+    )]
+    NoContentRouting,
     #[error("the network task has stopped")]
     Stopped,
     #[error("{0}")]
@@ -181,6 +193,21 @@ pub(crate) enum Command {
     Block {
         peer: PeerId,
         blocked: bool,
+    },
+    Provide {
+        keys: Vec<Hash>,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Unprovide {
+        key: Hash,
+    },
+    Providers {
+        key: Hash,
+        reply: oneshot::Sender<Result<Vec<PeerId>, Error>>,
+    },
+    ConnectPeer {
+        peer: PeerId,
+        reply: oneshot::Sender<Result<PeerId, Error>>,
     },
 }
 
@@ -297,6 +324,48 @@ impl Network {
                 reason: format!("no connection within {CONNECT_TIMEOUT:?}"),
             }),
         }
+    }
+
+    /// Dials a peer by its id alone, with the addresses this node knows for it (identify,
+    /// announcements, the address book, Kademlia's routing table and the providers found by
+    /// [`Self::providers`]), and answers once connected; fails with the dial's error (no
+    /// known address, unreachable), or after [`CONNECT_TIMEOUT`].
+    pub async fn connect_peer(&self, peer: PeerId) -> Result<(), Error> {
+        let wait = self.ask(|reply| Command::ConnectPeer { peer, reply });
+        match tokio::time::timeout(CONNECT_TIMEOUT, wait).await {
+            Ok(result) => result?.map(|_| ()),
+            Err(_) => Err(Error::Dial {
+                addr: Multiaddr::empty().with(libp2p::multiaddr::Protocol::P2p(peer)),
+                reason: format!("no connection within {CONNECT_TIMEOUT:?}"),
+            }),
+        }
+    }
+
+    /// Announces on Kademlia that this node provides these content ids, and keeps announcing
+    /// them (every [`routing::REPROVIDE_INTERVAL`]) until [`Self::unprovide`]. The
+    /// announcements are queued: at most [`routing::MAX_PROVIDE_QUERIES`] run at once, and
+    /// none while the node knows no peer. Ids already provided keep their schedule. Fails
+    /// (for the ids beyond it) when the node would provide more than
+    /// [`routing::MAX_PROVIDED_KEYS`], and with [`Error::NoContentRouting`] on a node that
+    /// learnt its network after start.
+    pub async fn provide(&self, keys: Vec<Hash>) -> Result<(), Error> {
+        self.ask(|reply| Command::Provide { keys, reply }).await?
+    }
+
+    /// Stops announcing a content id (the records other nodes hold expire within
+    /// [`routing::PROVIDER_TTL`]).
+    pub async fn unprovide(&self, key: Hash) -> Result<(), Error> {
+        self.send(Command::Unprovide { key }).await
+    }
+
+    /// The peers that provide a content id, connected or not, found by a Kademlia query that
+    /// ends when it has asked the closest peers, has found [`routing::MAX_PROVIDERS_PER_KEY`]
+    /// providers, or after [`routing::PROVIDERS_TIMEOUT`] (then with those found so far). This
+    /// node is not among them. The providers' addresses are kept, so [`Self::connect_peer`]
+    /// reaches them; providers that are not connected are dialled at once. Fails with
+    /// [`Error::NoContentRouting`] on a node that learnt its network after start.
+    pub async fn providers(&self, key: Hash) -> Result<Vec<PeerId>, Error> {
+        self.ask(|reply| Command::Providers { key, reply }).await?
     }
 
     /// Blocks (or unblocks) a peer: its connections are closed and refused.

@@ -708,6 +708,12 @@ impl Client {
         Ok(self.network.connect(addr).await?)
     }
 
+    /// The node's network handle (content routing, raw peers), for the replication layer's
+    /// callers and tests.
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
     /// The node's metrics.
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         &self.metrics

@@ -406,7 +406,7 @@ impl Client {
             .tasks
             .blocking(move || store.put(&key, reader))
             .await??;
-        self.network.publish(record.clone()).await?;
+        self.replication.written(&record).await?;
         Ok(record)
     }
 
@@ -483,7 +483,7 @@ impl Client {
         let record = writer
             .await
             .map_err(|e| Error::Task(TaskFailed::from(e)))??;
-        self.network.publish(record.clone()).await?;
+        self.replication.written(&record).await?;
         Ok(record)
     }
 
@@ -492,7 +492,7 @@ impl Client {
         self.may_write()?;
         let store = self.store.clone();
         let record = self.tasks.blocking(move || store.delete(&key)).await??;
-        self.network.publish(record.clone()).await?;
+        self.replication.written(&record).await?;
         Ok(record)
     }
 
@@ -587,7 +587,7 @@ impl Client {
             .tasks
             .blocking(move || store.restore(&key, version))
             .await??;
-        self.network.publish(record.clone()).await?;
+        self.replication.written(&record).await?;
         Ok(record)
     }
 

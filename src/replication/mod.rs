@@ -252,6 +252,7 @@ impl Replication {
             }
         }
         self.repair_soon();
+        self.provide_held().await;
     }
 
     pub fn refusals(&self) -> &Refusals {
@@ -484,6 +485,8 @@ impl Replication {
         let (merge_tx, merge_rx) = mpsc::channel(MERGE_QUEUE);
         self.tasks.spawn(self.clone().merge_gossip(merge_rx));
         self.tasks.spawn(self.clone().repair_loop());
+        let this = self.clone();
+        self.tasks.spawn(async move { this.provide_held().await });
         self.transfers.resume();
         let mut sync_round = tokio::time::interval(self.config.sync_interval);
         let mut retry = tokio::time::interval(self.config.retry_interval);

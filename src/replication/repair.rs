@@ -180,6 +180,9 @@ impl Replication {
             match self.blocking(move |s| s.evict(&cid)).await? {
                 Ok(true) => {
                     self.policy.uncache(&cid);
+                    if let Err(e) = self.network.unprovide(cid).await {
+                        tracing::debug!(%cid, error = %e, "cannot withdraw a provider record");
+                    }
                     report.dropped += 1;
                     self.config.metrics.dropped_copies.inc();
                     tracing::debug!(%cid, "dropped a copy that enough placed members hold");
@@ -255,6 +258,42 @@ impl Replication {
             }
         }
         None
+    }
+
+    /// Spreads a local write: gossips its record and, under partial replication, announces this
+    /// node as a provider of its content (Kademlia), so readers elsewhere find it.
+    pub(crate) async fn written(&self, record: &Record) -> Result<(), crate::net::Error> {
+        self.network.publish(record.clone()).await?;
+        if let Some(cid) = record.cid {
+            self.provide(vec![cid]).await;
+        }
+        Ok(())
+    }
+
+    /// Announces content held here as provided (under partial replication only: with `all`,
+    /// every node holds everything). Failures are logged, not returned: routing is a help.
+    pub(crate) async fn provide(&self, cids: Vec<ContentId>) {
+        if cids.is_empty() || self.policy.replicas() == Replicas::All {
+            return;
+        }
+        match self.network.provide(cids).await {
+            Ok(()) => {}
+            Err(crate::net::Error::NoContentRouting) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot announce content as provided"),
+        }
+    }
+
+    /// Announces everything held here (at start, and when the settings are learnt).
+    pub(crate) async fn provide_held(&self) {
+        if self.policy.replicas() == Replicas::All {
+            return;
+        }
+        if let Ok(Ok(held)) = self.blocking(|s| s.held()).await {
+            let cids: Vec<ContentId> = held.into_iter().map(|(c, _)| c).collect();
+            for batch in cids.chunks(4096) {
+                self.provide(batch.to_vec()).await;
+            }
+        }
     }
 
     /// Repair passes run since start (for tests).

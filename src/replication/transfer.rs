@@ -56,6 +56,9 @@ const MAX_HINTS: usize = 4096;
 /// transfer slot, and give their permit back while they wait to look again, so content that
 /// nobody serves cannot keep served content waiting.
 const MAX_LOOKUPS: usize = 32;
+/// Most peers a transfer dials to reach holders it is not connected to (placed members and
+/// Kademlia providers).
+const MAX_ROUTED_DIALS: usize = 8;
 /// Chunk lists longer than this (64 GiB of content) are "large": their transfers share
 /// [`LARGE_LIST_BUDGET`], so that records claiming huge files (whose lists a peer may serve
 /// without ever serving a chunk) cannot grow memory; smaller ones are bounded by the lookup and
@@ -718,6 +721,10 @@ impl Transfer {
             // look again a few times. Each look holds a lookup permit, not the wait between.
             let mut found = None;
             'look: for attempt in 0..=MAX_STALLS {
+                if attempt == 1 {
+                    // No connected peer has it: connect to those that should.
+                    self.route().await;
+                }
                 if attempt > 0 {
                     tokio::time::sleep(STALL_PAUSE).await;
                     self.refresh_peers().await?;
@@ -752,6 +759,54 @@ impl Transfer {
             return Err(TransferError::Superseded);
         }
         Ok(list)
+    }
+
+    /// Content routing, for content no connected peer has: connects to the members placed to
+    /// hold it (under partial replication) and to the providers Kademlia knows for it, and hints
+    /// them first. Bounded by the network's connect and lookup deadlines.
+    async fn route(&self) {
+        use futures::StreamExt;
+        let network = &self.inner.network;
+        let connected: HashSet<PeerId> = match network.peers().await {
+            Ok(peers) => peers.into_iter().map(|p| p.peer_id).collect(),
+            Err(_) => return,
+        };
+        let me = self.inner.policy.me();
+        let mut targets: Vec<PeerId> = Vec::new();
+        if self.inner.policy.replicas() != crate::placement::Replicas::All {
+            targets.extend(self.inner.policy.placed(&self.cid));
+        }
+        match network.providers(self.cid).await {
+            Ok(found) => targets.extend(found),
+            Err(e) => tracing::debug!(cid = %self.cid, error = %e, "no providers from Kademlia"),
+        }
+        let mut seen = HashSet::new();
+        targets.retain(|p| *p != me && seen.insert(*p));
+        {
+            let mut hints = self.inner.hints.lock().expect("hints lock");
+            if hints.len() >= MAX_HINTS && !hints.contains_key(&self.cid) {
+                hints.clear();
+            }
+            let list = hints.entry(self.cid).or_default();
+            for p in targets.iter().rev() {
+                list.retain(|q| q != p);
+                list.insert(0, *p);
+            }
+            list.truncate(8);
+        }
+        let dials = targets
+            .into_iter()
+            .filter(|p| !connected.contains(p))
+            .take(MAX_ROUTED_DIALS)
+            .map(|p| async move {
+                if let Err(e) = network.connect_peer(p).await {
+                    tracing::debug!(peer = %p, error = %e, "cannot reach a holder");
+                }
+            });
+        futures::stream::iter(dials)
+            .buffer_unordered(MAX_ROUTED_DIALS)
+            .collect::<Vec<()>>()
+            .await;
     }
 
     async fn manifest_from(&self, peer: PeerId) -> Result<Vec<Hash>, PeerError> {
@@ -834,6 +889,10 @@ impl Transfer {
         let (bytes, sources) = self.fetch_chunks(missing, lengths).await?;
         let cid = self.cid;
         if self.blocking(move |s| s.mark_complete(&cid)).await?? {
+            if self.inner.policy.replicas() != crate::placement::Replicas::All {
+                // Readers elsewhere find this copy through Kademlia.
+                let _ = self.inner.network.provide(vec![cid]).await;
+            }
             if sources > 0 {
                 if let Some(suppressed) = FETCHED_LOG.check() {
                     let elapsed = started.elapsed();

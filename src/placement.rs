@@ -90,6 +90,11 @@ impl Candidate {
         Candidate { peer, seed, weight }
     }
 
+    /// The candidate's draw for a content id (see [`place`]): larger wins.
+    pub fn draw(&self, cid: &ContentId) -> (f64, u64) {
+        self.score(cid_seed(cid))
+    }
+
     /// The candidate's draw for a content id: `weight / -ln(u)`, `u` in (0, 1) from the mixed
     /// seeds. Equal weights order by the hash alone (the score grows with `u`).
     fn score(&self, cid_seed: u64) -> (f64, u64) {

@@ -157,6 +157,10 @@ async fn twenty_members_keep_three_copies_a_join_moves_little_and_a_reader_gets_
         .map(|cid| after[cid].difference(&before[cid]).count())
         .sum();
     let share = moved as f64 / (cids.len() * R) as f64;
+    eprintln!(
+        "placement: a 21st member took {moved} of {} copies ({share:.3})",
+        cids.len() * R
+    );
     assert!(
         share <= 1.5 / 20.0,
         "a join moved {moved} copies ({share:.3} of the data)"
@@ -237,6 +241,7 @@ async fn two_of_three_holders_gone_are_replaced_after_repair_after() {
         describe(&live, &[cid])
     );
     let took = gone.elapsed();
+    eprintln!("placement: back to 3 copies {took:?} after 2 of 3 holders stopped (--repair-after {grace:?})");
     assert!(
         took >= grace,
         "nothing moves within the grace period ({took:?})"

@@ -536,7 +536,12 @@ impl Replication {
             } => {
                 let this = self.clone();
                 let network = self.members.network();
-                let settings = self.policy.settings().map(|s| s.encode());
+                // `all` is what a node without settings does: it needs no statement on the wire.
+                let settings = self
+                    .policy
+                    .settings()
+                    .filter(|s| s.replicas != 0)
+                    .map(|s| s.encode());
                 let keeps = match &request {
                     crate::protocols::fetch::Request::Has { cid } => self.policy.placed_here(cid),
                     _ => false,

@@ -700,7 +700,14 @@ fn data_dir_has_the_documented_layout() {
     names.sort();
     assert_eq!(
         names,
-        ["api", "api-token", "identity.key", "network", "settings", "store"]
+        [
+            "api",
+            "api-token",
+            "identity.key",
+            "network",
+            "settings",
+            "store"
+        ]
     );
     assert!(data.join("store").is_dir());
     for secret in ["api-token", "identity.key"] {

@@ -57,6 +57,9 @@ pub struct Policy {
     settings_file: Option<std::path::PathBuf>,
     members: Members,
     state: Arc<Mutex<State>>,
+    /// When the policy was made (the node started): every member counts as seen then, so a
+    /// restart, before its connections are back, places nothing differently.
+    started: Instant,
 }
 
 /// How a policy is set up (from the node's configuration).
@@ -82,6 +85,7 @@ impl Policy {
             settings_file: config.settings_file.clone(),
             members,
             state: Arc::default(),
+            started: Instant::now(),
         }
     }
 
@@ -172,7 +176,8 @@ impl Policy {
     }
 
     /// The nodes that may hold content now: this node if it is a member, and every member that
-    /// is connected or was seen within `repair_after`, with their capacities.
+    /// is connected or was seen within `repair_after` (counting the node's start as a sighting
+    /// of every member), with their capacities.
     pub fn candidates(&self) -> Arc<Vec<Candidate>> {
         let now = Instant::now();
         let mut s = self.state();
@@ -193,17 +198,18 @@ impl Policy {
                 out.push(Candidate::new(peer, self.capacity));
                 continue;
             }
-            let Some(seen) = s.seen.get(&peer) else {
-                continue;
+            let (connected, last, capacity) = match s.seen.get(&peer) {
+                Some(seen) => (seen.connected, seen.last, seen.capacity),
+                None => (false, self.started, None),
             };
-            let expires = seen.last + self.repair_after;
-            if seen.connected || now < expires {
-                if !seen.connected {
+            let expires = last + self.repair_after;
+            if connected || now < expires {
+                if !connected {
                     until = until.min(expires);
                 }
                 out.push(Candidate::new(
                     peer,
-                    seen.capacity.unwrap_or(placement::DEFAULT_CAPACITY),
+                    capacity.unwrap_or(placement::DEFAULT_CAPACITY),
                 ));
             }
         }
@@ -321,6 +327,54 @@ mod tests {
         p.set_replicas(Replicas::Count(1));
         // Alone, the owner is the only candidate: placed everywhere it matters.
         assert_eq!(p.placed(&cid), vec![p.me()]);
+    }
+
+    #[test]
+    fn members_count_as_up_from_the_start_until_the_grace_ends() {
+        let owner = libp2p::identity::Keypair::generate_ed25519();
+        let owner_id = owner.public().to_peer_id();
+        let me = libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let other = libp2p::identity::Keypair::generate_ed25519();
+        let mut membership = Membership::new(owner_id);
+        for subject in [me, other.public().to_peer_id()] {
+            let mut g = crate::trust::Grant {
+                network: membership.network().to_string(),
+                subject: subject.to_bytes(),
+                role: crate::trust::Role::Writer,
+                cutoff: 0,
+                time: 1,
+                issuer: Vec::new(),
+                seq: 1,
+                sig: Vec::new(),
+            };
+            g.sign(&owner);
+            assert!(membership.insert(g).unwrap());
+        }
+        let p = Policy::new(
+            me,
+            Members::known(membership),
+            &PolicyConfig {
+                capacity: placement::DEFAULT_CAPACITY,
+                repair_after: Duration::from_millis(200),
+                cache_size: 0,
+                settings_file: None,
+            },
+        );
+        // Never seen, but the node just started: the owner and the other writer count.
+        assert_eq!(p.candidates().len(), 3);
+        // The other writer connects and stays; the owner is never seen again.
+        p.seen(other.public().to_peer_id(), Some(true), None);
+        std::thread::sleep(Duration::from_millis(1300));
+        let up: Vec<PeerId> = p.candidates().iter().map(|c| c.peer).collect();
+        assert_eq!(up.len(), 2, "{up:?}");
+        assert!(!up.contains(&owner_id));
+        // It goes away: it still counts for the grace period, then no more.
+        p.seen(other.public().to_peer_id(), Some(false), None);
+        assert_eq!(p.candidates().len(), 2);
+        std::thread::sleep(Duration::from_millis(1300));
+        assert_eq!(p.candidates().len(), 1);
     }
 
     #[test]

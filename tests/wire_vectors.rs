@@ -264,3 +264,40 @@ fn chunk_stream_frames() {
         assert_eq!(hex::encode(&out), "02000462757379", "error reply");
     });
 }
+
+#[test]
+fn catchup_stream_frames() {
+    use dfs::protocols::catchup;
+    futures::executor::block_on(async {
+        let mut out = Vec::new();
+        catchup::write_request(&mut out, &catchup::Leaves::new([0, 9, 4095]))
+            .await
+            .unwrap();
+        assert_eq!(
+            hex::encode(&out),
+            format!("8040{}01", "00".repeat(509)),
+            "request"
+        );
+        let mut out = Vec::new();
+        catchup::write_frame(&mut out, Some(&catchup::encode_frame(&[])))
+            .await
+            .unwrap();
+        assert_eq!(hex::encode(&out), "0000000180", "empty frame");
+        let mut out = Vec::new();
+        catchup::write_frame(&mut out, None).await.unwrap();
+        assert_eq!(hex::encode(&out), "00000000", "end");
+        let one = dfs::protocols::encode_cbor(&record());
+        let mut out = Vec::new();
+        catchup::write_frame(&mut out, Some(&catchup::encode_frame(&[one.clone()])))
+            .await
+            .unwrap();
+        assert_eq!(
+            hex::encode(&out),
+            format!("000000ca81{}", hex::encode(&one)),
+            "a frame of one record"
+        );
+        let mut read = &out[..];
+        let records = catchup::read_frame(&mut read).await.unwrap().unwrap();
+        assert_eq!(records, vec![record()]);
+    });
+}

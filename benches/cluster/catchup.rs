@@ -56,11 +56,14 @@ pub async fn run(bench: &mut Bench) {
     let caught_up = t.elapsed();
     let rss = b.peak_rss_mib();
     let t = Instant::now();
-    let listed = b
-        .get_json("/v1/files")
+    let mut listed = 0usize;
+    dfs::api::client::ApiClient::new(b.url.clone(), Some(b.token.clone()), String::new())
+        .list_each(None, |_| {
+            listed += 1;
+            true
+        })
         .await
-        .and_then(|v| v.as_array().map(|a| a.len()))
-        .unwrap_or(0);
+        .expect("list the fresh node's records");
     let list_secs = t.elapsed().as_secs_f64();
     assert_eq!(listed, keys, "the fresh node lists every record");
     let (target_s, target_rss) = if keys > 100_000 {

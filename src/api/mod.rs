@@ -296,6 +296,8 @@ struct ListQuery {
 
 /// Keys read from the store per page of a listing.
 const LIST_PAGE: usize = 1000;
+/// Keys of the first page: few, so that the answer starts at once.
+const LIST_FIRST_PAGE: usize = 50;
 /// Pages of a listing encoded ahead of what the client has taken.
 const LIST_PAGES_AHEAD: usize = 2;
 
@@ -310,7 +312,7 @@ async fn list(
     let prefix = query.prefix.unwrap_or_default();
     let first = api
         .client
-        .list_page(prefix.clone(), None, LIST_PAGE)
+        .list_page(prefix.clone(), None, LIST_FIRST_PAGE)
         .await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(LIST_PAGES_AHEAD);
     let client = api.client.clone();
@@ -318,6 +320,7 @@ async fn list(
         let mut page = first;
         let mut out = b"[".to_vec();
         let mut empty = true;
+        let mut asked = LIST_FIRST_PAGE;
         loop {
             let last = page.last().map(|s| s.record.key.clone());
             for stat in &page {
@@ -330,7 +333,8 @@ async fn list(
                     return;
                 }
             }
-            let more = page.len() == LIST_PAGE;
+            let more = page.len() == asked;
+            asked = LIST_PAGE;
             if !more {
                 out.push(b']');
             }

@@ -166,19 +166,14 @@ pub(crate) fn check_all(records: Vec<Record>) -> Vec<(Record, bool)> {
         .map_or(1, |n| n.get())
         .min(8);
     if records.len() < PARALLEL_CHECK_MIN || threads < 2 {
-        return records
-            .into_iter()
-            .map(|r| {
-                let ok = r.check().is_ok();
-                (r, ok)
-            })
-            .collect();
+        let oks = check_part(&records);
+        return records.into_iter().zip(oks).collect();
     }
     let per_thread = records.len().div_ceil(threads);
     let oks: Vec<bool> = std::thread::scope(|s| {
         let parts: Vec<_> = records
             .chunks(per_thread)
-            .map(|part| s.spawn(move || part.iter().map(|r| r.check().is_ok()).collect::<Vec<_>>()))
+            .map(|part| s.spawn(move || check_part(part)))
             .collect();
         parts
             .into_iter()
@@ -186,4 +181,23 @@ pub(crate) fn check_all(records: Vec<Record>) -> Vec<(Record, bool)> {
             .collect()
     });
     records.into_iter().zip(oks).collect()
+}
+
+/// Checks records one after the other, decoding each author's key once (decoding it, a point
+/// decompression, costs a fifth of a signature check).
+fn check_part(records: &[Record]) -> Vec<bool> {
+    let mut keys: std::collections::HashMap<&[u8], Option<libp2p::identity::PublicKey>> =
+        std::collections::HashMap::new();
+    records
+        .iter()
+        .map(|r| {
+            match keys
+                .entry(&r.author)
+                .or_insert_with(|| crate::record::author_key(&r.author))
+            {
+                Some(key) => r.check_with(key).is_ok(),
+                None => r.check().is_ok(),
+            }
+        })
+        .collect()
 }

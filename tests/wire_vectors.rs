@@ -288,9 +288,12 @@ fn catchup_stream_frames() {
         assert_eq!(hex::encode(&out), "00000000", "end");
         let one = dfs::protocols::encode_cbor(&record());
         let mut out = Vec::new();
-        catchup::write_frame(&mut out, Some(&catchup::encode_frame(&[one.clone()])))
-            .await
-            .unwrap();
+        catchup::write_frame(
+            &mut out,
+            Some(&catchup::encode_frame(std::slice::from_ref(&one))),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             hex::encode(&out),
             format!("000000ca81{}", hex::encode(&one)),

@@ -258,7 +258,7 @@ pub(super) async fn rm(api: &ApiClient, key: &str, json: bool) -> Result<()> {
 /// `all`), only those starting with `prefix` if given.
 pub(super) async fn ls(api: &ApiClient, prefix: Option<&str>, json: bool, all: bool) -> Result<()> {
     let mut listing = output::Listing::new(json);
-    api.list_each(prefix, |f| !(all || !f.deleted) || listing.push(f))
+    api.list_each(prefix, |f| (!all && f.deleted) || listing.push(f))
         .await?;
     listing.finish()
 }

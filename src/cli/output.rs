@@ -126,7 +126,7 @@ impl Listing {
         use std::io::Write;
         writeln!(self.out, "{line}")?;
         // The first lines leave at once; then in blocks.
-        if self.count < 2 || self.count % 256 == 0 {
+        if self.count < 2 || self.count.is_multiple_of(256) {
             self.out.flush()?;
         }
         Ok(())
@@ -154,7 +154,7 @@ impl Listing {
             }
             write!(self.out, "  {l}")?;
         }
-        if self.count < 2 || self.count % 256 == 0 {
+        if self.count < 2 || self.count.is_multiple_of(256) {
             self.out.flush()?;
         }
         Ok(())

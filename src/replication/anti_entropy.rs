@@ -158,7 +158,7 @@ impl Session {
         let peer = self.peer;
         let mut grants_checked = false;
         let mut bulk_tried = false;
-        let mut pulled_in_bulk = false;
+        let mut far_apart = false;
         let mut seen_states = HashSet::new();
         for _ in 0..sync::MAX_ROUNDS {
             let mine = tree(&self.replication).await?;
@@ -219,13 +219,17 @@ impl Session {
             }
             // Far apart (a fresh, restored or long-offline node): pull the heads of every
             // differing leaf in bulk, once per session, then compare again.
-            // What this node holds that the peer lacks is not pushed after that: the peer
-            // pulls it in bulk in its own session, faster than exchanges would carry it.
-            if leaves.len() > sync::MAX_NODES_PER_REQUEST && !bulk_tried {
-                bulk_tried = true;
-                if self.catch_up(&leaves, count).await? {
-                    pulled_in_bulk = true;
-                    continue;
+            // Only from a peer that holds more heads than this node: one that holds fewer
+            // mostly lacks what this node has, and pulls it in its own session. Either way,
+            // what this node holds that the peer lacks is not pushed in this session: the peer
+            // pulls it in bulk, faster than exchanges would carry it.
+            if leaves.len() > sync::MAX_NODES_PER_REQUEST {
+                far_apart = true;
+                if !bulk_tried && count > mine.count {
+                    bulk_tried = true;
+                    if self.catch_up(&leaves, count).await? {
+                        continue;
+                    }
                 }
             }
             leaves.truncate(sync::MAX_NODES_PER_REQUEST);
@@ -260,7 +264,7 @@ impl Session {
                             }
                         }
                     }
-                    if pulled_in_bulk {
+                    if far_apart {
                         push_hashes.clear();
                     }
                     push_hashes.truncate(sync::MAX_RECORDS_PER_EXCHANGE);

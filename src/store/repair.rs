@@ -61,13 +61,11 @@ pub(crate) fn open_index(dir: &Path) -> Result<Database, StoreError> {
                     "the file is missing, but the store holds {chunks} chunk files"
                 )));
             }
-            return index_builder()
-                .create(&path)
-                .map_err(|e| locked_or(dir, e, damaged));
+            return Database::create(&path).map_err(|e| locked_or(dir, e, damaged));
         }
         Err(e) => return Err(e.into()),
     }
-    let db = match quietly(|| index_builder().open(&path)) {
+    let db = match quietly(|| Database::open(&path)) {
         Ok(Ok(db)) => db,
         Ok(Err(e)) => return Err(locked_or(dir, e, damaged)),
         Err(panicked) => return Err(damaged(format!("redb cannot read it ({panicked})"))),
@@ -77,17 +75,6 @@ pub(crate) fn open_index(dir: &Path) -> Result<Database, StoreError> {
         Ok(Err(e)) => Err(damaged(e.to_string())),
         Err(panicked) => Err(damaged(format!("redb cannot read it ({panicked})"))),
     }
-}
-
-/// Memory redb may keep for the index's pages (its default, 1 GiB, let a node that merges
-/// many records in a row grow to hundreds of MiB: every transaction writes new pages).
-const INDEX_CACHE: usize = 32 << 20;
-
-/// How the index is opened.
-fn index_builder() -> redb::Builder {
-    let mut builder = redb::Builder::new();
-    builder.set_cache_size(INDEX_CACHE);
-    builder
 }
 
 fn locked_or(

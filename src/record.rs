@@ -306,6 +306,16 @@ impl Record {
         libp2p::PeerId::from_bytes(&self.author).ok()
     }
 
+    /// [`Record::check`] with the author's key already decoded (once for many records of one
+    /// author): `key` must be [`author_key`] of `self.author`.
+    pub fn check_with(&self, key: &libp2p::identity::PublicKey) -> Result<(), InvalidRecord> {
+        self.validate()?;
+        if self.sig.len() != SIGNATURE_LEN || !key.verify(&self.signed_bytes(), &self.sig) {
+            return Err(InvalidRecord::BadSignature);
+        }
+        Ok(())
+    }
+
     /// Checks everything a record from the network or disk must satisfy by itself. (Whether
     /// its clock is too far ahead depends on the network's time: the store judges that.)
     pub fn validate(&self) -> Result<(), InvalidRecord> {

@@ -333,3 +333,43 @@ fn settings_and_placement_vectors() {
         "p1 with 64 times the capacity"
     );
 }
+
+#[test]
+fn catchup_stream_frames() {
+    use dfs::protocols::catchup;
+    futures::executor::block_on(async {
+        let mut out = Vec::new();
+        catchup::write_request(&mut out, &catchup::Leaves::new([0, 9, 4095]))
+            .await
+            .unwrap();
+        assert_eq!(
+            hex::encode(&out),
+            format!("8040{}01", "00".repeat(509)),
+            "request"
+        );
+        let mut out = Vec::new();
+        catchup::write_frame(&mut out, Some(&catchup::encode_frame(&[])))
+            .await
+            .unwrap();
+        assert_eq!(hex::encode(&out), "0000000180", "empty frame");
+        let mut out = Vec::new();
+        catchup::write_frame(&mut out, None).await.unwrap();
+        assert_eq!(hex::encode(&out), "00000000", "end");
+        let one = dfs::protocols::encode_cbor(&record());
+        let mut out = Vec::new();
+        catchup::write_frame(
+            &mut out,
+            Some(&catchup::encode_frame(std::slice::from_ref(&one))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            hex::encode(&out),
+            format!("000000ca81{}", hex::encode(&one)),
+            "a frame of one record"
+        );
+        let mut read = &out[..];
+        let records = catchup::read_frame(&mut read).await.unwrap().unwrap();
+        assert_eq!(records, vec![record()]);
+    });
+}

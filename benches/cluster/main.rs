@@ -9,16 +9,18 @@
 //!   `/dev/shm` when present, so that the disk does not hide the network path);
 //! - `DFS_BENCH_DISK_DIR`: a dir on a real disk for the durable small puts (default
 //!   `target/bench-disk`);
+//! - `DFS_BENCH_CATCHUP_KEYS`: records of the catch-up figure (100,000 in the full run);
 //! - `DFS_BENCH_JSON`: output file (default `target/bench/results.json`);
 //! - `DFS_BENCH_FILE_MIB`: size of the large file; `DFS_BENCH_ROUNDS`: rounds of the fetch and
 //!   put figures (median reported; 5 in the full run, 3 in the quick one);
-//! - `DFS_BENCH_ONLY`: comma-separated subset of `fetch,put,small,replication,latency,mesh,sync`
+//! - `DFS_BENCH_ONLY`: comma-separated subset of `fetch,put,small,replication,latency,mesh,sync,catchup`
 //!   (`api` stands for `put,small,replication`).
 //!
 //! Hidden arguments `--bare-recv` and `--bare-send ADDR BYTES` make this binary one end of the
 //! bare libp2p stream (see `bare.rs`).
 
 mod bare;
+mod catchup;
 mod fetch;
 mod inproc;
 mod latency;
@@ -53,6 +55,8 @@ pub struct Plan {
     pub clients: usize,
     pub replication_puts: usize,
     pub sync_keys: usize,
+    /// Records of the catch-up figure (`DFS_BENCH_CATCHUP_KEYS` overrides).
+    pub catchup_keys: usize,
 }
 
 impl Plan {
@@ -70,6 +74,7 @@ impl Plan {
                 clients: 32,
                 replication_puts: 300,
                 sync_keys: 5_000,
+                catchup_keys: 5_000,
             }
         } else {
             Plan {
@@ -86,6 +91,7 @@ impl Plan {
                 clients: 32,
                 replication_puts: 10_000,
                 sync_keys: 100_000,
+                catchup_keys: 100_000,
             }
         };
         if let Some(mib) = env_number("DFS_BENCH_FILE_MIB") {
@@ -268,6 +274,9 @@ fn main() {
         }
         if wanted("sync") {
             sync::run(&mut bench).await;
+        }
+        if wanted("catchup") {
+            catchup::run(&mut bench).await;
         }
     });
     drop(rt);

@@ -43,6 +43,16 @@ impl NodeProc {
         extra: &[String],
     ) -> NodeProc {
         let _ = std::fs::remove_dir_all(&dir);
+        NodeProc::start_in(bin, dir, bootstrap, extra).await
+    }
+
+    /// [`NodeProc::start_with`] on a data dir as it is (not emptied: seeded beforehand).
+    pub async fn start_in(
+        bin: &Path,
+        dir: PathBuf,
+        bootstrap: &[String],
+        extra: &[String],
+    ) -> NodeProc {
         std::fs::create_dir_all(&dir).expect("create a node's data dir");
         let mut cmd = Command::new(bin);
         cmd.arg("node")

@@ -365,6 +365,37 @@ impl ApiClient {
         self.json(req).await
     }
 
+    /// [`ApiClient::list`] as it arrives: calls `each` with every entry of the streamed list
+    /// in order, holding one chunk of the body at a time; `each` returning false stops it.
+    pub async fn list_each(
+        &self,
+        prefix: Option<&str>,
+        mut each: impl FnMut(FileStat) -> bool,
+    ) -> Result<(), Error> {
+        let mut req = self.request(Method::GET, "/v1/files");
+        if let Some(p) = prefix {
+            req = req.query(&[("prefix", p)]);
+        }
+        let mut res = self.send(req).await?;
+        let mut split = ArraySplitter::default();
+        let broken = |what: String| Error::Transfer(format!("the listing broke off: {what}"));
+        while let Some(chunk) = res
+            .chunk()
+            .await
+            .map_err(|e| Error::Transfer(error_chain(&e)))?
+        {
+            for item in split.feed(&chunk).map_err(broken)? {
+                if !each(serde_json::from_slice(&item).map_err(|e| broken(e.to_string()))?) {
+                    return Ok(());
+                }
+            }
+        }
+        if !split.done {
+            return Err(broken("it ended before its last entry".into()));
+        }
+        Ok(())
+    }
+
     pub async fn peers(&self) -> Result<Vec<Peer>, Error> {
         self.json(self.request(Method::GET, "/v1/peers")).await
     }
@@ -418,3 +449,99 @@ fn file_path(key: &str) -> String {
 }
 
 pub use crate::error_chain;
+
+/// Splits a JSON array of objects, fed in pieces, into the bytes of each element (tracking
+/// strings and nesting, without parsing the elements).
+#[derive(Default)]
+struct ArraySplitter {
+    started: bool,
+    done: bool,
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+    item: Vec<u8>,
+}
+
+impl ArraySplitter {
+    fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+        let mut items = Vec::new();
+        for &b in bytes {
+            if self.done {
+                if b.is_ascii_whitespace() {
+                    continue;
+                }
+                return Err("bytes after the list".into());
+            }
+            if !self.started {
+                match b {
+                    b'[' => self.started = true,
+                    b if b.is_ascii_whitespace() => {}
+                    _ => return Err("not a JSON list".into()),
+                }
+                continue;
+            }
+            if self.depth == 0 {
+                match b {
+                    b',' if !self.item.is_empty() => items.push(std::mem::take(&mut self.item)),
+                    b']' => {
+                        if !self.item.is_empty() {
+                            items.push(std::mem::take(&mut self.item));
+                        }
+                        self.done = true;
+                    }
+                    b if b.is_ascii_whitespace() => {}
+                    b'{' | b'[' => {
+                        self.depth = 1;
+                        self.item.push(b);
+                    }
+                    _ => return Err("an entry that is not an object".into()),
+                }
+                continue;
+            }
+            self.item.push(b);
+            if self.in_string {
+                match (self.escaped, b) {
+                    (true, _) => self.escaped = false,
+                    (false, b'\\') => self.escaped = true,
+                    (false, b'"') => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => self.depth -= 1,
+                _ => {}
+            }
+        }
+        Ok(items)
+    }
+}
+
+#[cfg(test)]
+mod splitter_tests {
+    use super::ArraySplitter;
+
+    #[test]
+    fn splits_in_any_pieces() {
+        let text = br#"[{"a":"x}\"],{","b":[1,{"c":2}]},{"d":"\\"}]"#;
+        for cut in 0..text.len() {
+            let mut s = ArraySplitter::default();
+            let mut items = s.feed(&text[..cut]).unwrap();
+            items.extend(s.feed(&text[cut..]).unwrap());
+            assert!(s.done);
+            let items: Vec<String> = items
+                .into_iter()
+                .map(|i| String::from_utf8(i).unwrap())
+                .collect();
+            assert_eq!(
+                items,
+                [r#"{"a":"x}\"],{","b":[1,{"c":2}]}"#, r#"{"d":"\\"}"#]
+            );
+        }
+        let mut s = ArraySplitter::default();
+        assert!(s.feed(b"[]").unwrap().is_empty());
+        assert!(s.done);
+    }
+}

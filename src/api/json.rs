@@ -157,6 +157,10 @@ pub struct Id {
     /// This node's role: `admin`, `writer` or `reader`; `null` while the network is not known.
     #[serde(default)]
     pub role: Option<Role>,
+    /// Heads this node holds (current versions and conflicts, tombstones included): what
+    /// `GET /v1/files` lists, counted without reading them.
+    #[serde(default)]
+    pub records: u64,
 }
 
 impl Id {
@@ -166,6 +170,7 @@ impl Id {
             addrs: i.addrs.iter().map(|a| a.to_string()).collect(),
             network,
             role,
+            records: 0,
         }
     }
 }

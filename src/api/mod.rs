@@ -294,18 +294,73 @@ struct ListQuery {
     prefix: Option<String>,
 }
 
+/// Keys read from the store per page of a listing.
+const LIST_PAGE: usize = 1000;
+/// Keys of the first page: few, so that the answer starts at once.
+const LIST_FIRST_PAGE: usize = 50;
+/// Pages of a listing encoded ahead of what the client has taken.
+const LIST_PAGES_AHEAD: usize = 2;
+
+/// `GET /v1/files`: the JSON list, streamed page by page (a chunked body, the same bytes as one
+/// `Json` answer), so that the first entries leave at once and memory stays bounded whatever
+/// the number of records. An error after the first page cuts the body short (the client sees
+/// JSON that does not parse).
 async fn list(
     State(api): State<Api>,
     axum::extract::Query(query): axum::extract::Query<ListQuery>,
-) -> Result<Json<Vec<FileStat>>> {
-    let all = api.client.list().await?;
+) -> Result<Response> {
     let prefix = query.prefix.unwrap_or_default();
-    Ok(Json(
-        all.iter()
-            .filter(|s| s.record.key.starts_with(&prefix))
-            .map(FileStat::from)
-            .collect(),
-    ))
+    let first = api
+        .client
+        .list_page(prefix.clone(), None, LIST_FIRST_PAGE)
+        .await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(LIST_PAGES_AHEAD);
+    let client = api.client.clone();
+    tokio::spawn(async move {
+        let mut page = first;
+        let mut out = b"[".to_vec();
+        let mut empty = true;
+        let mut asked = LIST_FIRST_PAGE;
+        loop {
+            let last = page.last().map(|s| s.record.key.clone());
+            for stat in &page {
+                if !empty {
+                    out.push(b',');
+                }
+                empty = false;
+                if let Err(e) = serde_json::to_writer(&mut out, &FileStat::from(stat)) {
+                    let _ = tx.send(Err(io::Error::other(e))).await;
+                    return;
+                }
+            }
+            let more = page.len() == asked;
+            asked = LIST_PAGE;
+            if !more {
+                out.push(b']');
+            }
+            if tx.send(Ok(std::mem::take(&mut out).into())).await.is_err() || !more {
+                return;
+            }
+            page = match client.list_page(prefix.clone(), last, LIST_PAGE).await {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+        }
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        Body::from_stream(body),
+    )
+        .into_response())
 }
 
 /// The query of `GET /v1/stat/{key}`.
@@ -445,7 +500,9 @@ async fn id(State(api): State<Api>) -> Result<Json<Id>> {
         .client
         .role()
         .or_else(|| network.as_ref().map(|_| json::Role::Reader));
-    Ok(Json(Id::new(&info, network, role)))
+    let mut id = Id::new(&info, network, role);
+    id.records = api.client.store().record_count();
+    Ok(Json(id))
 }
 
 async fn transfers(State(api): State<Api>) -> Json<Vec<Transfer>> {

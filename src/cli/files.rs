@@ -257,14 +257,10 @@ pub(super) async fn rm(api: &ApiClient, key: &str, json: bool) -> Result<()> {
 /// `dfs ls [PREFIX] [--json] [--all]`: the keys the node knows (without tombstones unless
 /// `all`), only those starting with `prefix` if given.
 pub(super) async fn ls(api: &ApiClient, prefix: Option<&str>, json: bool, all: bool) -> Result<()> {
-    let mut files = api.list(prefix).await?;
-    files.retain(|f| all || !f.deleted);
-    if json {
-        output::json(&files)
-    } else {
-        output::table(&files);
-        Ok(())
-    }
+    let mut listing = output::Listing::new(json);
+    api.list_each(prefix, |f| (!all && f.deleted) || listing.push(f))
+        .await?;
+    listing.finish()
 }
 
 /// `dfs stat KEY [--json]`: one key's metadata.

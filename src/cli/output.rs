@@ -34,35 +34,150 @@ pub(super) fn deleted(tombstone: &FileStat) {
     );
 }
 
-/// `ls`: a table of keys, sizes and states.
-pub(super) fn table(files: &[FileStat]) {
-    let width = files
+/// The width of the key column: the longest key, within 3 to 60 characters.
+fn key_width(files: &[FileStat]) -> usize {
+    files
         .iter()
         .map(|f| f.key.chars().count())
         .max()
         .unwrap_or(0)
-        .clamp(3, 60);
-    let now = crate::record::wall_ms();
-    println!(
+        .clamp(3, 60)
+}
+
+fn table_header(width: usize) -> String {
+    format!(
         "{:<width$}  {:>10}  {:<12}  STATE",
         "KEY", "SIZE", "MODIFIED"
-    );
-    for f in files {
-        let conflicts = match f.conflicts.len() {
-            0 => String::new(),
-            n => format!(
-                "  ({n} conflict{}: dfs log {})",
-                if n == 1 { "" } else { "s" },
-                f.key
-            ),
+    )
+}
+
+fn table_row(f: &FileStat, width: usize, now: u64) -> String {
+    let conflicts = match f.conflicts.len() {
+        0 => String::new(),
+        n => format!(
+            "  ({n} conflict{}: dfs log {})",
+            if n == 1 { "" } else { "s" },
+            f.key
+        ),
+    };
+    format!(
+        "{:<width$}  {:>10}  {:<12}  {}{conflicts}",
+        f.key,
+        size(f.size),
+        ago(crate::record::physical_ms(f.version), now),
+        f.state()
+    )
+}
+
+/// Entries of a listing that set the width of its key column (the table is printed once they
+/// are known, so that a listing of any size starts at once and holds no more than them).
+const TABLE_HEAD: usize = 1000;
+
+/// `ls` as the entries arrive: the same text as [`table`] (its key column as wide as the
+/// longest of the first [`TABLE_HEAD`] keys), or the same JSON as [`json`] of the whole list.
+pub(super) struct Listing {
+    json: bool,
+    head: Vec<FileStat>,
+    width: Option<usize>,
+    count: usize,
+    now: u64,
+    out: std::io::BufWriter<std::io::Stdout>,
+    error: Option<std::io::Error>,
+}
+
+impl Listing {
+    pub(super) fn new(json: bool) -> Listing {
+        Listing {
+            json,
+            head: Vec::new(),
+            width: None,
+            count: 0,
+            now: crate::record::wall_ms(),
+            out: std::io::BufWriter::new(std::io::stdout()),
+            error: None,
+        }
+    }
+
+    /// Prints (or holds) one entry; false once stdout fails (a closed pipe).
+    pub(super) fn push(&mut self, f: FileStat) -> bool {
+        let written = if self.json {
+            self.json_entry(&f)
+        } else if let Some(width) = self.width {
+            let row = table_row(&f, width, self.now);
+            self.line(&row)
+        } else {
+            self.head.push(f);
+            if self.head.len() < TABLE_HEAD {
+                return true;
+            }
+            self.start_table()
         };
-        println!(
-            "{:<width$}  {:>10}  {:<12}  {}{conflicts}",
-            f.key,
-            size(f.size),
-            ago(crate::record::physical_ms(f.version), now),
-            f.state()
-        );
+        self.count += 1;
+        match written {
+            Ok(()) => true,
+            Err(e) => {
+                self.error = Some(e);
+                false
+            }
+        }
+    }
+
+    fn line(&mut self, line: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        writeln!(self.out, "{line}")?;
+        // The first lines leave at once; then in blocks.
+        if self.count < 2 || self.count.is_multiple_of(256) {
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+
+    fn start_table(&mut self) -> std::io::Result<()> {
+        let width = key_width(&self.head);
+        self.width = Some(width);
+        self.line(&table_header(width))?;
+        for f in std::mem::take(&mut self.head) {
+            let row = table_row(&f, width, self.now);
+            self.line(&row)?;
+        }
+        Ok(())
+    }
+
+    fn json_entry(&mut self, f: &FileStat) -> std::io::Result<()> {
+        use std::io::Write;
+        let pretty = serde_json::to_string_pretty(f).map_err(std::io::Error::other)?;
+        let open = if self.count == 0 { "[\n" } else { ",\n" };
+        self.out.write_all(open.as_bytes())?;
+        for (i, l) in pretty.lines().enumerate() {
+            if i > 0 {
+                self.out.write_all(b"\n")?;
+            }
+            write!(self.out, "  {l}")?;
+        }
+        if self.count < 2 || self.count.is_multiple_of(256) {
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Ends the listing: the held entries, the end of the JSON list; the first stdout error.
+    pub(super) fn finish(mut self) -> Result<()> {
+        use std::io::Write;
+        let failed = self.error.take();
+        let mut end = || -> std::io::Result<()> {
+            if self.json {
+                let close: &[u8] = if self.count == 0 { b"[]\n" } else { b"\n]\n" };
+                self.out.write_all(close)?;
+            } else if self.width.is_none() {
+                self.start_table()?;
+            }
+            self.out.flush()
+        };
+        let result = match failed {
+            Some(e) => Err(e),
+            None => end(),
+        };
+        result.map_err(|e| Error::Failed(format!("cannot write the listing: {e}")))
     }
 }
 

@@ -612,6 +612,21 @@ impl Client {
         Ok(self.tasks.blocking(move || store.list()).await??)
     }
 
+    /// One page of the listing: up to `max` keys starting with `prefix` after `after`, sorted
+    /// (see [`Store::list_page`]).
+    pub async fn list_page(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        max: usize,
+    ) -> Result<Vec<Stat>, Error> {
+        let store = self.store.clone();
+        Ok(self
+            .tasks
+            .blocking(move || store.list_page(&prefix, after.as_deref(), max))
+            .await??)
+    }
+
     /// Reads a file: locally if its content is here, else fetched from peers and streamed as
     /// chunks verify. For a key this node has never heard of, the peers are asked for its record
     /// first. `range` is a half-open byte range within the file.

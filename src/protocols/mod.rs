@@ -9,6 +9,7 @@
 //! - [`chunks`]: raw stream `/dfs/chunks/1`, bulk chunk bytes.
 //! - [`sync`]: request-response `/dfs/sync/1`, anti-entropy over a tree of record digests.
 
+pub mod catchup;
 pub mod chunks;
 pub mod codec;
 pub mod fetch;

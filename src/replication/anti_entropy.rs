@@ -127,9 +127,38 @@ impl Session {
         Ok(())
     }
 
+    /// Pulls the heads of `leaves` over `/dfs/catchup/1`. False when the peer does not speak
+    /// it or failed without fault (the session goes on with exchanges); a peer that sent what
+    /// no honest peer sends counts a strike and ends the session.
+    async fn catch_up(&self, leaves: &[u16], announced: u64) -> Result<bool, SyncError> {
+        let peer = self.peer;
+        let started = std::time::Instant::now();
+        let set = crate::protocols::catchup::Leaves::new(leaves.iter().copied());
+        match super::catchup::pull(&self.replication, peer, set, announced).await {
+            Ok(pulled) => {
+                tracing::debug!(%peer, leaves = leaves.len(), received = pulled.received,
+                    changed = pulled.changed, complete = pulled.complete,
+                    ms = started.elapsed().as_millis() as u64, "catch-up done");
+                Ok(true)
+            }
+            Err(super::catchup::CatchupError::Merge(e)) => Err(e.into()),
+            Err(e) if e.peer_misbehaved() => {
+                self.replication
+                    .misbehaved(peer, "a catch-up stream that breaks the protocol");
+                Err(protocol_error(peer, &e.to_string()))
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "catch-up failed; syncing by exchanges");
+                Ok(false)
+            }
+        }
+    }
+
     async fn rounds(&self) -> Result<(), SyncError> {
         let peer = self.peer;
         let mut grants_checked = false;
+        let mut bulk_tried = false;
+        let mut far_apart = false;
         let mut seen_states = HashSet::new();
         for _ in 0..sync::MAX_ROUNDS {
             let mine = tree(&self.replication).await?;
@@ -188,6 +217,21 @@ impl Session {
                     }
                 }
             }
+            // Far apart (a fresh, restored or long-offline node): pull the heads of every
+            // differing leaf in bulk, once per session, then compare again.
+            // Only from a peer that holds more heads than this node: one that holds fewer
+            // mostly lacks what this node has, and pulls it in its own session. Either way,
+            // what this node holds that the peer lacks is not pushed in this session: the peer
+            // pulls it in bulk, faster than exchanges would carry it.
+            if leaves.len() > sync::MAX_NODES_PER_REQUEST {
+                far_apart = true;
+                if !bulk_tried && count > mine.count {
+                    bulk_tried = true;
+                    if self.catch_up(&leaves, count).await? {
+                        continue;
+                    }
+                }
+            }
             leaves.truncate(sync::MAX_NODES_PER_REQUEST);
             let Response::Entries { entries } = self
                 .request(Request::Entries {
@@ -219,6 +263,9 @@ impl Session {
                                 push_hashes.push(*k);
                             }
                         }
+                    }
+                    if far_apart {
+                        push_hashes.clear();
                     }
                     push_hashes.truncate(sync::MAX_RECORDS_PER_EXCHANGE);
                     want.truncate(sync::MAX_RECORDS_PER_EXCHANGE);

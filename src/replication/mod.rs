@@ -7,6 +7,7 @@
 //! - [`transfer`]: fetching content from peers over `/dfs/chunks/1`, verified chunk by chunk.
 //! - [`serve`]: answering fetch requests and serving chunk streams.
 //! - [`anti_entropy`]: sync sessions (initiator and responder).
+//! - [`catchup`]: bulk catch-up of records when a session finds the sets far apart.
 //! - [`download`]: streaming a file's bytes to a caller, locally or as a transfer writes them.
 //! - [`buffers`]: the bounded pool of chunk buffers of the bulk paths.
 //! - [`error`]: typed failures.
@@ -14,6 +15,7 @@
 pub mod admission;
 pub mod anti_entropy;
 mod buffers;
+pub mod catchup;
 pub mod download;
 pub mod error;
 pub mod policy;
@@ -399,8 +401,8 @@ impl Replication {
                     // Signatures are checked here, off the async threads, whatever the path.
                     let mut valid = Vec::with_capacity(records.len());
                     let mut invalid = 0;
-                    for r in records {
-                        if r.check().is_err() {
+                    for (r, ok) in admission::check_all(records) {
+                        if !ok {
                             refusals.refuse(Refusal::Invalid, &r.author, Some(&r.key));
                             invalid += 1;
                         } else {
@@ -476,6 +478,18 @@ impl Replication {
             self.tasks.clone(),
             self.config.metrics.clone(),
         );
+        self.tasks.spawn(server.run(incoming));
+        self.serve_catchup()
+    }
+
+    /// Registers the bulk catch-up protocol (`/dfs/catchup/1`).
+    fn serve_catchup(&self) -> Result<(), net::Error> {
+        use crate::protocols::catchup as protocol;
+        let incoming = self.network.accept(protocol::PROTOCOL).ok_or_else(|| {
+            net::Error::Start(format!("{} is already registered", protocol::PROTOCOL))
+        })?;
+        let server =
+            catchup::CatchupServer::new(self.store.clone(), self.tasks.clone(), self.stats.clone());
         self.tasks.spawn(server.run(incoming));
         Ok(())
     }

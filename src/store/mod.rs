@@ -34,6 +34,7 @@
 //! Memory: a put holds at most 10 chunk buffers, a reader one; neither depends on the file size
 //! (the bench's 1 GiB put and get peak at about 16 MiB RSS).
 
+mod bulk;
 mod chunks;
 mod commit;
 mod evict;
@@ -62,6 +63,7 @@ use commit::{Committer, Done, Op};
 use gc::Pins;
 use index::{decode, Content, HeadsChange, Tables};
 
+pub use bulk::HeadsPage;
 pub use history::{DEFAULT_KEEP_BYTES, DEFAULT_KEEP_DAYS};
 pub use index::MAX_HEADS;
 

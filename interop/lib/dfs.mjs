@@ -67,13 +67,15 @@ process.on('exit', () => { for (const child of running) child.kill('SIGKILL') })
 /**
  * A dfs node in a fresh temporary data dir. Without `bootstrap` it creates a network and owns it
  * (network id = its peer id); with `bootstrap` alone it joins the bootstrap peer's network as a
- * reader. `rustLog` sets its RUST_LOG (default: the node's default level).
+ * reader. `rustLog` sets its RUST_LOG (default: the node's default level); `args` are more
+ * flags of `dfs node` (e.g. `['--join', ticket]` or `['--replicas', '2']`).
  */
 export class DfsNode {
-  static async start ({ bootstrap = [], name = 'dfs', rustLog } = {}) {
+  static async start ({ bootstrap = [], name = 'dfs', rustLog, args: extra = [] } = {}) {
     const dir = await mkdtemp(join(tmpdir(), `dfs-interop-${name}-`))
     const args = ['node', '--data-dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0']
     for (const b of bootstrap) args.push('--bootstrap', b)
+    args.push(...extra)
     const child = spawn(DFS_BIN, args, { env: childEnv({ rustLog }), stdio: ['ignore', 'pipe', 'pipe'] })
     running.add(child)
     const node = new DfsNode(name, dir, child)

@@ -5,6 +5,7 @@ import { ed25519 } from '@noble/curves/ed25519.js'
 import { encode as cborEncode, decode as cborDecode } from 'cborg'
 import { peerIdFromMultihash } from '@libp2p/peer-id'
 import * as Digest from 'multiformats/hashes/digest'
+import { base58btc } from 'multiformats/bases/base58'
 
 export const FETCH = '/dfs/fetch/2'
 export const CHUNKS = '/dfs/chunks/1'
@@ -758,3 +759,111 @@ export function chunksHandler (files, log = [], { idleMs = 30_000, streams = [] 
 
 /** JSON for messages: bigints as decimal, byte strings as hex. */
 export const show = (v) => JSON.stringify(v, (k, x) => typeof x === 'bigint' ? x.toString() : x instanceof Uint8Array ? hex(x) : x)
+
+// ---- placement and repair (PROTOCOL.md "Placement and repair") ----
+
+const SETTINGS_DOMAIN = new TextEncoder().encode('dfs/settings/1\0')
+export const SETTINGS_LIMIT = 512
+export const MAX_REPLICAS = 64
+/** A node's capacity when it announced none: 1 TiB. */
+export const DEFAULT_CAPACITY = 2n ** 40n
+
+function settingsBody ({ network, replicas, time, issuer }) {
+  return { network, replicas: u64(replicas), time: u64(time), issuer }
+}
+
+/** Signed bytes = "dfs/settings/1" 0x00 || canonical CBOR map of network, replicas, time, issuer. */
+export const settingsSignedBytes = (s) => concat([SETTINGS_DOMAIN, encode(settingsBody(s))])
+/** The settings map (five fields, in table order). */
+export const encodeSettings = (s) => encode({ ...settingsBody(s), sig: s.sig })
+
+export function signSettings (signer, { network, replicas, time, issuer = signer.author }) {
+  const s = { network, replicas: BigInt(replicas), time: BigInt(time), issuer }
+  s.sig = signer.sign(settingsSignedBytes(s))
+  return s
+}
+
+export function verifySettings (s) {
+  try {
+    return ed25519.verify(s.sig, settingsSignedBytes(s), publicKeyOf(s.issuer))
+  } catch { return false }
+}
+
+/**
+ * Decodes settings (≤ 512 bytes): fields and types, replicas 0 to 64, and unless `verify` is false
+ * the signature and that the issuer is the network's owner (its peer id is the network id).
+ * `replicas` 0 means every node (`all`). Throws on any violation.
+ */
+export function decodeSettings (bytes, { verify = true } = {}) {
+  if (bytes.length > SETTINGS_LIMIT) throw new Error(`settings over ${SETTINGS_LIMIT} bytes`)
+  const m = decode(bytes)
+  for (const f of ['network', 'replicas', 'time', 'issuer', 'sig']) {
+    if (m == null || !(f in m)) throw new Error(`settings field ${f} missing`)
+  }
+  if (typeof m.network !== 'string') throw new Error('bad network')
+  const replicas = BigInt(m.replicas)
+  if (replicas < 0n || replicas > BigInt(MAX_REPLICAS)) throw new Error(`bad replicas ${replicas}`)
+  publicKeyOf(m.issuer)
+  if (!(m.sig instanceof Uint8Array) || m.sig.length !== 64) throw new Error('bad sig')
+  const s = { network: m.network, replicas, time: BigInt(m.time), issuer: m.issuer, sig: m.sig }
+  s.issuerId = peerIdFromMultihash(Digest.decode(s.issuer))
+  if (verify) {
+    if (!verifySettings(s)) throw new Error('the settings signature does not verify')
+    if (s.issuerId.toString() !== s.network) throw new Error(`settings issued by ${s.issuerId}, not the network's owner ${s.network}`)
+  }
+  return s
+}
+
+const M64 = (1n << 64n) - 1n
+/** MurmurHash3's 64-bit finaliser, multiplications modulo 2^64. */
+export function fmix64 (x) {
+  x &= M64
+  x ^= x >> 33n
+  x = (x * 0xff51afd7ed558ccdn) & M64
+  x ^= x >> 33n
+  x = (x * 0xc4ceb9fe1a85ec53n) & M64
+  x ^= x >> 33n
+  return x
+}
+
+const le64 = (bytes) => new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true)
+
+/**
+ * The placement draw of the peer `peer` (its peer id bytes) with capacity `capacity` (bytes; a
+ * BigInt or Number) for the content id `cid`: { h, u, w, score }.
+ * s_c = first 8 bytes of cid, s_p = first 8 bytes of BLAKE3(peer id bytes), both little-endian;
+ * h = fmix64(s_c ^ s_p); u = ((h >> 11) + 0.5) / 2^53; w = capacity / 2^30 (≥ 1/1024);
+ * score = w / -ln(u), all in binary64.
+ */
+export function placementScore (cid, peer, capacity = DEFAULT_CAPACITY) {
+  const sc = le64(cid)
+  const sp = le64(blake3(peer))
+  const h = fmix64(sc ^ sp)
+  const u = (Number(h >> 11n) + 0.5) / 2 ** 53
+  const w = Math.max(Number(BigInt(capacity)) / 2 ** 30, 1 / 1024)
+  return { h, u, w, score: w / -Math.log(u) }
+}
+
+/**
+ * The order of `candidates` ([{ peer: peer id bytes, capacity? }]) for `cid`, best first: higher
+ * score, then larger h, then smaller peer id bytes. `place` keeps the first `replicas` (all when
+ * there are no more; replicas 0 means every node).
+ */
+export function placementOrder (cid, candidates) {
+  return candidates
+    .map(c => ({ ...c, ...placementScore(cid, c.peer, c.capacity ?? DEFAULT_CAPACITY) }))
+    .sort((a, b) => (b.score - a.score) || (a.h === b.h ? 0 : (a.h > b.h ? -1 : 1)) || compareBytes(a.peer, b.peer))
+}
+
+export function place (cid, candidates, replicas) {
+  const order = placementOrder(cid, candidates)
+  return Number(replicas) === 0 ? order : order.slice(0, Number(replicas))
+}
+
+// ---- tickets (PROTOCOL.md "Trust", "Joining"): "dfs1" + base58btc of a CBOR map ----
+
+/** Decodes a ticket into its map: { network, addrs, key, grant, settings? } (bytes as given). */
+export function decodeTicket (ticket) {
+  if (!ticket.startsWith('dfs1')) throw new Error('a ticket starts with dfs1')
+  return decode(base58btc.baseDecode(ticket.slice(4)))
+}

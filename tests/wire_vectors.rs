@@ -332,6 +332,21 @@ fn settings_and_placement_vectors() {
         ],
         "p1 with 64 times the capacity"
     );
+    // The draws themselves (h, then the score), as PROTOCOL.md gives them.
+    let draws: Vec<(String, f64)> = [&equal[2], &equal[1], &equal[0], &weighted[0]]
+        .iter()
+        .map(|c| {
+            let (score, h) = c.draw(&cid);
+            (format!("{h:016x}"), score)
+        })
+        .collect();
+    assert_eq!(draws[0].0, "ee9a0dbe8610dc9b");
+    assert_eq!(draws[1].0, "b0af43192b229027");
+    assert_eq!(draws[2].0, "74c17cf9a01c65aa");
+    assert_eq!(draws[0].1, 14549.276362532477);
+    assert_eq!(draws[1].1, 2761.5137117618174);
+    assert_eq!(draws[2].1, 1304.3044795381018);
+    assert_eq!(draws[3].1, 83475.48669043851);
 }
 
 #[test]

@@ -112,8 +112,12 @@ fn log_filter(cli: &Cli) -> String {
         (true, true) | (false, false) => "warn",
         (false, true) => "error",
     };
+    // Kademlia warns "Failed to trigger bootstrap: No known peers" whenever its automatic
+    // bootstrap finds an empty routing table, as every node's does until its first peer: noise,
+    // not a fault. Its errors still show.
+    let base = format!("{base},libp2p_kad::behaviour=error");
     match cli.verbose {
-        0 => base.to_string(),
+        0 => base,
         1 => format!("{base},dfs=debug"),
         _ => format!("{base},dfs=trace"),
     }

@@ -239,10 +239,14 @@ pub(crate) fn fetch(
             },
             None => fetch::Response::NotFound,
         }),
-        fetch::Request::Has { cid } => Ok(fetch::Response::Has {
-            complete: store.content_complete(&cid)?,
-            keeps: Some(keeps),
-        }),
+        fetch::Request::Has { cid } => {
+            let complete = store.content_complete(&cid)?;
+            Ok(fetch::Response::Has {
+                complete,
+                // Keeping is said of a copy held: never without one.
+                keeps: Some(keeps && complete),
+            })
+        }
         fetch::Request::Time => Ok(fetch::Response::Time {
             ms: store.time().wall().now_ms(),
         }),

@@ -30,6 +30,16 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the pass checks whether the members that are up changed.
 const WATCH_EVERY: Duration = Duration::from_millis(500);
 
+/// What the scan of one pass keeps: the content placed here and missing, the content held
+/// but not placed here (with its size and placement), and the count of files short of copies.
+#[derive(Default)]
+struct Scan {
+    missing: Vec<(Record, Vec<PeerId>)>,
+    unplaced_held: Vec<(ContentId, u64)>,
+    placed_of: HashMap<ContentId, Vec<PeerId>>,
+    under_replicated: usize,
+}
+
 /// What one pass found and did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RepairReport {
@@ -96,42 +106,49 @@ impl Replication {
         let Replicas::Count(r) = self.policy.replicas() else {
             return Ok(report);
         };
-        let (stats, held) = self
-            .blocking(|s| -> Result<_, crate::store::StoreError> { Ok((s.list()?, s.held()?)) })
-            .await??;
-        let held: HashMap<ContentId, u64> = held.into_iter().collect();
+        // One pass over the heads, decoded one at a time on a blocking thread: only what needs
+        // acting on is kept (a million records placed elsewhere are not listed).
+        let policy = self.policy.clone();
         let me = self.policy.me();
-        let mut unplaced_held: HashMap<ContentId, u64> = HashMap::new();
+        let scan = self
+            .blocking(move |s| -> Result<Scan, crate::store::StoreError> {
+                let mut scan = Scan::default();
+                let mut done = std::collections::HashSet::new();
+                s.each_live(|record, complete| {
+                    let Some(cid) = record.cid else { return };
+                    if !done.insert(cid) {
+                        return;
+                    }
+                    let placed = policy.placed(&cid);
+                    if placed.len() < r as usize {
+                        scan.under_replicated += 1;
+                    }
+                    match (placed.contains(&me), complete) {
+                        (true, false) => {
+                            scan.under_replicated += 1;
+                            scan.missing.push((record, placed));
+                        }
+                        (false, true) => {
+                            scan.unplaced_held.push((cid, record.size));
+                            scan.placed_of.insert(cid, placed);
+                        }
+                        _ => {}
+                    }
+                })?;
+                Ok(scan)
+            })
+            .await??;
+        report.under_replicated = scan.under_replicated;
+        let mut placed_live = scan.placed_of;
         // Placed here, missing, and waiting for a back-off after failed attempts.
         let mut stalled: Vec<(Record, Vec<PeerId>)> = Vec::new();
-        let mut placed_live: HashMap<ContentId, Vec<PeerId>> = HashMap::new();
-        for stat in stats {
-            for record in std::iter::once(stat.record).chain(stat.conflicts) {
-                let Some(cid) = record.cid else { continue };
-                if placed_live.contains_key(&cid) {
-                    continue;
-                }
-                let placed = self.policy.placed(&cid);
-                let here = placed.contains(&me);
-                if placed.len() < r as usize {
-                    report.under_replicated += 1;
-                }
-                match (here, held.get(&cid)) {
-                    (true, None) => {
-                        report.under_replicated += 1;
-                        if self.transfers.waiting(&cid) {
-                            stalled.push((record, placed.clone()));
-                        } else {
-                            self.fetch_placed(record, &placed);
-                            report.fetching += 1;
-                        }
-                    }
-                    (false, Some(size)) => {
-                        unplaced_held.insert(cid, *size);
-                    }
-                    _ => {}
-                }
-                placed_live.insert(cid, placed);
+        for (record, placed) in scan.missing {
+            let Some(cid) = record.cid else { continue };
+            if self.transfers.waiting(&cid) {
+                stalled.push((record, placed));
+            } else {
+                self.fetch_placed(record, &placed);
+                report.fetching += 1;
             }
         }
         // A placed member that holds what waits here ends the wait: the earlier attempts failed
@@ -152,7 +169,7 @@ impl Replication {
             .filter(|r| futures::future::ready(r.is_some()))
             .count()
             .await;
-        let extra = self.policy.extra(unplaced_held.into_iter().collect());
+        let extra = self.policy.extra(scan.unplaced_held);
         let asks = extra
             .into_iter()
             .take(MAX_DROPS_PER_PASS)

@@ -357,9 +357,11 @@ impl Transfers {
         let this = self.clone();
         self.inner.tasks.spawn(async move {
             let store = this.inner.store.clone();
-            match this.inner.tasks.blocking(move || store.incomplete()).await {
+            let policy = this.inner.policy.clone();
+            let wanted = move || store.incomplete_where(|r| policy.wants(r));
+            match this.inner.tasks.blocking(wanted).await {
                 Ok(Ok(records)) => {
-                    for record in records.iter().filter(|r| this.inner.policy.wants(r)) {
+                    for record in &records {
                         let _ = this.ensure(record, false);
                     }
                 }

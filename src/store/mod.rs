@@ -954,18 +954,44 @@ impl Store {
 
     /// Live records whose content is not complete here (to resume fetching after a restart).
     pub fn incomplete(&self) -> Result<Vec<Record>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        self.incomplete_where(|_| true)
+    }
+
+    /// Live records whose content is not complete here and that `wanted` picks, read one at a
+    /// time (a store of a million records whose content lives elsewhere is not listed whole).
+    pub fn incomplete_where(
+        &self,
+        mut wanted: impl FnMut(&Record) -> bool,
+    ) -> Result<Vec<Record>, StoreError> {
         let mut out = Vec::new();
-        for stat in self.list()? {
-            for r in std::iter::once(stat.record).chain(stat.conflicts) {
-                if let Some(cid) = &r.cid {
-                    if !is_complete(&txn, cid)? {
-                        out.push(r);
-                    }
-                }
+        self.each_live(|r, complete| {
+            if !complete && wanted(&r) {
+                out.push(r);
             }
-        }
+        })?;
         Ok(out)
+    }
+
+    /// Calls `f` with every live head (current versions, then concurrent ones) and whether its
+    /// content is complete here, decoding one record at a time in one read transaction.
+    pub fn each_live(&self, mut f: impl FnMut(Record, bool)) -> Result<(), StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let state = txn.open_table(index::CONTENT_STATE)?;
+        let mut visit = |bytes: &[u8]| -> Result<(), StoreError> {
+            let record: Record = decode(bytes)?;
+            if let Some(cid) = record.cid {
+                let complete = state.get(&cid.0)?.is_some_and(|v| v.value() == 1);
+                f(record, complete);
+            }
+            Ok(())
+        };
+        for item in txn.open_table(index::RECORDS)?.iter()? {
+            visit(item?.1.value())?;
+        }
+        for item in txn.open_table(index::CONFLICTS)?.iter()? {
+            visit(item?.1.value())?;
+        }
+        Ok(())
     }
 
     /// The [`SYNC_LEAVES`] leaf hashes of the anti-entropy tree: a key's leaf is the top 12 bits

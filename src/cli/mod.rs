@@ -130,17 +130,27 @@ async fn interruptible(command: Command) -> Result<()> {
     if matches!(command, Command::Node(_)) {
         return run_command(command).await;
     }
+    let command = run_command(command);
+    tokio::pin!(command);
     tokio::select! {
         // The command first: while a `get -o` copies bytes it catches Ctrl-C itself, to say
         // which partial file it kept.
         biased;
-        result = run_command(command) => result,
+        result = &mut command => result,
         _ = tokio::signal::ctrl_c() => {
             exit_on_second_interrupt();
-            Err(Error::Interrupted("interrupted".into()))
+            // The signal reaches each listener in turn: this one may wake before the command's
+            // own. A moment lets the command say what it kept (or finish what it was doing).
+            match tokio::time::timeout(INTERRUPT_GRACE, &mut command).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::Interrupted("interrupted".into())),
+            }
         }
     }
 }
+
+/// How long a command may take to end by itself after Ctrl-C before it is dropped.
+const INTERRUPT_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// After a first Ctrl-C: a second one exits the process at once (status 130), whatever is
 /// still being cleaned up.

@@ -27,7 +27,7 @@
 //! process) and its timestamps are NTP64 with a 128-bit id, not the records' 48+16-bit values.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -177,9 +177,13 @@ pub struct NetworkTime {
     max_offset_ms: u64,
     /// Per peer: its offset, when it was measured, and whether it counts for the median.
     peers: Mutex<HashMap<PeerId, (Offset, Instant, bool)>>,
-    /// The median of the offsets (own zero included), in milliseconds: add it to the wall
-    /// clock to get the network's time.
+    /// The network's opinion of this clock, in milliseconds to add to the wall clock to get
+    /// the network's time: the median of the offsets (own zero included) when a majority of
+    /// the members agree with it (see [`NetworkTime::recompute`]), else zero.
     median: AtomicI64,
+    /// How many members the network has (this node included), as membership last said: the
+    /// majority that must agree before this node takes the peers' word over its own clock.
+    members: AtomicUsize,
 }
 
 impl NetworkTime {
@@ -189,6 +193,7 @@ impl NetworkTime {
             max_offset_ms,
             peers: Mutex::new(HashMap::new()),
             median: AtomicI64::new(0),
+            members: AtomicUsize::new(0),
         }
     }
 
@@ -232,6 +237,19 @@ impl NetworkTime {
         }
     }
 
+    /// Sets the number of the network's members (this node included): the peers' median
+    /// moves this node's idea of time only when more than half of them agree with it.
+    pub fn set_members(&self, members: usize) {
+        if self.members.swap(members, Ordering::Relaxed) != members {
+            let mut peers = self.peers.lock().expect("offsets lock");
+            self.recompute(&mut peers);
+        }
+    }
+
+    /// The median of the members' offsets (own zero included) counts only when a majority of
+    /// the network's members (of those known, or of those measured if more) are within
+    /// `max_offset` of it: a minority of members, whatever their clocks say, can neither make
+    /// this node refuse its writes nor move its idea of the network's time.
     fn recompute(&self, peers: &mut HashMap<PeerId, (Offset, Instant, bool)>) {
         peers.retain(|_, (_, at, _)| at.elapsed() < STALE_AFTER);
         let mut all: Vec<i64> = peers
@@ -240,7 +258,14 @@ impl NetworkTime {
             .map(|(o, _, _)| o.ms)
             .collect();
         all.push(0);
-        self.median.store(median(&mut all), Ordering::Relaxed);
+        let m = median(&mut all);
+        let agree = all
+            .iter()
+            .filter(|o| o.abs_diff(m) <= self.max_offset_ms)
+            .count();
+        let members = self.members.load(Ordering::Relaxed).max(all.len());
+        let adopted = if agree > members / 2 { m } else { 0 };
+        self.median.store(adopted, Ordering::Relaxed);
     }
 
     /// Each peer's last measured offset.
@@ -267,9 +292,11 @@ impl NetworkTime {
     }
 
     /// The furthest (physical ms) the hybrid clock follows a record from elsewhere:
-    /// `2 × max_offset` past the network's time.
+    /// `2 × max_offset` past the network's time, and never further past this node's own
+    /// clock, whatever its peers say.
     pub fn horizon_ms(&self) -> u64 {
         self.now_ms()
+            .min(self.wall.now_ms())
             .saturating_add(self.max_offset_ms.saturating_mul(2))
     }
 
@@ -369,7 +396,11 @@ mod tests {
         }
         assert!(slow.check_local().is_err());
         let real = system_ms();
-        assert!(slow.horizon_ms() >= real + 900 && slow.horizon_ms() <= real + 1100);
+        assert!(slow.accept_limit_ms() >= real + MAX_AHEAD_MS - 100);
+        assert!(slow.accept_limit_ms() <= real + MAX_AHEAD_MS + 100);
+        // Its hybrid clock follows records only up to its own clock's horizon.
+        let own = slow.wall.now_ms();
+        assert!(slow.horizon_ms() >= own + 900 && slow.horizon_ms() <= own + 1100);
 
         // Strangers do not vote.
         let fine = NetworkTime::new(Wall::system(), 500);
@@ -379,6 +410,29 @@ mod tests {
         }
         assert!(fine.check_local().is_ok());
         assert_eq!(fine.offsets().len(), 5);
+
+        // Two members of five whose clocks are an hour ahead: this node's clock stands.
+        let honest = NetworkTime::new(Wall::system(), 500);
+        honest.set_members(5);
+        for _ in 0..2 {
+            let now = honest.wall.now_ms();
+            honest.measured(PeerId::random(), now, now + 3_600_000, now, true);
+        }
+        assert!(honest.check_local().is_ok());
+        assert_eq!(honest.median_offset_ms(), 0);
+        let real = system_ms();
+        assert!(honest.accept_limit_ms() <= real + MAX_AHEAD_MS + 100);
+        assert!(honest.horizon_ms() <= real + 1100);
+        // A third one makes a majority: then this node's clock is the one that is off.
+        let now = honest.wall.now_ms();
+        honest.measured(PeerId::random(), now, now + 3_600_000, now, true);
+        assert!(honest.check_local().is_err());
+        // Of two members, neither judges the other alone.
+        let pair = NetworkTime::new(Wall::system(), 500);
+        pair.set_members(2);
+        let now = pair.wall.now_ms();
+        pair.measured(PeerId::random(), now, now + 3_600_000, now, true);
+        assert!(pair.check_local().is_ok());
 
         // Alone, a node always writes.
         assert!(NetworkTime::new(Wall::skewed(999_999), 500)

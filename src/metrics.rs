@@ -94,6 +94,9 @@ pub struct Metrics {
     /// Copies dropped here because enough placed members hold them (extra, or beyond the
     /// cache).
     pub dropped_copies: Counter,
+    /// Proofs of possession that placed members failed (wrong, missing or refused answers
+    /// while they claimed to keep the content; see `replication::audit`).
+    pub failed_proofs: Counter,
     /// Bytes of files read here that are not placed here (the cache, `--cache-size`).
     pub cached_bytes: Gauge,
 }
@@ -131,6 +134,7 @@ impl Metrics {
             clock_offset_seconds: Family::default(),
             under_replicated: Gauge::default(),
             dropped_copies: Counter::default(),
+            failed_proofs: Counter::default(),
             cached_bytes: Gauge::default(),
         };
         {
@@ -203,6 +207,11 @@ impl Metrics {
                 "dropped_copies",
                 "Copies of files dropped because enough placed members hold them",
                 metrics.dropped_copies.clone(),
+            );
+            dfs.register(
+                "failed_proofs",
+                "Proofs of possession failed by members that claimed to keep a file's content",
+                metrics.failed_proofs.clone(),
             );
             dfs.register_with_unit(
                 "cached",

@@ -227,6 +227,16 @@ impl Record {
         self.seen_of(&other.author) >= other.seq
     }
 
+    /// True when this record replaces `other` (a version of the same key): it saw `other` and
+    /// `other` did not see it. Two versions that each claim to have seen the other cannot both
+    /// be honest (a writer sees only what was written before it writes): a context that names
+    /// versions written after its record (a `seq` an author had not reached yet) is a lie, and
+    /// it makes neither version replace the other: both stay heads, a conflict, and no context
+    /// can make later honest writes invisible.
+    pub fn replaces(&self, other: &Record) -> bool {
+        self.saw(other) && !other.saw(self)
+    }
+
     /// The highest `seq` of `author` in this record's causal context (its own dot included).
     pub fn seen_of(&self, author: &[u8]) -> u64 {
         if self.author == author {

@@ -207,6 +207,21 @@ fn message_vectors() {
         "a163686173a268636f6d706c657465f5656b65657073f5",
         "fetch has resp with keeps"
     );
+    assert_eq!(
+        cbor4ii(&fetch::Request::Prove {
+            cid: Hash([0xaa; 32]),
+            nonce: Hash([0xbb; 32]),
+            chunks: vec![0, 2],
+        }),
+        "a16570726f7665a3636369645820aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa656e6f6e63655820bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb666368756e6b73820002",
+        "fetch prove req"
+    );
+    let proof = fetch::proof_of(&Hash([0xbb; 32]), [&b"hello"[..]]);
+    assert_eq!(
+        cbor4ii(&fetch::Response::Proof { hash: proof }),
+        "a16570726f6f66a16468617368582096ccd022674aa9f5167bf28f9b2b570f2d4f671f3b281fc686dc2368d504444b",
+        "fetch proof resp"
+    );
     let with_capacity = peers::Announcement {
         capacity: Some(1 << 40),
         ..a.clone()

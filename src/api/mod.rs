@@ -534,6 +534,7 @@ fn member(api: &Api, peer: libp2p::PeerId) -> Member {
             role: json::Role::Reader,
             cutoff: None,
             owner: false,
+            failed_proofs: 0,
         })
 }
 

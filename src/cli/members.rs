@@ -67,6 +67,16 @@ pub(super) async fn members(api: &ApiClient, json: bool) -> Result<()> {
 }
 
 fn describe(m: &Member) -> String {
+    let role = role(m);
+    match m.failed_proofs {
+        0 => role,
+        n => format!(
+            "{role}, failed {n} proofs of possession (says it keeps files it does not hold)"
+        ),
+    }
+}
+
+fn role(m: &Member) -> String {
     match (m.owner, m.role) {
         (true, _) => "owner".into(),
         (false, Role::Admin) => "admin".into(),

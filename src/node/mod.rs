@@ -318,10 +318,18 @@ impl Client {
 
     /// The members of the network: the owner and every peer with a grant.
     pub fn members(&self) -> Vec<Member> {
-        self.replication
+        let mut members = self
+            .replication
             .members()
             .with(|m| m.members())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let tallies = self.replication.audit().tallies();
+        for m in &mut members {
+            if let Some(t) = m.peer_id.parse().ok().and_then(|p| tallies.get(&p)) {
+                m.failed_proofs = t.failed;
+            }
+        }
+        members
     }
 
     /// Refusals of records and grants since start (see `replication::admission`).
@@ -793,6 +801,25 @@ impl Client {
             stat,
             peers,
             placed,
+        })
+    }
+
+    /// The members placed to hold `cid`'s content, as this node sees them (empty when every
+    /// node holds everything).
+    pub fn placed(&self, cid: &crate::record::ContentId) -> Vec<PeerId> {
+        let policy = self.replication.policy();
+        if policy.replicas() == crate::placement::Replicas::All {
+            return Vec::new();
+        }
+        policy.placed(cid)
+    }
+
+    /// Runs a repair pass now (under partial replication: fetch what is placed here and
+    /// missing, drop the extra copies that placed members prove they keep).
+    pub async fn repair_now(&self) -> Result<replication::repair::RepairReport, Error> {
+        self.replication.repair_pass().await.map_err(|e| match e {
+            replication::MergeError::Store(e) => Error::Store(e),
+            replication::MergeError::Task(e) => Error::Task(e),
         })
     }
 

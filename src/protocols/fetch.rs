@@ -40,6 +40,27 @@ pub enum Request {
     Has { cid: Hash },
     /// The peer's wall clock, answered at once (the asker measures its clock offset).
     Time,
+    /// A proof that the peer holds the content of `cid`: the BLAKE3 hash, keyed with `nonce`,
+    /// of the bytes of the chunks at the indices `chunks` (1 to [`MAX_PROOF_CHUNKS`] of them,
+    /// each below the number of chunks), concatenated in the order given ([`proof_of`]). A node
+    /// asks it before it drops a copy on the word of the peers placed to keep it.
+    Prove {
+        cid: Hash,
+        nonce: Hash,
+        chunks: Vec<u64>,
+    },
+}
+
+/// Most chunks one proof of possession covers (each costs the prover a 1 MiB read).
+pub const MAX_PROOF_CHUNKS: usize = 4;
+
+/// The answer to [`Request::Prove`] over `chunks` (the bytes of the named chunks, in order).
+pub fn proof_of<'a>(nonce: &Hash, chunks: impl IntoIterator<Item = &'a [u8]>) -> Hash {
+    let mut hasher = blake3::Hasher::new_keyed(&nonce.0);
+    for chunk in chunks {
+        hasher.update(chunk);
+    }
+    Hash(*hasher.finalize().as_bytes())
 }
 
 /// A fetch response.
@@ -77,6 +98,10 @@ pub enum Response {
     /// The peer's wall clock when it answered, in milliseconds since the Unix epoch.
     Time {
         ms: u64,
+    },
+    /// The answer to [`Request::Prove`]: the keyed hash of the chunks asked for.
+    Proof {
+        hash: Hash,
     },
     /// The peer does not have what was asked for (or not all of it, for a chunk list).
     NotFound,

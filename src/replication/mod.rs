@@ -14,6 +14,7 @@
 
 pub mod admission;
 pub mod anti_entropy;
+pub mod audit;
 mod buffers;
 pub mod catchup;
 pub mod download;
@@ -124,6 +125,8 @@ pub struct Replication {
     strikes: Arc<Mutex<std::collections::HashMap<PeerId, u32>>>,
     /// The network each connected peer said it belongs to (asked once per connection).
     peer_networks: Arc<Mutex<std::collections::HashMap<PeerId, Option<String>>>>,
+    /// Proofs of possession: chunks withheld from claimants, members' tallies.
+    audit: Arc<audit::Audit>,
 }
 
 impl Replication {
@@ -162,6 +165,7 @@ impl Replication {
             repairs: Arc::default(),
             peer_networks: Arc::default(),
             strikes: Arc::default(),
+            audit: Arc::default(),
         }
     }
 
@@ -212,6 +216,11 @@ impl Replication {
             members: members.clone(),
             refusals: refusals.clone(),
         })
+    }
+
+    /// Proofs of possession: the members' tallies (see `audit.rs`).
+    pub fn audit(&self) -> &audit::Audit {
+        &self.audit
     }
 
     pub fn members(&self) -> &Members {
@@ -477,6 +486,7 @@ impl Replication {
             self.store.clone(),
             self.tasks.clone(),
             self.config.metrics.clone(),
+            self.audit.clone(),
         );
         self.tasks.spawn(server.run(incoming));
         self.serve_catchup()
@@ -629,6 +639,9 @@ impl Replication {
         };
         let received = time.wall().now_ms();
         let counts = self.members.role(&peer).is_some();
+        if let Some(n) = self.members.with(|m| m.members().len()) {
+            time.set_members(n);
+        }
         let was_ok = time.check_local().is_ok();
         let offset = time.measured(peer, sent, theirs, received, counts);
         if offset.ms.unsigned_abs() > time.max_offset_ms() {

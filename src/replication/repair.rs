@@ -27,6 +27,11 @@ const MAX_STALLED_PER_PASS: usize = 64;
 const ASKS_IN_FLIGHT: usize = 16;
 /// How long a placed peer has to answer `has`.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a placed peer has to answer a proof of possession (it reads a few MiB).
+const PROVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Failed proofs are logged at most once per period (a member can fail many at once).
+static PROOF_LOG: crate::log_limit::KeyedLogLimit =
+    crate::log_limit::KeyedLogLimit::new(Duration::from_secs(10));
 /// How often the pass checks whether the members that are up changed.
 const WATCH_EVERY: Duration = Duration::from_millis(500);
 
@@ -180,15 +185,21 @@ impl Replication {
                     if needed == 0 {
                         return None;
                     }
-                    let keepers = self.keepers(cid, &placed).await;
-                    (keepers >= needed).then_some(cid)
+                    let proven = self.proven_keepers(cid, &placed).await;
+                    Some((cid, proven >= needed))
                 })
             });
-        let droppable: Vec<ContentId> = futures::stream::iter(asks)
+        let answers: Vec<(ContentId, bool)> = futures::stream::iter(asks)
             .buffer_unordered(ASKS_IN_FLIGHT / 4)
             .filter_map(|c| async move { c })
             .collect()
             .await;
+        // A file whose placed members do not prove enough copies is short of them, whatever
+        // they say: this node keeps its copy.
+        report.under_replicated += answers.iter().filter(|(_, enough)| !enough).count();
+        let droppable = answers
+            .into_iter()
+            .filter_map(|(cid, enough)| enough.then_some(cid));
         for cid in droppable {
             // Checked again: a read may have cached it, or the placement changed meanwhile.
             if self.policy.placed_here(&cid) {
@@ -227,28 +238,92 @@ impl Replication {
         self.transfers.enqueue(record, sources);
     }
 
-    /// How many of `placed` (other than this node) say they hold the whole content of `cid`
-    /// and keep it (asked at once; no answer counts as no).
-    async fn keepers(&self, cid: ContentId, placed: &[PeerId]) -> usize {
+    /// How many of `placed` (other than this node) hold the whole content of `cid` and keep
+    /// it, proven: each that says so (`has`) is challenged to prove it holds the bytes
+    /// (`prove`, see `audit.rs`); no answer, or a wrong one, counts as no. This node holds the
+    /// content (it computes the expected answers from its own copy).
+    async fn proven_keepers(&self, cid: ContentId, placed: &[PeerId]) -> usize {
         let me = self.policy.me();
+        let list = match self.blocking(move |s| s.chunk_list(&cid)).await {
+            Ok(Ok(Some(list))) => std::sync::Arc::new(list),
+            _ => return 0,
+        };
         futures::stream::iter(placed.iter().copied().filter(|p| *p != me))
             .map(|peer| {
-                let network = self.network.clone();
-                async move {
-                    let ask = network.fetch(peer, fetch::Request::Has { cid });
-                    matches!(
-                        tokio::time::timeout(ASK_TIMEOUT, ask).await,
-                        Ok(Ok(fetch::Response::Has {
-                            complete: true,
-                            keeps: Some(true),
-                        }))
-                    )
-                }
+                let list = list.clone();
+                async move { self.prove(peer, cid, &list).await }
             })
             .buffer_unordered(ASKS_IN_FLIGHT)
             .filter(|kept| futures::future::ready(*kept))
             .count()
             .await
+    }
+
+    /// Whether `peer` says it keeps `cid` (whose chunk list is `list`) and proves it holds it.
+    async fn prove(&self, peer: PeerId, cid: ContentId, list: &[crate::record::Hash]) -> bool {
+        let ask = self.network.fetch(peer, fetch::Request::Has { cid });
+        let claims = matches!(
+            tokio::time::timeout(ASK_TIMEOUT, ask).await,
+            Ok(Ok(fetch::Response::Has {
+                complete: true,
+                keeps: Some(true),
+            }))
+        );
+        if !claims {
+            return false;
+        }
+        if list.is_empty() {
+            return true; // empty content: there are no bytes to hold
+        }
+        // From now on this node does not serve these chunks to the claimant.
+        let challenge = self.audit.claimed(peer, list);
+        let hashes: Vec<crate::record::Hash> = challenge
+            .indices
+            .iter()
+            .map(|&i| list[i as usize])
+            .collect();
+        let nonce = challenge.nonce;
+        let expected = self
+            .blocking(
+                move |s| -> Result<crate::record::Hash, crate::store::StoreError> {
+                    let mut chunks = Vec::with_capacity(hashes.len());
+                    for h in &hashes {
+                        chunks.push(
+                            s.read_chunk(h)?
+                                .ok_or(crate::store::StoreError::BadChunk(*h))?,
+                        );
+                    }
+                    Ok(fetch::proof_of(&nonce, chunks.iter().map(Vec::as_slice)))
+                },
+            )
+            .await;
+        let Ok(Ok(expected)) = expected else {
+            // This node cannot read its own copy: it proves nothing and drops nothing.
+            return false;
+        };
+        let ask = self.network.fetch(
+            peer,
+            fetch::Request::Prove {
+                cid,
+                nonce,
+                chunks: challenge.indices,
+            },
+        );
+        let passed = matches!(
+            tokio::time::timeout(PROVE_TIMEOUT, ask).await,
+            Ok(Ok(fetch::Response::Proof { hash })) if hash == expected
+        );
+        let tally = self.audit.proved(peer, passed);
+        if !passed {
+            self.config.metrics.failed_proofs.inc();
+            if let Some(suppressed) = PROOF_LOG.check("failed") {
+                tracing::warn!(
+                    %peer, %cid, failed = tally.failed, passed = tally.passed, suppressed,
+                    "a member says it keeps a file but failed to prove it holds the bytes: not counted as a copy (this node keeps its own)"
+                );
+            }
+        }
+        passed
     }
 
     /// One of `placed` (other than this node) that says it holds the whole content of `cid`.

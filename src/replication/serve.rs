@@ -32,6 +32,8 @@ pub(crate) struct ChunkServer {
     streams: Arc<Semaphore>,
     per_peer: Mutex<HashMap<PeerId, usize>>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Chunks withheld from members that claimed to keep them (see `audit.rs`).
+    audit: Arc<super::audit::Audit>,
 }
 
 /// A stream slot of one peer, given back when its stream ends.
@@ -62,11 +64,13 @@ impl ChunkServer {
         store: Store,
         tasks: Tasks,
         metrics: Arc<crate::metrics::Metrics>,
+        audit: Arc<super::audit::Audit>,
     ) -> Arc<ChunkServer> {
         Arc::new(ChunkServer {
             store,
             tasks,
             metrics,
+            audit,
             buffers: Pool::new(SERVE_BUFFERS),
             streams: Arc::new(Semaphore::new(chunks::MAX_STREAMS)),
             per_peer: Mutex::new(HashMap::new()),
@@ -95,7 +99,7 @@ impl ChunkServer {
                 Some(slot) => {
                     let this = self.clone();
                     self.tasks.spawn(async move {
-                        if let Err(error) = this.serve(&mut stream).await {
+                        if let Err(error) = this.serve(peer, &mut stream).await {
                             tracing::debug!(%peer, %error, "chunk stream ended with an error");
                         }
                         drop(slot);
@@ -115,7 +119,7 @@ impl ChunkServer {
         }
     }
 
-    async fn serve(&self, stream: &mut Stream) -> Result<(), chunks::FrameError> {
+    async fn serve(&self, peer: PeerId, stream: &mut Stream) -> Result<(), chunks::FrameError> {
         loop {
             let request = match tokio::time::timeout(
                 chunks::IDLE_TIMEOUT,
@@ -153,7 +157,13 @@ impl ChunkServer {
                     next += 1;
                     let store = self.store.clone();
                     let tasks = self.tasks.clone();
+                    // A member that claimed to keep this chunk's content gets it from no one
+                    // it claimed that to (see `audit.rs`).
+                    let withheld = self.audit.withheld(&peer, &hash);
                     reads.push_back(async move {
+                        if withheld {
+                            return None;
+                        }
                         tasks
                             .blocking(move || read_chunk(&store, &hash, buf))
                             .await
@@ -222,6 +232,46 @@ fn read_chunk(store: &Store, hash: &crate::record::Hash, mut buf: Buf) -> Option
     }
 }
 
+/// Answers a proof of possession (`fetch::Request::Prove`) from the chunks stored here, each
+/// read and verified: `not_found` unless the whole content is here and every chunk named reads
+/// back intact.
+fn prove(
+    store: &Store,
+    cid: &crate::record::ContentId,
+    nonce: &crate::record::Hash,
+    indices: &[u64],
+) -> Result<fetch::Response, StoreError> {
+    if indices.is_empty() || indices.len() > fetch::MAX_PROOF_CHUNKS {
+        return Ok(fetch::Response::Error {
+            message: format!("a proof covers 1 to {} chunks", fetch::MAX_PROOF_CHUNKS),
+        });
+    }
+    if !store.content_complete(cid)? {
+        return Ok(fetch::Response::NotFound);
+    }
+    let Some(list) = store.chunk_list(cid)? else {
+        return Ok(fetch::Response::NotFound);
+    };
+    let mut chunks = Vec::with_capacity(indices.len());
+    for &i in indices {
+        let Some(hash) = usize::try_from(i).ok().and_then(|i| list.get(i)) else {
+            return Ok(fetch::Response::Error {
+                message: format!(
+                    "chunk {i} is beyond the {} chunks of the content",
+                    list.len()
+                ),
+            });
+        };
+        match store.read_chunk(hash)? {
+            Some(bytes) => chunks.push(bytes),
+            None => return Ok(fetch::Response::NotFound),
+        }
+    }
+    Ok(fetch::Response::Proof {
+        hash: fetch::proof_of(nonce, chunks.iter().map(Vec::as_slice)),
+    })
+}
+
 /// Answers a fetch request from the store; `network` is this node's network id, if known, and
 /// `settings` the network's settings (encoded, signed by the owner), if known.
 pub(crate) fn fetch(
@@ -250,6 +300,7 @@ pub(crate) fn fetch(
         fetch::Request::Time => Ok(fetch::Response::Time {
             ms: store.time().wall().now_ms(),
         }),
+        fetch::Request::Prove { cid, nonce, chunks } => prove(store, &cid, &nonce, &chunks),
         fetch::Request::Record { key } => {
             validate_key(&key)?;
             Ok(match store.record(&key)? {

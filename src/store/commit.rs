@@ -455,7 +455,7 @@ impl Store {
                     candidates.extend(history.iter().cloned());
                     let mut kept: Vec<Record> = candidates
                         .iter()
-                        .filter(|r| !candidates.iter().any(|o| o.saw(r)))
+                        .filter(|r| !candidates.iter().any(|o| o.replaces(r)))
                         .cloned()
                         .collect();
                     // At most MAX_HEADS, the rest kept in history, as `install` does.
@@ -540,7 +540,15 @@ fn signed(
         key: key.to_string(),
         cid,
         size,
-        time: inner.clock.tick(),
+        // Above every version it replaces, so that it is current: a version from a clock
+        // ahead (at most `clock::MAX_AHEAD_MS`) does not stay current over a later write.
+        time: inner.clock.tick().max(
+            heads
+                .iter()
+                .map(|h| h.time.saturating_add(1))
+                .max()
+                .unwrap_or(0),
+        ),
         author: Vec::new(),
         seq: t.next_seq(&inner.author)?,
         seen: context_after(heads, &inner.author),
@@ -578,13 +586,13 @@ fn install(
         return Ok(Installed::Known);
     }
     let now = inner.time.wall().now_ms();
-    if heads.iter().any(|h| h.saw(record)) {
+    if heads.iter().any(|h| h.replaces(record)) {
         t.add_history(record, now)?;
         return Ok(Installed::History);
     }
     let mut new_heads = Vec::with_capacity(heads.len() + 1);
     for h in &heads {
-        if record.saw(h) {
+        if record.replaces(h) {
             t.add_history(h, now)?;
         } else {
             new_heads.push(h.clone());

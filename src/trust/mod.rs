@@ -56,6 +56,14 @@ pub struct Member {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cutoff: Option<u64>,
     pub owner: bool,
+    /// Proofs of possession this member failed, as this node saw them since it started (a
+    /// member that says it keeps files it does not hold; see `replication::audit`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed_proofs: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The membership of one network: its grants and what they decide.
@@ -190,6 +198,7 @@ impl Membership {
             role: Role::Admin,
             cutoff: None,
             owner: true,
+            failed_proofs: 0,
         }];
         let mut rest: Vec<Member> = self
             .standing
@@ -200,6 +209,7 @@ impl Membership {
                     role: s.role,
                     cutoff: (s.role < s.best).then_some(s.cutoff),
                     owner: false,
+                    failed_proofs: 0,
                 })
             })
             .collect();

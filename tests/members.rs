@@ -1,0 +1,224 @@
+//! Members' words, checked (nodes in one process on 127.0.0.1): a member is one laptop, stolen,
+//! buggy or restored from a backup, so what it says is acted on only as far as it can be
+//! checked.
+//!
+//! - Placement: members that claim (`has`: complete, keeps) to keep files they no longer hold
+//!   cannot make the others drop their copies: before a copy is dropped the placed members
+//!   prove possession, and the ones that cannot are reported.
+//! - Causal contexts: a record whose context claims versions not yet written cannot make
+//!   later honest writes invisible.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{data, eventually, node_with, TestNode};
+use dfs::placement::Replicas;
+use dfs::record::{ContentId, Hash};
+
+fn tweak(replicas: Option<Replicas>, capacity: u64) -> impl FnOnce(&mut dfs::node::Config) {
+    move |c| {
+        c.replicas = replicas;
+        c.capacity = capacity;
+        // Repair passes run when this test asks for them (and when members come and go).
+        c.repair_interval = Duration::from_secs(3600);
+        c.repair_after = Duration::from_secs(3600);
+        c.cache_size = 0;
+        c.scrub_interval = Duration::ZERO;
+    }
+}
+
+/// Whether `node` holds the whole content of `cid`.
+fn holds(node: &TestNode, cid: &ContentId) -> bool {
+    node.client
+        .store()
+        .held()
+        .unwrap()
+        .iter()
+        .any(|(c, _)| c == cid)
+}
+
+/// Deletes the chunk files of `cid` on `node`, whose index still says it holds them: a member
+/// that lost its data (a disk restored from an old backup) or lies about it.
+fn lose(node: &TestNode, cid: &ContentId) {
+    let store = node.client.store();
+    let list: Vec<Hash> = store.chunk_list(cid).unwrap().expect("a chunk list");
+    for h in list {
+        let path = store
+            .dir()
+            .join("chunks")
+            .join(format!("{:02x}", h.0[0]))
+            .join(h.to_hex());
+        std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_that_keep_nothing_cannot_make_the_others_drop_their_copies() {
+    let tib = dfs::placement::DEFAULT_CAPACITY;
+    let owner = node_with(tweak(Some(Replicas::Count(2)), tib), None, vec![]).await;
+    let boot = vec![owner.addr.clone()];
+    let writer = node_with(tweak(None, tib), Some(&owner), boot.clone()).await;
+    // Two members that claim a thousand times the others' room: placed for every file.
+    let liar1 = node_with(tweak(None, 1024 * tib), Some(&owner), boot.clone()).await;
+    let liar2 = node_with(tweak(None, 1024 * tib), Some(&owner), boot).await;
+    let all = [owner, writer, liar1, liar2];
+    assert!(
+        common::fully_connected(&all, Duration::from_secs(30)).await,
+        "4 members connect"
+    );
+    let [owner, writer, liar1, liar2] = &all;
+    // Each knows the others' capacities (peers topic) before the files are placed.
+    let placed_on_liars = |cid: &ContentId| {
+        [owner, writer].iter().all(|n| {
+            let placed = n.client.placed(cid);
+            placed.contains(&liar1.client.peer_id()) && placed.contains(&liar2.client.peer_id())
+        })
+    };
+    let size = 300 * 1024;
+    let put = |i: u64| async move {
+        common::put(&writer.client, &format!("f/{i}"), data(size, i))
+            .await
+            .cid
+            .unwrap()
+    };
+
+    // While they hold the files, their proofs pass and the writer hands its copies off.
+    let honest: Vec<ContentId> = vec![put(1).await, put(2).await];
+    let settled = eventually(Duration::from_secs(30), || async {
+        honest
+            .iter()
+            .all(|c| placed_on_liars(c) && holds(liar1, c) && holds(liar2, c))
+    })
+    .await;
+    assert!(settled, "the two big members hold the first files");
+    let report = writer.client.repair_now().await.unwrap();
+    assert_eq!(report.dropped, 2, "{report:?}");
+    assert!(honest.iter().all(|c| !holds(writer, c)));
+
+    // Then they lose what they hold, and still say they keep it.
+    let files: Vec<ContentId> = vec![put(3).await, put(4).await, put(5).await];
+    let fetched = eventually(Duration::from_secs(30), || async {
+        files
+            .iter()
+            .all(|c| placed_on_liars(c) && holds(liar1, c) && holds(liar2, c))
+    })
+    .await;
+    assert!(fetched, "the two big members fetch the new files");
+    for c in &files {
+        lose(liar1, c);
+        lose(liar2, c);
+    }
+    let report = writer.client.repair_now().await.unwrap();
+    assert_eq!(
+        report.dropped, 0,
+        "no copy dropped on unproven words: {report:?}"
+    );
+    assert!(
+        report.under_replicated >= files.len(),
+        "the files count as under-replicated: {report:?}"
+    );
+    for (i, c) in files.iter().enumerate() {
+        assert!(holds(writer, c), "the writer keeps f/{}", i + 3);
+        let got = common::get(&owner.client, &format!("f/{}", i + 3)).await;
+        assert_eq!(
+            got,
+            Some(data(size, i as u64 + 3)),
+            "a reader still gets it"
+        );
+    }
+    // The members that failed are reported.
+    let members = writer.client.members();
+    for liar in [liar1, liar2] {
+        let id = liar.client.peer_id().to_string();
+        let m = members.iter().find(|m| m.peer_id == id).expect("listed");
+        assert!(m.failed_proofs >= 1, "{m:?}");
+    }
+    let text = writer.client.metrics_text().await.unwrap();
+    let failed: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("dfs_failed_proofs_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        failed >= 2 * files.len() as u64,
+        "{failed} failed proofs counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_context_that_claims_versions_not_yet_written_does_not_hide_later_writes() {
+    let owner = TestNode::start(vec![]).await;
+    let boot = vec![owner.addr.clone()];
+    let writer = node_with(|_| {}, Some(&owner), boot.clone()).await;
+    let liar = node_with(|_| {}, Some(&owner), boot).await;
+    let all = [owner, writer, liar];
+    assert!(
+        common::fully_connected(&all, Duration::from_secs(30)).await,
+        "3 members connect"
+    );
+    let [owner, writer, liar] = &all;
+    // The liar's record of "k" (content it holds), stamped 5 minutes ahead, claims to have
+    // seen every version of the owner and of the writer there will ever be.
+    let bait = common::put(&liar.client, "bait", data(1000, 7)).await;
+    let mut seen = vec![
+        (owner.client.peer_id().to_bytes(), u64::MAX),
+        (writer.client.peer_id().to_bytes(), u64::MAX),
+    ];
+    seen.sort();
+    let ahead = dfs::clock::system_ms() + 5 * 60 * 1000;
+    let mut forged = common::signed(
+        &common::identity(liar.dir.path()),
+        "k",
+        bait.cid,
+        bait.size,
+        ahead << 16,
+        1_000_000,
+    );
+    forged.seen = seen
+        .into_iter()
+        .map(|(a, s)| dfs::record::Dot(a, s))
+        .collect();
+    forged.sign(&common::identity(liar.dir.path()));
+    for n in [owner, writer] {
+        let applied = n.client.store().apply(forged.clone()).unwrap();
+        assert!(
+            matches!(applied, dfs::store::Applied::Updated { .. }),
+            "{applied:?}"
+        );
+    }
+    // An honest overwrite after it is current on every node; the lie stays a conflict.
+    let honest = common::put(&writer.client, "k", data(2000, 8)).await;
+    for n in [owner, writer] {
+        let current = eventually(Duration::from_secs(20), || async {
+            n.client
+                .store()
+                .stat("k")
+                .unwrap()
+                .is_some_and(|s| s.record.version() == honest.version())
+        })
+        .await;
+        assert!(
+            current,
+            "the honest write is current on {}",
+            n.client.peer_id()
+        );
+        assert_eq!(
+            common::get(&n.client, "k").await,
+            Some(data(2000, 8)),
+            "and it is what get returns"
+        );
+    }
+    // And so are the writes after it, by anyone.
+    let again = common::put(&owner.client, "k", data(3000, 9)).await;
+    let current = eventually(Duration::from_secs(20), || async {
+        writer
+            .client
+            .store()
+            .stat("k")
+            .unwrap()
+            .is_some_and(|s| s.record.version() == again.version())
+    })
+    .await;
+    assert!(current, "the owner's later write is current on the writer");
+}

@@ -222,3 +222,70 @@ async fn a_context_that_claims_versions_not_yet_written_does_not_hide_later_writ
     .await;
     assert!(current, "the owner's later write is current on the writer");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_members_an_hour_ahead_move_neither_an_honest_clock_nor_its_writes() {
+    let hour = 3_600_000;
+    let owner = TestNode::start(vec![]).await;
+    let boot = vec![owner.addr.clone()];
+    let x = node_with(|_| {}, Some(&owner), boot.clone()).await;
+    let y = node_with(|_| {}, Some(&owner), boot.clone()).await;
+    let fast = |c: &mut dfs::node::Config| c.wall = dfs::clock::Wall::skewed(hour);
+    let l1 = node_with(fast, Some(&owner), boot.clone()).await;
+    let l2 = node_with(fast, Some(&owner), boot.clone()).await;
+    let mut nodes = vec![owner, l1, l2, x, y];
+    assert!(
+        common::fully_connected(&nodes, Duration::from_secs(30)).await,
+        "5 members connect"
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            nodes[0].client.clock_offsets().len() == 4
+        })
+        .await,
+        "the owner measures every member"
+    );
+    // The honest members leave: the owner is alone with the two fast ones.
+    let y = nodes.pop().unwrap().stop().await;
+    let x = nodes.pop().unwrap().stop().await;
+    let owner = &nodes[0];
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            owner.client.clock_offsets().len() == 2
+        })
+        .await,
+        "the owner forgets the members that left"
+    );
+    // Its writes are accepted and carry the real time.
+    let r = common::put(&owner.client, "k", data(1000, 1)).await;
+    let off = dfs::clock::physical_ms(r.time) as i64 - dfs::clock::system_ms() as i64;
+    assert!(off.abs() < 1000, "an honest version {off} ms from real time");
+    // A record stamped by the fast members' clocks is refused for now, so the owner's clock
+    // does not follow it.
+    let from_l1 = common::signed(
+        &common::identity(nodes[1].dir.path()),
+        "fast",
+        None,
+        0,
+        (dfs::clock::system_ms() + hour as u64) << 16,
+        1_000_000,
+    );
+    assert!(
+        matches!(
+            owner.client.store().apply(from_l1).unwrap(),
+            dfs::store::Applied::Ahead
+        ),
+        "a record an hour ahead does not count"
+    );
+    let r = common::put(&owner.client, "k2", data(1000, 3)).await;
+    let off = dfs::clock::physical_ms(r.time) as i64 - dfs::clock::system_ms() as i64;
+    assert!(off.abs() < 1000, "still {off} ms from real time");
+    // A writer that joins later accepts the owner's writes.
+    let later = node_with(|_| {}, Some(owner), vec![owner.addr.clone()]).await;
+    assert!(
+        later.client.wait_for("k2", false, Duration::from_secs(30)).await,
+        "the newcomer takes the owner's writes"
+    );
+    assert_eq!(common::get(&later.client, "k2").await, Some(data(1000, 3)));
+    drop((x, y));
+}

@@ -3,7 +3,7 @@
 # Use:   docker exec dfs dfs ls        (the API stays on the container's loopback)
 # Extra node flags go after the image name, or in /data/config.toml.
 
-FROM rust:1.88-slim-bookworm AS build
+FROM rust:1.89-slim-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin dfs

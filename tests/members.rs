@@ -259,7 +259,10 @@ async fn two_members_an_hour_ahead_move_neither_an_honest_clock_nor_its_writes()
     // Its writes are accepted and carry the real time.
     let r = common::put(&owner.client, "k", data(1000, 1)).await;
     let off = dfs::clock::physical_ms(r.time) as i64 - dfs::clock::system_ms() as i64;
-    assert!(off.abs() < 1000, "an honest version {off} ms from real time");
+    assert!(
+        off.abs() < 1000,
+        "an honest version {off} ms from real time"
+    );
     // A record stamped by the fast members' clocks is refused for now, so the owner's clock
     // does not follow it.
     let from_l1 = common::signed(
@@ -283,9 +286,91 @@ async fn two_members_an_hour_ahead_move_neither_an_honest_clock_nor_its_writes()
     // A writer that joins later accepts the owner's writes.
     let later = node_with(|_| {}, Some(owner), vec![owner.addr.clone()]).await;
     assert!(
-        later.client.wait_for("k2", false, Duration::from_secs(30)).await,
+        later
+            .client
+            .wait_for("k2", false, Duration::from_secs(30))
+            .await,
         "the newcomer takes the owner's writes"
     );
     assert_eq!(common::get(&later.client, "k2").await, Some(data(1000, 3)));
     drop((x, y));
+}
+
+/// Waits until every node's heads of `key` are exactly `versions` (empty: no such key).
+async fn heads_are(nodes: &[&TestNode], key: &str, versions: &[dfs::record::VersionId]) -> bool {
+    eventually(Duration::from_secs(30), || async {
+        nodes.iter().all(|n| {
+            let heads: Vec<_> = match n.client.store().stat(key).unwrap() {
+                Some(s) => std::iter::once(s.record.version())
+                    .chain(s.conflicts.iter().map(|c| c.version()))
+                    .collect(),
+                None => Vec::new(),
+            };
+            heads.len() == versions.len() && versions.iter().all(|v| heads.contains(v))
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_records_under_one_number_resolve_the_same_way_on_every_node() {
+    let sync_fast = |c: &mut dfs::node::Config| c.sync_interval = Duration::from_secs(1);
+    let a = node_with(sync_fast, None, vec![]).await;
+    let boot = vec![a.addr.clone()];
+    let b = node_with(sync_fast, Some(&a), boot.clone()).await;
+    let liar = node_with(sync_fast, Some(&a), boot).await;
+    // The liar's node stops: its key goes on signing elsewhere.
+    let key = common::identity(liar.dir.path());
+    let liar_id = liar.client.peer_id().to_string();
+    let gone = liar.stop().await;
+    let all = [a, b];
+    assert!(
+        common::fully_connected(&all, Duration::from_secs(30)).await,
+        "2 members connect"
+    );
+    let [a, b] = &all;
+    let time = dfs::clock::system_ms() << 16;
+    let one = |name: &str, seq: u64, n: u8| {
+        let cid = dfs::record::content_id(1, &[Hash::of(&[n])]);
+        common::signed(&key, name, Some(cid), 1, time, seq)
+    };
+    // One key: two versions under number 1,000,000, one pushed to each node.
+    let (v1, v2) = (one("k", 1_000_000, 1), one("k", 1_000_000, 2));
+    // And two keys under number 1,000,001.
+    let (w1, w2) = (one("x", 1_000_001, 3), one("y", 1_000_001, 4));
+    for (n, records) in [(a, [&v1, &w1]), (b, [&v2, &w2])] {
+        for r in records {
+            let applied = n.client.store().apply(r.clone()).unwrap();
+            assert!(
+                matches!(applied, dfs::store::Applied::Updated { .. }),
+                "{applied:?}"
+            );
+        }
+    }
+    let kept = if v1.fingerprint() < v2.fingerprint() {
+        &v1
+    } else {
+        &v2
+    };
+    assert!(
+        heads_are(&[a, b], "k", &[kept.version()]).await,
+        "both nodes keep the version with the smaller id"
+    );
+    let (won, lost) = if w1.fingerprint() < w2.fingerprint() {
+        (&w1, &w2)
+    } else {
+        (&w2, &w1)
+    };
+    assert!(heads_are(&[a, b], &won.key, &[won.version()]).await);
+    assert!(
+        heads_are(&[a, b], &lost.key, &[]).await,
+        "the other key's record is gone everywhere"
+    );
+    // The author is flagged for the admins.
+    for n in [a, b] {
+        let m = n.client.members();
+        let m = m.iter().find(|m| m.peer_id == liar_id).expect("listed");
+        assert!(m.equivocated, "{m:?}");
+    }
+    drop(gone);
 }

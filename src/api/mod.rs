@@ -535,6 +535,7 @@ fn member(api: &Api, peer: libp2p::PeerId) -> Member {
             cutoff: None,
             owner: false,
             failed_proofs: 0,
+            equivocated: false,
         })
 }
 

@@ -67,13 +67,17 @@ pub(super) async fn members(api: &ApiClient, json: bool) -> Result<()> {
 }
 
 fn describe(m: &Member) -> String {
-    let role = role(m);
-    match m.failed_proofs {
-        0 => role,
-        n => format!(
-            "{role}, failed {n} proofs of possession (says it keeps files it does not hold)"
-        ),
+    let mut out = role(m);
+    if m.failed_proofs > 0 {
+        out += &format!(
+            ", failed {} proofs of possession (says it keeps files it does not hold)",
+            m.failed_proofs
+        );
     }
+    if m.equivocated {
+        out += ", signed two records under one number (revoke it: `dfs deny`)";
+    }
+    out
 }
 
 fn role(m: &Member) -> String {

@@ -324,10 +324,15 @@ impl Client {
             .with(|m| m.members())
             .unwrap_or_default();
         let tallies = self.replication.audit().tallies();
+        let equivocators = self.store.equivocators();
         for m in &mut members {
-            if let Some(t) = m.peer_id.parse().ok().and_then(|p| tallies.get(&p)) {
+            let Ok(peer) = m.peer_id.parse::<PeerId>() else {
+                continue;
+            };
+            if let Some(t) = tallies.get(&peer) {
                 m.failed_proofs = t.failed;
             }
+            m.equivocated = equivocators.contains(&peer.to_bytes());
         }
         members
     }

@@ -441,33 +441,7 @@ impl Store {
                 keys.sort_unstable();
                 keys.dedup();
                 for key in keys {
-                    let heads = t.heads(key)?;
-                    // What the refused versions replaced counts again: the versions, kept
-                    // heads and history, that no other counting version saw.
-                    let mut candidates: Vec<Record> =
-                        heads.iter().filter(|r| inner.admits(r)).cloned().collect();
-                    let history: Vec<Record> = t
-                        .history_of(key)?
-                        .into_iter()
-                        .map(|e| e.record)
-                        .filter(|r| inner.admits(r))
-                        .collect();
-                    candidates.extend(history.iter().cloned());
-                    let mut kept: Vec<Record> = candidates
-                        .iter()
-                        .filter(|r| !candidates.iter().any(|o| o.replaces(r)))
-                        .cloned()
-                        .collect();
-                    // At most MAX_HEADS, the rest kept in history, as `install` does.
-                    kept.sort_by(|a, b| b.cmp_current(a));
-                    let now = inner.time.wall().now_ms();
-                    for h in kept.split_off(kept.len().min(MAX_HEADS)) {
-                        t.add_history(&h, now)?;
-                    }
-                    changes.push(t.set_heads(key, &heads, &kept, freed)?);
-                    for r in kept.iter().filter(|r| history.contains(r)) {
-                        t.remove_history(r, freed)?;
-                    }
+                    recompute_heads(inner, t, key, &|_| false, changes, freed)?;
                 }
                 let wrote = !dropped.is_empty();
                 Ok((Done::Dropped(dropped), wrote))
@@ -615,6 +589,87 @@ fn install(
     })
 }
 
+/// Sets a key's heads anew from its heads and history, without the versions `gone` names
+/// (which leave history too) and those the admission policy refuses: what they had replaced
+/// counts again, the versions, heads and history, that no other counting version replaces.
+fn recompute_heads(
+    inner: &super::Inner,
+    t: &mut Tables<'_>,
+    key: &str,
+    gone: &dyn Fn(&Record) -> bool,
+    changes: &mut Vec<HeadsChange>,
+    freed: &mut Vec<Hash>,
+) -> Result<(), StoreError> {
+    let heads = t.heads(key)?;
+    let mut history = Vec::new();
+    for entry in t.history_of(key)? {
+        if gone(&entry.record) {
+            t.remove_history(&entry.record, freed)?;
+        } else if inner.admits(&entry.record) {
+            history.push(entry.record);
+        }
+    }
+    let mut candidates: Vec<Record> = heads
+        .iter()
+        .filter(|r| inner.admits(r) && !gone(r))
+        .cloned()
+        .collect();
+    candidates.extend(history.iter().cloned());
+    let mut kept: Vec<Record> = candidates
+        .iter()
+        .filter(|r| !candidates.iter().any(|o| o.replaces(r)))
+        .cloned()
+        .collect();
+    // At most MAX_HEADS, the rest kept in history, as `install` does.
+    kept.sort_by(|a, b| b.cmp_current(a));
+    let now = inner.time.wall().now_ms();
+    for h in kept.split_off(kept.len().min(MAX_HEADS)) {
+        t.add_history(&h, now)?;
+    }
+    changes.push(t.set_heads(key, &heads, &kept, freed)?);
+    for r in kept.iter().filter(|r| history.contains(r)) {
+        t.remove_history(r, freed)?;
+    }
+    Ok(())
+}
+
+/// Two records under one (author, number), `record` and the one whose fingerprint `known` this
+/// node holds: the author equivocated. Every node keeps the one with the smaller fingerprint
+/// (then the smaller version id), so that all converge whatever the order of arrival; the
+/// author is flagged. Returns true when `record` is the one to keep and the other is gone
+/// (or was not held here): the caller installs `record`.
+fn equivocation(
+    inner: &super::Inner,
+    t: &mut Tables<'_>,
+    record: &Record,
+    known: u64,
+    changes: &mut Vec<HeadsChange>,
+    freed: &mut Vec<Hash>,
+) -> Result<bool, StoreError> {
+    inner.equivocated(record);
+    if record.fingerprint() >= known {
+        return Ok(false);
+    }
+    let twin =
+        |r: &Record| r.author == record.author && r.seq == record.seq && r.fingerprint() == known;
+    let here = t.heads(&record.key)?.iter().any(twin)
+        || t.history_of(&record.key)?.iter().any(|e| twin(&e.record));
+    let key = if here {
+        Some(record.key.clone())
+    } else if inner.may_scan_for_twin() {
+        // A record of another key: found among the heads (history is kept per key).
+        t.heads_where(twin)?.into_iter().next().map(|r| r.key)
+    } else {
+        // Scans are rationed: anti-entropy offers the record again.
+        return Ok(false);
+    };
+    if let Some(key) = key {
+        recompute_heads(inner, t, &key, &twin, changes, freed)?;
+    }
+    t.replace_seq(&record.author, record.seq, record.fingerprint())?;
+    Ok(true)
+}
+
 /// Notes that another node signs with this node's key: local writes are refused from now on,
 /// said once in the log.
 fn twin_seen(inner: &super::Inner, record: &Record) {
@@ -650,11 +705,13 @@ fn merge_one(
     if own && record.seq > t.signed_seq()? {
         twin_seen(inner, record);
     }
-    if !t.note_seq(&record.author, record.seq, record.fingerprint())? {
+    if let Some(known) = t.note_seq_or_known(&record.author, record.seq, record.fingerprint())? {
         if own {
             twin_seen(inner, record);
         }
-        return Ok(Applied::Refused);
+        if !equivocation(inner, t, record, known, changes, freed)? {
+            return Ok(Applied::Refused);
+        }
     }
     // The clock follows it up to the horizon only: no writer drags it further ahead.
     inner.clock.observe(

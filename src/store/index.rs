@@ -234,6 +234,37 @@ impl<'t> Tables<'t> {
         Ok(self.meta.get(SEQ)?.map_or(0, |v| v.value()))
     }
 
+    /// Notes that `author` signed `fingerprint` under number `seq`; `Some(known)` (and nothing
+    /// noted) when that number already names another record, `known` (the author signed two
+    /// records with one number).
+    pub fn note_seq_or_known(
+        &mut self,
+        author: &[u8],
+        seq: u64,
+        fingerprint: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let k = seq_key(author, seq);
+        if let Some(known) = self.author_seqs.get(k.as_slice())? {
+            let known = known.value();
+            return Ok((known != fingerprint).then_some(known));
+        }
+        self.author_seqs.insert(k.as_slice(), fingerprint)?;
+        Ok(None)
+    }
+
+    /// Makes number `seq` of `author` name `fingerprint` (the record kept of two under one
+    /// number).
+    pub fn replace_seq(
+        &mut self,
+        author: &[u8],
+        seq: u64,
+        fingerprint: u64,
+    ) -> Result<(), StoreError> {
+        self.author_seqs
+            .insert(seq_key(author, seq).as_slice(), fingerprint)?;
+        Ok(())
+    }
+
     /// Notes that `author` signed `fingerprint` under number `seq`. False when that number
     /// already names another record (the author signed two records with one number).
     pub fn note_seq(

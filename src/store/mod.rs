@@ -48,7 +48,7 @@ mod scrub;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use libp2p::identity::Keypair;
 use redb::{Database, ReadTransaction, ReadableTable};
@@ -180,7 +180,39 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// Most equivocating authors remembered.
+const MAX_EQUIVOCATORS: usize = 1024;
+/// A merge scans every head for an equivocating author's record of another key at most this
+/// often (anti-entropy offers what waits again).
+const TWIN_SCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Inner {
+    /// Flags `record`'s author: it signed two records under one number. Logged once per author.
+    fn equivocated(&self, record: &Record) {
+        let mut flagged = self.equivocators.lock().unwrap_or_else(|e| e.into_inner());
+        if flagged.len() < MAX_EQUIVOCATORS && flagged.insert(record.author.clone()) {
+            let author = libp2p::PeerId::from_bytes(&record.author)
+                .map(|p| p.to_base58())
+                .unwrap_or_default();
+            tracing::error!(
+                %author,
+                seq = record.seq,
+                key = %record.key,
+                "a member signed two records under one number (a stolen key, or a data dir restored from a backup): every node keeps the one with the smaller id; an admin should revoke it (`dfs deny`)"
+            );
+        }
+    }
+
+    /// Whether a merge may scan every head now (see [`TWIN_SCAN_EVERY`]).
+    fn may_scan_for_twin(&self) -> bool {
+        let mut last = self.twin_scan.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < TWIN_SCAN_EVERY) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        true
+    }
+
     fn admits(&self, record: &Record) -> bool {
         match &*self.admission.read().expect("admission lock") {
             Some(admit) => admit(record),
@@ -207,6 +239,10 @@ struct Inner {
     /// Another node signs with this node's key (see `commit.rs`, `merge_one`): local writes
     /// are refused.
     twin: std::sync::atomic::AtomicBool,
+    /// Authors seen signing two records under one number (see `commit.rs`, `equivocation`).
+    equivocators: Mutex<std::collections::BTreeSet<Vec<u8>>>,
+    /// When a merge last scanned every head for an equivocating author's other record.
+    twin_scan: Mutex<Option<std::time::Instant>>,
     /// XOR of the fingerprints of the records in each leaf. Updated by XOR after each commit,
     /// so concurrent updates commute.
     leaves: Box<[AtomicU64]>,
@@ -372,6 +408,8 @@ impl Store {
                 keypair,
                 admission: RwLock::new(None),
                 twin: std::sync::atomic::AtomicBool::new(false),
+                equivocators: Mutex::default(),
+                twin_scan: Mutex::default(),
                 leaves,
                 count: AtomicU64::new(count),
                 committer: Committer::default(),
@@ -492,6 +530,16 @@ impl Store {
             local,
             damaged,
         }))
+    }
+
+    /// The authors this node saw sign two records under one number, as peer id bytes.
+    pub fn equivocators(&self) -> Vec<Vec<u8>> {
+        let flagged = self
+            .inner
+            .equivocators
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        flagged.iter().cloned().collect()
     }
 
     /// Refuses local writes once another node was seen signing with this node's key.

@@ -60,6 +60,13 @@ pub struct Member {
     /// member that says it keeps files it does not hold; see `replication::audit`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub failed_proofs: u64,
+    /// This node saw the member sign two records under one number (see PROTOCOL.md, "Trust").
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub equivocated: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -199,6 +206,7 @@ impl Membership {
             cutoff: None,
             owner: true,
             failed_proofs: 0,
+            equivocated: false,
         }];
         let mut rest: Vec<Member> = self
             .standing
@@ -210,6 +218,7 @@ impl Membership {
                     cutoff: (s.role < s.best).then_some(s.cutoff),
                     owner: false,
                     failed_proofs: 0,
+                    equivocated: false,
                 })
             })
             .collect();

@@ -43,6 +43,7 @@ fn signed_grant() -> Grant {
         issuer: Vec::new(),
         seq: 2,
         sig: Vec::new(),
+        held: None,
     };
     g.sign(&key(1));
     g

@@ -374,3 +374,83 @@ async fn two_records_under_one_number_resolve_the_same_way_on_every_node() {
     }
     drop(gone);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_after_a_jump_in_numbers_lets_no_back_dated_record_in() {
+    let owner = TestNode::start(vec![]).await;
+    let boot = vec![owner.addr.clone()];
+    let writer = node_with(|_| {}, Some(&owner), boot.clone()).await;
+    let liar = node_with(|_| {}, Some(&owner), boot).await;
+    let key = common::identity(liar.dir.path());
+    let liar_id = liar.client.peer_id();
+    let _gone = liar.stop().await;
+    let all = [owner, writer];
+    assert!(common::fully_connected(&all, Duration::from_secs(30)).await);
+    let [owner, writer] = &all;
+    let honest = common::put(&writer.client, "b-file", data(1000, 1)).await;
+    assert!(
+        owner
+            .client
+            .wait_for("b-file", false, Duration::from_secs(20))
+            .await
+    );
+    // Before it is revoked, the liar jumps to number 1,000,000.
+    let time = dfs::clock::system_ms() << 16;
+    let jump = common::signed(&key, "jump", None, 0, time, 1_000_000);
+    for n in [owner, writer] {
+        let applied = n.client.store().apply(jump.clone()).unwrap();
+        assert!(
+            matches!(applied, dfs::store::Applied::Updated { .. }),
+            "{applied:?}"
+        );
+    }
+    let grant = owner
+        .client
+        .allow(liar_id, dfs::trust::Role::Reader)
+        .await
+        .unwrap();
+    assert_eq!(grant.cutoff, 1_000_000);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            writer.client.role_of(&liar_id) == Some(dfs::trust::Role::Reader)
+        })
+        .await,
+        "the revocation spreads"
+    );
+    // Then it signs records numbered below the cutoff, dated before the revocation: a
+    // tombstone of the writer's file and a write.
+    let mut tomb = common::signed(&key, "b-file", None, 0, time, 3);
+    tomb.seen = vec![dfs::record::Dot(
+        writer.client.peer_id().to_bytes(),
+        honest.seq,
+    )];
+    tomb.sign(&key);
+    let back = common::signed(&key, "new", None, 0, time, 4);
+    let later = node_with(|_| {}, Some(owner), vec![owner.addr.clone()]).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            later.client.role_of(&liar_id) == Some(dfs::trust::Role::Reader)
+        })
+        .await,
+        "a node that joins later learns the revocation"
+    );
+    for n in [owner, writer, &later] {
+        for r in [&tomb, &back] {
+            let applied = n.client.store().apply(r.clone()).unwrap();
+            assert_eq!(
+                applied,
+                dfs::store::Applied::Refused,
+                "{} on {}",
+                r.key,
+                n.client.peer_id()
+            );
+        }
+        assert!(
+            n.client
+                .wait_for("b-file", false, Duration::from_secs(20))
+                .await
+        );
+    }
+    // The record it held before the revocation still counts.
+    assert!(owner.client.store().stat("jump").unwrap().is_some());
+}

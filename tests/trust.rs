@@ -195,6 +195,7 @@ async fn a_stranger_cannot_write_delete_impersonate_or_grant() {
         issuer: Vec::new(),
         seq: 3,
         sig: Vec::new(),
+        held: None,
     };
     grant.sign(&sk);
     s.publish_grant(&grant);

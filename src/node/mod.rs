@@ -289,6 +289,11 @@ impl Client {
         self.replication.members().role(&self.peer_id)
     }
 
+    /// `peer`'s role in this node's network, as its grants say (`None`: no grant).
+    pub fn role_of(&self, peer: &PeerId) -> Option<Role> {
+        self.replication.members().role(peer)
+    }
+
     /// Refuses writes from a node without write access, or whose clock is too far from its
     /// peers', with what to do about it.
     fn may_write(&self) -> Result<(), Error> {
@@ -366,7 +371,12 @@ impl Client {
         let subject = peer.to_bytes();
         let store = self.store.clone();
         let s = subject.clone();
-        let cutoff = self.tasks.blocking(move || store.max_seq(&s)).await??;
+        // A revocation names the numbers of the peer's that this node holds: the ones that
+        // keep counting (see PROTOCOL.md, "Revocation and back-dating").
+        let (cutoff, held) = self
+            .tasks
+            .blocking(move || store.held_seqs(&s, crate::trust::grant::MAX_HELD_RANGES))
+            .await??;
         let unsigned = Grant {
             network,
             subject,
@@ -376,6 +386,7 @@ impl Client {
             issuer: Vec::new(),
             seq: 0,
             sig: Vec::new(),
+            held: (role == Role::Reader).then_some(held),
         };
         let store = self.store.clone();
         let grant = self

@@ -34,17 +34,25 @@ impl<Req, Resp> Clone for Codec<Req, Resp> {
     }
 }
 
-/// Decodes exactly one CBOR value that spans all of `bytes`.
+/// Decodes exactly one CBOR value that spans all of `bytes`. Strict: the bytes must be one
+/// complete CBOR item, checked before the typed decoding, which alone would take a truncated
+/// map such as `{"time":` (no value) for the unit variant `"time"`.
 pub fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+    let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
+    let one_item = |rest: &[u8]| {
+        if rest.is_empty() {
+            Ok(())
+        } else {
+            Err(bad(format!("{} bytes after the CBOR value", rest.len())))
+        }
+    };
     let mut rest = bytes;
-    let value = ciborium::from_reader(&mut rest)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad CBOR: {e}")))?;
-    if !rest.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{} bytes after the CBOR value", rest.len()),
-        ));
-    }
+    ciborium::from_reader::<serde::de::IgnoredAny, _>(&mut rest)
+        .map_err(|e| bad(format!("bad CBOR: {e}")))?;
+    one_item(rest)?;
+    let mut rest = bytes;
+    let value = ciborium::from_reader(&mut rest).map_err(|e| bad(format!("bad CBOR: {e}")))?;
+    one_item(rest)?;
     Ok(value)
 }
 
@@ -126,5 +134,13 @@ mod tests {
         assert!(decode_exact::<Request>(&trailing).is_err());
         assert!(decode_exact::<Request>(&good[..good.len() - 1]).is_err());
         assert!(decode_exact::<Request>(&[]).is_err());
+        // A map whose value is missing is not the unit variant it names (`{"time":`).
+        let truncated = [0xa1, 0x64, b't', b'i', b'm', b'e'];
+        assert!(decode_exact::<crate::protocols::fetch::Request>(&truncated).is_err());
+        let unit = [0x64, b't', b'i', b'm', b'e'];
+        assert_eq!(
+            decode_exact::<crate::protocols::fetch::Request>(&unit).unwrap(),
+            crate::protocols::fetch::Request::Time
+        );
     }
 }

@@ -33,7 +33,7 @@ pub enum DecodeError {
     Other(&'static str),
 }
 
-/// Decodes one CBOR value from a bounded buffer.
+/// Decodes one CBOR value from a bounded buffer: exactly one complete item, nothing after it.
 pub fn decode_cbor<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     limit: usize,
@@ -41,7 +41,7 @@ pub fn decode_cbor<T: serde::de::DeserializeOwned>(
     if bytes.len() > limit {
         return Err(DecodeError::TooLarge(bytes.len(), limit));
     }
-    ciborium::de::from_reader(bytes).map_err(|e| DecodeError::Cbor(e.to_string()))
+    codec::decode_exact(bytes).map_err(|e| DecodeError::Cbor(e.to_string()))
 }
 
 /// Encodes one value as CBOR.

@@ -348,6 +348,7 @@ mod tests {
                 issuer: Vec::new(),
                 seq: 1,
                 sig: Vec::new(),
+                held: None,
             };
             g.sign(&owner);
             assert!(membership.insert(g).unwrap());

@@ -451,6 +451,30 @@ impl Store {
         }
     }
 
+    /// The highest sequence number of `author` among the objects this node has accepted (0 if
+    /// none), and the numbers it holds as at most `max_ranges` ranges (the smallest gaps closed
+    /// beyond): what a revocation of `author` keeps.
+    pub fn held_seqs(
+        &self,
+        author: &[u8],
+        max_ranges: usize,
+    ) -> Result<(u64, Vec<(u64, u64)>), StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let t = txn.open_table(index::AUTHOR_SEQS)?;
+        let from = index::seq_key(author, 0);
+        let to = index::seq_key(author, u64::MAX);
+        let mut seqs = Vec::new();
+        for item in t.range(from.as_slice()..=to.as_slice())? {
+            let (k, _) = item?;
+            let k = k.value();
+            seqs.push(u64::from_be_bytes(
+                k[k.len() - 8..].try_into().expect("8 bytes"),
+            ));
+        }
+        let cutoff = seqs.last().copied().unwrap_or(0);
+        Ok((cutoff, crate::trust::grant::ranges_of(seqs, max_ranges)))
+    }
+
     /// Removes every record the admission policy refuses now: after a revocation, the records
     /// a revoked writer signed after its cutoff. Their keys go back to whatever peers hold
     /// (anti-entropy). Returns them.

@@ -11,6 +11,8 @@ use crate::record::{author_key, Hash, MAX_AUTHOR_LEN, SIGNATURE_LEN};
 pub const GRANT_SIGN_DOMAIN: &[u8] = b"dfs/grant/1\0";
 /// Largest encoded grant accepted.
 pub const MAX_GRANT_SIZE: usize = 1024;
+/// Most ranges in a revocation's `held` (32 ranges fit the grant's size with room to spare).
+pub const MAX_HELD_RANGES: usize = 32;
 
 /// What a peer may do in a network. Ordered: each role includes the ones before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -50,6 +52,13 @@ pub struct Grant {
     pub seq: u64,
     #[serde(with = "serde_bytes")]
     pub sig: Vec<u8>,
+    /// When the grant lowers the subject's role: the subject's numbers the issuer held, as
+    /// ranges `[from, to]` (inclusive, ascending, disjoint, all at most `cutoff`). Of the
+    /// subject's objects up to `cutoff`, only those numbered within a range keep the role it
+    /// had: a number the issuer never saw cannot be filled in later (back-dating below the
+    /// cutoff after a jump). Absent: every number up to `cutoff`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Vec<(u64, u64)>>,
 }
 
 /// The fields a grant's signature covers, in their canonical order.
@@ -64,6 +73,8 @@ struct Signed<'a> {
     #[serde(with = "serde_bytes")]
     issuer: &'a [u8],
     seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    held: Option<&'a [(u64, u64)]>,
 }
 
 /// Why a grant was refused.
@@ -77,6 +88,35 @@ pub enum InvalidGrant {
     BadSignature,
     #[error("grant issuer may not grant this role")]
     NotAuthorized,
+    #[error("grant's held ranges are not ascending, disjoint and within its cutoff, or more than {MAX_HELD_RANGES}")]
+    BadRanges,
+}
+
+/// Whether `seq` is within one of `ranges` (ascending, disjoint).
+pub fn in_ranges(ranges: &[(u64, u64)], seq: u64) -> bool {
+    let i = ranges.partition_point(|&(_, to)| to < seq);
+    ranges.get(i).is_some_and(|&(from, _)| from <= seq)
+}
+
+/// Ranges of the ascending numbers `seqs`, at most `max` of them: beyond, the smallest gaps are
+/// closed (their numbers then count as held).
+pub fn ranges_of(seqs: impl IntoIterator<Item = u64>, max: usize) -> Vec<(u64, u64)> {
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for seq in seqs {
+        match ranges.last_mut() {
+            Some((_, to)) if seq <= to.saturating_add(1) => *to = (*to).max(seq),
+            _ => ranges.push((seq, seq)),
+        }
+    }
+    while ranges.len() > max.max(1) {
+        // Close the smallest gap.
+        let i = (0..ranges.len() - 1)
+            .min_by_key(|&i| ranges[i + 1].0 - ranges[i].1)
+            .expect("two ranges at least");
+        ranges[i].1 = ranges[i + 1].1;
+        ranges.remove(i + 1);
+    }
+    ranges
 }
 
 impl Grant {
@@ -93,6 +133,7 @@ impl Grant {
                 time: self.time,
                 issuer: &self.issuer,
                 seq: self.seq,
+                held: self.held.as_deref(),
             },
             &mut out,
         )
@@ -113,8 +154,18 @@ impl Grant {
             .expect("ed25519 signing cannot fail");
     }
 
-    /// Checks the peers and the signature (not whether the issuer may grant: see `trust`).
+    /// Checks the peers, the held ranges and the signature (not whether the issuer may grant:
+    /// see `trust`).
     pub fn verify(&self) -> Result<(), InvalidGrant> {
+        if let Some(held) = &self.held {
+            let ordered = held
+                .iter()
+                .all(|&(from, to)| from <= to && to <= self.cutoff)
+                && held.windows(2).all(|w| w[0].1 < w[1].0);
+            if held.len() > MAX_HELD_RANGES || !ordered {
+                return Err(InvalidGrant::BadRanges);
+            }
+        }
         if self.subject.len() > MAX_AUTHOR_LEN || author_key(&self.subject).is_none() {
             return Err(InvalidGrant::BadPeer);
         }
@@ -153,5 +204,34 @@ fn grant_error(e: &InvalidGrant) -> &'static str {
         InvalidGrant::BadSignature => "grant signature does not verify",
         InvalidGrant::OtherNetwork(_) => "grant is for another network",
         InvalidGrant::NotAuthorized => "grant issuer may not grant",
+        InvalidGrant::BadRanges => "grant held ranges are malformed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_exactly_the_numbers_held_until_there_are_too_many() {
+        let r = ranges_of([1, 2, 3, 5, 9, 10, 1_000_000], 32);
+        assert_eq!(r, vec![(1, 3), (5, 5), (9, 10), (1_000_000, 1_000_000)]);
+        for (seq, held) in [
+            (0, false),
+            (1, true),
+            (3, true),
+            (4, false),
+            (5, true),
+            (6, false),
+        ] {
+            assert_eq!(in_ranges(&r, seq), held, "{seq}");
+        }
+        assert!(in_ranges(&r, 1_000_000) && !in_ranges(&r, 999_999) && !in_ranges(&r, u64::MAX));
+        // Beyond the bound, the smallest gaps close first.
+        assert_eq!(
+            ranges_of([1, 2, 3, 5, 9, 10, 1_000_000], 2),
+            vec![(1, 10), (1_000_000, 1_000_000)]
+        );
+        assert!(ranges_of([], 32).is_empty());
     }
 }

@@ -39,12 +39,14 @@ pub use ticket::Ticket;
 pub const MAX_GRANTS: usize = 4096;
 
 /// One peer's standing, derived from the grants.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Standing {
     role: Role,
     /// The highest role the subject ever held by a grant that counts.
     best: Role,
     cutoff: u64,
+    /// The winning grant's held ranges: of the numbers up to `cutoff`, the ones that count.
+    held: Option<Vec<(u64, u64)>>,
 }
 
 /// A member as `dfs members` shows it.
@@ -179,7 +181,13 @@ impl Membership {
         }
         match self.standing.get(&record.author) {
             Some(s) if s.role >= Role::Writer => true,
-            Some(s) => s.best >= Role::Writer && record.seq <= s.cutoff,
+            Some(s) => {
+                s.best >= Role::Writer
+                    && record.seq <= s.cutoff
+                    && s.held
+                        .as_ref()
+                        .is_none_or(|h| grant::in_ranges(h, record.seq))
+            }
             None => false,
         }
     }
@@ -312,6 +320,7 @@ impl Membership {
                     role,
                     best,
                     cutoff: winner.cutoff,
+                    held: winner.held.clone(),
                 },
             );
         }
@@ -443,6 +452,7 @@ mod tests {
                 issuer: Vec::new(),
                 seq: *seq,
                 sig: Vec::new(),
+                held: None,
             };
             g.sign(issuer);
             g

@@ -151,6 +151,7 @@ mod tests {
             issuer: Vec::new(),
             seq: 1,
             sig: Vec::new(),
+            held: None,
         };
         grant.sign(&owner);
         let t = Ticket {

@@ -467,3 +467,95 @@ async fn forged_announcements_do_not_make_the_node_dial_hundreds_of_addresses() 
     stop.cancel();
     victim.stop().await;
 }
+
+/// A stranger opens the most chunk streams it may (and more), asks each for 64 chunks of a
+/// large file and never reads: a reader's get of that file is not slowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_streams_that_are_never_read_do_not_slow_a_reader() {
+    use dfs::protocols::chunks;
+    count_logs();
+    let _serial = SERIAL.lock().await;
+    let victim = TestNode::start(vec![]).await;
+    let size = 32 << 20;
+    let bytes = common::data(size, 9);
+    let record = common::put(&victim.client, "big", bytes.clone()).await;
+    let hashes = victim
+        .client
+        .store()
+        .chunk_list(&record.cid.unwrap())
+        .unwrap()
+        .unwrap();
+    // The attacker: a foreign peer speaking raw streams only.
+    let mut swarm = common::peer_swarm(libp2p::identity::Keypair::generate_ed25519(), |_| {
+        libp2p_stream::Behaviour::new()
+    });
+    let mut control = swarm.behaviour().new_control();
+    swarm.dial(victim.addr.clone()).unwrap();
+    let stop = CancellationToken::new();
+    let driving = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::sleep(ATTACK_MAX);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = &mut deadline => break,
+                    _ = swarm.select_next_some() => {}
+                }
+            }
+        })
+    };
+    let victim_id = victim.client.peer_id();
+    let mut unread = Vec::new();
+    let mut request: Vec<dfs::record::Hash> = Vec::new();
+    while request.len() < chunks::MAX_HASHES_PER_REQUEST {
+        request.extend_from_slice(&hashes);
+    }
+    request.truncate(chunks::MAX_HASHES_PER_REQUEST);
+    let opening = Instant::now();
+    while unread.len() < 64 && opening.elapsed() < Duration::from_secs(10) {
+        let open = control.open_stream(victim_id, chunks::PROTOCOL);
+        match tokio::time::timeout(Duration::from_secs(2), open).await {
+            Ok(Ok(mut s)) => {
+                if chunks::write_request(&mut s, &request).await.is_ok() {
+                    unread.push(s);
+                }
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert!(
+        unread.len() >= 8,
+        "the attacker opened {} streams",
+        unread.len()
+    );
+    // Let the node fill what it lets the attacker fill.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let reader = TestNode::reader(vec![victim.addr.clone()]).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            victim.client.peers().await.is_ok_and(|peers| {
+                peers
+                    .iter()
+                    .any(|p| p.peer_id == reader.client.peer_id() && p.dfs)
+            })
+        })
+        .await
+    );
+    let started = Instant::now();
+    let got = common::get(&reader.client, "big").await;
+    let took = started.elapsed();
+    eprintln!(
+        "a reader got 32 MiB in {took:?} beside {} unread chunk streams",
+        unread.len()
+    );
+    assert_eq!(got.as_deref(), Some(&bytes[..]));
+    assert!(
+        took < Duration::from_secs(4),
+        "the reader's 32 MiB get took {took:?}"
+    );
+    stop.cancel();
+    driving.await.unwrap();
+    drop(unread);
+}

@@ -14,6 +14,9 @@ use crate::record::{key_hash, Record};
 use crate::store::StoreError;
 use crate::tasks::TaskFailed;
 
+/// Records of non-members in one sync push that count as a strike against the pusher.
+const REPLAY_STRIKE: usize = 16;
+
 /// Why a sync session or a sync request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -393,6 +396,12 @@ impl Responder {
                 if merged.invalid > 0 {
                     self.replication
                         .misbehaved(self.peer, "records that do not verify in a sync push");
+                }
+                // An honest peer pushes what it admitted under the same grants (which sync
+                // first): many records of non-members is a replay.
+                if merged.not_members >= REPLAY_STRIKE {
+                    self.replication
+                        .misbehaved(self.peer, "records of non-members in a sync push");
                 }
                 let mut records = self
                     .replication

@@ -404,9 +404,19 @@ impl Replication {
     ) -> Result<Merged, MergeError> {
         let refusals = self.refusals.clone();
         let members = self.members.clone();
-        let (applied, invalid) = self
+        let (applied, invalid, not_members) = self
             .blocking(
-                move |store| -> Result<(Vec<(Record, bool)>, usize), StoreError> {
+                move |store| -> Result<(Vec<(Record, bool)>, usize, usize), StoreError> {
+                    // Records of authors that may not write are refused before their
+                    // signatures are checked (a membership look-up costs far less than an
+                    // ed25519 check): a replay of strangers' records costs no signature.
+                    let (records, strangers): (Vec<Record>, Vec<Record>) = records
+                        .into_iter()
+                        .partition(|r| members.with(|m| m.admits(r)).unwrap_or(true));
+                    for r in &strangers {
+                        refusals.refuse(Refusal::NotAWriter, &r.author, Some(&r.key));
+                    }
+                    let not_members = strangers.len();
                     // Signatures are checked here, off the async threads, whatever the path.
                     let mut valid = Vec::with_capacity(records.len());
                     let mut invalid = 0;
@@ -440,7 +450,7 @@ impl Replication {
                             }
                         })
                         .collect();
-                    Ok((applied, invalid))
+                    Ok((applied, invalid, not_members))
                 },
             )
             .await??;
@@ -450,7 +460,11 @@ impl Replication {
                 self.transfers.enqueue(record, sources.to_vec());
             }
         }
-        Ok(Merged { changed, invalid })
+        Ok(Merged {
+            changed,
+            invalid,
+            not_members,
+        })
     }
 
     /// Notes that `peer` sent what no honest peer sends (records that do not verify); at
@@ -487,6 +501,7 @@ impl Replication {
             self.tasks.clone(),
             self.config.metrics.clone(),
             self.audit.clone(),
+            self.members.clone(),
         );
         self.tasks.spawn(server.run(incoming));
         self.serve_catchup()
@@ -760,6 +775,8 @@ impl Replication {
 pub(crate) struct Merged {
     pub changed: usize,
     pub invalid: usize,
+    /// Records refused because their authors may not write (not checked further).
+    pub not_members: usize,
 }
 
 /// Why merging records failed.

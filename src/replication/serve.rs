@@ -24,13 +24,24 @@ const SERVE_BUFFERS: usize = 32;
 /// readers are slow (or never read) cannot take the whole pool.
 const READ_AHEAD: usize = 4;
 
-/// Serves chunk streams, within per-peer and global limits.
+/// Chunk buffers one peer's streams hold at once, together: a peer that opens many streams
+/// and never reads them holds this many, not the pool.
+const BUFFERS_PER_PEER: usize = 4;
+
+/// Serves chunk streams, within per-peer and global limits. Peers that are not members of the
+/// network (strangers, readers without a grant) share half of the stream slots and half of the
+/// buffers, so that they cannot keep members from reading.
 pub(crate) struct ChunkServer {
     store: Store,
     tasks: Tasks,
     buffers: Arc<Pool>,
     streams: Arc<Semaphore>,
-    per_peer: Mutex<HashMap<PeerId, usize>>,
+    /// The strangers' half of `streams` and of `buffers`.
+    stranger_streams: Arc<Semaphore>,
+    stranger_buffers: Arc<Semaphore>,
+    members: crate::trust::Members,
+    /// Per peer: its open streams, and the permits of the buffers its streams hold.
+    per_peer: Mutex<HashMap<PeerId, (usize, Arc<Semaphore>)>>,
     metrics: Arc<crate::metrics::Metrics>,
     /// Chunks withheld from members that claimed to keep them (see `audit.rs`).
     audit: Arc<super::audit::Audit>,
@@ -40,7 +51,34 @@ pub(crate) struct ChunkServer {
 struct Slot {
     server: Arc<ChunkServer>,
     peer: PeerId,
+    /// The peer's buffer permits (see [`BUFFERS_PER_PEER`]).
+    buffers: Arc<Semaphore>,
+    /// For a stranger: the strangers' share of the buffers.
+    stranger_buffers: Option<Arc<Semaphore>>,
     _permit: OwnedSemaphorePermit,
+    _stranger: Option<OwnedSemaphorePermit>,
+}
+
+/// What one chunk read ahead holds until it is written: the peer's and, for a stranger, the
+/// strangers' buffer permits.
+type Held = (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>);
+
+impl Slot {
+    /// A buffer permit of this stream's peer (and of the strangers' share): waited for when
+    /// `wait` (the stream holds none), else only if free now.
+    async fn buffer_permit(&self, wait: bool) -> Option<Held> {
+        let own = if wait {
+            self.buffers.clone().acquire_owned().await.ok()?
+        } else {
+            self.buffers.clone().try_acquire_owned().ok()?
+        };
+        let shared = match &self.stranger_buffers {
+            None => None,
+            Some(s) if wait => Some(s.clone().acquire_owned().await.ok()?),
+            Some(s) => Some(s.clone().try_acquire_owned().ok()?),
+        };
+        Some((own, shared))
+    }
 }
 
 impl Drop for Slot {
@@ -50,7 +88,7 @@ impl Drop for Slot {
             .per_peer
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = per_peer.get_mut(&self.peer) {
+        if let Some((n, _)) = per_peer.get_mut(&self.peer) {
             *n -= 1;
             if *n == 0 {
                 per_peer.remove(&self.peer);
@@ -65,22 +103,34 @@ impl ChunkServer {
         tasks: Tasks,
         metrics: Arc<crate::metrics::Metrics>,
         audit: Arc<super::audit::Audit>,
+        members: crate::trust::Members,
     ) -> Arc<ChunkServer> {
         Arc::new(ChunkServer {
             store,
             tasks,
             metrics,
             audit,
+            members,
             buffers: Pool::new(SERVE_BUFFERS),
             streams: Arc::new(Semaphore::new(chunks::MAX_STREAMS)),
+            stranger_streams: Arc::new(Semaphore::new(chunks::MAX_STREAMS / 2)),
+            stranger_buffers: Arc::new(Semaphore::new(SERVE_BUFFERS / 2)),
             per_peer: Mutex::new(HashMap::new()),
         })
     }
 
     fn admit(self: &Arc<Self>, peer: PeerId) -> Option<Slot> {
+        let member = self.members.role(&peer).is_some();
+        let stranger = if member {
+            None
+        } else {
+            Some(self.stranger_streams.clone().try_acquire_owned().ok()?)
+        };
         let permit = self.streams.clone().try_acquire_owned().ok()?;
         let mut per_peer = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
-        let n = per_peer.entry(peer).or_default();
+        let (n, buffers) = per_peer
+            .entry(peer)
+            .or_insert_with(|| (0, Arc::new(Semaphore::new(BUFFERS_PER_PEER))));
         if *n >= chunks::MAX_STREAMS_PER_PEER {
             return None;
         }
@@ -88,7 +138,10 @@ impl ChunkServer {
         Some(Slot {
             server: self.clone(),
             peer,
+            buffers: buffers.clone(),
+            stranger_buffers: (!member).then(|| self.stranger_buffers.clone()),
             _permit: permit,
+            _stranger: stranger,
         })
     }
 
@@ -99,7 +152,7 @@ impl ChunkServer {
                 Some(slot) => {
                     let this = self.clone();
                     self.tasks.spawn(async move {
-                        if let Err(error) = this.serve(peer, &mut stream).await {
+                        if let Err(error) = this.serve(&slot, &mut stream).await {
                             tracing::debug!(%peer, %error, "chunk stream ended with an error");
                         }
                         drop(slot);
@@ -119,7 +172,8 @@ impl ChunkServer {
         }
     }
 
-    async fn serve(&self, peer: PeerId, stream: &mut Stream) -> Result<(), chunks::FrameError> {
+    async fn serve(&self, slot: &Slot, stream: &mut Stream) -> Result<(), chunks::FrameError> {
+        let peer = slot.peer;
         loop {
             let request = match tokio::time::timeout(
                 chunks::IDLE_TIMEOUT,
@@ -142,7 +196,11 @@ impl ChunkServer {
             let mut next = 0;
             while next < request.len() || !reads.is_empty() {
                 while next < request.len() && reads.len() < READ_AHEAD {
-                    // Wait for a buffer only while holding none (see `Pool::get`).
+                    // Wait for a buffer only while holding none (see `Pool::get`); the peer's
+                    // (and the strangers') share first, so that no peer takes the pool.
+                    let Some(held) = slot.buffer_permit(reads.is_empty()).await else {
+                        break;
+                    };
                     let buf = if reads.is_empty() {
                         self.buffers.get().await
                     } else if self.buffers.available() > SERVE_BUFFERS / 2 {
@@ -162,19 +220,25 @@ impl ChunkServer {
                     let withheld = self.audit.withheld(&peer, &hash);
                     reads.push_back(async move {
                         if withheld {
-                            return None;
+                            return (None, held);
                         }
-                        tasks
+                        let read = tasks
                             .blocking(move || read_chunk(&store, &hash, buf))
                             .await
                             .ok()
-                            .flatten()
+                            .flatten();
+                        (read, held)
                     });
                 }
                 // A reply that cannot be written within the timeout (a requester that does
                 // not read) ends the stream, giving its buffers back.
                 let reply = async {
-                    match reads.next().await.flatten() {
+                    // The permits go back once the chunk is written.
+                    let (read, _held) = match reads.next().await {
+                        Some((read, held)) => (read, Some(held)),
+                        None => (None, None),
+                    };
+                    match read {
                         Some(buf) => {
                             chunks::write_chunk(stream, &buf.data).await?;
                             self.metrics.served_bytes.inc_by(buf.data.len() as u64);

@@ -406,7 +406,7 @@ impl Replication {
         let members = self.members.clone();
         let (applied, invalid, not_members) = self
             .blocking(
-                move |store| -> Result<(Vec<(Record, bool)>, usize, usize), StoreError> {
+                move |store| -> Result<MergeOutcome, StoreError> {
                     // Records of authors that may not write are refused before their
                     // signatures are checked (a membership look-up costs far less than an
                     // ed25519 check): a replay of strangers' records costs no signature.
@@ -772,6 +772,10 @@ impl Replication {
 /// What a merge did: records that changed the store, and records refused because they do not
 /// verify (which an honest peer never sends).
 #[derive(Debug, Clone, Copy, Default)]
+/// What a merge's blocking part gives back: the records that changed the store (each with
+/// whether its content is to fetch), how many did not verify, how many were by non-members.
+type MergeOutcome = (Vec<(Record, bool)>, usize, usize);
+
 pub(crate) struct Merged {
     pub changed: usize,
     pub invalid: usize,

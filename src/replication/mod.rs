@@ -769,13 +769,13 @@ impl Replication {
     }
 }
 
-/// What a merge did: records that changed the store, and records refused because they do not
-/// verify (which an honest peer never sends).
-#[derive(Debug, Clone, Copy, Default)]
 /// What a merge's blocking part gives back: the records that changed the store (each with
 /// whether its content is to fetch), how many did not verify, how many were by non-members.
 type MergeOutcome = (Vec<(Record, bool)>, usize, usize);
 
+/// What a merge did: records that changed the store, and records refused because they do not
+/// verify (which an honest peer never sends).
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Merged {
     pub changed: usize,
     pub invalid: usize,

@@ -13,8 +13,37 @@
 //! ```
 
 use std::collections::HashMap;
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tracing::subscriber::Interest;
+use tracing::Metadata;
+
+/// libp2p's own log lines below `ERROR` (a peer can trigger them at will: "Dropping inbound
+/// stream because we are at capacity" once per stream of a flood): at most one per call site
+/// per [`LIBP2P_PERIOD`].
+static LIBP2P: KeyedLogLimit = KeyedLogLimit::new(LIBP2P_PERIOD);
+/// The period of [`LIBP2P`].
+pub const LIBP2P_PERIOD: Duration = Duration::from_secs(10);
+
+fn from_libp2p(meta: &Metadata<'_>) -> bool {
+    meta.target().starts_with("libp2p") && *meta.level() > tracing::Level::ERROR
+}
+
+/// A per-layer filter for the node's log: it lets through at most one line per
+/// [`LIBP2P_PERIOD`] from each call site of libp2p's below `ERROR`, and everything else.
+pub fn libp2p_lines<S>() -> impl tracing_subscriber::layer::Filter<S> {
+    tracing_subscriber::filter::dynamic_filter_fn(|meta: &Metadata<'_>, _cx: &_| {
+        !from_libp2p(meta) || LIBP2P.check(meta.name()).is_some()
+    })
+    .with_callsite_filter(|meta| {
+        if from_libp2p(meta) {
+            Interest::sometimes()
+        } else {
+            Interest::always()
+        }
+    })
+}
 
 /// One line per period; usable in a `static`.
 #[derive(Debug)]

@@ -36,6 +36,8 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 static LOGGED: AtomicU64 = AtomicU64::new(0);
 /// The issue's bound on what an attack may make a node log.
 const MAX_LOG_RATE: f64 = 10_000.0;
+/// The bound of issue 21 for a fetch storm.
+const MAX_STORM_LOG_RATE: f64 = 1_000.0;
 
 struct CountingWriter;
 
@@ -53,23 +55,32 @@ impl std::io::Write for CountingWriter {
 /// attackers' own swarms log their start at info). Installed before any node starts: the
 /// first subscriber wins.
 fn count_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("warn,dfs=info")
-        .with_ansi(false)
-        .with_writer(|| CountingWriter)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    // As `dfs node` logs: libp2p's warnings rate-limited per call site.
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(|| CountingWriter)
+                .with_filter(tracing_subscriber::EnvFilter::new("warn,dfs=info"))
+                .with_filter(dfs::log_limit::libp2p_lines()),
+        )
         .try_init();
 }
 
 /// Checks that the nodes logged less than [`MAX_LOG_RATE`] since `start` (bytes, time).
 fn check_log_rate(start: (u64, Instant)) {
+    check_log_rate_below(start, MAX_LOG_RATE)
+}
+
+fn check_log_rate_below(start: (u64, Instant), max: f64) {
     let bytes = LOGGED.load(Ordering::Relaxed) - start.0;
     let secs = start.1.elapsed().as_secs_f64();
     let rate = bytes as f64 / secs;
     eprintln!("logged {bytes} bytes in {secs:.1} s ({rate:.0} B/s)");
-    assert!(
-        rate < MAX_LOG_RATE,
-        "the attack made the nodes log {rate:.0} B/s"
-    );
+    assert!(rate < max, "the attack made the nodes log {rate:.0} B/s");
 }
 
 fn log_mark() -> (u64, Instant) {
@@ -558,4 +569,61 @@ async fn chunk_streams_that_are_never_read_do_not_slow_a_reader() {
     stop.cancel();
     driving.await.unwrap();
     drop(unread);
+}
+
+/// A stranger opens `/dfs/fetch/2` streams as fast as it can for 10 s and never finishes its
+/// requests: the node logs less than 1 KB/s, and answers an honest peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_storm_is_not_written_to_the_log() {
+    use dfs::protocols::fetch;
+    use futures::AsyncWriteExt;
+    count_logs();
+    let _serial = SERIAL.lock().await;
+    let victim = TestNode::start(vec![]).await;
+    let mut swarm = common::peer_swarm(libp2p::identity::Keypair::generate_ed25519(), |_| {
+        libp2p_stream::Behaviour::new()
+    });
+    let control = swarm.behaviour().new_control();
+    swarm.dial(victim.addr.clone()).unwrap();
+    let stop = CancellationToken::new();
+    let driving = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = swarm.select_next_some() => {}
+                }
+            }
+        })
+    };
+    let victim_id = victim.client.peer_id();
+    let mark = log_mark();
+    let storm = Duration::from_secs(10);
+    let started = Instant::now();
+    let mut opened = 0u64;
+    let mut held = Vec::new();
+    while started.elapsed() < storm {
+        let mut control = control.clone();
+        let open = control.open_stream(victim_id, fetch::PROTOCOL);
+        match tokio::time::timeout(Duration::from_secs(1), open).await {
+            Ok(Ok(mut s)) => {
+                // Half a request ("time" is 6474696d65), never finished.
+                let _ = s.write_all(&[0x64, 0x74, 0x69]).await;
+                opened += 1;
+                held.push(s);
+                if held.len() > 64 {
+                    held.remove(0);
+                }
+            }
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    eprintln!("the stranger opened {opened} fetch streams in {storm:?}");
+    assert!(opened > 100, "a storm: {opened} streams");
+    check_log_rate_below(mark, MAX_STORM_LOG_RATE);
+    let (connect, put) = honest_peer_gets_in(&victim, "after-the-storm").await;
+    assert!(connect < HONEST_CONNECT && put < HONEST_PUT);
+    stop.cancel();
+    driving.await.unwrap();
 }

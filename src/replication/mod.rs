@@ -405,54 +405,52 @@ impl Replication {
         let refusals = self.refusals.clone();
         let members = self.members.clone();
         let (applied, invalid, not_members) = self
-            .blocking(
-                move |store| -> Result<MergeOutcome, StoreError> {
-                    // Records of authors that may not write are refused before their
-                    // signatures are checked (a membership look-up costs far less than an
-                    // ed25519 check): a replay of strangers' records costs no signature.
-                    let (records, strangers): (Vec<Record>, Vec<Record>) = records
-                        .into_iter()
-                        .partition(|r| members.with(|m| m.admits(r)).unwrap_or(true));
-                    for r in &strangers {
-                        refusals.refuse(Refusal::NotAWriter, &r.author, Some(&r.key));
+            .blocking(move |store| -> Result<MergeOutcome, StoreError> {
+                // Records of authors that may not write are refused before their
+                // signatures are checked (a membership look-up costs far less than an
+                // ed25519 check): a replay of strangers' records costs no signature.
+                let (records, strangers): (Vec<Record>, Vec<Record>) = records
+                    .into_iter()
+                    .partition(|r| members.with(|m| m.admits(r)).unwrap_or(true));
+                for r in &strangers {
+                    refusals.refuse(Refusal::NotAWriter, &r.author, Some(&r.key));
+                }
+                let not_members = strangers.len();
+                // Signatures are checked here, off the async threads, whatever the path.
+                let mut valid = Vec::with_capacity(records.len());
+                let mut invalid = 0;
+                for (r, ok) in admission::check_all(records) {
+                    if !ok {
+                        refusals.refuse(Refusal::Invalid, &r.author, Some(&r.key));
+                        invalid += 1;
+                    } else {
+                        valid.push(r);
                     }
-                    let not_members = strangers.len();
-                    // Signatures are checked here, off the async threads, whatever the path.
-                    let mut valid = Vec::with_capacity(records.len());
-                    let mut invalid = 0;
-                    for (r, ok) in admission::check_all(records) {
-                        if !ok {
-                            refusals.refuse(Refusal::Invalid, &r.author, Some(&r.key));
-                            invalid += 1;
-                        } else {
-                            valid.push(r);
+                }
+                let outcomes = store.apply_batch(valid.clone())?;
+                let applied = valid
+                    .into_iter()
+                    .zip(outcomes)
+                    .filter_map(|(r, o)| match o {
+                        Applied::Updated { fetch, .. } => Some((r, fetch)),
+                        Applied::Unchanged | Applied::Kept => None,
+                        Applied::Ahead => {
+                            refusals.refuse(Refusal::Ahead, &r.author, Some(&r.key));
+                            None
                         }
-                    }
-                    let outcomes = store.apply_batch(valid.clone())?;
-                    let applied = valid
-                        .into_iter()
-                        .zip(outcomes)
-                        .filter_map(|(r, o)| match o {
-                            Applied::Updated { fetch, .. } => Some((r, fetch)),
-                            Applied::Unchanged | Applied::Kept => None,
-                            Applied::Ahead => {
-                                refusals.refuse(Refusal::Ahead, &r.author, Some(&r.key));
-                                None
-                            }
-                            Applied::Refused => {
-                                let why = if members.admits(&r) {
-                                    Refusal::SeqReused
-                                } else {
-                                    Refusal::NotAWriter
-                                };
-                                refusals.refuse(why, &r.author, Some(&r.key));
-                                None
-                            }
-                        })
-                        .collect();
-                    Ok((applied, invalid, not_members))
-                },
-            )
+                        Applied::Refused => {
+                            let why = if members.admits(&r) {
+                                Refusal::SeqReused
+                            } else {
+                                Refusal::NotAWriter
+                            };
+                            refusals.refuse(why, &r.author, Some(&r.key));
+                            None
+                        }
+                    })
+                    .collect();
+                Ok((applied, invalid, not_members))
+            })
             .await??;
         let changed = applied.len();
         for (record, incomplete) in applied {

@@ -454,3 +454,81 @@ async fn a_revocation_after_a_jump_in_numbers_lets_no_back_dated_record_in() {
     // The record it held before the revocation still counts.
     assert!(owner.client.store().stat("jump").unwrap().is_some());
 }
+
+/// A member's 10,000 records whose chunk lists nobody serves (the one peer asked holds the
+/// requests unanswered) take no more than their share of the victim's transfers and lookups:
+/// an honest 1 MiB put still reaches the victim at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_whose_content_nobody_serves_do_not_hold_up_honest_files() {
+    use dfs::protocols::fetch;
+    use futures::StreamExt;
+    let victim = TestNode::start(vec![]).await;
+    let honest = node_with(|_| {}, Some(&victim), vec![victim.addr.clone()]).await;
+    let ticket = victim.client.invite(false).await.unwrap();
+    let key = ticket.key;
+    let nodes = [victim, honest];
+    assert!(common::fully_connected(&nodes, Duration::from_secs(30)).await);
+    let [victim, honest] = &nodes;
+    // A peer that takes every request and answers none.
+    let mut server = common::peer_swarm(libp2p::identity::Keypair::generate_ed25519(), |_| {
+        fetch::behaviour()
+    });
+    server.dial(victim.addr.clone()).unwrap();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = asked.clone();
+    let serving = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            if let libp2p::swarm::SwarmEvent::Behaviour(
+                libp2p::request_response::Event::Message {
+                    message: libp2p::request_response::Message::Request { channel, .. },
+                    ..
+                },
+            ) = server.select_next_some().await
+            {
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                held.push(channel);
+            }
+        }
+    });
+    let time = dfs::clock::system_ms() << 16;
+    let records: Vec<dfs::record::Record> = (0..10_000u64)
+        .map(|i| {
+            let cid = dfs::record::content_id(1 << 20, &[Hash::of(&i.to_be_bytes())]);
+            common::signed(
+                &key,
+                &format!("junk/{i}"),
+                Some(cid),
+                1 << 20,
+                time + i,
+                1_000_000 + i,
+            )
+        })
+        .collect();
+    let store = victim.client.store().clone();
+    tokio::task::spawn_blocking(move || store.apply_batch(records).unwrap())
+        .await
+        .unwrap();
+    // The victim takes them up (the retry tick is 1 s in tests) and asks the silent peer.
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            asked.load(std::sync::atomic::Ordering::Relaxed) > 0
+        })
+        .await,
+        "the silent peer is asked"
+    );
+    let running = victim.client.transfers().len();
+    assert!(running <= 300, "{running} transfers at once");
+    let started = std::time::Instant::now();
+    common::put(&honest.client, "honest", data(1 << 20, 5)).await;
+    assert!(
+        victim
+            .client
+            .wait_for("honest", false, Duration::from_secs(20))
+            .await
+    );
+    let took = started.elapsed();
+    eprintln!("an honest 1 MiB put reached the victim in {took:?} beside 10,000 unservable records ({running} transfers)");
+    assert!(took < Duration::from_secs(2), "an honest put took {took:?}");
+    serving.abort();
+}

@@ -76,6 +76,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
 /// Most contents remembered in back-off (beyond, the oldest half is forgotten).
 const MAX_BACKOFF_ENTRIES: usize = 65_536;
 
+/// Background transfers (tasks) at once, over all authors, and of one author's records: the
+/// rest stay in the store, incomplete, and are picked up as these end (a member that pushes
+/// 60,000 records whose content it never serves costs their records on disk, not a task each).
+const MAX_BACKGROUND: usize = 2048;
+const MAX_BACKGROUND_PER_AUTHOR: usize = 256;
+/// Chunk-list lookups of one author's records at once (of [`MAX_LOOKUPS`]): records whose
+/// lists nobody serves cannot keep other authors' records from being looked up.
+const LOOKUPS_PER_AUTHOR: usize = 4;
+
 /// Times a worker opens a new stream when its peer closed one before replying.
 const MAX_REOPENS: u32 = 5;
 /// Pause before such a reopen (times the attempt number).
@@ -213,6 +222,12 @@ struct Inner {
     large_lists: Arc<Semaphore>,
     /// What this node wants to hold (resumed transfers ask it).
     policy: super::policy::Policy,
+    /// Background transfers running or waiting, per author of their record, and in all; and
+    /// whether one was left for later because of them (see [`MAX_BACKGROUND`]).
+    background: Mutex<(HashMap<Vec<u8>, usize>, usize)>,
+    deferred: AtomicBool,
+    /// Per author: the permits of its chunk-list lookups (see [`LOOKUPS_PER_AUTHOR`]).
+    author_lookups: Mutex<HashMap<Vec<u8>, Arc<Semaphore>>>,
 }
 
 impl Transfers {
@@ -242,6 +257,9 @@ impl Transfers {
                 metrics,
                 large_lists: Arc::new(Semaphore::new(LARGE_LIST_BUDGET as usize)),
                 policy,
+                background: Mutex::new((HashMap::new(), 0)),
+                deferred: AtomicBool::new(false),
+                author_lookups: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -290,6 +308,15 @@ impl Transfers {
             }
             return Some(rx.clone());
         }
+        // A background transfer takes room in its author's share, or waits in the store.
+        let counted = if urgent {
+            None
+        } else if self.inner.count_background(&record.author) {
+            Some(record.author.clone())
+        } else {
+            self.inner.deferred.store(true, Ordering::Relaxed);
+            return None;
+        };
         let (tx, rx) = watch::channel(Progress::Running { chunks: 0 });
         let skip_queue = Arc::new(Notify::new());
         if urgent {
@@ -311,6 +338,8 @@ impl Transfers {
             inner: inner.clone(),
             cid,
             rx: rx.clone(),
+            counted,
+            transfers: self.clone(),
         };
         self.inner.tasks.spawn(async move {
             let _finish = finish;
@@ -407,6 +436,44 @@ impl Transfers {
 }
 
 impl Inner {
+    /// Takes room for a background transfer of `author`'s record; false when there is none.
+    fn count_background(&self, author: &[u8]) -> bool {
+        let mut bg = self.background.lock().expect("background lock");
+        let (per_author, total) = &mut *bg;
+        let n = per_author.get(author).copied().unwrap_or(0);
+        if *total >= MAX_BACKGROUND || n >= MAX_BACKGROUND_PER_AUTHOR {
+            return false;
+        }
+        per_author.insert(author.to_vec(), n + 1);
+        *total += 1;
+        true
+    }
+
+    fn uncount_background(&self, author: &[u8]) {
+        let mut bg = self.background.lock().expect("background lock");
+        let (per_author, total) = &mut *bg;
+        *total = total.saturating_sub(1);
+        if let Some(n) = per_author.get_mut(author) {
+            *n -= 1;
+            if *n == 0 {
+                per_author.remove(author);
+            }
+        }
+    }
+
+    /// The lookup permits of `author`'s records.
+    fn lookups_of(&self, author: &[u8]) -> Arc<Semaphore> {
+        let mut all = self.author_lookups.lock().expect("lookups lock");
+        if let Some(s) = all.get(author) {
+            return s.clone();
+        }
+        // Authors with no lookup under way are forgotten.
+        all.retain(|_, s| Arc::strong_count(s) > 1);
+        let s = Arc::new(Semaphore::new(LOOKUPS_PER_AUTHOR));
+        all.insert(author.to_vec(), s.clone());
+        s
+    }
+
     /// True while content that nobody could serve waits for its next background attempt.
     fn backing_off(&self, cid: &ContentId) -> bool {
         self.backoff
@@ -440,10 +507,20 @@ struct FinishGuard {
     inner: Arc<Inner>,
     cid: ContentId,
     rx: watch::Receiver<Progress>,
+    /// The author whose share of background transfers this one took.
+    counted: Option<Vec<u8>>,
+    transfers: Transfers,
 }
 
 impl Drop for FinishGuard {
     fn drop(&mut self) {
+        if let Some(author) = self.counted.take() {
+            self.inner.uncount_background(&author);
+            // Room again: what waited in the store for it goes on.
+            if self.inner.deferred.swap(false, Ordering::Relaxed) {
+                self.transfers.resume();
+            }
+        }
         if let Ok(mut t) = self.inner.transfers.lock() {
             if t.get(&self.cid)
                 .is_some_and(|(rx, ..)| rx.same_channel(&self.rx))
@@ -731,6 +808,11 @@ impl Transfer {
                     tokio::time::sleep(STALL_PAUSE).await;
                     self.refresh_peers().await?;
                 }
+                let _author = self
+                    .inner
+                    .lookups_of(&self.record.author)
+                    .acquire_owned()
+                    .await;
                 let _permit = self.inner.lookups.clone().acquire_owned().await;
                 for peer in self.order.clone() {
                     if !self.usable(&peer) {

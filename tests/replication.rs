@@ -757,3 +757,35 @@ async fn member_key(owner: &TestNode, other: &TestNode) -> libp2p::identity::Key
     );
     ticket.key
 }
+
+/// A source that was unreachable when a transfer failed is used again as soon as it is back,
+/// not after the failed transfer's back-off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_returning_source_is_used_again_at_once() {
+    let a = TestNode::start(vec![]).await;
+    let b = TestNode::start(vec![a.addr.clone()]).await;
+    assert!(eventually(DEADLINE, || async { b.peer_count().await == 1 }).await);
+    let a_id = a.client.peer_id();
+    b.client.block(a_id, true).await.unwrap();
+    assert!(eventually(DEADLINE, || async { b.peer_count().await == 0 }).await);
+    // B learns a record of A's whose content only A holds, and fails to fetch it.
+    let record = put(&a.client, "f", data(100_000, 3)).await;
+    b.client.store().apply(record).unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            b.client.metrics().transfers_failed.get() > 0
+        })
+        .await,
+        "the transfer fails while A is unreachable"
+    );
+    b.client.block(a_id, false).await.unwrap();
+    let back = std::time::Instant::now();
+    let _ = b.client.dial(a.addr.clone()).await; // unless its redial got there first
+    assert!(
+        b.client.wait_for("f", false, Duration::from_secs(20)).await,
+        "B gets the content"
+    );
+    let took = back.elapsed();
+    eprintln!("a returning source was used again {took:?} after it came back");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}

@@ -617,7 +617,7 @@ impl Replication {
             Event::PeerReady(peer) => {
                 self.policy.seen(peer, Some(true), None);
                 self.start_sync(peer);
-                self.transfers.resume();
+                self.transfers.peer_arrived();
                 let this = self.clone();
                 self.tasks
                     .spawn(async move { this.measure_clock(peer).await });

@@ -377,6 +377,14 @@ impl Transfers {
         Some(rx)
     }
 
+    /// A dfs peer connected (a new one, or a source that came back): content that nobody could
+    /// serve lately may be served now, so its back-off ends, and what is incomplete is tried
+    /// again at once.
+    pub(crate) fn peer_arrived(&self) {
+        self.inner.backoff.lock().expect("backoff lock").clear();
+        self.resume();
+    }
+
     /// Looks for records whose content is wanted but incomplete and fetches it (after a
     /// restart, a failed transfer, or when a new peer arrives).
     pub(crate) fn resume(&self) {

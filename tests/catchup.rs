@@ -74,6 +74,8 @@ enum Lie {
     Oversized,
     /// A frame of the allowed length whose bytes are not CBOR records.
     Garbage,
+    /// Valid records, the same one over and over (to stretch the answer).
+    Repeat,
 }
 
 /// A peer that claims a huge record set in every sync answer (so that the node finds every
@@ -103,6 +105,15 @@ async fn run_liar(victim: libp2p::Multiaddr, lie: Lie, streams: Arc<AtomicU64>) 
                     Lie::Garbage => {
                         let mut b = 4096u32.to_be_bytes().to_vec();
                         b.extend(std::iter::repeat_n(0xff, 4096));
+                        b
+                    }
+                    Lie::Repeat => {
+                        let key = libp2p::identity::Keypair::generate_ed25519();
+                        let r = signed(&key, "again", None, 0, 1 << 16, 1);
+                        let one = dfs::protocols::encode_cbor(&r);
+                        let frame = catchup::encode_frame(&vec![one; 1000]);
+                        let mut b = (frame.len() as u32).to_be_bytes().to_vec();
+                        b.extend(frame);
                         b
                     }
                 };
@@ -145,7 +156,7 @@ async fn run_liar(victim: libp2p::Multiaddr, lie: Lie, streams: Arc<AtomicU64>) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lying_catch_up_stream_is_cut_off() {
-    for lie in [Lie::Oversized, Lie::Garbage] {
+    for lie in [Lie::Oversized, Lie::Garbage, Lie::Repeat] {
         let victim = TestNode::start(vec![]).await;
         let streams = Arc::new(AtomicU64::new(0));
         let liar = tokio::spawn(run_liar(victim.addr.clone(), lie, streams.clone()));

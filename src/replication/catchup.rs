@@ -29,8 +29,11 @@ const MERGE_BATCH: usize = 4096;
 /// Batches decoded and waiting for the merge, at most.
 const BATCHES_QUEUED: usize = 2;
 /// Records a requester takes from one answer beyond the count the responder announced (it may
-/// have grown meanwhile).
-const COUNT_SLACK: u64 = 65_536;
+/// have grown meanwhile): this many, plus [`COUNT_SLACK_SHARE`]ths of the count.
+const COUNT_SLACK: u64 = 1024;
+const COUNT_SLACK_SHARE: u64 = 32;
+/// Most heads of one key (as a node keeps them: see `store`).
+const MAX_HEADS_PER_KEY: usize = 64;
 
 /// Why a catch-up failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,12 +94,18 @@ pub(crate) async fn pull(
     .map_err(|_| CatchupError::Timeout { peer })?
     .map_err(|e| frame_error(FrameError::Io(e)))?;
 
-    let limit = announced.saturating_add(COUNT_SLACK);
+    let limit = announced
+        .saturating_add(COUNT_SLACK)
+        .saturating_add(announced / COUNT_SLACK_SHARE);
     let (tx, mut rx) = mpsc::channel::<Vec<Record>>(BATCHES_QUEUED);
     let read = async move {
         let deadline = Instant::now() + catchup::MAX_ANSWER_TIME;
         let mut batch = Vec::with_capacity(MERGE_BATCH);
         let mut received = 0u64;
+        // The answer's order (key hash, then key) is checked as it arrives: every key once,
+        // its heads together, so that a liar cannot repeat records to stretch it.
+        let mut last: Option<(u64, String)> = None;
+        let mut run = 0usize;
         loop {
             let by = deadline.min(Instant::now() + catchup::FRAME_TIMEOUT);
             let frame = tokio::time::timeout_at(by, catchup::read_frame(&mut stream))
@@ -114,6 +123,28 @@ pub(crate) async fn pull(
                     peer,
                     reason: "a record outside the requested leaves",
                 });
+            }
+            for r in &records {
+                let here = (key_hash(&r.key), r.key.as_str());
+                match &last {
+                    Some((h, k)) if (*h, k.as_str()) == here => run += 1,
+                    Some((h, k)) if (*h, k.as_str()) > here => {
+                        return Err(CatchupError::Protocol {
+                            peer,
+                            reason: "records out of order (or a key repeated)",
+                        });
+                    }
+                    _ => {
+                        last = Some((here.0, r.key.clone()));
+                        run = 1;
+                    }
+                }
+                if run > MAX_HEADS_PER_KEY {
+                    return Err(CatchupError::Protocol {
+                        peer,
+                        reason: "more heads of one key than a node keeps",
+                    });
+                }
             }
             received += records.len() as u64;
             if received > limit {

@@ -134,6 +134,16 @@ async fn members_that_keep_nothing_cannot_make_the_others_drop_their_copies() {
         let m = members.iter().find(|m| m.peer_id == id).expect("listed");
         assert!(m.failed_proofs >= 1, "{m:?}");
     }
+    // Nor does `dfs stat` count them as holders.
+    let h = writer.client.holders("f/3").await.unwrap();
+    for liar in [liar1, liar2] {
+        assert!(
+            !h.peers.contains(&liar.client.peer_id()),
+            "only proven holders: {:?}",
+            h.peers
+        );
+    }
+    assert!(h.peers.contains(&writer.client.peer_id()));
     let text = writer.client.metrics_text().await.unwrap();
     let failed: u64 = text
         .lines()
@@ -531,4 +541,50 @@ async fn records_whose_content_nobody_serves_do_not_hold_up_honest_files() {
     eprintln!("an honest 1 MiB put reached the victim in {took:?} beside 10,000 unservable records ({running} transfers)");
     assert!(took < Duration::from_secs(2), "an honest put took {took:?}");
     serving.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn placed_holders_audit_each_other_and_report_a_lost_copy() {
+    let tib = dfs::placement::DEFAULT_CAPACITY;
+    let owner = node_with(tweak(Some(Replicas::Count(2)), tib), None, vec![]).await;
+    let boot = vec![owner.addr.clone()];
+    let a = node_with(tweak(None, tib), Some(&owner), boot.clone()).await;
+    let b = node_with(tweak(None, tib), Some(&owner), boot).await;
+    let all = [owner, a, b];
+    assert!(common::fully_connected(&all, Duration::from_secs(30)).await);
+    let [owner, a, b] = &all;
+    let (a_id, b_id) = (a.client.peer_id(), b.client.peer_id());
+    // A file the owner writes and that is placed on a and b.
+    let size = 200 * 1024;
+    let mut picked = None;
+    for i in 0..64u64 {
+        let bytes = data(size, 100 + i);
+        let cid = dfs::record::content_id(size as u64, &[Hash::of(&bytes)]);
+        let placed = owner.client.placed(&cid);
+        if placed.contains(&a_id) && placed.contains(&b_id) {
+            picked = Some((i, bytes, cid));
+            break;
+        }
+    }
+    let (i, bytes, cid) = picked.expect("some file is placed on a and b");
+    common::put(&owner.client, &format!("p/{i}"), bytes).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            holds(a, &cid) && holds(b, &cid)
+        })
+        .await,
+        "a and b fetch it"
+    );
+    let report = a.client.repair_now().await.unwrap();
+    assert_eq!(report.under_replicated, 0, "{report:?}");
+    // b loses its copy; a's next pass audits it.
+    lose(b, &cid);
+    let report = a.client.repair_now().await.unwrap();
+    assert_eq!(report.under_replicated, 1, "{report:?}");
+    let members = a.client.members();
+    let m = members
+        .iter()
+        .find(|m| m.peer_id == b_id.to_string())
+        .expect("listed");
+    assert!(m.failed_proofs >= 1, "{m:?}");
 }

@@ -831,12 +831,16 @@ impl Client {
     }
 
     /// Runs a repair pass now (under partial replication: fetch what is placed here and
-    /// missing, drop the extra copies that placed members prove they keep).
+    /// missing, drop the extra copies that placed members prove they keep, audit the other
+    /// placed holders of a sample of what is held here).
     pub async fn repair_now(&self) -> Result<replication::repair::RepairReport, Error> {
-        self.replication.repair_pass().await.map_err(|e| match e {
-            replication::MergeError::Store(e) => Error::Store(e),
-            replication::MergeError::Task(e) => Error::Task(e),
-        })
+        self.replication
+            .repair_pass(true)
+            .await
+            .map_err(|e| match e {
+                replication::MergeError::Store(e) => Error::Store(e),
+                replication::MergeError::Task(e) => Error::Task(e),
+            })
     }
 
     /// Waits until at least `min` nodes (this one included) hold the whole content of `key`,

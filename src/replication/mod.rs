@@ -127,6 +127,8 @@ pub struct Replication {
     peer_networks: Arc<Mutex<std::collections::HashMap<PeerId, Option<String>>>>,
     /// Proofs of possession: chunks withheld from claimants, members' tallies.
     audit: Arc<audit::Audit>,
+    /// When a repair pass last audited placed holders.
+    audited: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
 impl Replication {
@@ -166,6 +168,7 @@ impl Replication {
             peer_networks: Arc::default(),
             strikes: Arc::default(),
             audit: Arc::default(),
+            audited: Arc::default(),
         }
     }
 
@@ -324,7 +327,7 @@ impl Replication {
 
     /// The connected peers, and the members placed to hold `cid`, that say they hold its whole
     /// content (asked at once, each answer awaited at most `timeout`; a peer that does not
-    /// answer is not counted).
+    /// answer is not counted) and, when this node holds it too, prove it (`prove`).
     pub(crate) async fn holders(
         &self,
         cid: crate::record::ContentId,
@@ -362,6 +365,31 @@ impl Replication {
         let mut holders = Vec::new();
         while let Some(answer) = asks.next().await {
             holders.extend(answer);
+        }
+        // Where this node holds the content too, a claim counts only with a proof.
+        let list = self
+            .blocking(
+                move |s| -> Result<Option<Vec<crate::record::Hash>>, StoreError> {
+                    Ok(match s.content_complete(&cid)? {
+                        true => s.chunk_list(&cid)?,
+                        false => None,
+                    })
+                },
+            )
+            .await;
+        if let Ok(Ok(Some(list))) = list {
+            let list = &list;
+            let proven: Vec<PeerId> = futures::stream::iter(holders)
+                .map(|peer| async move {
+                    self.challenge(peer, cid, list, timeout)
+                        .await
+                        .then_some(peer)
+                })
+                .buffer_unordered(16)
+                .filter_map(|p| async move { p })
+                .collect()
+                .await;
+            holders = proven;
         }
         holders.sort_by_key(|p| p.to_base58());
         Ok(holders)

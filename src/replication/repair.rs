@@ -21,6 +21,10 @@ use crate::record::{ContentId, Record};
 
 /// Most copies dropped in one pass (each costs a few `has` requests).
 const MAX_DROPS_PER_PASS: usize = 256;
+/// Files placed here and held whose other placed members one pass audits (proofs of
+/// possession), picked at random; passes audit at most once per [`AUDIT_EVERY`].
+const AUDITS_PER_PASS: usize = 16;
+const AUDIT_EVERY: Duration = Duration::from_secs(60);
 /// Most waiting transfers of content placed here that one pass checks for a holder.
 const MAX_STALLED_PER_PASS: usize = 64;
 /// `has` requests in flight at once during a pass.
@@ -43,6 +47,10 @@ struct Scan {
     unplaced_held: Vec<(ContentId, u64)>,
     placed_of: HashMap<ContentId, Vec<PeerId>>,
     under_replicated: usize,
+    /// A random sample of the files placed here and held, with their placed members, whose
+    /// other holders this pass audits; and how many such files there were.
+    audit: Vec<(ContentId, Vec<PeerId>)>,
+    placed_held: usize,
 }
 
 /// What one pass found and did.
@@ -89,7 +97,8 @@ impl Replication {
             }
             last = Some(up);
             next = tokio::time::Instant::now() + self.config.repair_interval;
-            match self.repair_pass().await {
+            let audit = self.audits_due();
+            match self.repair_pass(audit).await {
                 Ok(report) if report.fetching + report.dropped > 0 => {
                     tracing::info!(
                         fetching = report.fetching,
@@ -104,9 +113,21 @@ impl Replication {
         }
     }
 
+    /// Whether a pass now also audits (at most once per [`AUDIT_EVERY`], however often passes
+    /// run).
+    fn audits_due(&self) -> bool {
+        let mut last = self.audited.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < AUDIT_EVERY) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        true
+    }
+
     /// One pass: fetch what is placed here and missing, drop the extra copies that enough
-    /// placed members hold, count the files short of copies.
-    pub async fn repair_pass(&self) -> Result<RepairReport, super::MergeError> {
+    /// placed members hold, count the files short of copies; with `audit`, also audit the
+    /// other placed holders of a sample of what is held here.
+    pub async fn repair_pass(&self, audit: bool) -> Result<RepairReport, super::MergeError> {
         let mut report = RepairReport::default();
         let Replicas::Count(r) = self.policy.replicas() else {
             return Ok(report);
@@ -132,6 +153,21 @@ impl Replication {
                         (true, false) => {
                             scan.under_replicated += 1;
                             scan.missing.push((record, placed));
+                        }
+                        (true, true) if placed.len() > 1 => {
+                            // Reservoir sampling: each such file as likely as any other.
+                            scan.placed_held += 1;
+                            if scan.audit.len() < AUDITS_PER_PASS {
+                                scan.audit.push((cid, placed));
+                            } else {
+                                let j = rand::Rng::gen_range(
+                                    &mut rand::thread_rng(),
+                                    0..scan.placed_held,
+                                );
+                                if j < AUDITS_PER_PASS {
+                                    scan.audit[j] = (cid, placed);
+                                }
+                            }
                         }
                         (false, true) => {
                             scan.unplaced_held.push((cid, record.size));
@@ -219,6 +255,17 @@ impl Replication {
                 Err(e) => tracing::warn!(%cid, error = %e, "cannot drop a copy"),
             }
         }
+        // Audits: the other members placed to hold a sample of what this node holds prove they
+        // do; a file short of proven copies counts as under-replicated.
+        let sample = if audit { scan.audit } else { Vec::new() };
+        let audits = sample.into_iter().map(|(cid, placed)| async move {
+            let needed = (r as usize).min(placed.len()).saturating_sub(1);
+            (self.proven_keepers(cid, &placed).await < needed) as usize
+        });
+        report.under_replicated += futures::stream::iter(audits)
+            .buffer_unordered(ASKS_IN_FLIGHT / 4)
+            .fold(0, |n, short| futures::future::ready(n + short))
+            .await;
         self.config
             .metrics
             .under_replicated
@@ -269,9 +316,19 @@ impl Replication {
                 keeps: Some(true),
             }))
         );
-        if !claims {
-            return false;
-        }
+        claims && self.challenge(peer, cid, list, PROVE_TIMEOUT).await
+    }
+
+    /// Challenges `peer`, which claims to hold the whole content of `cid` (whose chunk list,
+    /// held here, is `list`), to prove it: true if its proof matches this node's copy. A wrong,
+    /// refused or missing proof is tallied, counted and logged (see `audit.rs`).
+    pub(crate) async fn challenge(
+        &self,
+        peer: PeerId,
+        cid: ContentId,
+        list: &[crate::record::Hash],
+        timeout: Duration,
+    ) -> bool {
         if list.is_empty() {
             return true; // empty content: there are no bytes to hold
         }
@@ -310,7 +367,7 @@ impl Replication {
             },
         );
         let passed = matches!(
-            tokio::time::timeout(PROVE_TIMEOUT, ask).await,
+            tokio::time::timeout(timeout, ask).await,
             Ok(Ok(fetch::Response::Proof { hash })) if hash == expected
         );
         let tally = self.audit.proved(peer, passed);

@@ -30,6 +30,17 @@ async fn a_node_restarted_without_bootstrap_rejoins_its_peers_within_seconds() {
     let nodes = [a, b];
     assert!(fully_connected(&nodes, Duration::from_secs(10)).await);
     let [a, b] = nodes;
+    // Connected is not yet identified: the address book learns b's addresses from identify.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            a.client
+                .peers()
+                .await
+                .is_ok_and(|peers| peers.iter().any(|p| p.peer_id == b_id && p.dfs))
+        })
+        .await,
+        "a identifies b"
+    );
     let (dir, _) = a.stop().await;
     let book = std::fs::read_to_string(dir.path().join("peers.json")).expect("an address book");
     assert!(book.contains(&b_id.to_base58()), "{book}");

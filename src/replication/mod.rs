@@ -444,6 +444,13 @@ impl Replication {
                     refusals.refuse(Refusal::NotAWriter, &r.author, Some(&r.key));
                 }
                 let not_members = strangers.len();
+                // Versions held already change nothing: no signature check for a replay.
+                let known = store.known(&records)?;
+                let records: Vec<Record> = records
+                    .into_iter()
+                    .zip(known)
+                    .filter_map(|(r, known)| (!known).then_some(r))
+                    .collect();
                 // Signatures are checked here, off the async threads, whatever the path.
                 let mut valid = Vec::with_capacity(records.len());
                 let mut invalid = 0;

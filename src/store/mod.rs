@@ -641,6 +641,35 @@ impl Store {
         }
     }
 
+    /// For each record, whether this store holds that very version (a head or in history): a
+    /// record received again needs no signature check (it changes nothing). One read
+    /// transaction for all.
+    pub fn known(&self, records: &[Record]) -> Result<Vec<bool>, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let current = txn.open_table(index::RECORDS)?;
+        let conflicts = txn.open_table(index::CONFLICTS)?;
+        let history = txn.open_table(index::HISTORY)?;
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            let version = r.version();
+            let known = match current.get(r.key.as_str())? {
+                None => false,
+                Some(v) => {
+                    let head: Record = index::decode(v.value())?;
+                    head.version() == version
+                        || conflicts
+                            .get(index::conflict_key(&r.key, &version).as_slice())?
+                            .is_some()
+                        || history
+                            .get(index::history_key(r, &version).as_slice())?
+                            .is_some()
+                }
+            };
+            out.push(known);
+        }
+        Ok(out)
+    }
+
     /// Makes a version kept in history hold its content (a reference), so that its content can
     /// be fetched from peers and kept until the version leaves history. False if it is not in
     /// history or holds its content already.

@@ -184,6 +184,9 @@ pub struct NetworkTime {
     /// How many members the network has (this node included), as membership last said: the
     /// majority that must agree before this node takes the peers' word over its own clock.
     members: AtomicUsize,
+    /// The peers' median when it was not adopted (no majority agrees with it) and is more
+    /// than `max_offset` from this clock; 0 otherwise.
+    disputed: AtomicI64,
 }
 
 impl NetworkTime {
@@ -194,6 +197,7 @@ impl NetworkTime {
             peers: Mutex::new(HashMap::new()),
             median: AtomicI64::new(0),
             members: AtomicUsize::new(0),
+            disputed: AtomicI64::new(0),
         }
     }
 
@@ -266,6 +270,12 @@ impl NetworkTime {
         let members = self.members.load(Ordering::Relaxed).max(all.len());
         let adopted = if agree > members / 2 { m } else { 0 };
         self.median.store(adopted, Ordering::Relaxed);
+        let disputed = if adopted == 0 && m.unsigned_abs() > self.max_offset_ms {
+            m
+        } else {
+            0
+        };
+        self.disputed.store(disputed, Ordering::Relaxed);
     }
 
     /// Each peer's last measured offset.
@@ -277,6 +287,15 @@ impl NetworkTime {
     pub fn offset_of(&self, peer: &PeerId) -> Option<Offset> {
         let peers = self.peers.lock().expect("offsets lock");
         peers.get(peer).map(|(o, _, _)| *o)
+    }
+
+    /// When the members measured disagree with this clock by more than `max_offset` but are
+    /// not a majority of the network's members: their median (this node keeps its own clock).
+    pub fn disputed_ms(&self) -> Option<i64> {
+        match self.disputed.load(Ordering::Relaxed) {
+            0 => None,
+            d => Some(d),
+        }
     }
 
     /// The median of the measured offsets, own zero included (ms to add to this clock).
@@ -420,6 +439,7 @@ mod tests {
         }
         assert!(honest.check_local().is_ok());
         assert_eq!(honest.median_offset_ms(), 0);
+        assert!(honest.disputed_ms().is_some_and(|d| d > 3_500_000));
         let real = system_ms();
         assert!(honest.accept_limit_ms() <= real + MAX_AHEAD_MS + 100);
         assert!(honest.horizon_ms() <= real + 1100);

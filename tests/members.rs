@@ -348,6 +348,15 @@ async fn two_records_under_one_number_resolve_the_same_way_on_every_node() {
     let (v1, v2) = (one("k", 1_000_000, 1), one("k", 1_000_000, 2));
     // And two keys under number 1,000,001.
     let (w1, w2) = (one("x", 1_000_001, 3), one("y", 1_000_001, 4));
+    // Apart while each takes its records, as two nodes a liar pushes to at once.
+    let b_id = b.client.peer_id();
+    a.client.block(b_id, true).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            a.peer_count().await == 0
+        })
+        .await
+    );
     for (n, records) in [(a, [&v1, &w1]), (b, [&v2, &w2])] {
         for r in records {
             let applied = n.client.store().apply(r.clone()).unwrap();
@@ -357,6 +366,8 @@ async fn two_records_under_one_number_resolve_the_same_way_on_every_node() {
             );
         }
     }
+    a.client.block(b_id, false).await.unwrap();
+    let _ = a.client.dial(b.addr.clone()).await;
     let kept = if v1.fingerprint() < v2.fingerprint() {
         &v1
     } else {

@@ -216,10 +216,15 @@ fn message_vectors() {
         "a16570726f7665a3636369645820aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa656e6f6e63655820bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb666368756e6b73820002",
         "fetch prove req"
     );
-    let proof = fetch::proof_of(&Hash([0xbb; 32]), [&b"hello"[..]]);
+    let prover = libp2p::identity::Keypair::ed25519_from_bytes([1u8; 32])
+        .unwrap()
+        .public()
+        .to_peer_id()
+        .to_bytes();
+    let proof = fetch::proof_of(&Hash([0xbb; 32]), &prover, [&b"hello"[..]]);
     assert_eq!(
         cbor4ii(&fetch::Response::Proof { hash: proof }),
-        "a16570726f6f66a16468617368582096ccd022674aa9f5167bf28f9b2b570f2d4f671f3b281fc686dc2368d504444b",
+        "a16570726f6f66a164686173685820c72acee329887928e2d340362ffa77d30a4f0ff1dfe89c2c44c9e5284924be03",
         "fetch proof resp"
     );
     let with_capacity = peers::Announcement {

@@ -13,7 +13,9 @@
 //! - `DFS_BENCH_JSON`: output file (default `target/bench/results.json`);
 //! - `DFS_BENCH_FILE_MIB`: size of the large file; `DFS_BENCH_ROUNDS`: rounds of the fetch and
 //!   put figures (median reported; 5 in the full run, 3 in the quick one);
-//! - `DFS_BENCH_ONLY`: comma-separated subset of `fetch,put,small,replication,latency,mesh,sync,catchup`
+//! - `DFS_BENCH_UNSERVABLE`: records of the unservable-records figure (60,000 in the full run);
+//! - `DFS_BENCH_ONLY`: comma-separated subset of
+//!   `fetch,put,small,replication,latency,mesh,sync,catchup,unservable`
 //!   (`api` stands for `put,small,replication`).
 //!
 //! Hidden arguments `--bare-recv` and `--bare-send ADDR BYTES` make this binary one end of the
@@ -22,6 +24,7 @@
 mod bare;
 mod catchup;
 mod fetch;
+mod hostile;
 mod inproc;
 mod latency;
 mod mesh;
@@ -277,6 +280,9 @@ fn main() {
         }
         if wanted("catchup") {
             catchup::run(&mut bench).await;
+        }
+        if wanted("unservable") {
+            hostile::run(&mut bench).await;
         }
     });
     drop(rt);

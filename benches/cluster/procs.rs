@@ -168,6 +168,11 @@ impl NodeProc {
         peak_rss_kib(self.pid) as f64 / 1024.0
     }
 
+    /// Resident memory of the node now (VmRSS), in MiB.
+    pub fn rss_mib(&self) -> f64 {
+        status_kib(self.pid, "VmRSS:") as f64 / 1024.0
+    }
+
     /// Runs `dfs ARGS --data-dir DIR` against this node.
     pub async fn cli(&self, args: &[&str], timeout: Duration) -> CliRun {
         let dir = self.dir.display().to_string();
@@ -234,11 +239,16 @@ pub async fn cli(bin: &Path, args: &[&str], timeout: Duration) -> CliRun {
 
 /// VmHWM of a process in KiB (0 once it is gone).
 pub fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+/// A field of `/proc/PID/status` in KiB (0 once the process is gone).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })

@@ -41,8 +41,9 @@ pub enum Request {
     /// The peer's wall clock, answered at once (the asker measures its clock offset).
     Time,
     /// A proof that the peer holds the content of `cid`: the BLAKE3 hash, keyed with `nonce`,
-    /// of the bytes of the chunks at the indices `chunks` (1 to [`MAX_PROOF_CHUNKS`] of them,
-    /// each below the number of chunks), concatenated in the order given ([`proof_of`]). A node
+    /// of the peer's own id bytes followed by the bytes of the chunks at the indices `chunks`
+    /// (1 to [`MAX_PROOF_CHUNKS`] of them, each below the number of chunks), in the order given
+    /// ([`proof_of`]). Answered to members only. A node
     /// asks it before it drops a copy on the word of the peers placed to keep it.
     Prove {
         cid: Hash,
@@ -54,9 +55,17 @@ pub enum Request {
 /// Most chunks one proof of possession covers (each costs the prover a 1 MiB read).
 pub const MAX_PROOF_CHUNKS: usize = 4;
 
-/// The answer to [`Request::Prove`] over `chunks` (the bytes of the named chunks, in order).
-pub fn proof_of<'a>(nonce: &Hash, chunks: impl IntoIterator<Item = &'a [u8]>) -> Hash {
+/// The answer to [`Request::Prove`] by `prover` (its peer id bytes) over `chunks` (the bytes
+/// of the named chunks, in order). The prover's id is hashed first, so that a proof cannot be
+/// passed on: a peer asked to prove cannot answer with another holder's proof (nor with the
+/// asker's own).
+pub fn proof_of<'a>(
+    nonce: &Hash,
+    prover: &[u8],
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> Hash {
     let mut hasher = blake3::Hasher::new_keyed(&nonce.0);
+    hasher.update(prover);
     for chunk in chunks {
         hasher.update(chunk);
     }

@@ -40,6 +40,10 @@ const MAX_WITHHELD: usize = 1 << 18;
 pub const CHALLENGED_CHUNKS: usize = 2;
 /// Most members whose tallies are kept.
 const MAX_TALLIES: usize = 4096;
+/// How long a passed proof stands for its (peer, content).
+pub const PROOF_VALID_FOR: Duration = Duration::from_secs(60);
+/// Most passed proofs remembered.
+const MAX_PROVEN: usize = 65_536;
 
 /// One member's proofs, as this node saw them since it started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -70,6 +74,9 @@ struct State {
     withheld: HashMap<PeerId, HashMap<Hash, Instant>>,
     withheld_total: usize,
     tallies: HashMap<PeerId, Tally>,
+    /// Proofs that passed lately, by (peer, content id): not asked again before
+    /// [`PROOF_VALID_FOR`] (`dfs put --wait` asks every 250 ms).
+    proven: HashMap<(PeerId, Hash), Instant>,
 }
 
 impl State {
@@ -96,28 +103,34 @@ impl Audit {
             sample(&mut rng, list.len(), WITHHELD_PER_CLAIM).into_vec()
         };
         let until = Instant::now() + WITHHOLD_FOR;
+        let mut nonce = [0u8; 32];
+        rng.fill_bytes(&mut nonce);
+        let n = CHALLENGED_CHUNKS.min(picked.len());
+        let indices: Vec<u64> = sample(&mut rng, picked.len(), n)
+            .into_iter()
+            .map(|j| picked[j] as u64)
+            .collect();
         {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if state.withheld_total + picked.len() > MAX_WITHHELD {
                 state.expire();
             }
-            if state.withheld_total + picked.len() <= MAX_WITHHELD {
-                let chunks = state.withheld.entry(peer).or_default();
-                let before = chunks.len();
+            // The sample when there is room; the challenged chunks always (a few more than
+            // the bound at worst), or the claimant could fetch them from this node.
+            let room = state.withheld_total + picked.len() <= MAX_WITHHELD;
+            let chunks = state.withheld.entry(peer).or_default();
+            let before = chunks.len();
+            if room {
                 for &i in &picked {
                     chunks.insert(list[i], until);
                 }
-                let added = chunks.len() - before;
-                state.withheld_total += added;
             }
+            for &i in &indices {
+                chunks.insert(list[i as usize], until);
+            }
+            let added = chunks.len() - before;
+            state.withheld_total += added;
         }
-        let mut nonce = [0u8; 32];
-        rng.fill_bytes(&mut nonce);
-        let n = CHALLENGED_CHUNKS.min(picked.len());
-        let indices = sample(&mut rng, picked.len(), n)
-            .into_iter()
-            .map(|j| picked[j] as u64)
-            .collect();
         Challenge {
             nonce: Hash(nonce),
             indices,
@@ -134,9 +147,29 @@ impl Audit {
             .is_some_and(|until| Instant::now() < *until)
     }
 
-    /// Notes a proof's outcome for `peer`; returns its tally.
-    pub fn proved(&self, peer: PeerId, passed: bool) -> Tally {
+    /// Whether `peer` proved it holds `cid` less than [`PROOF_VALID_FOR`] ago.
+    pub fn recently_proven(&self, peer: &PeerId, cid: &Hash) -> bool {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .proven
+            .get(&(*peer, *cid))
+            .is_some_and(|at| at.elapsed() < PROOF_VALID_FOR)
+    }
+
+    /// Notes a proof's outcome for `peer` and `cid`; returns the peer's tally.
+    pub fn proved(&self, peer: PeerId, cid: Hash, passed: bool) -> Tally {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if passed {
+            if state.proven.len() >= MAX_PROVEN {
+                state.proven.retain(|_, at| at.elapsed() < PROOF_VALID_FOR);
+                if state.proven.len() >= MAX_PROVEN {
+                    state.proven.clear();
+                }
+            }
+            state.proven.insert((peer, cid), Instant::now());
+        } else {
+            state.proven.remove(&(peer, cid));
+        }
         if state.tallies.len() >= MAX_TALLIES && !state.tallies.contains_key(&peer) {
             // Forget the member with the fewest failures: the ones that failed stay reported.
             if let Some(gone) = state
@@ -208,8 +241,11 @@ mod tests {
     fn tallies_count_passes_and_failures() {
         let audit = Audit::default();
         let peer = PeerId::random();
-        audit.proved(peer, true);
-        let t = audit.proved(peer, false);
+        let cid = Hash::of(b"content");
+        audit.proved(peer, cid, true);
+        assert!(audit.recently_proven(&peer, &cid));
+        let t = audit.proved(peer, cid, false);
+        assert!(!audit.recently_proven(&peer, &cid));
         assert_eq!(
             t,
             Tally {

@@ -148,10 +148,12 @@ pub(crate) async fn pull(
             }
             received += records.len() as u64;
             if received > limit {
-                return Err(CatchupError::Protocol {
-                    peer,
-                    reason: "more records than it holds",
-                });
+                // More than it said it holds: its set may have grown meanwhile (honest writes
+                // during a long answer), so no strike; what arrived counts, in order, and the
+                // next session goes on.
+                batch.extend(records);
+                let _ = tx.send(batch).await;
+                return Ok((received, false));
             }
             batch.extend(records);
             if batch.len() >= MERGE_BATCH {

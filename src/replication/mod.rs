@@ -52,6 +52,9 @@ const MERGE_QUEUE: usize = 4096;
 const MERGE_BATCH: usize = 256;
 /// Misbehaviours (invalid records sent through sync) before a peer is blocked.
 const MAX_STRIKES: u32 = 3;
+/// A disputed clock is said at most once per period.
+static CLOCK_DISPUTE_LOG: crate::log_limit::LogLimit =
+    crate::log_limit::LogLimit::new(Duration::from_secs(600));
 /// How long a misbehaving peer stays blocked.
 const BLOCK_FOR: Duration = Duration::from_secs(600);
 /// How often the store is swept for chunks nobody references (left by a transfer that was
@@ -381,7 +384,7 @@ impl Replication {
             let list = &list;
             let proven: Vec<PeerId> = futures::stream::iter(holders)
                 .map(|peer| async move {
-                    self.challenge(peer, cid, list, timeout)
+                    self.challenge(peer, cid, list, timeout, true)
                         .await
                         .then_some(peer)
                 })
@@ -602,11 +605,23 @@ impl Replication {
                 let _ = reply.send(crate::protocols::fetch::Response::Time { ms });
             }
             Event::Fetch {
+                peer,
+                request: crate::protocols::fetch::Request::Prove { .. },
+                reply,
+            } if self.members.role(&peer).is_none() => {
+                // Each proof costs a few MiB of reads: members only.
+                let _ = reply.send(crate::protocols::fetch::Response::Error {
+                    message: "proofs of possession are answered to the network's members only"
+                        .into(),
+                });
+            }
+            Event::Fetch {
                 peer: _,
                 request,
                 reply,
             } => {
                 let this = self.clone();
+                let me = self.policy.me();
                 let network = self.members.network();
                 // `all` is what a node without settings does: it needs no statement on the wire.
                 let settings = self
@@ -620,7 +635,7 @@ impl Replication {
                 };
                 self.answer(reply, async move {
                     this.blocking(move |store| {
-                        serve::fetch(store, network, settings, keeps, request)
+                        serve::fetch(store, network, settings, keeps, me, request)
                     })
                     .await
                     .unwrap_or_else(|e| {
@@ -652,7 +667,13 @@ impl Replication {
             Event::PeerReady(peer) => {
                 self.policy.seen(peer, Some(true), None);
                 self.start_sync(peer);
-                self.transfers.peer_arrived();
+                // A member (a source, or a holder placed for content) ends the back-offs; any
+                // other peer only wakes the waiting transfers.
+                if self.members.role(&peer).is_some() {
+                    self.transfers.peer_arrived();
+                } else {
+                    self.transfers.resume();
+                }
                 let this = self.clone();
                 self.tasks
                     .spawn(async move { this.measure_clock(peer).await });
@@ -686,14 +707,33 @@ impl Replication {
             _ => return,
         };
         let received = time.wall().now_ms();
-        let counts = self.members.role(&peer).is_some();
-        if let Some(n) = self.members.with(|m| m.members().len()) {
+        // Members with write access vote (readers and revoked writers do not), and their
+        // number is the electorate of the majority rule (see `clock.rs`).
+        let counts = self
+            .members
+            .role(&peer)
+            .is_some_and(|r| r >= crate::trust::Role::Writer);
+        if let Some(n) = self.members.with(|m| {
+            m.members()
+                .iter()
+                .filter(|m| m.role >= crate::trust::Role::Writer)
+                .count()
+        }) {
             time.set_members(n);
         }
         let was_ok = time.check_local().is_ok();
         let offset = time.measured(peer, sent, theirs, received, counts);
         if offset.ms.unsigned_abs() > time.max_offset_ms() {
             tracing::info!(%peer, offset_ms = offset.ms, rtt_ms = offset.rtt_ms, counts, "a peer's clock is off from this node's by more than --max-clock-offset");
+        }
+        if let Some(disputed) = time.disputed_ms() {
+            if let Some(suppressed) = CLOCK_DISPUTE_LOG.check() {
+                tracing::warn!(
+                    median_offset_ms = disputed,
+                    suppressed,
+                    "members measured disagree with this node's clock by more than --max-clock-offset, but they are fewer than half of the network's members: this node keeps its own clock (and refuses records more than 10 minutes ahead of it); check it (NTP)"
+                );
+            }
         }
         match time.check_local() {
             Err(e) if was_ok => tracing::warn!("{e}"),

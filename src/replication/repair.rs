@@ -316,21 +316,27 @@ impl Replication {
                 keeps: Some(true),
             }))
         );
-        claims && self.challenge(peer, cid, list, PROVE_TIMEOUT).await
+        claims && self.challenge(peer, cid, list, PROVE_TIMEOUT, false).await
     }
 
     /// Challenges `peer`, which claims to hold the whole content of `cid` (whose chunk list,
     /// held here, is `list`), to prove it: true if its proof matches this node's copy. A wrong,
-    /// refused or missing proof is tallied, counted and logged (see `audit.rs`).
+    /// refused or missing proof is tallied, counted and logged (see `audit.rs`). With `cached`,
+    /// a proof that passed less than a minute ago stands (for `dfs stat` and `put --wait`,
+    /// which ask again and again; never for a decision to drop a copy, or for an audit).
     pub(crate) async fn challenge(
         &self,
         peer: PeerId,
         cid: ContentId,
         list: &[crate::record::Hash],
         timeout: Duration,
+        cached: bool,
     ) -> bool {
         if list.is_empty() {
             return true; // empty content: there are no bytes to hold
+        }
+        if cached && self.audit.recently_proven(&peer, &cid) {
+            return true;
         }
         // From now on this node does not serve these chunks to the claimant.
         let challenge = self.audit.claimed(peer, list);
@@ -350,7 +356,11 @@ impl Replication {
                                 .ok_or(crate::store::StoreError::BadChunk(*h))?,
                         );
                     }
-                    Ok(fetch::proof_of(&nonce, chunks.iter().map(Vec::as_slice)))
+                    Ok(fetch::proof_of(
+                        &nonce,
+                        &peer.to_bytes(),
+                        chunks.iter().map(Vec::as_slice),
+                    ))
                 },
             )
             .await;
@@ -370,7 +380,7 @@ impl Replication {
             tokio::time::timeout(timeout, ask).await,
             Ok(Ok(fetch::Response::Proof { hash })) if hash == expected
         );
-        let tally = self.audit.proved(peer, passed);
+        let tally = self.audit.proved(peer, cid, passed);
         if !passed {
             self.config.metrics.failed_proofs.inc();
             if let Some(suppressed) = PROOF_LOG.check("failed") {

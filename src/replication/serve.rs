@@ -304,6 +304,7 @@ fn prove(
     cid: &crate::record::ContentId,
     nonce: &crate::record::Hash,
     indices: &[u64],
+    me: &[u8],
 ) -> Result<fetch::Response, StoreError> {
     if indices.is_empty() || indices.len() > fetch::MAX_PROOF_CHUNKS {
         return Ok(fetch::Response::Error {
@@ -332,17 +333,19 @@ fn prove(
         }
     }
     Ok(fetch::Response::Proof {
-        hash: fetch::proof_of(nonce, chunks.iter().map(Vec::as_slice)),
+        hash: fetch::proof_of(nonce, me, chunks.iter().map(Vec::as_slice)),
     })
 }
 
-/// Answers a fetch request from the store; `network` is this node's network id, if known, and
-/// `settings` the network's settings (encoded, signed by the owner), if known.
+/// Answers a fetch request from the store; `network` is this node's network id, if known,
+/// `settings` the network's settings (encoded, signed by the owner), if known, and `me` this
+/// node's peer id (a proof of possession is bound to it).
 pub(crate) fn fetch(
     store: &Store,
     network: Option<String>,
     settings: Option<Vec<u8>>,
     keeps: bool,
+    me: PeerId,
     request: fetch::Request,
 ) -> fetch::Response {
     let result: Result<fetch::Response, StoreError> = (|| match request {
@@ -364,7 +367,9 @@ pub(crate) fn fetch(
         fetch::Request::Time => Ok(fetch::Response::Time {
             ms: store.time().wall().now_ms(),
         }),
-        fetch::Request::Prove { cid, nonce, chunks } => prove(store, &cid, &nonce, &chunks),
+        fetch::Request::Prove { cid, nonce, chunks } => {
+            prove(store, &cid, &nonce, &chunks, &me.to_bytes())
+        }
         fetch::Request::Record { key } => {
             validate_key(&key)?;
             Ok(match store.record(&key)? {

@@ -73,6 +73,9 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// it doubles with each failure, up to [`MAX_BACKOFF`]. A get does not wait for it.
 const FIRST_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
+/// Back-offs end when a member connects, at most once per this period (a peer that reconnects
+/// in a loop cannot make every unserved content be tried again each time).
+const BACKOFF_CLEAR_EVERY: Duration = Duration::from_secs(5);
 /// Most contents remembered in back-off (beyond, the oldest half is forgotten).
 const MAX_BACKOFF_ENTRIES: usize = 65_536;
 
@@ -228,6 +231,8 @@ struct Inner {
     deferred: AtomicBool,
     /// Per author: the permits of its chunk-list lookups (see [`LOOKUPS_PER_AUTHOR`]).
     author_lookups: Mutex<HashMap<Vec<u8>, Arc<Semaphore>>>,
+    /// When a connecting member last ended the back-offs.
+    backoff_cleared: Mutex<Option<std::time::Instant>>,
 }
 
 impl Transfers {
@@ -260,6 +265,7 @@ impl Transfers {
                 background: Mutex::new((HashMap::new(), 0)),
                 deferred: AtomicBool::new(false),
                 author_lookups: Mutex::new(HashMap::new()),
+                backoff_cleared: Mutex::new(None),
             }),
         }
     }
@@ -344,8 +350,15 @@ impl Transfers {
         self.inner.tasks.spawn(async move {
             let _finish = finish;
             let _in_flight = InFlight::new(&inner.metrics);
-            let run = Transfer::new(inner.clone(), record.clone(), tx.clone(), skip_queue, meter)
-                .run();
+            let run = Transfer::new(
+                inner.clone(),
+                record.clone(),
+                tx.clone(),
+                skip_queue,
+                meter,
+                urgent,
+            )
+            .run();
             let outcome = std::panic::AssertUnwindSafe(run)
                 .catch_unwind()
                 .await
@@ -381,6 +394,15 @@ impl Transfers {
     /// serve lately may be served now, so its back-off ends, and what is incomplete is tried
     /// again at once.
     pub(crate) fn peer_arrived(&self) {
+        {
+            let mut last = self.inner.backoff_cleared.lock().expect("backoff lock");
+            if last.is_some_and(|at| at.elapsed() < BACKOFF_CLEAR_EVERY) {
+                drop(last);
+                self.resume();
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
         self.inner.backoff.lock().expect("backoff lock").clear();
         self.resume();
     }
@@ -681,6 +703,8 @@ struct Transfer {
     meter: Arc<Meter>,
     peers: HashMap<PeerId, PeerState>,
     order: Vec<PeerId>,
+    /// Started for a get that waits: its lookups take no author's share.
+    urgent: bool,
 }
 
 impl Transfer {
@@ -690,6 +714,7 @@ impl Transfer {
         progress: Arc<watch::Sender<Progress>>,
         skip_queue: Arc<Notify>,
         meter: Arc<Meter>,
+        urgent: bool,
     ) -> Self {
         let cid = record.cid.expect("transfers are for live records");
         Transfer {
@@ -701,6 +726,7 @@ impl Transfer {
             meter,
             peers: HashMap::new(),
             order: Vec::new(),
+            urgent,
         }
     }
 
@@ -816,11 +842,15 @@ impl Transfer {
                     tokio::time::sleep(STALL_PAUSE).await;
                     self.refresh_peers().await?;
                 }
-                let _author = self
-                    .inner
-                    .lookups_of(&self.record.author)
-                    .acquire_owned()
-                    .await;
+                let _author = match self.urgent {
+                    true => None,
+                    false => Some(
+                        self.inner
+                            .lookups_of(&self.record.author)
+                            .acquire_owned()
+                            .await,
+                    ),
+                };
                 let _permit = self.inner.lookups.clone().acquire_owned().await;
                 for peer in self.order.clone() {
                     if !self.usable(&peer) {

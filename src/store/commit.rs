@@ -603,7 +603,12 @@ fn recompute_heads(
     let heads = t.heads(key)?;
     let mut history = Vec::new();
     for entry in t.history_of(key)? {
-        if gone(&entry.record) {
+        // A version whose number now names another record (the other of an equivocation,
+        // kept by every node) never comes back.
+        let twin = t
+            .seq_fingerprint(&entry.record.author, entry.record.seq)?
+            .is_some_and(|f| f != entry.record.fingerprint());
+        if gone(&entry.record) || twin {
             t.remove_history(&entry.record, freed)?;
         } else if inner.admits(&entry.record) {
             history.push(entry.record);

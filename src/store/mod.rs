@@ -183,8 +183,9 @@ pub struct Store {
 /// Most equivocating authors remembered.
 const MAX_EQUIVOCATORS: usize = 1024;
 /// A merge scans every head for an equivocating author's record of another key at most this
-/// often (anti-entropy offers what waits again).
-const TWIN_SCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// often (anti-entropy offers what waits again): the scan decodes every head inside a write
+/// transaction, so an author equivocating under many numbers must not make it run often.
+const TWIN_SCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Inner {
     /// Flags `record`'s author: it signed two records under one number. Logged once per author.

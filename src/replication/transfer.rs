@@ -417,7 +417,39 @@ impl Transfers {
         self.inner.tasks.spawn(async move {
             let store = this.inner.store.clone();
             let policy = this.inner.policy.clone();
-            let wanted = move || store.incomplete_where(|r| policy.wants(r));
+            let inner = this.inner.clone();
+            // Only what can start now is listed: not what waits for a back-off or is running,
+            // and no more of an author's records than its share has room for (a million
+            // records nobody serves are passed over, not copied, on every tick).
+            let wanted = move || {
+                let (mut room, mut total_room) = {
+                    let bg = inner.background.lock().expect("background lock");
+                    (bg.0.clone(), MAX_BACKGROUND.saturating_sub(bg.1))
+                };
+                let running: HashSet<ContentId> = inner
+                    .transfers
+                    .lock()
+                    .expect("transfers lock")
+                    .keys()
+                    .copied()
+                    .collect();
+                store.incomplete_where(|r| {
+                    let Some(cid) = r.cid else { return false };
+                    if total_room == 0 || running.contains(&cid) || inner.backing_off(&cid) {
+                        return false;
+                    }
+                    if !room.contains_key(&r.author) {
+                        room.insert(r.author.clone(), 0);
+                    }
+                    let n = room.get_mut(&r.author).expect("just inserted");
+                    if *n >= MAX_BACKGROUND_PER_AUTHOR || !policy.wants(r) {
+                        return false;
+                    }
+                    *n += 1;
+                    total_room -= 1;
+                    true
+                })
+            };
             match this.inner.tasks.blocking(wanted).await {
                 Ok(Ok(records)) => {
                     for record in &records {

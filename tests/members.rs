@@ -599,3 +599,46 @@ async fn placed_holders_audit_each_other_and_report_a_lost_copy() {
         .expect("listed");
     assert!(m.failed_proofs >= 1, "{m:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_drops_what_it_read_once_the_placed_members_prove_they_keep_it() {
+    let tib = dfs::placement::DEFAULT_CAPACITY;
+    let owner = node_with(tweak(Some(Replicas::Count(2)), tib), None, vec![]).await;
+    let boot = vec![owner.addr.clone()];
+    let a = node_with(tweak(None, tib), Some(&owner), boot.clone()).await;
+    let b = node_with(tweak(None, tib), Some(&owner), boot).await;
+    let all = [owner, a, b];
+    assert!(common::fully_connected(&all, Duration::from_secs(30)).await);
+    let [owner, a, b] = &all;
+    let r = common::put(&owner.client, "read-me", data(300 * 1024, 77)).await;
+    let cid = r.cid.unwrap();
+    let placed = owner.client.placed(&cid);
+    let holders: Vec<&TestNode> = [owner, a, b]
+        .into_iter()
+        .filter(|n| placed.contains(&n.client.peer_id()))
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            holders.iter().all(|n| holds(n, &cid))
+        })
+        .await,
+        "the placed members hold it"
+    );
+    // A reader (no grant) with no room for a cache reads it, then drops it on proofs.
+    let reader = node_with(tweak(None, tib), None, vec![owner.addr.clone()]).await;
+    assert_eq!(reader.client.role(), None, "a reader");
+    assert_eq!(
+        common::get(&reader.client, "read-me").await,
+        Some(data(300 * 1024, 77))
+    );
+    assert!(holds(&reader, &cid), "the read is cached");
+    let dropped = eventually(Duration::from_secs(30), || async {
+        let _ = reader.client.repair_now().await;
+        !holds(&reader, &cid)
+    })
+    .await;
+    assert!(
+        dropped,
+        "the reader drops its copy once placed members prove theirs"
+    );
+}

@@ -43,7 +43,7 @@ pub enum Request {
     /// A proof that the peer holds the content of `cid`: the BLAKE3 hash, keyed with `nonce`,
     /// of the peer's own id bytes followed by the bytes of the chunks at the indices `chunks`
     /// (1 to [`MAX_PROOF_CHUNKS`] of them, each below the number of chunks), in the order given
-    /// ([`proof_of`]). Answered to members only. A node
+    /// ([`proof_of`]). Peers without a grant share a small rate of them. A node
     /// asks it before it drops a copy on the word of the peers placed to keep it.
     Prove {
         cid: Hash,

@@ -52,6 +52,8 @@ const MERGE_QUEUE: usize = 4096;
 const MERGE_BATCH: usize = 256;
 /// Misbehaviours (invalid records sent through sync) before a peer is blocked.
 const MAX_STRIKES: u32 = 3;
+/// Proofs of possession answered to peers without a grant, per second, over all of them.
+const STRANGER_PROOFS_PER_SEC: u32 = 8;
 /// A disputed clock is said at most once per period.
 static CLOCK_DISPUTE_LOG: crate::log_limit::LogLimit =
     crate::log_limit::LogLimit::new(Duration::from_secs(600));
@@ -132,6 +134,8 @@ pub struct Replication {
     audit: Arc<audit::Audit>,
     /// When a repair pass last audited placed holders.
     audited: Arc<Mutex<Option<std::time::Instant>>>,
+    /// Proofs answered to peers without a grant in the current second.
+    stranger_proofs: Arc<Mutex<(std::time::Instant, u32)>>,
 }
 
 impl Replication {
@@ -172,6 +176,7 @@ impl Replication {
             strikes: Arc::default(),
             audit: Arc::default(),
             audited: Arc::default(),
+            stranger_proofs: Arc::new(Mutex::new((std::time::Instant::now(), 0))),
         }
     }
 
@@ -222,6 +227,21 @@ impl Replication {
             members: members.clone(),
             refusals: refusals.clone(),
         })
+    }
+
+    /// Whether a peer without a grant may have a proof of possession answered now: at most
+    /// [`STRANGER_PROOFS_PER_SEC`] a second over all of them.
+    fn stranger_proof_allowed(&self) -> bool {
+        let mut window = self
+            .stranger_proofs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if now.saturating_duration_since(window.0) >= Duration::from_secs(1) {
+            *window = (now, 0);
+        }
+        window.1 += 1;
+        window.1 <= STRANGER_PROOFS_PER_SEC
     }
 
     /// Proofs of possession: the members' tallies (see `audit.rs`).
@@ -608,11 +628,13 @@ impl Replication {
                 peer,
                 request: crate::protocols::fetch::Request::Prove { .. },
                 reply,
-            } if self.members.role(&peer).is_none() => {
-                // Each proof costs a few MiB of reads: members only.
+            } if self.members.role(&peer).is_none() && !self.stranger_proof_allowed() => {
+                // Each proof costs a few MiB of reads: peers without a grant (readers dropping
+                // what they cached) share a small rate.
                 let _ = reply.send(crate::protocols::fetch::Response::Error {
-                    message: "proofs of possession are answered to the network's members only"
-                        .into(),
+                    message:
+                        "busy: proofs of possession for peers without a grant are rate-limited"
+                            .into(),
                 });
             }
             Event::Fetch {

@@ -626,11 +626,16 @@ fn replication_path() {
     // A node that already has the content needs no fetch for another key with it.
     let mut other = r.clone();
     other.key = "k2".into();
-    // (Another record of the same author needs its own sequence number: one that reused r's
-    // would be refused as a second record under one number.)
+    // (A second record under r's number is an equivocation: while its author may write (this
+    // store has no membership, so every author may), both count, as versions; the author is
+    // flagged.)
     let mut reused = other.clone();
     reused.key = "k3".into();
-    assert_eq!(dst.apply(reused).unwrap(), Applied::Refused);
+    assert!(matches!(
+        dst.apply(reused).unwrap(),
+        Applied::Updated { .. }
+    ));
+    assert_eq!(dst.equivocators(), vec![r.author.clone()]);
     other.seq = r.seq + 1000;
     assert_eq!(
         dst.apply(other).unwrap(),

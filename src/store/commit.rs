@@ -441,7 +441,7 @@ impl Store {
                 keys.sort_unstable();
                 keys.dedup();
                 for key in keys {
-                    recompute_heads(inner, t, key, &|_| false, changes, freed)?;
+                    recompute_heads(inner, t, key, changes, freed)?;
                 }
                 let wrote = !dropped.is_empty();
                 Ok((Done::Dropped(dropped), wrote))
@@ -589,36 +589,24 @@ fn install(
     })
 }
 
-/// Sets a key's heads anew from its heads and history, without the versions `gone` names
-/// (which leave history too) and those the admission policy refuses: what they had replaced
-/// counts again, the versions, heads and history, that no other counting version replaces.
+/// Sets a key's heads anew from its heads and history, without those the admission policy
+/// refuses: what they had replaced counts again, the versions, heads and history, that no other
+/// counting version replaces.
 fn recompute_heads(
     inner: &super::Inner,
     t: &mut Tables<'_>,
     key: &str,
-    gone: &dyn Fn(&Record) -> bool,
     changes: &mut Vec<HeadsChange>,
     freed: &mut Vec<Hash>,
 ) -> Result<(), StoreError> {
     let heads = t.heads(key)?;
-    let mut history = Vec::new();
-    for entry in t.history_of(key)? {
-        // A version whose number now names another record (the other of an equivocation,
-        // kept by every node) never comes back.
-        let twin = t
-            .seq_fingerprint(&entry.record.author, entry.record.seq)?
-            .is_some_and(|f| f != entry.record.fingerprint());
-        if gone(&entry.record) || twin {
-            t.remove_history(&entry.record, freed)?;
-        } else if inner.admits(&entry.record) {
-            history.push(entry.record);
-        }
-    }
-    let mut candidates: Vec<Record> = heads
-        .iter()
-        .filter(|r| inner.admits(r) && !gone(r))
-        .cloned()
+    let history: Vec<Record> = t
+        .history_of(key)?
+        .into_iter()
+        .map(|e| e.record)
+        .filter(|r| inner.admits(r))
         .collect();
+    let mut candidates: Vec<Record> = heads.iter().filter(|r| inner.admits(r)).cloned().collect();
     candidates.extend(history.iter().cloned());
     let mut kept: Vec<Record> = candidates
         .iter()
@@ -638,41 +626,19 @@ fn recompute_heads(
     Ok(())
 }
 
-/// Two records under one (author, number), `record` and the one whose fingerprint `known` this
-/// node holds: the author equivocated. Every node keeps the one with the smaller fingerprint
-/// (then the smaller version id), so that all converge whatever the order of arrival; the
-/// author is flagged. Returns true when `record` is the one to keep and the other is gone
-/// (or was not held here): the caller installs `record`.
-fn equivocation(
-    inner: &super::Inner,
-    t: &mut Tables<'_>,
-    record: &Record,
-    known: u64,
-    changes: &mut Vec<HeadsChange>,
-    freed: &mut Vec<Hash>,
-) -> Result<bool, StoreError> {
+/// Two records under one (author, number): the author equivocated (a stolen key, a data dir
+/// restored from a backup). It is flagged. An author that may write now has both count, as two
+/// versions (every node ends with the same set, whatever the order of arrival, and nothing is
+/// removed); for a revoked author, whose records count only up to its cutoff, the second is
+/// refused (no record signed after the revocation enters below the cutoff). Returns whether
+/// `record` counts.
+fn equivocation(inner: &super::Inner, record: &Record) -> bool {
     inner.equivocated(record);
-    if record.fingerprint() >= known {
-        return Ok(false);
-    }
-    let twin =
-        |r: &Record| r.author == record.author && r.seq == record.seq && r.fingerprint() == known;
-    let here = t.heads(&record.key)?.iter().any(twin)
-        || t.history_of(&record.key)?.iter().any(|e| twin(&e.record));
-    let key = if here {
-        Some(record.key.clone())
-    } else if inner.may_scan_for_twin() {
-        // A record of another key: found among the heads (history is kept per key).
-        t.heads_where(twin)?.into_iter().next().map(|r| r.key)
-    } else {
-        // Scans are rationed: anti-entropy offers the record again.
-        return Ok(false);
-    };
-    if let Some(key) = key {
-        recompute_heads(inner, t, &key, &twin, changes, freed)?;
-    }
-    t.replace_seq(&record.author, record.seq, record.fingerprint())?;
-    Ok(true)
+    // Rule 5 of PROTOCOL.md's "Trust": only an author that may write now has a record under
+    // every number count.
+    let mut probe = record.clone();
+    probe.seq = u64::MAX;
+    inner.admits(&probe)
 }
 
 /// Notes that another node signs with this node's key: local writes are refused from now on,
@@ -710,11 +676,13 @@ fn merge_one(
     if own && record.seq > t.signed_seq()? {
         twin_seen(inner, record);
     }
-    if let Some(known) = t.note_seq_or_known(&record.author, record.seq, record.fingerprint())? {
+    if t.note_seq_or_known(&record.author, record.seq, record.fingerprint())?
+        .is_some()
+    {
         if own {
             twin_seen(inner, record);
         }
-        if !equivocation(inner, t, record, known, changes, freed)? {
+        if !equivocation(inner, record) {
             return Ok(Applied::Refused);
         }
     }

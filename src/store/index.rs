@@ -252,27 +252,6 @@ impl<'t> Tables<'t> {
         Ok(None)
     }
 
-    /// The fingerprint that number `seq` of `author` names here, if any.
-    pub fn seq_fingerprint(&self, author: &[u8], seq: u64) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .author_seqs
-            .get(seq_key(author, seq).as_slice())?
-            .map(|v| v.value()))
-    }
-
-    /// Makes number `seq` of `author` name `fingerprint` (the record kept of two under one
-    /// number).
-    pub fn replace_seq(
-        &mut self,
-        author: &[u8],
-        seq: u64,
-        fingerprint: u64,
-    ) -> Result<(), StoreError> {
-        self.author_seqs
-            .insert(seq_key(author, seq).as_slice(), fingerprint)?;
-        Ok(())
-    }
-
     /// Notes that `author` signed `fingerprint` under number `seq`. False when that number
     /// already names another record (the author signed two records with one number).
     pub fn note_seq(

@@ -182,11 +182,6 @@ pub struct Store {
 
 /// Most equivocating authors remembered.
 const MAX_EQUIVOCATORS: usize = 1024;
-/// A merge scans every head for an equivocating author's record of another key at most this
-/// often (anti-entropy offers what waits again): the scan decodes every head inside a write
-/// transaction, so an author equivocating under many numbers must not make it run often.
-const TWIN_SCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
 impl Inner {
     /// Flags `record`'s author: it signed two records under one number. Logged once per author.
     fn equivocated(&self, record: &Record) {
@@ -199,19 +194,9 @@ impl Inner {
                 %author,
                 seq = record.seq,
                 key = %record.key,
-                "a member signed two records under one number (a stolen key, or a data dir restored from a backup): every node keeps the one with the smaller id; an admin should revoke it (`dfs deny`)"
+                "a member signed two records under one number (a stolen key, or a data dir restored from a backup): both count as versions while it may write; an admin should revoke it (`dfs deny`)"
             );
         }
-    }
-
-    /// Whether a merge may scan every head now (see [`TWIN_SCAN_EVERY`]).
-    fn may_scan_for_twin(&self) -> bool {
-        let mut last = self.twin_scan.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|at| at.elapsed() < TWIN_SCAN_EVERY) {
-            return false;
-        }
-        *last = Some(std::time::Instant::now());
-        true
     }
 
     fn admits(&self, record: &Record) -> bool {
@@ -242,8 +227,6 @@ struct Inner {
     twin: std::sync::atomic::AtomicBool,
     /// Authors seen signing two records under one number (see `commit.rs`, `equivocation`).
     equivocators: Mutex<std::collections::BTreeSet<Vec<u8>>>,
-    /// When a merge last scanned every head for an equivocating author's other record.
-    twin_scan: Mutex<Option<std::time::Instant>>,
     /// XOR of the fingerprints of the records in each leaf. Updated by XOR after each commit,
     /// so concurrent updates commute.
     leaves: Box<[AtomicU64]>,
@@ -410,7 +393,6 @@ impl Store {
                 admission: RwLock::new(None),
                 twin: std::sync::atomic::AtomicBool::new(false),
                 equivocators: Mutex::default(),
-                twin_scan: Mutex::default(),
                 leaves,
                 count: AtomicU64::new(count),
                 committer: Committer::default(),

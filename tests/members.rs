@@ -543,8 +543,8 @@ async fn records_whose_content_nobody_serves_do_not_hold_up_honest_files() {
     serving.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn placed_holders_audit_each_other_and_report_a_lost_copy() {
+/// An owner of a network that keeps 2 copies and two writers, equal capacities, connected.
+async fn three_members_keeping_two_copies() -> [TestNode; 3] {
     let tib = dfs::placement::DEFAULT_CAPACITY;
     let owner = node_with(tweak(Some(Replicas::Count(2)), tib), None, vec![]).await;
     let boot = vec![owner.addr.clone()];
@@ -552,6 +552,12 @@ async fn placed_holders_audit_each_other_and_report_a_lost_copy() {
     let b = node_with(tweak(None, tib), Some(&owner), boot).await;
     let all = [owner, a, b];
     assert!(common::fully_connected(&all, Duration::from_secs(30)).await);
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn placed_holders_audit_each_other_and_report_a_lost_copy() {
+    let all = three_members_keeping_two_copies().await;
     let [owner, a, b] = &all;
     let (a_id, b_id) = (a.client.peer_id(), b.client.peer_id());
     // A file the owner writes and that is placed on a and b.
@@ -592,12 +598,7 @@ async fn placed_holders_audit_each_other_and_report_a_lost_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reader_drops_what_it_read_once_the_placed_members_prove_they_keep_it() {
     let tib = dfs::placement::DEFAULT_CAPACITY;
-    let owner = node_with(tweak(Some(Replicas::Count(2)), tib), None, vec![]).await;
-    let boot = vec![owner.addr.clone()];
-    let a = node_with(tweak(None, tib), Some(&owner), boot.clone()).await;
-    let b = node_with(tweak(None, tib), Some(&owner), boot).await;
-    let all = [owner, a, b];
-    assert!(common::fully_connected(&all, Duration::from_secs(30)).await);
+    let all = three_members_keeping_two_copies().await;
     let [owner, a, b] = &all;
     let r = common::put(&owner.client, "read-me", data(300 * 1024, 77)).await;
     let cid = r.cid.unwrap();

@@ -9,6 +9,7 @@
 //! - 150 foreign peer ids that fill the connection slots (attack 4);
 //! - announcements of forged identities with 16 attacker-chosen addresses each (attack 8).
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::net::SocketAddr;

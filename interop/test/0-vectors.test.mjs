@@ -1,4 +1,4 @@
-// The test vectors of docs/PROTOCOL.md (record format 3: those of tests/wire_vectors.rs), against this
+// The test vectors of docs/PROTOCOL.md (record format 3: those of tests/it/wire_vectors.rs), against this
 // independent (js) implementation of the spec.
 // They need no dfs node; they make sure the js side of the other tests speaks the spec.
 import { test } from 'node:test'

@@ -82,7 +82,7 @@ pub(crate) fn open_index(dir: &Path) -> Result<Database, StoreError> {
 /// Memory redb may keep for the index's pages. Its default, 1 GiB, let a node that merges a
 /// million records grow towards that much (every transaction writes new pages); 32 MiB made
 /// the index's largest chunk lists (content of up to 8 Mi chunks still arriving) slow to update,
-/// and so did 64 MiB (`tests/replication.rs`, `records_claiming_huge_files_stay_within_the_list_budget`).
+/// and so did 64 MiB (`tests/it/replication.rs`, `records_claiming_huge_files_stay_within_the_list_budget`).
 const INDEX_CACHE: usize = 128 << 20;
 
 /// How the index is opened.

@@ -4,7 +4,7 @@
 //! single-byte change to a signed record or grant is refused; and a running node's API answers
 //! arbitrary requests with client errors, never a server error, and keeps running.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Content routing over Kademlia: a node finds the providers of a content id among peers it is
 //! not connected to, through the peers it is connected to.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

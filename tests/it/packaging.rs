@@ -1,6 +1,7 @@
 //! Checks of the install files that CI cannot run for real: `contrib/dfs.service` (its keys,
 //! and `systemd-analyze verify` where the machine has it) and the `Dockerfile` (its stages,
-//! binary and paths; CI lints it with hadolint, as it cannot pull base images to build it).
+//! binary and paths; CI lints it with hadolint, as it cannot pull base images to build it), and
+//! the Rust version all three name against what the locked dependencies need.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -161,4 +162,74 @@ fn dockerfile_builds_dfs_in_one_stage_and_runs_a_node_in_a_slim_one() {
     assert_eq!(argv, ["dfs", "node", "--data-dir", "/data"]);
     // The binary the image runs is the one Cargo builds.
     assert!(read("Cargo.toml").contains("[[bin]]\nname = \"dfs\""));
+}
+
+/// A Rust version `1.89` or `1.85.0` as numbers, to compare.
+fn rust_version(text: &str) -> (u64, u64, u64) {
+    let mut parts = text.trim().split('.').map(|p| {
+        p.parse::<u64>()
+            .unwrap_or_else(|_| panic!("not a Rust version: {text}"))
+    });
+    let major = parts.next().unwrap_or(0);
+    (major, parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// The Rust version the README, `Cargo.toml`'s `rust-version` and the Dockerfile name is one
+/// the locked dependencies build with: at least the highest `rust-version` any of them
+/// declares (on Linux, where dfs runs), and the same in all three places.
+#[test]
+fn the_declared_rust_version_builds_the_locked_dependencies() {
+    let manifest: toml::Table = read("Cargo.toml").parse().unwrap();
+    let declared = manifest["package"]["rust-version"]
+        .as_str()
+        .expect("Cargo.toml declares rust-version")
+        .to_string();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--locked",
+            "--filter-platform",
+            "x86_64-unknown-linux-gnu",
+        ])
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let built: std::collections::HashSet<&str> = metadata["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    let (needed, by) = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| built.contains(p["id"].as_str().unwrap()) && p["name"] != "dfs")
+        .filter_map(|p| {
+            let v = p["rust_version"].as_str()?;
+            Some((rust_version(v), p["name"].as_str().unwrap().to_string()))
+        })
+        .max()
+        .expect("some dependency declares a rust-version");
+    assert!(
+        rust_version(&declared) >= needed,
+        "rust-version {declared} is below what {by} needs ({needed:?})"
+    );
+    assert!(
+        read("README.md").contains(&format!("stable, {declared} or later")),
+        "the README names rust-version {declared}"
+    );
+    assert!(
+        read("Dockerfile").contains(&format!("FROM rust:{declared}-")),
+        "the Dockerfile builds with rust-version {declared}"
+    );
 }

@@ -3,7 +3,7 @@
 //! answers the catch-up with an oversized frame or garbage is cut off and the node keeps
 //! working.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

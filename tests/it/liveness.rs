@@ -2,7 +2,7 @@
 //! timeout), and a peer that connects again is brought up to date by anti-entropy at once, not
 //! at the next periodic round (issue 13, item 11).
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,7 +1,7 @@
 //! The running peer: gossip discovery over a bootstrap chain, stable identity, network
 //! namespaces.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! that rots is quarantined, reported and healed from a peer, on a read or by the scrub; with no
 //! healthy copy anywhere a read fails with an integrity error naming the key.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::Read;

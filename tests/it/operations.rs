@@ -2,7 +2,7 @@
 //! `/dns4` addresses, connecting at runtime (and its failures), which nodes hold a file, and
 //! the metrics. Nodes run in this process, on 127.0.0.1; every wait has a deadline.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

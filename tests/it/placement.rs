@@ -3,7 +3,7 @@
 //! when a member joins, serves every file to a reader, and repairs copies lost with their
 //! holders once `--repair-after` has passed.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};

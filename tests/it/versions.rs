@@ -3,7 +3,7 @@
 //! --version, log) across restarts until retention; skewed clocks (injected) neither drag the
 //! network's clocks nor make a node deaf, and a fast node refuses local writes.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! anti-entropy round (issue 13, item 10: gossipsub's default IP-colocation penalty cut 9 of
 //! 19 off).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -8,7 +8,7 @@
 //! - Causal contexts: a record whose context claims versions not yet written cannot make
 //!   later honest writes invisible.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1051,7 +1051,7 @@ fn kill_during_put_leaves_old_or_new() {
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
             .args([
-                "kill_child",
+                "store::kill_child",
                 "--exact",
                 "--ignored",
                 "--nocapture",
@@ -1192,7 +1192,7 @@ fn kill_during_concurrent_small_puts_loses_no_acked_put() {
     for round in 0..3u64 {
         let mut child = Command::new(&exe)
             .args([
-                "kill_small_child",
+                "store::kill_small_child",
                 "--exact",
                 "--ignored",
                 "--nocapture",

@@ -32,13 +32,66 @@ fn owner_at(addrs: &[Multiaddr]) -> Option<Arc<Client>> {
         .find_map(|a| owners.get(a).and_then(Weak::upgrade))
 }
 
+/// Everything the nodes of this process log at warn and above, for the tests that check what a
+/// node says (`private_network`): they look for lines naming their own nodes' addresses.
+pub static LOGS: Mutex<String> = Mutex::new(String::new());
+
+struct Capture;
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_str(&String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The process's one subscriber: `RUST_LOG` (default warn) to the test's output, and warn and
+/// above into [`LOGS`]. The first call installs it; later calls do nothing.
 pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_test_writer()
+                .with_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "warn".into()),
+                ),
         )
-        .with_test_writer()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(|| Capture)
+                .with_filter(tracing_subscriber::filter::LevelFilter::WARN),
+        )
         .try_init();
+}
+
+/// The length of [`LOGS`] now: a mark to read what is logged after it.
+pub fn log_len() -> usize {
+    LOGS.lock().unwrap_or_else(|e| e.into_inner()).len()
+}
+
+/// The lines logged since `mark` that contain every one of `parts`.
+pub fn logged(mark: usize, parts: &[&str]) -> Vec<String> {
+    let logs = LOGS.lock().unwrap_or_else(|e| e.into_inner());
+    logs[mark..]
+        .lines()
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .map(String::from)
+        .collect()
+}
+
+/// What was logged since `mark`.
+pub fn logs_since(mark: usize) -> String {
+    LOGS.lock().unwrap_or_else(|e| e.into_inner())[mark..].to_string()
 }
 
 /// The configuration of a test node: loopback, random port, fast timers. With `bootstrap` and a

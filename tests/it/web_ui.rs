@@ -6,7 +6,7 @@
 //! `DFS_REQUIRE_BROWSER=1` (CI) it fails instead. `DFS_CHROMEDRIVER` and `DFS_CHROMIUM` name
 //! other binaries.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::{Child, Stdio};

@@ -4,7 +4,7 @@
 //! reads but cannot write; a revoked writer's later records, back-dated or not, are refused
 //! everywhere while its earlier ones stay; grants made while a node was offline reach it.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,65 +2,25 @@
 //! connect and replicate; a node without the key, or with another key, cannot connect, and
 //! both sides of the failed connection say why in one line, fast, in either direction.
 
-mod common;
+use crate::common;
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{eventually, TestNode};
+use common::{eventually, log_len, logged, TestNode};
 use dfs::net::transport::{new_swarm_key, parse_swarm_key, SwarmKey};
 use libp2p::Multiaddr;
 
 /// How long both sides may take to report a refused connection.
 const FAST: Duration = Duration::from_secs(3);
 
-/// Everything the nodes of this test binary log at warn and above.
-static LOGS: Mutex<String> = Mutex::new(String::new());
 /// The scenarios read the shared log, so they run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-struct Capture;
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_str(&String::from_utf8_lossy(buf));
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("warn")
-        .with_ansi(false)
-        .with_writer(|| Capture)
-        .try_init();
-}
-
-fn log_len() -> usize {
-    LOGS.lock().unwrap_or_else(|e| e.into_inner()).len()
-}
-
-/// The lines logged since `mark` that contain every one of `parts`.
-fn logged(mark: usize, parts: &[&str]) -> Vec<String> {
-    let logs = LOGS.lock().unwrap_or_else(|e| e.into_inner());
-    logs[mark..]
-        .lines()
-        .filter(|l| parts.iter().all(|p| l.contains(p)))
-        .map(String::from)
-        .collect()
-}
 
 fn key() -> SwarmKey {
     parse_swarm_key(&new_swarm_key()).unwrap()
 }
 
 async fn node(swarm_key: Option<SwarmKey>, bootstrap: Vec<Multiaddr>) -> TestNode {
-    capture_logs();
     common::node_with(|c| c.swarm_key = swarm_key, None, bootstrap).await
 }
 
@@ -92,7 +52,7 @@ async fn refused(
     assert!(
         both,
         "both sides should say why within {FAST:?}; logged:\n{}",
-        &LOGS.lock().unwrap_or_else(|e| e.into_inner())[mark..]
+        common::logs_since(mark)
     );
     eprintln!("both sides reported the refused connection within {took:?}");
     // And they stay apart (the bootstrap peer is dialled again, and refused again).

@@ -97,6 +97,9 @@ pub struct Metrics {
     /// Proofs of possession that placed members failed (wrong, missing or refused answers
     /// while they claimed to keep the content; see `replication::audit`).
     pub failed_proofs: Counter,
+    /// Records whose signatures were checked (by the merge, once per record received, whatever
+    /// the path: gossip, sync, catch-up, look-up).
+    pub signatures_checked: Counter,
     /// Bytes of files read here that are not placed here (the cache, `--cache-size`).
     pub cached_bytes: Gauge,
 }
@@ -135,6 +138,7 @@ impl Metrics {
             under_replicated: Gauge::default(),
             dropped_copies: Counter::default(),
             failed_proofs: Counter::default(),
+            signatures_checked: Counter::default(),
             cached_bytes: Gauge::default(),
         };
         {
@@ -212,6 +216,11 @@ impl Metrics {
                 "failed_proofs",
                 "Proofs of possession failed by members that claimed to keep a file's content",
                 metrics.failed_proofs.clone(),
+            );
+            dfs.register(
+                "signatures_checked",
+                "Records whose ed25519 signatures were checked (once per record received)",
+                metrics.signatures_checked.clone(),
             );
             dfs.register_with_unit(
                 "cached",

@@ -30,10 +30,10 @@ use super::discovery::{self, Discovery};
 use super::limits::{self, DialBudget};
 use super::routing;
 use super::transport::{self, ConnectError};
-use super::{Command, Config, Error, Event, Gate, NodeInfo, PeerInfo};
+use super::{Command, Config, Error, Event, Gate, GossipMessage, NodeInfo, PeerInfo, Verdict};
 use crate::log_limit::{BurstLogLimit, KeyedLogLimit};
 use crate::protocols::{fetch, members, peers, records, sync};
-use crate::record::{wall_ms, Record};
+use crate::record::wall_ms;
 
 /// How often the loop looks at its timers.
 const TICK: Duration = Duration::from_millis(250);
@@ -894,6 +894,7 @@ impl EventLoop {
                     }
                 }
             }
+            Command::Judge { message, verdict } => self.judge(message, verdict),
             Command::Block { peer, blocked } => {
                 let list = &mut self.swarm.behaviour_mut().blocked;
                 if blocked {
@@ -1237,11 +1238,23 @@ impl EventLoop {
             return;
         };
         let acceptance = if message.topic == topics.records.hash() {
-            match records::decode(&message.data) {
+            // Decoded and checked by its own rules here; its signature is checked once, by
+            // the application, which then judges the message (`Command::Judge`).
+            match records::decode_unverified(&message.data) {
                 Ok(record) if self.gate.admits_record(&record) => {
                     let hint = message.source.into_iter().chain([source]).collect();
-                    self.apply_remote(record, hint);
-                    Accept
+                    let message = GossipMessage { id, source };
+                    if let Err(e) = self.events.try_send(Event::Record {
+                        record,
+                        sources: hint,
+                        message,
+                    }) {
+                        tracing::debug!("event queue full; anti-entropy will bring the record");
+                        if let Event::Record { message, .. } = e.into_inner() {
+                            self.judge(message, Verdict::Ignore);
+                        }
+                    }
+                    return;
                 }
                 Ok(_) => Ignore,
                 Err(e) => {
@@ -1346,15 +1359,18 @@ impl EventLoop {
         }
     }
 
-    /// Hands a record from gossip to the application.
-    fn apply_remote(&self, record: Record, sources: Vec<PeerId>) {
-        if self
-            .events
-            .try_send(Event::Record { record, sources })
-            .is_err()
-        {
-            tracing::debug!("event queue full; anti-entropy will bring the record");
-        }
+    /// Passes the application's verdict on a gossiped record to gossipsub.
+    fn judge(&mut self, message: GossipMessage, verdict: Verdict) {
+        use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
+        let acceptance = match verdict {
+            Verdict::Accept => Accept,
+            Verdict::Ignore => Ignore,
+            Verdict::Reject => Reject,
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&message.id, &message.source, acceptance);
     }
 
     fn on_fetch_event(&mut self, event: request_response::Event<fetch::Request, fetch::Response>) {

@@ -125,11 +125,14 @@ pub struct PeerInfo {
 /// What the network tells the application.
 #[derive(Debug)]
 pub enum Event {
-    /// A valid record from gossip (already accepted for forwarding). `sources` are the peers
-    /// likely to hold its content: the publisher, then the forwarder.
+    /// A record from gossip that decodes and follows the rules by itself, by an author the
+    /// gate admits; its signature is not checked yet. Gossipsub forwards it once the
+    /// application passes its [`Verdict`] on it with [`Network::judge`]. `sources` are the
+    /// peers likely to hold its content: the publisher, then the forwarder.
     Record {
         record: Record,
         sources: Vec<PeerId>,
+        message: GossipMessage,
     },
     /// A fetch request; the answer goes back through `reply` (dropping it resets the stream).
     Fetch {
@@ -193,6 +196,10 @@ pub(crate) enum Command {
     Block {
         peer: PeerId,
         blocked: bool,
+    },
+    Judge {
+        message: GossipMessage,
+        verdict: Verdict,
     },
     Provide {
         keys: Vec<Hash>,
@@ -373,6 +380,13 @@ impl Network {
         self.send(Command::Block { peer, blocked }).await
     }
 
+    /// Passes the application's verdict on a gossiped record to gossipsub: an accepted one is
+    /// forwarded, an ignored one dropped, a rejected one dropped and counted against the peer
+    /// that forwarded it (gossipsub's score).
+    pub async fn judge(&self, message: GossipMessage, verdict: Verdict) -> Result<(), Error> {
+        self.send(Command::Judge { message, verdict }).await
+    }
+
     /// Opens a raw stream to a connected peer: bulk bytes bypass the event loop.
     pub async fn open_stream(
         &self,
@@ -446,13 +460,33 @@ fn probe_listen(addr: &Multiaddr) -> Result<(), Error> {
     }
 }
 
+/// A gossip message that gossipsub holds until the application judges it.
+#[derive(Debug, Clone)]
+pub struct GossipMessage {
+    pub(crate) id: libp2p::gossipsub::MessageId,
+    pub(crate) source: PeerId,
+}
+
+/// The application's verdict on a gossiped record ([`Network::judge`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid: forward it.
+    Accept,
+    /// Not for this network now (an author that may not write, a full queue): drop it, with no
+    /// cost to the forwarder, which may know less.
+    Ignore,
+    /// Invalid (its signature fails): drop it and count it against the forwarder.
+    Reject,
+}
+
 /// What the application decides about gossip before it is forwarded: a record or grant that
 /// verifies but whose author or issuer may not write is ignored (neither forwarded nor
 /// delivered), without counting against the peer that forwarded it, which may know less.
 pub trait Gate: Send + Sync + 'static {
     fn admits_record(&self, record: &Record) -> bool;
     fn admits_grant(&self, grant: &Grant) -> bool;
-    /// A record message that does not decode, validate or verify arrived from `source`.
+    /// A record message that does not decode or break the rules by itself arrived from
+    /// `source` (signatures are checked by the application: [`Event::Record`]).
     fn invalid_record(&self, source: &libp2p::PeerId, why: &str);
 }
 

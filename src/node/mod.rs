@@ -13,12 +13,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 
 use crate::net::{self, Network};
-use crate::protocols::fetch;
 use crate::record::{Record, CHUNK_SIZE};
 use crate::replication::{self, download, Replication};
 use crate::store::{Stat, Store, StoreError};
@@ -668,62 +666,13 @@ impl Client {
         Ok(download::start(&self.replication, record, range).await?)
     }
 
-    /// Asks the connected peers for a key's record, merges their answers into the store. A reader
-    /// that is still learning its network waits for it first (within the lookup timeout):
-    /// records count only once it knows who may write.
+    /// Asks the connected peers for a key's record (see [`Replication::lookup`]).
     async fn lookup(&self, key: &str) -> Result<Option<Record>, Error> {
-        let deadline = tokio::time::Instant::now() + self.lookup_timeout;
-        while self.network_id().is_none() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        match self.replication.lookup(key, self.lookup_timeout).await {
+            Ok(record) => Ok(record),
+            Err(replication::LookupError::Network(e)) => Err(e.into()),
+            Err(replication::LookupError::Merge(e)) => Err(merge_error(e)),
         }
-        let peers = self.network.peers().await?;
-        let mut asks: futures::stream::FuturesUnordered<_> = peers
-            .into_iter()
-            .map(|p| {
-                let network = self.network.clone();
-                let request = fetch::Request::Record {
-                    key: key.to_string(),
-                };
-                async move {
-                    match network.fetch(p.peer_id, request).await {
-                        Ok(fetch::Response::Record { record }) => Some((p.peer_id, record)),
-                        _ => None,
-                    }
-                }
-            })
-            .collect();
-        // Keep every answer that arrives in time; a slow peer does not void the others.
-        let mut answers = Vec::new();
-        let deadline = tokio::time::Instant::now() + self.lookup_timeout;
-        while let Ok(Some(answer)) = tokio::time::timeout_at(deadline, asks.next()).await {
-            answers.push(answer);
-        }
-        let mut found: Vec<Record> = Vec::new();
-        let mut sources: Vec<PeerId> = Vec::new();
-        for (peer, r) in answers.into_iter().flatten() {
-            if r.key != key || r.check().is_err() {
-                self.replication
-                    .misbehaved(peer, "an invalid record in a lookup answer");
-                continue;
-            }
-            if !self.replication.members().admits(&r) {
-                tracing::debug!(%peer, "ignoring a record by a peer without write access in a lookup answer");
-                continue;
-            }
-            sources.push(peer);
-            found.push(r);
-        }
-        if found.is_empty() {
-            return Ok(None);
-        }
-        // The merge decides: what saw what, and which is current.
-        self.replication
-            .merge(found, &sources)
-            .await
-            .map_err(merge_error)?;
-        let store = self.store.clone();
-        let key = key.to_string();
-        Ok(self.tasks.blocking(move || store.record(&key)).await??)
     }
 
     /// This node's peer id and listen addresses.

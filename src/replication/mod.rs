@@ -4,6 +4,8 @@
 //! records, serves peers, runs anti-entropy, and fetches content.
 //!
 //! - [`admission`]: what counts (signatures, membership), refusal counts and their logs.
+//! - `ask`: conversations with many peers at once (one fan-out): record look-ups, holders,
+//!   and the announcements of local writes.
 //! - [`transfer`]: fetching content from peers over `/dfs/chunks/1`, verified chunk by chunk.
 //! - [`serve`]: answering fetch requests and serving chunk streams.
 //! - [`anti_entropy`]: sync sessions (initiator and responder).
@@ -14,6 +16,7 @@
 
 pub mod admission;
 pub mod anti_entropy;
+mod ask;
 pub mod audit;
 mod buffers;
 pub mod catchup;
@@ -40,6 +43,7 @@ use crate::tasks::{TaskFailed, Tasks};
 use crate::trust::{Grant, Members};
 use admission::{Refusal, Refusals};
 
+pub use ask::LookupError;
 pub use error::{PeerError, TransferError};
 pub use transfer::Progress;
 
@@ -348,76 +352,6 @@ impl Replication {
         Ok(())
     }
 
-    /// The connected peers, and the members placed to hold `cid`, that say they hold its whole
-    /// content (asked at once, each answer awaited at most `timeout`; a peer that does not
-    /// answer is not counted) and, when this node holds it too, prove it (`prove`).
-    pub(crate) async fn holders(
-        &self,
-        cid: crate::record::ContentId,
-        timeout: Duration,
-    ) -> Result<Vec<PeerId>, net::Error> {
-        use crate::protocols::fetch;
-        use futures::StreamExt;
-        let mut peers: Vec<PeerId> = self
-            .network
-            .peers()
-            .await?
-            .into_iter()
-            .filter(|p| p.dfs)
-            .map(|p| p.peer_id)
-            .collect();
-        let me = self.policy.me();
-        for p in self.policy.placed(&cid) {
-            if p != me && !peers.contains(&p) {
-                peers.push(p);
-            }
-        }
-        let mut asks: futures::stream::FuturesUnordered<_> = peers
-            .into_iter()
-            .map(|peer| {
-                let network = self.network.clone();
-                async move {
-                    let ask = network.fetch(peer, fetch::Request::Has { cid });
-                    match tokio::time::timeout(timeout, ask).await {
-                        Ok(Ok(fetch::Response::Has { complete: true, .. })) => Some(peer),
-                        _ => None,
-                    }
-                }
-            })
-            .collect();
-        let mut holders = Vec::new();
-        while let Some(answer) = asks.next().await {
-            holders.extend(answer);
-        }
-        // Where this node holds the content too, a claim counts only with a proof.
-        let list = self
-            .blocking(
-                move |s| -> Result<Option<Vec<crate::record::Hash>>, StoreError> {
-                    Ok(match s.content_complete(&cid)? {
-                        true => s.chunk_list(&cid)?,
-                        false => None,
-                    })
-                },
-            )
-            .await;
-        if let Ok(Ok(Some(list))) = list {
-            let list = &list;
-            let proven: Vec<PeerId> = futures::stream::iter(holders)
-                .map(|peer| async move {
-                    self.challenge(peer, cid, list, timeout, true)
-                        .await
-                        .then_some(peer)
-                })
-                .buffer_unordered(16)
-                .filter_map(|p| async move { p })
-                .collect()
-                .await;
-            holders = proven;
-        }
-        holders.sort_by_key(|p| p.to_base58());
-        Ok(holders)
-    }
-
     pub fn stats(&self) -> &SyncStats {
         &self.stats
     }
@@ -455,32 +389,43 @@ impl Replication {
     ) -> Result<Merged, MergeError> {
         let refusals = self.refusals.clone();
         let members = self.members.clone();
-        let (applied, invalid, not_members) = self
+        let checked = self.config.metrics.signatures_checked.clone();
+        let (applied, verdicts) = self
             .blocking(move |store| -> Result<MergeOutcome, StoreError> {
+                let mut verdicts = vec![Verdict::Valid; records.len()];
                 // Records of authors that may not write are refused before their
                 // signatures are checked (a membership look-up costs far less than an
                 // ed25519 check): a replay of strangers' records costs no signature.
-                let (records, strangers): (Vec<Record>, Vec<Record>) = records
-                    .into_iter()
-                    .partition(|r| members.with(|m| m.admits(r)).unwrap_or(true));
-                for r in &strangers {
-                    refusals.refuse(Refusal::NotAWriter, &r.author, Some(&r.key));
+                let mut candidates = Vec::with_capacity(records.len());
+                for (i, r) in records.into_iter().enumerate() {
+                    if members.with(|m| m.admits(&r)).unwrap_or(true) {
+                        candidates.push((i, r));
+                    } else {
+                        refusals.refuse(Refusal::NotAWriter, &r.author, Some(&r.key));
+                        verdicts[i] = Verdict::Stranger;
+                    }
                 }
-                let not_members = strangers.len();
+                let (at, records): (Vec<usize>, Vec<Record>) = candidates.into_iter().unzip();
                 // Versions held already change nothing: no signature check for a replay.
                 let known = store.known(&records)?;
-                let records: Vec<Record> = records
-                    .into_iter()
-                    .zip(known)
-                    .filter_map(|(r, known)| (!known).then_some(r))
-                    .collect();
-                // Signatures are checked here, off the async threads, whatever the path.
-                let mut valid = Vec::with_capacity(records.len());
-                let mut invalid = 0;
-                for (r, ok) in admission::check_all(records) {
+                let mut unknown = Vec::with_capacity(records.len());
+                let mut unknown_at = Vec::with_capacity(records.len());
+                for ((i, r), known) in at.into_iter().zip(records).zip(known) {
+                    if known {
+                        verdicts[i] = Verdict::Known;
+                    } else {
+                        unknown.push(r);
+                        unknown_at.push(i);
+                    }
+                }
+                // Signatures are checked here, off the async threads, whatever the path, and
+                // only here: gossip hands records over unverified.
+                checked.inc_by(unknown.len() as u64);
+                let mut valid = Vec::with_capacity(unknown.len());
+                for ((r, ok), i) in admission::check_all(unknown).into_iter().zip(unknown_at) {
                     if !ok {
                         refusals.refuse(Refusal::Invalid, &r.author, Some(&r.key));
-                        invalid += 1;
+                        verdicts[i] = Verdict::Invalid;
                     } else {
                         valid.push(r);
                     }
@@ -507,10 +452,12 @@ impl Replication {
                         }
                     })
                     .collect();
-                Ok((applied, invalid, not_members))
+                Ok((applied, verdicts))
             })
             .await??;
         let changed = applied.len();
+        let invalid = verdicts.iter().filter(|v| **v == Verdict::Invalid).count();
+        let not_members = verdicts.iter().filter(|v| **v == Verdict::Stranger).count();
         for (record, incomplete) in applied {
             if incomplete && self.policy.wants(&record) {
                 self.transfers.enqueue(record, sources.to_vec());
@@ -520,6 +467,7 @@ impl Replication {
             changed,
             invalid,
             not_members,
+            verdicts,
         })
     }
 
@@ -608,11 +556,20 @@ impl Replication {
         }
     }
 
-    fn on_event(&self, event: Event, merge: &mpsc::Sender<(Record, Vec<PeerId>)>) {
+    fn on_event(&self, event: Event, merge: &mpsc::Sender<Gossiped>) {
         match event {
-            Event::Record { record, sources } => {
-                if merge.try_send((record, sources)).is_err() {
+            Event::Record {
+                record,
+                sources,
+                message,
+            } => {
+                if let Err(e) = merge.try_send((record, sources, message)) {
                     tracing::debug!("merge queue full; anti-entropy will bring the record");
+                    let (_, _, message) = e.into_inner();
+                    let network = self.network.clone();
+                    self.tasks.spawn(async move {
+                        let _ = network.judge(message, net::Verdict::Ignore).await;
+                    });
                 }
             }
             Event::Fetch {
@@ -840,8 +797,9 @@ impl Replication {
         });
     }
 
-    /// Merges records from gossip in batches (one transaction each).
-    async fn merge_gossip(self, mut queue: mpsc::Receiver<(Record, Vec<PeerId>)>) {
+    /// Merges records from gossip in batches (one transaction each), then passes the verdict
+    /// on each message to gossipsub: forwarded once its signature is checked, here.
+    async fn merge_gossip(self, mut queue: mpsc::Receiver<Gossiped>) {
         while let Some(first) = queue.recv().await {
             let mut batch = vec![first];
             while batch.len() < MERGE_BATCH {
@@ -851,31 +809,65 @@ impl Replication {
                 }
             }
             // Records of one batch may name different sources: remember each as a hint.
-            for (record, sources) in &batch {
+            for (record, sources, _) in &batch {
                 for peer in sources.iter().rev() {
                     self.transfers.hint(record.cid, *peer);
                 }
             }
-            let records = batch.into_iter().map(|(r, _)| r).collect();
-            if let Err(e) = self.merge(records, &[]).await {
-                tracing::warn!(error = %e, "cannot merge records from gossip");
+            let (records, messages): (Vec<Record>, Vec<net::GossipMessage>) =
+                batch.into_iter().map(|(r, _, m)| (r, m)).unzip();
+            let verdicts = match self.merge(records, &[]).await {
+                Ok(merged) => merged.verdicts,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot merge records from gossip");
+                    vec![Verdict::Stranger; messages.len()]
+                }
+            };
+            for (message, verdict) in messages.into_iter().zip(verdicts) {
+                let verdict = match verdict {
+                    Verdict::Valid | Verdict::Known => net::Verdict::Accept,
+                    Verdict::Stranger => net::Verdict::Ignore,
+                    Verdict::Invalid => net::Verdict::Reject,
+                };
+                if self.network.judge(message, verdict).await.is_err() {
+                    return;
+                }
             }
         }
     }
 }
 
+/// A record from gossip waiting for its merge: the record, the peers likely to hold its
+/// content, the message to judge.
+type Gossiped = (Record, Vec<PeerId>, net::GossipMessage);
+
 /// What a merge's blocking part gives back: the records that changed the store (each with
-/// whether its content is to fetch), how many did not verify, how many were by non-members.
-type MergeOutcome = (Vec<(Record, bool)>, usize, usize);
+/// whether its content is to fetch), and the verdict on each record given.
+type MergeOutcome = (Vec<(Record, bool)>, Vec<Verdict>);
+
+/// What a merge found of one record, before the store judged it by its causality and time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Its author may not write (not checked further).
+    Stranger,
+    /// This very version is held already (no signature check for a replay).
+    Known,
+    /// It does not verify, which an honest peer never sends.
+    Invalid,
+    /// It verifies and went to the store.
+    Valid,
+}
 
 /// What a merge did: records that changed the store, and records refused because they do not
 /// verify (which an honest peer never sends).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Merged {
     pub changed: usize,
     pub invalid: usize,
     /// Records refused because their authors may not write (not checked further).
     pub not_members: usize,
+    /// What the merge found of each record, in the order given.
+    pub verdicts: Vec<Verdict>,
 }
 
 /// Why merging records failed.

@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::PeerId;
 
+use super::ask::ASK_TIMEOUT;
 use super::Replication;
 use crate::placement::Replicas;
 use crate::protocols::fetch;
@@ -29,8 +30,6 @@ const AUDIT_EVERY: Duration = Duration::from_secs(60);
 const MAX_STALLED_PER_PASS: usize = 64;
 /// `has` requests in flight at once during a pass.
 const ASKS_IN_FLIGHT: usize = 16;
-/// How long a placed peer has to answer `has`.
-const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a placed peer has to answer a proof of possession (it reads a few MiB).
 const PROVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Failed proofs are logged at most once per period (a member can fail many at once).
@@ -391,68 +390,6 @@ impl Replication {
             }
         }
         passed
-    }
-
-    /// One of `placed` (other than this node) that says it holds the whole content of `cid`.
-    async fn holder_among(&self, cid: ContentId, placed: &[PeerId]) -> Option<PeerId> {
-        let me = self.policy.me();
-        let mut asks: futures::stream::FuturesUnordered<_> = placed
-            .iter()
-            .copied()
-            .filter(|p| *p != me)
-            .map(|peer| {
-                let network = self.network.clone();
-                async move {
-                    let ask = network.fetch(peer, fetch::Request::Has { cid });
-                    match tokio::time::timeout(ASK_TIMEOUT, ask).await {
-                        Ok(Ok(fetch::Response::Has { complete: true, .. })) => Some(peer),
-                        _ => None,
-                    }
-                }
-            })
-            .collect();
-        while let Some(answer) = asks.next().await {
-            if answer.is_some() {
-                return answer;
-            }
-        }
-        None
-    }
-
-    /// Spreads a local write: gossips its record and, under partial replication, announces this
-    /// node as a provider of its content (Kademlia), so readers elsewhere find it.
-    pub(crate) async fn written(&self, record: &Record) -> Result<(), crate::net::Error> {
-        self.network.publish(record.clone()).await?;
-        if let Some(cid) = record.cid {
-            self.provide(vec![cid]).await;
-        }
-        Ok(())
-    }
-
-    /// Announces content held here as provided (under partial replication only: with `all`,
-    /// every node holds everything). Failures are logged, not returned: routing is a help.
-    pub(crate) async fn provide(&self, cids: Vec<ContentId>) {
-        if cids.is_empty() || self.policy.replicas() == Replicas::All {
-            return;
-        }
-        match self.network.provide(cids).await {
-            Ok(()) => {}
-            Err(crate::net::Error::NoContentRouting) => {}
-            Err(e) => tracing::debug!(error = %e, "cannot announce content as provided"),
-        }
-    }
-
-    /// Announces everything held here (at start, and when the settings are learnt).
-    pub(crate) async fn provide_held(&self) {
-        if self.policy.replicas() == Replicas::All {
-            return;
-        }
-        if let Ok(Ok(held)) = self.blocking(|s| s.held()).await {
-            let cids: Vec<ContentId> = held.into_iter().map(|(c, _)| c).collect();
-            for batch in cids.chunks(4096) {
-                self.provide(batch.to_vec()).await;
-            }
-        }
     }
 
     /// Repair passes run since start (for tests).

@@ -548,3 +548,49 @@ async fn a_ticket_used_twice_is_detected_and_the_twins_stop_writing() {
         "one of the twins notices and refuses writes"
     );
 }
+
+/// Each record that arrives by gossip has its signature checked once, by the merge (the
+/// network task only decodes it): `dfs_signatures_checked_total` counts one check per record,
+/// and a forgery in a member's name reaches the merge, is checked there and refused (gossipsub
+/// then drops it and counts it against its forwarder).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_gossiped_record_is_verified_once_by_the_merge() {
+    // No periodic anti-entropy: every record below arrives by gossip alone.
+    let quiet = |c: &mut dfs::node::Config| c.sync_interval = Duration::from_secs(3600);
+    let owner = node_with(quiet, None, vec![]).await;
+    let writer = node_with(quiet, Some(&owner), vec![owner.addr.clone()]).await;
+    put(&writer.client, "warm-up", b"first".to_vec()).await;
+    assert!(owner.client.wait_for("warm-up", false, DEADLINE).await);
+    let checked = || owner.client.metrics().signatures_checked.get();
+    let before = checked();
+
+    const N: u64 = 5;
+    for n in 0..N {
+        put(&writer.client, &format!("gossiped-{n}"), vec![n as u8; 100]).await;
+    }
+    for n in 0..N {
+        let key = format!("gossiped-{n}");
+        assert!(owner.client.wait_for(&key, false, DEADLINE).await, "{key}");
+    }
+    // A tombstone of a member's file in that member's name, signed by someone else.
+    let mut s = Stranger::connect(&owner.addr, &network(&owner)).await;
+    let victim = owner.client.store().record("warm-up").unwrap().unwrap();
+    let mut forged = signed(&s.key.clone(), "warm-up", None, 0, victim.time + 1, 7);
+    forged.author = writer.client.peer_id().to_bytes();
+    let invalid = owner.client.refusals().count(Refusal::Invalid);
+    s.publish_record(&forged);
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while owner.client.refusals().count(Refusal::Invalid) == invalid {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the forgery was not checked by the merge"
+        );
+        s.idle(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        checked() - before,
+        N + 1,
+        "one signature check per record received"
+    );
+    assert_eq!(get(&owner.client, "warm-up").await.unwrap(), b"first");
+}

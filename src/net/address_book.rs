@@ -1,9 +1,10 @@
 //! The address book: the dfs peers this node has been connected to, with the addresses they
 //! listen on, kept in the data dir (`peers.json`) so that a restarted node dials them at once,
 //! without `--bootstrap`. Bounded ([`MAX_PEERS`], most recently seen first), written atomically
-//! at most every [`SAVE_EVERY`] and when the node stops.
+//! on a blocking thread at most every [`SAVE_EVERY`], and when the node stops.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
@@ -49,6 +50,10 @@ pub struct AddressBook {
     entries: Vec<Entry>,
     dirty: bool,
     last_save: Option<Instant>,
+    /// The file's latest contents, not written yet, and the lock its writers hold: writes run
+    /// on blocking threads (never on the swarm's task), in order, the latest contents winning.
+    unwritten: Arc<Mutex<Option<Vec<u8>>>>,
+    writing: Arc<Mutex<()>>,
 }
 
 impl AddressBook {
@@ -67,6 +72,8 @@ impl AddressBook {
             entries,
             dirty: false,
             last_save: None,
+            unwritten: Arc::default(),
+            writing: Arc::default(),
         }
     }
 
@@ -93,22 +100,30 @@ impl AddressBook {
         self.dirty = true;
     }
 
-    /// Writes the file if it changed and the last write is older than [`SAVE_EVERY`].
+    /// Writes the file, on a blocking thread, if it changed and the last write is older than
+    /// [`SAVE_EVERY`].
     pub fn save_if_due(&mut self, now: Instant) {
         if self.dirty
             && self
                 .last_save
                 .is_none_or(|t| now.saturating_duration_since(t) >= SAVE_EVERY)
+            && self.encode(now)
         {
-            self.save(now);
+            let write = self.writer();
+            tokio::task::spawn_blocking(write);
         }
     }
 
-    /// Writes the file if it changed.
+    /// Writes the file if it changed, and returns once it is written (when the node stops).
     pub fn save(&mut self, now: Instant) {
-        let Some(path) = &self.path else { return };
-        if !self.dirty {
-            return;
+        self.encode(now);
+        self.writer()();
+    }
+
+    /// Encodes the book as the file's next contents if it changed; false if it did not.
+    fn encode(&mut self, now: Instant) -> bool {
+        if self.path.is_none() || !self.dirty {
+            return false;
         }
         self.dirty = false;
         self.last_save = Some(now);
@@ -125,8 +140,24 @@ impl AddressBook {
                 .collect(),
         };
         let bytes = serde_json::to_vec_pretty(&file).expect("an address book encodes");
-        if let Err(e) = crate::datadir::atomic_write(path, &bytes, false) {
-            tracing::warn!(file = %path.display(), error = %e, "cannot write the address book");
+        *self.unwritten.lock().expect("address book") = Some(bytes);
+        true
+    }
+
+    /// What writes the latest contents not written yet (nothing if another writer took them).
+    fn writer(&self) -> impl FnOnce() + Send + 'static {
+        let path = self.path.clone();
+        let unwritten = self.unwritten.clone();
+        let writing = self.writing.clone();
+        move || {
+            let Some(path) = path else { return };
+            let _writing = writing.lock().expect("address book writer");
+            let Some(bytes) = unwritten.lock().expect("address book").take() else {
+                return;
+            };
+            if let Err(e) = crate::datadir::atomic_write(&path, &bytes, false) {
+                tracing::warn!(file = %path.display(), error = %e, "cannot write the address book");
+            }
         }
     }
 }

@@ -7,7 +7,8 @@
 //! - [`behaviour`]: the combined libp2p behaviour (limits, identify, ping, gossipsub, fetch,
 //!   sync, raw streams, Kademlia, mDNS).
 //! - [`discovery`]: bootstrap re-dialling with back-off and gossip peer discovery state.
-//! - [`event_loop`]: the task that owns the swarm.
+//! - [`event_loop`]: the task that owns the swarm (one file per kind of work: commands,
+//!   connections, gossip, inbound requests, content routing).
 //! - [`limits`]: connection management policy (which peers to shed) and the dial budget.
 //! - [`routing`]: content routing over Kademlia (provider records of content ids, batched
 //!   announcements, a bounded provider store).

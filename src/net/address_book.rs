@@ -216,8 +216,7 @@ mod tests {
         assert_eq!(book.entries()[0].peer, peers[MAX_PEERS + 5]);
         assert_eq!(book.entries()[1].peer, peers[MAX_PEERS + 9]);
         assert!(book.entries().iter().all(|e| e.addrs.len() <= 4));
-        let now = Instant::now();
-        book.save_if_due(now);
+        book.save(Instant::now());
         let again = AddressBook::load(Some(path.clone()));
         assert_eq!(again.entries().len(), MAX_PEERS);
         assert!(again
@@ -228,5 +227,23 @@ mod tests {
         // A damaged file is an empty book, not a failure.
         std::fs::write(&path, b"{not json").unwrap();
         assert!(AddressBook::load(Some(path)).entries().is_empty());
+    }
+
+    /// The periodic write happens on a blocking thread; the latest contents win.
+    #[tokio::test]
+    async fn a_due_save_writes_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peers.json");
+        let mut book = AddressBook::load(Some(path.clone()));
+        let addr: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        let peer = PeerId::random();
+        book.saw(peer, vec![addr], 4);
+        book.save_if_due(Instant::now());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while AddressBook::load(Some(path.clone())).entries().is_empty() {
+            assert!(Instant::now() < deadline, "the book was not written");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(AddressBook::load(Some(path)).entries()[0].peer, peer);
     }
 }

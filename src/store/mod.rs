@@ -46,6 +46,7 @@ mod content;
 mod evict;
 mod gc;
 mod grants;
+mod heads;
 mod history;
 mod index;
 mod put;

@@ -31,10 +31,29 @@ pub const MAX_MEMORY: usize = 1 << 30;
 /// How often a connection is pinged, and how long an answer may take. The event loop closes a
 /// connection that has had no successful ping for [`DEAD_AFTER`] (libp2p's ping keeps quiet
 /// about a first failure), so a dead link is noticed within seconds, not at the next
-/// request's timeout.
+/// request's timeout. These are the defaults of [`Liveness`].
 pub const PING_INTERVAL: Duration = Duration::from_secs(2);
 pub const PING_TIMEOUT: Duration = Duration::from_secs(4);
 pub const DEAD_AFTER: Duration = Duration::from_secs(8);
+
+/// How the node watches its connections: pinged every `ping_interval` (an answer within
+/// `ping_timeout`), closed after `dead_after` without a successful ping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub dead_after: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Liveness {
+        Liveness {
+            ping_interval: PING_INTERVAL,
+            ping_timeout: PING_TIMEOUT,
+            dead_after: DEAD_AFTER,
+        }
+    }
+}
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -67,6 +86,7 @@ impl Behaviour {
         max_peers: u32,
         mdns: bool,
         network: Option<&str>,
+        liveness: Liveness,
         metrics: &crate::metrics::Metrics,
     ) -> Result<Behaviour, String> {
         let gossip_config = gossipsub::ConfigBuilder::default()
@@ -107,8 +127,8 @@ impl Behaviour {
             ),
             ping: ping::Behaviour::new(
                 ping::Config::new()
-                    .with_interval(PING_INTERVAL)
-                    .with_timeout(PING_TIMEOUT),
+                    .with_interval(liveness.ping_interval)
+                    .with_timeout(liveness.ping_timeout),
             ),
             gossipsub,
             fetch: fetch::behaviour(),

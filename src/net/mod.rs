@@ -67,6 +67,8 @@ pub struct Config {
     pub address_book: Option<PathBuf>,
     /// Discover peers on the local networks by mDNS.
     pub mdns: bool,
+    /// How connections are watched (pings, and when a silent one is closed).
+    pub liveness: behaviour::Liveness,
     /// The node's metrics, which the network task records into.
     pub metrics: Arc<crate::metrics::Metrics>,
 }

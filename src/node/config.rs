@@ -47,6 +47,9 @@ pub struct Config {
     /// Discover peers on the local networks by mDNS (`dfs node --mdns`). Off by default: it
     /// announces the node on every network it joins.
     pub mdns: bool,
+    /// How connections are watched: pings, and when a silent connection is closed (the
+    /// defaults of [`net::behaviour::Liveness`]; tests shorten them).
+    pub liveness: net::behaviour::Liveness,
     /// The replication factor of a network this node creates (`dfs node --replicas`); `None`:
     /// `all` for a new network, and whatever the network has for an existing one.
     pub replicas: Option<crate::placement::Replicas>,
@@ -94,6 +97,7 @@ impl Config {
             keep: Duration::from_secs(crate::store::DEFAULT_KEEP_DAYS * 24 * 3600),
             keep_bytes: crate::store::DEFAULT_KEEP_BYTES,
             mdns: false,
+            liveness: Default::default(),
             replicas: None,
             capacity: crate::placement::DEFAULT_CAPACITY,
             repair_after: REPAIR_AFTER,
@@ -126,6 +130,7 @@ impl Config {
             swarm_key: self.swarm_key,
             address_book: Some(crate::datadir::DataDir::new(&self.data_dir).peers_file()),
             mdns: self.mdns,
+            liveness: self.liveness,
             metrics,
         }
     }

@@ -382,7 +382,7 @@ impl Replication {
                     None => break,
                 },
                 _ = sync_round.tick() => self.sync_round().await,
-                _ = retry.tick() => self.transfers.resume(),
+                _ = retry.tick() => self.transfers.resume_if_due(),
                 _ = gc.tick() => self.sweep(),
                 _ = clocks.tick() => {
                     let this = self.clone();

@@ -242,6 +242,8 @@ struct Inner {
     /// so concurrent updates commute.
     leaves: Box<[AtomicU64]>,
     count: AtomicU64,
+    /// Grows with every change of a key's heads (see [`Store::changes`]).
+    changes: AtomicU64,
     committer: Committer,
 }
 
@@ -406,6 +408,7 @@ impl Store {
                 equivocators: Mutex::default(),
                 leaves,
                 count: AtomicU64::new(count),
+                changes: AtomicU64::new(0),
                 committer: Committer::default(),
             }),
         };

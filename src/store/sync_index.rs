@@ -95,5 +95,13 @@ impl Store {
         inner.count.fetch_add(after.1, Ordering::Relaxed);
         inner.count.fetch_sub(before.1, Ordering::Relaxed);
         inner.leaves[leaf_of(&change.key)].fetch_xor(before.0 ^ after.0, Ordering::Relaxed);
+        inner.changes.fetch_add(1, Ordering::Release);
+    }
+
+    /// A number that grows whenever a key's heads change (a write, a merge, a delete, a
+    /// revocation's removal): a watcher that remembers it rescans the records only after a
+    /// change, never on a timer alone.
+    pub fn changes(&self) -> u64 {
+        self.inner.changes.load(Ordering::Acquire)
     }
 }

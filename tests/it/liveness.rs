@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{eventually, TestNode};
-use dfs::net::behaviour::{DEAD_AFTER, PING_INTERVAL};
+use dfs::net::behaviour::Liveness;
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
@@ -59,9 +59,17 @@ async fn stalling_proxy(target: SocketAddr, frozen: Arc<AtomicBool>) -> SocketAd
     addr
 }
 
+/// The liveness of the first test: the defaults scaled down four times (a ping every 0.5 s,
+/// closed after 2 s of silence), so that it waits seconds, not tens of seconds.
+const FAST_LIVENESS: Liveness = Liveness {
+    ping_interval: Duration::from_millis(500),
+    ping_timeout: Duration::from_secs(1),
+    dead_after: Duration::from_secs(2),
+};
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_whose_pings_fail_is_closed_quickly() {
-    let victim = TestNode::start(vec![]).await;
+    let victim = common::node_with(|c| c.liveness = FAST_LIVENESS, None, vec![]).await;
     let frozen = Arc::new(AtomicBool::new(false));
     let target = dfs::net::discovery::split_peer(&victim.addr).0;
     let target: SocketAddr = {
@@ -102,12 +110,13 @@ async fn a_connection_whose_pings_fail_is_closed_quickly() {
         })
         .await
     );
-    // Healthy for a few pings first.
-    tokio::time::sleep(PING_INTERVAL * 2).await;
+    // Healthy for longer than a silent connection may last: pings keep it.
+    tokio::time::sleep(FAST_LIVENESS.dead_after * 2).await;
     assert_eq!(victim.peer_count().await, 1, "a live connection stays");
     frozen.store(true, Ordering::Relaxed);
     let started = Instant::now();
-    let limit = DEAD_AFTER + Duration::from_secs(2);
+    // Without the watch, a stalled link goes at the next request's timeout, or never.
+    let limit = FAST_LIVENESS.dead_after + Duration::from_secs(4);
     let closed = eventually(limit, || async { victim.peer_count().await == 0 }).await;
     assert!(
         closed,

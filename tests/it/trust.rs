@@ -291,12 +291,23 @@ async fn a_revoked_writer_is_refused_everywhere_even_back_dated() {
     assert!(other.client.refusals().count(Refusal::NotAWriter) >= 2);
     assert!(other.client.refusals().count(Refusal::SeqReused) >= 1);
     let revoked = TestNode::start_with(revoked_dir, revoked_bootstrap).await;
-    // Let anti-entropy run a couple of rounds (1 s in tests) between every pair.
+    // Let anti-entropy run a couple of rounds (1 s in tests) on every node.
     put(&owner.client, "marker", b"m".to_vec()).await;
     for n in [&owner, &other, &revoked] {
         assert!(n.client.wait_for("marker", false, DEADLINE).await);
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sessions = |n: &TestNode| n.client.sync_stats().snapshot()[0];
+    let marks: Vec<u64> = [&owner, &other, &revoked].map(sessions).to_vec();
+    assert!(
+        eventually(DEADLINE, || async {
+            [&owner, &other, &revoked]
+                .iter()
+                .zip(&marks)
+                .all(|(n, mark)| sessions(n) >= mark + 2)
+        })
+        .await,
+        "anti-entropy rounds ran"
+    );
     for n in [&owner, &other, &revoked] {
         assert!(!holds(n, "late") && !holds(n, "reused"));
         assert_eq!(get(&n.client, "before").await.unwrap(), b"stays");

@@ -5,13 +5,14 @@
 use super::*;
 
 impl EventLoop {
-    /// Closes the connections that have had no successful ping for [`DEAD_AFTER`]: the link
+    /// Closes the connections that have had no successful ping for `dead_after`: the link
     /// or the peer is dead, and requests on it would only time out.
     pub(super) fn close_dead(&mut self, now: Instant) {
+        let dead_after = self.config.liveness.dead_after;
         let dead: Vec<ConnectionId> = self
             .last_pong
             .iter()
-            .filter(|(_, t)| now.saturating_duration_since(**t) >= DEAD_AFTER)
+            .filter(|(_, t)| now.saturating_duration_since(**t) >= dead_after)
             .map(|(c, _)| *c)
             .collect();
         for connection in dead {
@@ -19,7 +20,7 @@ impl EventLoop {
             if let Some(suppressed) = self.logs.check("dead-connection") {
                 tracing::info!(
                     suppressed,
-                    "closing a connection that has not answered a ping for {DEAD_AFTER:?}"
+                    "closing a connection that has not answered a ping for {dead_after:?}"
                 );
             }
             self.swarm.close_connection(connection);

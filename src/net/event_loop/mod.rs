@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::address_book::AddressBook;
-use super::behaviour::{Behaviour, BehaviourEvent, DEAD_AFTER};
+use super::behaviour::{Behaviour, BehaviourEvent};
 use super::discovery::{self, Discovery};
 use super::limits::{self, DialBudget};
 use super::routing;
@@ -167,6 +167,7 @@ impl EventLoop {
             max_peers,
             config.mdns,
             config.network.as_deref(),
+            config.liveness,
             &config.metrics,
         )
         .map_err(|e| Error::Start(format!("behaviour: {e}")))?;

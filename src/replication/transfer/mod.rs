@@ -84,6 +84,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
 const BACKOFF_CLEAR_EVERY: Duration = Duration::from_secs(5);
 /// Most contents remembered in back-off (beyond, the oldest half is forgotten).
 const MAX_BACKOFF_ENTRIES: usize = 65_536;
+/// The retry timer scans the store at least this often, even when nothing asked for it (a
+/// safety net: see [`Transfers::resume_if_due`]).
+const FULL_SCAN_EVERY: Duration = Duration::from_secs(600);
 
 /// Background transfers (tasks) at once, over all authors, and of one author's records: the
 /// rest stay in the store, incomplete, and are picked up as these end (a member that pushes
@@ -239,6 +242,10 @@ struct Inner {
     author_lookups: Mutex<HashMap<Vec<u8>, Arc<Semaphore>>>,
     /// When a connecting member last ended the back-offs.
     backoff_cleared: Mutex<Option<std::time::Instant>>,
+    /// The last scan for incomplete content (see [`Transfers::resume_if_due`]), and whether a
+    /// transfer failed since without a back-off (it is retried at the next tick).
+    last_scan: Mutex<Option<Scan>>,
+    rescan: AtomicBool,
 }
 
 impl Transfers {
@@ -260,6 +267,8 @@ impl Transfers {
                 slots: Arc::new(Semaphore::new(max_transfers.max(1))),
                 lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
                 backoff: Mutex::new(HashMap::new()),
+                last_scan: Mutex::new(None),
+                rescan: AtomicBool::new(false),
                 buffers: Pool::new(CHUNK_BUDGET),
                 transfers: Mutex::new(HashMap::new()),
                 hints: Mutex::new(HashMap::new()),
@@ -385,6 +394,8 @@ impl Transfers {
                             | TransferError::Store(StoreError::ListBudget { .. })
                     ) {
                         inner.back_off(cid);
+                    } else {
+                        inner.rescan.store(true, Ordering::Release);
                     }
                     tracing::debug!(key = %record.key, cid = %cid, %error, "transfer failed; will retry later");
                     Progress::Failed(Arc::new(error))
@@ -411,6 +422,35 @@ impl Transfers {
         }
         self.inner.backoff.lock().expect("backoff lock").clear();
         self.resume();
+    }
+
+    /// The retry timer's resume: the scan of every live record runs only when it can find
+    /// something to start that the events have not started already: the store's heads changed
+    /// since the last scan, the last scan started transfers (more may wait behind them), a
+    /// transfer failed without a back-off, a back-off ended, or [`FULL_SCAN_EVERY`] passed.
+    /// Peers arriving and room freed start their work themselves ([`Transfers::resume`]). So
+    /// an idle node does not decode its records every tick.
+    pub(crate) fn resume_if_due(&self) {
+        let last = *self.inner.last_scan.lock().expect("scan lock");
+        let failed = self.inner.rescan.swap(false, Ordering::AcqRel);
+        let due = failed
+            || scan_due(
+                last,
+                self.inner.store.changes(),
+                tokio::time::Instant::now(),
+                || {
+                    self.inner
+                        .backoff
+                        .lock()
+                        .expect("backoff lock")
+                        .values()
+                        .map(|(until, _)| *until)
+                        .collect()
+                },
+            );
+        if due {
+            self.resume();
+        }
     }
 
     /// Looks for records whose content is wanted but incomplete and fetches it (after a
@@ -456,11 +496,17 @@ impl Transfers {
                     true
                 })
             };
+            let changes = this.inner.store.changes();
             match this.inner.tasks.blocking(wanted).await {
                 Ok(Ok(records)) => {
                     for record in &records {
                         let _ = this.ensure(record, false);
                     }
+                    *this.inner.last_scan.lock().expect("scan lock") = Some(Scan {
+                        at: tokio::time::Instant::now(),
+                        started: records.len(),
+                        changes,
+                    });
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot list incomplete content"),
                 Err(e) => tracing::warn!(error = %e, "resume task failed"),
@@ -501,6 +547,32 @@ impl Transfers {
         all.sort_by(|a, b| a.key.cmp(&b.key).then(a.cid.cmp(&b.cid)));
         all
     }
+}
+
+/// A scan of the store for incomplete content: when it ended, how many transfers it started,
+/// and the store's [`Store::changes`] when it began.
+#[derive(Debug, Clone, Copy)]
+struct Scan {
+    at: tokio::time::Instant,
+    started: usize,
+    changes: u64,
+}
+
+/// Whether the retry timer must scan the store, given the last scan, the store's changes now,
+/// and the ends of the back-offs (asked only when needed).
+fn scan_due(
+    last: Option<Scan>,
+    changes: u64,
+    now: tokio::time::Instant,
+    backoff_ends: impl FnOnce() -> Vec<tokio::time::Instant>,
+) -> bool {
+    let Some(last) = last else { return true };
+    last.started > 0
+        || last.changes != changes
+        || now >= last.at + FULL_SCAN_EVERY
+        || backoff_ends()
+            .into_iter()
+            .any(|until| until > last.at && until <= now)
 }
 
 impl Inner {
@@ -596,5 +668,48 @@ impl Drop for FinishGuard {
                 t.remove(&self.cid);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[test]
+    fn the_retry_timer_scans_only_when_it_can_find_something() {
+        let at = Instant::now();
+        let soon = at + Duration::from_secs(15);
+        let none = Vec::new;
+        let scan = |started| {
+            Some(Scan {
+                at,
+                started,
+                changes: 7,
+            })
+        };
+        assert!(scan_due(None, 7, at, none), "the first tick scans");
+        assert!(
+            scan_due(scan(3), 7, soon, none),
+            "more may wait behind what started"
+        );
+        assert!(!scan_due(scan(0), 7, soon, none), "idle: nothing to find");
+        assert!(scan_due(scan(0), 8, soon, none), "the records changed");
+        let ended = move || vec![at + Duration::from_secs(10)];
+        assert!(scan_due(scan(0), 7, soon, ended), "a back-off ended since");
+        let later = move || vec![at + Duration::from_secs(60)];
+        assert!(
+            !scan_due(scan(0), 7, soon, later),
+            "a back-off still running"
+        );
+        let before = move || vec![at - Duration::from_secs(1)];
+        assert!(
+            !scan_due(scan(0), 7, soon, before),
+            "one the last scan saw end"
+        );
+        assert!(
+            scan_due(scan(0), 7, at + FULL_SCAN_EVERY, none),
+            "the safety net"
+        );
     }
 }

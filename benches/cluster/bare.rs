@@ -21,7 +21,7 @@ pub const SEND_ARG: &str = "--bare-send";
 
 const PROTO: StreamProtocol = StreamProtocol::new("/dfs-bench/bare/1");
 
-/// A swarm with the transport of `src/node/event_loop.rs` and only the stream behaviour.
+/// A swarm with the transport of `src/net/transport.rs` and only the stream behaviour.
 fn swarm() -> Swarm<libp2p_stream::Behaviour> {
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()

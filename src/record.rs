@@ -34,8 +34,10 @@ pub enum InvalidRecord {
     EmptyKey,
     #[error("invalid key: {0} bytes, the limit is {MAX_KEY_LEN}")]
     KeyTooLong(usize),
-    #[error("invalid key: it contains a NUL character")]
-    KeyHasNul,
+    #[error("invalid key: it contains the control character U+{0:04X}, which a terminal would interpret")]
+    KeyHasControl(u32),
+    #[error("invalid key: {0} (keys are names like `photos/2024/cat.jpg`)")]
+    KeyShape(&'static str),
     #[error("invalid record: size {0} is larger than the limit of {MAX_FILE_SIZE} bytes")]
     TooLarge(u64),
     #[error("invalid record: a tombstone must have size 0")]
@@ -52,8 +54,11 @@ pub enum InvalidRecord {
     BadSignature,
 }
 
-/// Checks a key: UTF-8 (guaranteed by `&str`), not empty, at most [`MAX_KEY_LEN`] bytes, no NUL.
-/// Keys are names, never file paths: `../../etc/passwd` is an ordinary key.
+/// Checks a key against the grammar of the spec (docs/PROTOCOL.md, "Keys"): UTF-8 (guaranteed
+/// by `&str`), 1 to [`MAX_KEY_LEN`] bytes, no control or bidirectional-formatting character, and
+/// `/`-separated segments none of which is empty, `.` or `..` (so no leading, trailing or double
+/// slash). Keys are names, never file paths, but every key is one that `get -r` can write back
+/// under a directory and that prints as itself on a terminal.
 pub fn validate_key(key: &str) -> Result<(), InvalidRecord> {
     if key.is_empty() {
         return Err(InvalidRecord::EmptyKey);
@@ -61,10 +66,57 @@ pub fn validate_key(key: &str) -> Result<(), InvalidRecord> {
     if key.len() > MAX_KEY_LEN {
         return Err(InvalidRecord::KeyTooLong(key.len()));
     }
-    if key.contains('\0') {
-        return Err(InvalidRecord::KeyHasNul);
+    if let Some(c) = key.chars().find(|c| is_unprintable(*c)) {
+        return Err(InvalidRecord::KeyHasControl(c as u32));
+    }
+    if key.starts_with('/') {
+        return Err(InvalidRecord::KeyShape("it starts with `/`"));
+    }
+    if key.ends_with('/') {
+        return Err(InvalidRecord::KeyShape("it ends with `/`"));
+    }
+    for segment in key.split('/') {
+        match segment {
+            "" => return Err(InvalidRecord::KeyShape("it has an empty segment (`//`)")),
+            "." | ".." => {
+                return Err(InvalidRecord::KeyShape("it has a `.` or `..` segment"));
+            }
+            _ => {}
+        }
     }
     Ok(())
+}
+
+/// Characters a key may not hold, and that every place printing peer-supplied text escapes:
+/// the C0 and C1 controls and DEL (a terminal acts on them: `ESC [2J` clears the screen), the
+/// line and paragraph separators, and the bidirectional formatting characters (they reorder
+/// what is shown, so a key could display as another).
+pub fn is_unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200E}' | '\u{200F}' | '\u{061C}'
+        )
+        || ('\u{202A}'..='\u{202E}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// `text` as a terminal may show it: every [`is_unprintable`] character is written as an
+/// escape (`\n`, `\t`, `\u{1b}`), and backslashes are doubled only when something was
+/// escaped, so ordinary names print unchanged.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(is_unprintable) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if is_unprintable(c) => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// A BLAKE3 hash: of one chunk's bytes, or (as a [`ContentId`]) of a whole file's chunk list.
@@ -469,13 +521,62 @@ mod tests {
     #[test]
     fn keys_are_validated() {
         assert_eq!(validate_key(""), Err(InvalidRecord::EmptyKey));
-        assert_eq!(validate_key("a\0b"), Err(InvalidRecord::KeyHasNul));
+        assert_eq!(validate_key("a\0b"), Err(InvalidRecord::KeyHasControl(0)));
         assert!(validate_key(&"x".repeat(MAX_KEY_LEN)).is_ok());
         assert_eq!(
             validate_key(&"x".repeat(MAX_KEY_LEN + 1)),
             Err(InvalidRecord::KeyTooLong(MAX_KEY_LEN + 1))
         );
-        assert!(validate_key("../../etc/passwd").is_ok());
+        for good in [
+            "a",
+            "photos/2024/cat.jpg",
+            "a.b",
+            "..a",
+            "a..",
+            ".hidden/x",
+            "dir/.env",
+            "é/ü ✓",
+            "a\\b",
+        ] {
+            assert_eq!(validate_key(good), Ok(()), "{good:?}");
+        }
+        for bad in [
+            "../x", "a/../b", "/abs", "a/", "a//b", ".", "..", "a/.", "./a", "/",
+        ] {
+            assert!(
+                matches!(validate_key(bad), Err(InvalidRecord::KeyShape(_))),
+                "{bad:?}"
+            );
+        }
+        for (bad, c) in [
+            ("\u{1b}[2J", 0x1b),
+            ("a\nb", 10),
+            ("a\tb", 9),
+            ("x\u{7f}", 0x7f),
+            ("x\u{9b}", 0x9b),
+            ("x\u{202e}y", 0x202e),
+            ("x\u{2028}", 0x2028),
+        ] {
+            assert_eq!(
+                validate_key(bad),
+                Err(InvalidRecord::KeyHasControl(c)),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn printable_text_escapes_only_what_a_terminal_would_interpret() {
+        assert!(matches!(
+            printable("photos/a\\b.jpg"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            printable("\u{1b}[2J\u{1b}[31mEVIL"),
+            "\\u{1b}[2J\\u{1b}[31mEVIL"
+        );
+        assert_eq!(printable("a\nb\\c"), "a\\nb\\\\c");
+        assert_eq!(printable("x\u{202e}y"), "x\\u{202e}y");
     }
 
     #[test]

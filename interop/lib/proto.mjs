@@ -218,7 +218,10 @@ export function decodeRecord (bytes, { now = Date.now(), verify = true } = {}) {
   const { key, cid, size, time, author, seq, seen, sig } = r
   if (typeof key !== 'string') throw new Error('bad key')
   const keyBytes = new TextEncoder().encode(key)
-  if (keyBytes.length < 1 || keyBytes.length > 1024 || key.includes('\0')) throw new Error('bad key')
+  if (keyBytes.length < 1 || keyBytes.length > 1024) throw new Error('bad key: length')
+  // The spec's grammar: no control or bidi-formatting character; no empty, `.` or `..` segment.
+  if (/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/u.test(key)) throw new Error('bad key: a control character')
+  if (key.split('/').some(s => s === '' || s === '.' || s === '..')) throw new Error('bad key: an empty, . or .. segment')
   if (cid !== null && !(cid instanceof Uint8Array && cid.length === 32)) throw new Error('bad cid')
   const sizeN = BigInt(size)
   if (sizeN < 0n || sizeN > MAX_SIZE) throw new Error('bad size')

@@ -185,7 +185,10 @@ test('validation: a writer\'s records that break a rule are refused; 2 minutes a
     ['65 seen entries', signRecord(signer, { key: 'from-js/bad-seen-65.bin', ...base, time: hlc.now(), seq: 102, seen: others.map(a => [a, 1]) })],
     ['seen entries out of order', signRecord(signer, { key: 'from-js/bad-seen-unsorted.bin', ...base, time: hlc.now(), seq: 103, seen: [[others[1], 1], [others[0], 1]] })],
     ['a tombstone with a size', signRecord(signer, { key: 'from-js/bad-tombstone.bin', cid: null, size: 5, time: hlc.now(), seq: 104 })],
-    ['a key with a NUL', signRecord(signer, { key: 'from-js/bad\0key.bin', ...base, time: hlc.now(), seq: 105 })]
+    ['a key with a NUL', signRecord(signer, { key: 'from-js/bad\0key.bin', ...base, time: hlc.now(), seq: 105 })],
+    ['a key with a terminal escape', signRecord(signer, { key: 'from-js/\x1b[2Jbad.bin', ...base, time: hlc.now(), seq: 106 })],
+    ['a key with a .. segment', signRecord(signer, { key: 'from-js/../bad.bin', ...base, time: hlc.now(), seq: 107 })],
+    ['a key with a leading /', signRecord(signer, { key: '/from-js/bad.bin', ...base, time: hlc.now(), seq: 108 })]
   ]
   for (const [what, r] of bad) {
     assert.ok(verifyRecord(r), `${what}: correctly signed`)

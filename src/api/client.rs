@@ -189,7 +189,8 @@ impl ApiClient {
             });
         }
         let message = match res.json::<ErrorBody>().await {
-            Ok(b) => b.error,
+            // The node's words may quote a key or a peer's: shown as text, never as escapes.
+            Ok(b) => crate::record::printable(&b.error).into_owned(),
             Err(_) => format!("the node answered {status}"),
         };
         if status == StatusCode::NOT_FOUND {

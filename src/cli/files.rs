@@ -40,6 +40,7 @@ pub(super) async fn put_one(
         let key = key.ok_or_else(|| {
             Error::Usage("reading from standard input (-) needs --key KEY".into())
         })?;
+        super::checked(&key)?;
         (Box::pin(stdin_stream()), key, None)
     } else {
         let cannot = |e: std::io::Error| Error::Failed(format!("cannot read {path}: {e}"));
@@ -63,6 +64,7 @@ pub(super) async fn put_one(
                     Error::Usage(format!("cannot make a key of {path}; give one with --key"))
                 })?,
         };
+        super::checked(&key)?;
         // A node on this machine reads the file itself: no copy through HTTP. It refuses when
         // it cannot (another user, another container, an older node): then stream it.
         if api.is_local() {

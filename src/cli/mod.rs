@@ -66,6 +66,13 @@ impl Error {
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// `key` if it is one (the grammar of docs/PROTOCOL.md), checked before any request: the node
+/// would refuse it, and a key such as `.` would not even survive a URL.
+fn checked(key: &str) -> Result<&str> {
+    crate::record::validate_key(key).map_err(|e| Error::Failed(e.to_string()))?;
+    Ok(key)
+}
+
 /// Parses the command line (with `<data dir>/config.toml` for `dfs node`). On a usage error it
 /// prints the error (or the help) and returns the exit code.
 pub fn parse() -> std::result::Result<Cli, u8> {
@@ -246,6 +253,7 @@ async fn run_command(command: Command) -> Result<()> {
             version,
             target,
         } => {
+            checked(&key)?;
             let dest = files::Dest::of(output)?;
             match version {
                 Some(v) => history::get_version(&target.connect()?, &key, &v, dest, json).await,
@@ -263,21 +271,27 @@ async fn run_command(command: Command) -> Result<()> {
             let dir = output.ok_or_else(|| Error::Usage("get -r needs -o DIR".into()))?;
             tree::get(&target.connect()?, &key, &dir, json).await
         }
-        Command::Log { key, json, target } => history::log(&target.connect()?, &key, json).await,
+        Command::Log { key, json, target } => {
+            history::log(&target.connect()?, checked(&key)?, json).await
+        }
         Command::Restore {
             key,
             version,
             json,
             target,
-        } => history::restore(&target.connect()?, &key, &version, json).await,
-        Command::Rm { key, json, target } => files::rm(&target.connect()?, &key, json).await,
+        } => history::restore(&target.connect()?, checked(&key)?, &version, json).await,
+        Command::Rm { key, json, target } => {
+            files::rm(&target.connect()?, checked(&key)?, json).await
+        }
         Command::Ls {
             prefix,
             json,
             all,
             target,
         } => files::ls(&target.connect()?, prefix.as_deref(), json, all).await,
-        Command::Stat { key, json, target } => files::stat(&target.connect()?, &key, json).await,
+        Command::Stat { key, json, target } => {
+            files::stat(&target.connect()?, checked(&key)?, json).await
+        }
         Command::Peers { json, target } => peers::peers(&target.connect()?, json).await,
         Command::Id { json, target } => peers::id(&target.connect()?, json).await,
         Command::Connect { addr, json, target } => {

@@ -2,6 +2,7 @@
 //! Text shows sizes in binary units (`1.5 MiB`) and versions as the time they carry.
 
 use crate::api::json::{FileStat, Id, LogEntry, Peer};
+use crate::record::printable;
 
 use super::{Error, Result};
 
@@ -16,7 +17,7 @@ pub(super) fn json(value: &impl serde::Serialize) -> Result<()> {
 pub(super) fn stored(stat: &FileStat) {
     println!(
         "stored {} ({}, content id {}, version {})",
-        stat.key,
+        printable(&stat.key),
         size(stat.size),
         stat.content_id
             .as_deref()
@@ -29,7 +30,7 @@ pub(super) fn stored(stat: &FileStat) {
 pub(super) fn deleted(tombstone: &FileStat) {
     println!(
         "deleted {} (version {})",
-        tombstone.key,
+        printable(&tombstone.key),
         version(tombstone.version)
     );
 }
@@ -38,7 +39,7 @@ pub(super) fn deleted(tombstone: &FileStat) {
 fn key_width(files: &[FileStat]) -> usize {
     files
         .iter()
-        .map(|f| f.key.chars().count())
+        .map(|f| printable(&f.key).chars().count())
         .max()
         .unwrap_or(0)
         .clamp(3, 60)
@@ -57,12 +58,12 @@ fn table_row(f: &FileStat, width: usize, now: u64) -> String {
         n => format!(
             "  ({n} conflict{}: dfs log {})",
             if n == 1 { "" } else { "s" },
-            f.key
+            printable(&f.key)
         ),
     };
     format!(
         "{:<width$}  {:>10}  {:<12}  {}{conflicts}",
-        f.key,
+        printable(&f.key),
         size(f.size),
         ago(crate::record::physical_ms(f.version), now),
         f.state()
@@ -202,7 +203,7 @@ pub(super) fn log(entries: &[LogEntry]) {
 
 /// `stat`: one field a line.
 pub(super) fn stat(stat: &FileStat) {
-    println!("key:        {}", stat.key);
+    println!("key:        {}", printable(&stat.key));
     println!("size:       {} ({} bytes)", size(stat.size), stat.size);
     println!(
         "content id: {}",
@@ -223,11 +224,14 @@ pub(super) fn stat(stat: &FileStat) {
         let short = &c.version_id[..c.version_id.len().min(16)];
         // A concurrent write reads by its id; a concurrent delete has nothing to read.
         let (what, how) = if c.deleted {
-            ("a delete".to_string(), format!("dfs log {}", stat.key))
+            (
+                "a delete".to_string(),
+                format!("dfs log {}", printable(&stat.key)),
+            )
         } else {
             (
                 format!("a write of {}", size(c.size)),
-                format!("dfs get {} --version {short}", stat.key),
+                format!("dfs get {} --version {short}", printable(&stat.key)),
             )
         };
         println!(
@@ -282,7 +286,7 @@ pub(super) fn peers(peers: &[Peer]) {
         println!(
             "{}  {}  {offset}",
             p.peer_id,
-            p.agent.as_deref().unwrap_or("-")
+            printable(p.agent.as_deref().unwrap_or("-"))
         );
         for a in &p.addrs {
             println!("  {a}");

@@ -8,6 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::api::client::ApiClient;
+use crate::record::printable;
 
 use super::files::put_one;
 use super::transfer::save;
@@ -65,7 +66,7 @@ pub(super) async fn put(
             Err(e @ Error::Api(_)) if e.exit_code() == 2 => return Err(e),
             Err(e @ Error::Interrupted(_)) => return Err(e),
             Err(e) => {
-                bar.suspend(|| eprintln!("error: {key}: {e}"));
+                bar.suspend(|| eprintln!("error: {}: {e}", printable(&key)));
                 failed += 1;
             }
         }
@@ -127,7 +128,7 @@ pub(super) async fn get(api: &ApiClient, prefix: &str, dir: &Path, json: bool) -
             Err(e @ Error::Interrupted(_)) => return Err(e),
             Err(e @ Error::Api(_)) if e.exit_code() == 2 => return Err(e),
             Err(e) => {
-                bar.suspend(|| eprintln!("error: {}: {e}", f.key));
+                bar.suspend(|| eprintln!("error: {}: {e}", printable(&f.key)));
                 failed += 1;
             }
         }

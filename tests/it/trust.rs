@@ -605,3 +605,58 @@ async fn each_gossiped_record_is_verified_once_by_the_merge() {
     );
     assert_eq!(get(&owner.client, "warm-up").await.unwrap(), b"first");
 }
+
+/// A key outside the grammar (docs/PROTOCOL.md, "Keys") is refused even from a writer, by
+/// gossip and by sync, as a bad signature is: no key that would take over a terminal or climb
+/// out of a directory reaches a store, while the same writer's ordinary keys do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writers_record_with_a_key_outside_the_grammar_is_refused() {
+    let owner = TestNode::start(vec![]).await;
+    let mut s = Stranger::connect(&owner.addr, &network(&owner)).await;
+    owner.client.allow(s.peer_id(), Role::Writer).await.unwrap();
+    let key = s.key.clone();
+    let t = now();
+    let escape = "\u{1b}[2J\u{1b}[31mEVIL\u{1b}[0m";
+    s.publish_record(&signed(&key, escape, None, 0, t, 1));
+    s.publish_record(&signed(&key, "gossiped", None, 0, t, 2));
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while !holds(&owner, "gossiped") {
+        assert!(tokio::time::Instant::now() < until, "the writer's record");
+        s.idle(Duration::from_millis(50)).await;
+    }
+
+    let answer = s
+        .push(
+            owner.client.peer_id(),
+            vec![signed(&key, "pushed", None, 0, t, 3)],
+        )
+        .await;
+    assert!(answer.is_some());
+    assert!(holds(&owner, "pushed"));
+    for (seq, bad) in ["../x", "/abs", "a//b", "dir/", "a\nb"]
+        .into_iter()
+        .enumerate()
+    {
+        let _ = s
+            .push(
+                owner.client.peer_id(),
+                vec![signed(&key, bad, None, 0, t, 10 + seq as u64)],
+            )
+            .await;
+    }
+    // Every key the node holds, read without the checks of a lookup by key.
+    let mut keys: Vec<String> = owner
+        .client
+        .store()
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.record.key)
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["gossiped", "pushed"],
+        "{escape:?} and the others refused"
+    );
+}

@@ -49,8 +49,9 @@ Examples:
 The node writes its API URL to <data dir>/api once ready (removed on exit) and its API token
 to <data dir>/api-token. Flags may also come from DFS_* variables and from <data dir>/config.toml
 (each flag by its long name, e.g. listen = [\"/ip4/0.0.0.0/tcp/4001\"], scrub-interval = \"24h\");
-the command line wins over DFS_*, which wins over config.toml. Logs go to stderr at info; -v,
--vv or -q change that, RUST_LOG overrides it.")]
+the command line wins over DFS_*, which wins over config.toml. A restart with only --data-dir
+uses the listen and API addresses of the last run (<data dir>/addresses.toml). Logs go to
+stderr at info; -v, -vv or -q change that, RUST_LOG overrides it.")]
     Node(NodeArgs),
     /// Store a file under a key (the key defaults to the file name).
     #[command(after_help = "\

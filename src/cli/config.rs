@@ -15,6 +15,12 @@ use super::{usage_error, Cli};
 
 /// File name of the node's configuration in its data dir.
 pub const CONFIG_FILE: &str = "config.toml";
+/// File name of the addresses `dfs node` last ran with, in its data dir: a restart with only
+/// `--data-dir` listens where the last run did. Written by the node; flags, `DFS_*` variables
+/// and `config.toml` win over it.
+pub const ADDRESSES_FILE: &str = "addresses.toml";
+/// The flags [`ADDRESSES_FILE`] may hold.
+const REMEMBERED: [&str; 2] = ["listen", "api"];
 
 /// Parses `args` (the whole command line, program name first). For `dfs node`, the flags that
 /// neither the command line nor a `DFS_*` variable set are taken from the data dir's
@@ -30,34 +36,83 @@ pub(super) fn parse(args: Vec<OsString>) -> Result<Cli, u8> {
         .get_one::<PathBuf>("data_dir")
         .cloned()
         .unwrap_or_else(default_data_dir);
-    let path = DataDir::new(dir).path().join(CONFIG_FILE);
-    let extra = match from_file(&path, node) {
+    let data_dir = DataDir::new(dir);
+    let path = data_dir.path().join(CONFIG_FILE);
+    let extra = match from_file(&path, node, None) {
         Ok(extra) => extra,
         Err(message) => {
             eprintln!("error: {}: {message}", path.display());
             return Err(2);
         }
     };
-    if extra.is_empty() {
-        return Cli::from_arg_matches(&matches).map_err(usage_error);
-    }
     let mut all = args;
     all.extend(extra);
-    match Cli::command().try_get_matches_from(&all) {
-        Ok(m) => Cli::from_arg_matches(&m).map_err(usage_error),
-        Err(e) => {
-            let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid value");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("error: {}: {first}", path.display());
-            Err(2)
+    let given = Cli::command()
+        .try_get_matches_from(&all)
+        .map_err(|e| in_file(&path, e))?;
+    // Then the addresses of the last run, for the flags nothing above set.
+    let remembered = data_dir.path().join(ADDRESSES_FILE);
+    let given = given
+        .subcommand_matches("node")
+        .expect("the node subcommand");
+    let extra = match from_file(&remembered, given, Some(&REMEMBERED)) {
+        Ok(extra) => extra,
+        Err(message) => {
+            eprintln!("error: {}: {message}", remembered.display());
+            eprintln!(
+                "(it holds the addresses of the last run: remove it to start from the defaults)"
+            );
+            return Err(2);
         }
+    };
+    all.extend(extra);
+    let m = Cli::command()
+        .try_get_matches_from(&all)
+        .map_err(|e| in_file(&remembered, e))?;
+    Cli::from_arg_matches(&m).map_err(usage_error)
+}
+
+/// Prints the first line of a parse error caused by a value from the file at `path`.
+fn in_file(path: &Path, e: clap::Error) -> u8 {
+    let rendered = e.render().to_string();
+    let first = rendered.lines().next().unwrap_or("invalid value");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("error: {}: {first}", path.display());
+    2
+}
+
+/// Writes [`ADDRESSES_FILE`]: the listen addresses (none: the default) and API address this
+/// run uses, for the next start of the same data dir.
+pub(super) fn remember(
+    data_dir: &DataDir,
+    listen: &[libp2p::Multiaddr],
+    api: &str,
+) -> std::io::Result<()> {
+    let mut table = toml::Table::new();
+    if !listen.is_empty() {
+        let addrs = listen.iter().map(|a| toml::Value::String(a.to_string()));
+        table.insert("listen".into(), toml::Value::Array(addrs.collect()));
     }
+    table.insert("api".into(), toml::Value::String(api.to_string()));
+    let text = format!(
+        "# Written by `dfs node`: the addresses of its last run, used when no flag, DFS_* variable\n\
+         # or config.toml sets them. Remove this file to start from the defaults.\n{}",
+        toml::to_string(&table).map_err(std::io::Error::other)?
+    );
+    crate::datadir::atomic_write(
+        &data_dir.path().join(ADDRESSES_FILE),
+        text.as_bytes(),
+        false,
+    )
 }
 
 /// The command-line arguments that `path` adds: one `--name=value` per value of each key
 /// whose flag was not given on the command line or by a variable. A missing file adds none.
-fn from_file(path: &Path, node: &ArgMatches) -> Result<Vec<OsString>, String> {
+fn from_file(
+    path: &Path,
+    node: &ArgMatches,
+    only: Option<&[&str]>,
+) -> Result<Vec<OsString>, String> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         // No file, or no data dir yet (the node says what is wrong with it).
@@ -81,6 +136,12 @@ fn from_file(path: &Path, node: &ArgMatches) -> Result<Vec<OsString>, String> {
             None => msg,
         }
     })?;
+    if let Some(key) = only.and_then(|only| table.keys().find(|k| !only.contains(&k.as_str()))) {
+        return Err(format!(
+            "unknown key {key:?} (known keys: {})",
+            only.unwrap_or_default().join(", ")
+        ));
+    }
     args_of(&table, node)
 }
 

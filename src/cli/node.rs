@@ -44,6 +44,7 @@ pub(super) async fn run(args: NodeArgs) -> Result<()> {
         ))
     })?;
     let mut config = Config::new(dir.to_path_buf());
+    let listen = args.listen.clone();
     if !args.listen.is_empty() {
         config.listen = args.listen;
     }
@@ -118,6 +119,10 @@ pub(super) async fn run(args: NodeArgs) -> Result<()> {
         written.map_err(|e| Error::Usage(format!("cannot write {}: {e}", api_file.display())));
     if result.is_ok() {
         tracing::info!(%url, "API ready");
+        // Both addresses worked: the next start of this data dir uses them again.
+        if let Err(e) = super::config::remember(&data_dir, &listen, &args.api) {
+            tracing::warn!(cause = %e, "cannot remember this run's addresses for the next start");
+        }
         tokio::select! {
             signal = shutdown_signal() => {
                 tracing::info!(signal, "shutting down (Ctrl-C again to exit at once)");

@@ -139,6 +139,15 @@ impl TestNode {
         node
     }
 
+    /// Kills the node (as a crash or `kill -9` would) and hands back its directory, without
+    /// the stale `api` file (so that a restart is waited for, not taken for running).
+    fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.data().join("api"));
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }

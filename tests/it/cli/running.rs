@@ -203,6 +203,7 @@ pub(super) fn data_dir_has_the_documented_layout() {
     assert_eq!(
         names,
         [
+            "addresses.toml",
             "api",
             "api-token",
             "identity.key",
@@ -644,6 +645,48 @@ pub(super) fn config_toml_is_overridden_by_env_and_flags() {
     .unwrap();
     let err = node_refuses(&[], Some(dir.path()));
     assert!(err.contains("config.toml") && err.contains("soon"), "{err}");
+}
+
+/// A restart with only `--data-dir` comes back on the listen and API addresses of the last run
+/// (kept in `<data dir>/addresses.toml`), instead of failing on the defaults; a flag still wins.
+#[test]
+pub(super) fn a_restart_with_only_the_data_dir_listens_where_the_last_run_did() {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (p2p, api) = (free(), free());
+    let listen = format!("/ip4/127.0.0.1/tcp/{p2p}");
+    let api_addr = format!("127.0.0.1:{api}");
+    let node = TestNode::custom(
+        tempfile::tempdir().unwrap(),
+        &["--listen", &listen, "--api", &api_addr],
+        &[],
+    );
+    let id = node.peer_id();
+    let dir = node.kill();
+    let remembered = std::fs::read_to_string(dir.path().join("data/addresses.toml")).unwrap();
+    assert!(
+        remembered.contains(&listen) && remembered.contains(&api_addr),
+        "{remembered}"
+    );
+
+    let node = TestNode::custom(dir, &[], &[]);
+    assert_eq!(node.url(), format!("http://{api_addr}"));
+    assert_eq!(node.addr(), format!("{listen}/p2p/{id}"));
+    let dir = node.kill();
+
+    let other = free();
+    let node = TestNode::custom(dir, &["--api", &format!("127.0.0.1:{other}")], &[]);
+    assert_eq!(
+        node.url(),
+        format!("http://127.0.0.1:{other}"),
+        "the flag wins"
+    );
+    assert_eq!(node.addr(), format!("{listen}/p2p/{id}"));
 }
 
 /// `-q` keeps a node's log to warnings, `-v` adds dfs's debug lines; RUST_LOG wins over both.

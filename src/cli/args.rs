@@ -398,7 +398,8 @@ pub struct NodeArgs {
         long,
         env = "DFS_LISTEN",
         value_name = "MULTIADDR",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = parse_multiaddr
     )]
     pub(super) listen: Vec<Multiaddr>,
     /// A known peer to join through (repeatable), e.g. /ip4/1.2.3.4/tcp/4001/p2p/12D3KooW...
@@ -406,17 +407,18 @@ pub struct NodeArgs {
         long,
         env = "DFS_BOOTSTRAP",
         value_name = "MULTIADDR",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = parse_multiaddr
     )]
     pub(super) bootstrap: Vec<Multiaddr>,
     /// Address of the local HTTP API, HOST:PORT (or http://HOST:PORT); port 0 picks a free
     /// port.
     #[arg(long, env = "DFS_API", value_name = "HOST:PORT", default_value = crate::api::DEFAULT_ADDR)]
     pub(super) api: String,
-    /// Join a network as a writer with a ticket from `dfs invite` (on a fresh data dir; later
-    /// starts need no flag). Without --join or --bootstrap, a fresh data dir creates a new
-    /// network that this node owns; with --bootstrap alone, the node joins the bootstrap peer's
-    /// network as a reader.
+    /// Join a network as a writer with a ticket from `dfs invite` (on a fresh data dir, or one
+    /// whose own network never held a file or a member; later starts need no flag). Without
+    /// --join or --bootstrap, a fresh data dir creates a new network that this node owns; with
+    /// --bootstrap alone, the node joins the bootstrap peer's network as a reader.
     #[arg(long, env = "DFS_JOIN", value_name = "TICKET", hide_env_values = true)]
     pub(super) join: Option<String>,
     /// Join a private network: only nodes holding this swarm key (a file from `dfs swarm-key`)
@@ -476,6 +478,23 @@ pub struct NodeArgs {
 }
 
 /// A number of days, zero or more (fractions allowed).
+/// A multiaddr, with the form to write when given a `HOST:PORT` or anything else.
+pub(super) fn parse_multiaddr(s: &str) -> std::result::Result<Multiaddr, String> {
+    if let Ok(addr) = s.trim().parse::<Multiaddr>() {
+        return Ok(addr);
+    }
+    let form = "a multiaddr such as /ip4/192.168.1.5/tcp/4001 or /dns4/example.com/tcp/4001";
+    Err(match s.trim().parse::<std::net::SocketAddr>() {
+        Ok(std::net::SocketAddr::V4(a)) => {
+            format!("not {form}; write /ip4/{}/tcp/{}", a.ip(), a.port())
+        }
+        Ok(std::net::SocketAddr::V6(a)) => {
+            format!("not {form}; write /ip6/{}/tcp/{}", a.ip(), a.port())
+        }
+        Err(_) => format!("not {form}"),
+    })
+}
+
 fn parse_days(s: &str) -> std::result::Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(d) if d.is_finite() && (0.0..=36_500.0).contains(&d) => Ok(d),

@@ -450,16 +450,24 @@ fn probe_listen(addr: &Multiaddr) -> Result<(), Error> {
         _ => return Ok(()),
     };
     let port = match parts.next() {
-        Some(Protocol::Tcp(port)) if port != 0 => port,
+        Some(Protocol::Tcp(port)) => port,
         _ => return Ok(()),
+    };
+    let hint = |e: &std::io::Error| match e.kind() {
+        std::io::ErrorKind::AddrInUse => " (is another node running on this port?)",
+        std::io::ErrorKind::AddrNotAvailable => {
+            " (no network interface of this machine has that address; /ip4/0.0.0.0/tcp/PORT listens on all)"
+        }
+        std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
+        _ => "",
     };
     match std::net::TcpListener::bind((ip, port)) {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::Start(format!(
-            "cannot listen on {addr}: address in use (is another node running on this port?)"
+        Err(e) => Err(Error::Start(format!(
+            "cannot listen on {addr}: {}{}",
+            crate::error_chain(&e),
+            hint(&e)
         ))),
-        // Other failures (no such address, ...) are libp2p's to report.
-        Err(_) => Ok(()),
     }
 }
 

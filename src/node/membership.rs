@@ -27,7 +27,7 @@ pub(crate) struct Decided {
     pub members: Members,
     /// The network id, if known now.
     pub network: Option<String>,
-    /// This start created the network (the node owns it).
+    /// This start creates the network (the node owns it): [`remember`] it once the node runs.
     pub created: bool,
 }
 
@@ -57,6 +57,55 @@ pub(crate) fn remember(dir: &Path, network: &str) -> Result<(), Error> {
         .map_err(|e| start_error(format!("cannot write {}: {e}", path.display())))
 }
 
+/// True when the data dir's identity owns the network it remembers (or it remembers none) and
+/// nothing was ever written or granted in it: no record, no grant. Such a data dir is the trace
+/// of a first start without `--join` (a forgotten flag, a start that then failed), and may still
+/// join another network: nobody else can know of its network.
+fn owns_an_empty_network(
+    dir: &Path,
+    identity: &Keypair,
+    network: Option<&str>,
+) -> Result<bool, Error> {
+    let own = trust::network_id(&identity.public().to_peer_id());
+    if network.is_some_and(|n| n != own) {
+        return Ok(false);
+    }
+    let store = crate::store::Store::open(&DataDir::new(dir).store(), identity.clone())?;
+    Ok(store.record_count() == 0 && store.grants()?.is_empty())
+}
+
+/// Leaves the empty network of [`owns_an_empty_network`]: its identity is kept aside as
+/// `identity.key.<peer id>` (never deleted), its network, settings and empty store removed.
+fn abandon(dir: &Path, identity: &Keypair) -> Result<(), Error> {
+    let layout = DataDir::new(dir);
+    let peer = identity.public().to_peer_id();
+    let kept = dir.join(format!("identity.key.{peer}"));
+    let cannot = |what: &Path, e: std::io::Error| {
+        start_error(format!(
+            "cannot leave the empty network of this data dir: {}: {e}",
+            what.display()
+        ))
+    };
+    std::fs::rename(layout.identity_key(), &kept).map_err(|e| cannot(&kept, e))?;
+    for file in [layout.network_file(), layout.settings_file()] {
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(cannot(&file, e)),
+        }
+    }
+    let store = layout.store();
+    if store.exists() {
+        std::fs::remove_dir_all(&store).map_err(|e| cannot(&store, e))?;
+    }
+    tracing::info!(
+        old_identity = %peer,
+        kept = %kept.display(),
+        "this data dir owned an empty network (no records, no members): leaving it to join the ticket's network"
+    );
+    Ok(())
+}
+
 /// Decides the identity and network of a node (see the module's documentation).
 pub(crate) fn decide(
     dir: &Path,
@@ -66,6 +115,15 @@ pub(crate) fn decide(
     let layout = DataDir::new(dir);
     let mut network = remembered(dir)?;
     if let Some(ticket) = join {
+        if layout.identity_key().exists() {
+            let existing = crate::identity::load_or_create(dir).map_err(start_error)?;
+            if existing.public() != ticket.key.public()
+                && owns_an_empty_network(dir, &existing, network.as_deref())?
+            {
+                abandon(dir, &existing)?;
+                network = None;
+            }
+        }
         if let Some(known) = &network {
             if *known != ticket.network {
                 return Err(start_error(format!(
@@ -101,9 +159,8 @@ pub(crate) fn decide(
     let keypair = crate::identity::load_or_create(dir).map_err(start_error)?;
     let created = network.is_none() && !bootstrapping;
     if created {
-        let id = trust::network_id(&keypair.public().to_peer_id());
-        remember(dir, &id)?;
-        network = Some(id);
+        // Remembered by the caller once the node runs: a start that fails creates nothing.
+        network = Some(trust::network_id(&keypair.public().to_peer_id()));
     }
     let members = match &network {
         Some(id) => Members::known(Membership::new(

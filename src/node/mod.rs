@@ -187,6 +187,14 @@ impl Node {
             return Err(e.into());
         }
         if decided.created {
+            let id = decided
+                .network
+                .as_deref()
+                .expect("a created network has an id");
+            if let Err(e) = membership::remember(&config.data_dir, id) {
+                tasks.shutdown().await;
+                return Err(e);
+            }
             tracing::info!(
                 network = ?decided.network,
                 "created a new network, owned by this node; `dfs invite` lets other machines in"

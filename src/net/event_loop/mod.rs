@@ -187,7 +187,12 @@ impl EventLoop {
         for addr in &config.listen {
             let id = swarm
                 .listen_on(addr.clone())
-                .map_err(|e| Error::Start(format!("cannot listen on {addr}: {e}")))?;
+                .map_err(|e| {
+                    Error::Start(format!(
+                        "cannot listen on {addr}: {}",
+                        crate::error_chain(&e)
+                    ))
+                })?;
             listeners.insert(id);
         }
         // Wait until every listener is bound, so callers (and tests) see the real addresses.

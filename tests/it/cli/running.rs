@@ -267,6 +267,67 @@ pub(super) fn two_nodes_cannot_listen_on_the_same_port() {
     let _ = first.wait();
 }
 
+/// A first start without `--join` does not claim the data dir for good: a start that fails (a
+/// busy port) creates no network, and a data dir whose network never held a record or a member
+/// may still `--join` another (its old identity kept aside); one that holds a file may not.
+#[test]
+pub(super) fn a_mistaken_first_start_does_not_claim_the_data_dir() {
+    let admin = TestNode::start("cli-claim-admin", None);
+    let network = admin.json(&["id", "--json"])["network"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ticket = || {
+        admin.json(&["invite", "--json"])["ticket"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = format!("/ip4/127.0.0.1/tcp/{}", busy.local_addr().unwrap().port());
+    // A start that dies on a busy port...
+    let failed = tempfile::tempdir().unwrap();
+    let _ = node_refuses(&["--listen", &busy], Some(&failed.path().join("data")));
+    assert!(!failed.path().join("data/network").exists());
+    // ... and one that ran, alone, then stopped.
+    let ran = TestNode::start("cli-claim-ran", None);
+    let old_id = ran.peer_id();
+    let ran = ran.kill();
+    for (dir, old) in [(failed, None), (ran, Some(old_id))] {
+        let ticket = ticket();
+        let node = TestNode::custom(
+            dir,
+            &[
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--api",
+                "127.0.0.1:0",
+                "--join",
+                &ticket,
+            ],
+            &[],
+        );
+        let id = node.json(&["id", "--json"]);
+        assert_eq!(id["network"], network.as_str(), "{}", node.log());
+        assert_eq!(id["role"], "writer");
+        let out = node.run(&["put", "-", "--key", "joined"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let dir = node.kill();
+        if let Some(old) = old {
+            assert_ne!(id["peer_id"], old.as_str());
+            let kept = dir.path().join(format!("data/identity.key.{old}"));
+            assert!(kept.exists(), "the old identity is kept aside");
+        }
+    }
+    // A data dir whose own network holds a file keeps it.
+    let used = TestNode::start("cli-claim-used", None);
+    let out = used.run(&["put", "-", "--key", "mine"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = used.kill();
+    let err = node_refuses(&["--join", &ticket()], Some(&dir.path().join("data")));
+    assert!(err.contains("belongs to network"), "{err}");
+}
+
 /// Regression: a second node on one data dir said "Database already open. Cannot acquire lock"
 /// (or that the API port was taken); it must say a node is already running there.
 #[test]

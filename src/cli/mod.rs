@@ -363,10 +363,31 @@ pub fn usage_error(e: clap::Error) -> u8 {
         .map(str::trim)
         .filter(|l| l.starts_with("tip:"))
         .collect();
+    // The help of the command that was mistyped: clap's usage line names it.
+    let command = rendered
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage: "))
+        .map(|usage| {
+            let words: Vec<&str> = usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<', '-']))
+                .collect();
+            words.join(" ")
+        })
+        .filter(|c| c.starts_with("dfs"))
+        .or_else(|| {
+            // No usage line (a bad value): the first argument that names a command.
+            let commands = <Cli as clap::CommandFactory>::command();
+            std::env::args()
+                .skip(1)
+                .find(|a| commands.find_subcommand(a).is_some())
+                .map(|c| format!("dfs {c}"))
+        })
+        .unwrap_or_else(|| "dfs".into());
     if tips.is_empty() {
-        eprintln!("error: {message} (see dfs --help)");
+        eprintln!("error: {message} (see {command} --help)");
     } else {
-        eprintln!("error: {message} ({}; see dfs --help)", tips.join("; "));
+        eprintln!("error: {message} ({}; see {command} --help)", tips.join("; "));
     }
     2
 }

@@ -122,7 +122,29 @@ pub(super) fn node_refuses(args: &[&str], data_dir: Option<&Path>) -> String {
 pub(super) fn node_refuses_a_bad_multiaddr() {
     let err = node_refuses(&["--listen", "not-a-multiaddr"], None);
     assert!(err.contains("not-a-multiaddr"), "{err}");
+    assert!(err.contains("see dfs node --help"), "{err}");
     node_refuses(&["--bootstrap", "/ip4/1.2.3"], None);
+    // A HOST:PORT gets the multiaddr to write instead.
+    let err = node_refuses(&["--listen", "127.0.0.1:4001"], None);
+    assert!(err.contains("write /ip4/127.0.0.1/tcp/4001"), "{err}");
+    // An address this machine does not have: the reason, never an empty one.
+    let err = node_refuses(&["--listen", "/ip4/192.0.2.1/tcp/4041"], None);
+    assert!(err.contains("no network interface"), "{err}");
+}
+
+/// A usage error points to the help of the command that was mistyped.
+#[test]
+pub(super) fn usage_errors_point_to_the_commands_own_help() {
+    for (args, help) in [
+        (&["get"][..], "see dfs get --help"),
+        (&["put", "a", "b", "c"], "see dfs put --help"),
+        (&["ls", "--bogus"], "see dfs ls --help"),
+        (&["gte"], "see dfs --help"),
+    ] {
+        let out = dfs().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(help), "{args:?}: {}", stderr(&out));
+    }
 }
 
 #[test]

@@ -387,7 +387,10 @@ pub fn usage_error(e: clap::Error) -> u8 {
     if tips.is_empty() {
         eprintln!("error: {message} (see {command} --help)");
     } else {
-        eprintln!("error: {message} ({}; see {command} --help)", tips.join("; "));
+        eprintln!(
+            "error: {message} ({}; see {command} --help)",
+            tips.join("; ")
+        );
     }
     2
 }

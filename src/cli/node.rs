@@ -105,7 +105,7 @@ pub(super) async fn run(args: NodeArgs) -> Result<()> {
     let client = node.client();
     if let Ok(info) = client.info().await {
         let addrs: Vec<String> = info.addrs.iter().map(|a| a.to_string()).collect();
-        tracing::info!(peer_id = %info.peer_id, addrs = ?addrs, "node started");
+        tracing::info!(peer_id = %info.peer_id, addrs = %addrs.join(" "), "node started");
     }
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -227,6 +227,31 @@ pub struct Network {
     local: PeerId,
     commands: mpsc::Sender<Command>,
     streams: libp2p_stream::Control,
+    reach: std::sync::Arc<Reach>,
+}
+
+/// What the network task knows of its reach, readable without asking it (so a node that cannot
+/// reach anyone can say why at once).
+#[derive(Debug, Default)]
+pub struct Reach {
+    last_dial_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Reach {
+    /// The last dial that failed, as `ADDRESS: REASON`, if any failed since start.
+    pub fn last_dial_error(&self) -> Option<String> {
+        self.last_dial_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn dial_failed(&self, what: String) {
+        *self
+            .last_dial_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(what);
+    }
 }
 
 impl std::fmt::Debug for Network {
@@ -240,6 +265,11 @@ impl std::fmt::Debug for Network {
 impl Network {
     pub fn local_peer_id(&self) -> PeerId {
         self.local
+    }
+
+    /// What the network task knows of its reach.
+    pub fn reach(&self) -> &Reach {
+        &self.reach
     }
 
     async fn send(&self, command: Command) -> Result<(), Error> {
@@ -453,20 +483,24 @@ fn probe_listen(addr: &Multiaddr) -> Result<(), Error> {
         Some(Protocol::Tcp(port)) => port,
         _ => return Ok(()),
     };
-    let hint = |e: &std::io::Error| match e.kind() {
-        std::io::ErrorKind::AddrInUse => " (is another node running on this port?)",
-        std::io::ErrorKind::AddrNotAvailable => {
-            " (no network interface of this machine has that address; /ip4/0.0.0.0/tcp/PORT listens on all)"
+    let why = |e: &std::io::Error| match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "address in use (is another node running on this port?)".to_string()
         }
-        std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
-        _ => "",
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            "{e} (no network interface of this machine has that address; \
+             /ip4/0.0.0.0/tcp/PORT listens on all)"
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("{e} (ports below 1024 need privileges)")
+        }
+        _ => crate::error_chain(e),
     };
     match std::net::TcpListener::bind((ip, port)) {
         Ok(_) => Ok(()),
         Err(e) => Err(Error::Start(format!(
-            "cannot listen on {addr}: {}{}",
-            crate::error_chain(&e),
-            hint(&e)
+            "cannot listen on {addr}: {}",
+            why(&e)
         ))),
     }
 }
@@ -529,6 +563,7 @@ pub async fn start(
         local,
         commands: commands_tx,
         streams: event_loop.stream_control(),
+        reach: event_loop.reach(),
     };
     Ok((network, events_rx, event_loop))
 }

@@ -77,9 +77,18 @@ impl Client {
         if self.role().is_some_and(|r| r >= Role::Writer) {
             return Ok(());
         }
-        let network = self
-            .network_id()
-            .unwrap_or_else(|| "(not joined yet)".into());
+        let Some(network) = self.network_id() else {
+            // Not a question of rights yet: no peer has told this node its network.
+            let peers = self.metrics.connected_peers.get();
+            let why = if peers == 0 {
+                super::alone::cause(self.network.reach())
+            } else {
+                format!("{peers} peer(s) connected, none has answered yet")
+            };
+            return Err(Error::NotAllowed(format!(
+                "this node has not learnt its network yet (it learns it from its bootstrap peers); {why}"
+            )));
+        };
         let me = self.peer_id.to_base58();
         if let Some(cutoff) = self
             .members()

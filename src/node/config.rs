@@ -50,6 +50,9 @@ pub struct Config {
     /// How connections are watched: pings, and when a silent connection is closed (the
     /// defaults of [`net::behaviour::Liveness`]; tests shorten them).
     pub liveness: net::behaviour::Liveness,
+    /// How long after start a node with no peer says so at warn level (when it has peers to
+    /// expect: bootstrap addresses, a ticket, other members, or a network still to learn).
+    pub alone_after: Duration,
     /// The replication factor of a network this node creates (`dfs node --replicas`); `None`:
     /// `all` for a new network, and whatever the network has for an existing one.
     pub replicas: Option<crate::placement::Replicas>,
@@ -98,6 +101,7 @@ impl Config {
             keep_bytes: crate::store::DEFAULT_KEEP_BYTES,
             mdns: false,
             liveness: Default::default(),
+            alone_after: Duration::from_secs(30),
             replicas: None,
             capacity: crate::placement::DEFAULT_CAPACITY,
             repair_after: REPAIR_AFTER,

@@ -10,6 +10,7 @@ mod config;
 pub use client::*;
 pub use config::*;
 
+mod alone;
 mod chunk_channel;
 mod history;
 mod membership;
@@ -196,7 +197,7 @@ impl Node {
                 return Err(e);
             }
             tracing::info!(
-                network = ?decided.network,
+                network = %id,
                 "created a new network, owned by this node; `dfs invite` lets other machines in"
             );
         }
@@ -216,6 +217,12 @@ impl Node {
                 replication.clone(),
             ));
         }
+        tasks.spawn(alone::watch(
+            network.clone(),
+            replication.clone(),
+            !config.bootstrap.is_empty() || config.join.is_some(),
+            config.alone_after,
+        ));
         let network_task = tasks.spawn(event_loop.run());
         tasks.spawn(replication.clone().run(events));
         tasks.spawn(scrub::run(

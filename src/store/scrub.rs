@@ -417,8 +417,8 @@ fn log_damage(hash: &Hash, damage: &Damage) {
     };
     tracing::warn!(
         chunk = %hash,
-        keys = ?damage.keys,
-        quarantined = ?damage.moved_to,
+        keys = %damage.keys.iter().map(|k| crate::record::printable(k)).collect::<Vec<_>>().join(", "),
+        quarantined = %damage.moved_to.as_deref().map_or("-".into(), |p| p.display().to_string()),
         unlogged_before = dropped,
         "damaged chunk: it does not match its hash; its content is marked incomplete and a healthy copy will be fetched from peers"
     );

@@ -99,8 +99,12 @@ impl Ticket {
         let bytes = bs58::decode(body)
             .into_vec()
             .map_err(|e| TicketError::Damaged(e.to_string()))?;
-        let wire: Wire =
-            decode_cbor(&bytes, MAX_TICKET_LEN).map_err(|e| TicketError::Damaged(e.to_string()))?;
+        // The decoder's own words (`Semantic(None, …)`) mean nothing to a user.
+        let wire: Wire = decode_cbor(&bytes, MAX_TICKET_LEN).map_err(|_| {
+            TicketError::Damaged(
+                "its content is not a ticket's (was it cut short or changed while copied?)".into(),
+            )
+        })?;
         let damaged = |what: &str| TicketError::Damaged(what.into());
         let key = Keypair::from_protobuf_encoding(&wire.key).map_err(|_| damaged("bad key"))?;
         key.clone()
@@ -175,5 +179,13 @@ mod tests {
         let mut damaged = text.clone();
         damaged.replace_range(40..41, if &text[40..41] == "a" { "b" } else { "a" });
         assert!(Ticket::decode(&damaged).is_err());
+        // Not a ticket's CBOR: said in words, not in the decoder's debug text.
+        let not_a_map = format!("{PREFIX}{}", bs58::encode([0x01u8]).into_string());
+        let e = Ticket::decode(&not_a_map).unwrap_err().to_string();
+        assert!(e.contains("cut short or changed"), "{e}");
+        assert!(
+            !e.contains("Semantic") && !e.contains("invalid type"),
+            "{e}"
+        );
     }
 }

@@ -202,3 +202,41 @@ async fn metrics_count_stored_files_transfers_and_bytes_both_ways() {
         "{served}"
     );
 }
+
+/// A node whose bootstrap peer cannot be reached says so at warn level once `alone_after` has
+/// passed, naming the dial that failed; its `put` names that cause, not a lack of write access.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_alone_says_so_and_why() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{dead}/p2p/{}", PeerId::random())
+        .parse()
+        .unwrap();
+    let mark = log_len();
+    let node = node_with(
+        |c| c.alone_after = Duration::from_millis(500),
+        None,
+        vec![addr],
+    )
+    .await;
+    let port = format!("/tcp/{dead}/");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !logged(mark, &["no peer", "the last dial failed", &port]).is_empty()
+        })
+        .await,
+        "{}",
+        logs_since(mark)
+    );
+    let err = node
+        .client
+        .put("k".into(), std::io::Cursor::new(b"x".to_vec()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("has not learnt its network"), "{err}");
+    assert!(err.contains(&port) && !err.contains("dfs allow"), "{err}");
+}

@@ -163,6 +163,7 @@ impl EventLoop {
             } => {
                 tracing::debug!(peer = ?peer_id, error = %error, "dial failed");
                 report_dial_error(&self.logs, &error);
+                self.reach.dial_failed(dial_failure(peer_id, &error));
                 if let (Some(peer), DialError::Transport(attempts)) = (peer_id, &error) {
                     let addrs = attempts.iter().map(|(a, _)| a.clone()).collect();
                     self.learn_provider_addrs(peer, addrs);
@@ -218,6 +219,19 @@ pub(super) fn is_unsupported(error: &DialError) -> bool {
 }
 
 /// Why a dial failed, in one line with the causes.
+/// A failed dial as a user reads it: `ADDRESS: REASON` (or the peer, when no address was
+/// tried).
+fn dial_failure(peer: Option<PeerId>, error: &DialError) -> String {
+    match (error, peer) {
+        (DialError::Transport(attempts), _) if attempts.len() == 1 => {
+            format!("{}: {}", attempts[0].0, dial_reason(error))
+        }
+        (DialError::Transport(_), _) => dial_reason(error),
+        (_, Some(peer)) => format!("{peer}: {}", dial_reason(error)),
+        (_, None) => dial_reason(error),
+    }
+}
+
 pub(super) fn dial_reason(error: &DialError) -> String {
     match error {
         DialError::WrongPeerId { obtained, .. } => {

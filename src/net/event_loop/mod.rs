@@ -137,6 +137,8 @@ pub struct EventLoop {
     /// Kademlia's routing table had a peer at the last look.
     routable: bool,
     last_provider_sweep: Instant,
+    /// Shared with the [`super::Network`] handles.
+    reach: std::sync::Arc<super::Reach>,
 }
 
 impl EventLoop {
@@ -185,14 +187,12 @@ impl EventLoop {
         }
         let mut listeners = HashSet::new();
         for addr in &config.listen {
-            let id = swarm
-                .listen_on(addr.clone())
-                .map_err(|e| {
-                    Error::Start(format!(
-                        "cannot listen on {addr}: {}",
-                        crate::error_chain(&e)
-                    ))
-                })?;
+            let id = swarm.listen_on(addr.clone()).map_err(|e| {
+                Error::Start(format!(
+                    "cannot listen on {addr}: {}",
+                    crate::error_chain(&e)
+                ))
+            })?;
             listeners.insert(id);
         }
         // Wait until every listener is bound, so callers (and tests) see the real addresses.
@@ -274,6 +274,7 @@ impl EventLoop {
             provider_dials: HashSet::new(),
             routable: false,
             last_provider_sweep: Instant::now(),
+            reach: Default::default(),
         };
         this.dial_remembered();
         Ok(this)
@@ -318,6 +319,10 @@ impl EventLoop {
     /// The control of raw streams, for the [`super::Network`] handle.
     pub(crate) fn stream_control(&self) -> libp2p_stream::Control {
         self.swarm.behaviour().streams.new_control()
+    }
+
+    pub(crate) fn reach(&self) -> std::sync::Arc<super::Reach> {
+        self.reach.clone()
     }
 
     /// Runs until shutdown is requested; the swarm (and every connection) is dropped at the end.

@@ -136,11 +136,23 @@ impl ApiClient {
                 }
             }
         };
+        let given = token.is_some();
         let token = token.or_else(|| {
             std::fs::read_to_string(layout.token_file())
                 .ok()
                 .map(|t| t.trim().to_string())
         });
+        tracing::debug!(
+            node = %base,
+            from = if api.is_some() { "--api or DFS_API" } else { "the data dir's api file" },
+            data_dir = %dir,
+            token = match (given, token.is_some()) {
+                (true, _) => "--token or DFS_API_TOKEN",
+                (false, true) => "the data dir's api-token",
+                (false, false) => "none",
+            },
+            "using a node"
+        );
         Ok(ApiClient::new(base, token, dir))
     }
 
@@ -178,8 +190,16 @@ impl ApiClient {
 
     /// Sends a request; maps connection failures and error answers to [`Error`].
     async fn send(&self, req: RequestBuilder) -> Result<Response, Error> {
-        let res = req.send().await.map_err(|e| self.unreachable(e))?;
+        let req = req.build().map_err(|e| self.unreachable(e))?;
+        let (method, url) = (req.method().clone(), req.url().clone());
+        let started = std::time::Instant::now();
+        tracing::debug!(%method, %url, "request");
+        let res = self.http.execute(req).await.map_err(|e| {
+            tracing::debug!(%method, %url, error = %error_chain(&e), "request failed");
+            self.unreachable(e)
+        })?;
         let status = res.status();
+        tracing::debug!(%method, %url, %status, ms = started.elapsed().as_millis() as u64, "answer");
         if status.is_success() {
             return Ok(res);
         }

@@ -318,10 +318,30 @@ async fn run_command(command: Command) -> Result<()> {
         Command::Ui { json, open, target } => ui::ui(&target.connect()?, json, open).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "dfs", &mut std::io::stdout());
+            let mut public = without_hidden(&Cli::command());
+            clap_complete::generate(shell, &mut public, "dfs", &mut std::io::stdout());
             Ok(())
         }
     }
+}
+
+/// `cmd` without its hidden flags and commands (the test hooks of `dfs node`): what shell
+/// completions offer. (clap_complete lists hidden flags too.)
+fn without_hidden(cmd: &clap::Command) -> clap::Command {
+    let mut public = clap::Command::new(cmd.get_name().to_string());
+    if let Some(about) = cmd.get_about() {
+        public = public.about(about.clone());
+    }
+    if let Some(version) = cmd.get_version() {
+        public = public.version(version.to_string());
+    }
+    for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+        public = public.arg(arg.clone());
+    }
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        public = public.subcommand(without_hidden(sub));
+    }
+    public
 }
 
 impl Target {

@@ -75,7 +75,7 @@ impl Refusals {
             .unwrap_or_else(|_| "(not a peer id)".into());
         tracing::info!(
             %author,
-            key = key.unwrap_or("-"),
+            key = %key.map_or("-".into(), crate::record::printable),
             suppressed = since,
             total,
             "refused: {}",

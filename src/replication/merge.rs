@@ -68,6 +68,10 @@ impl Replication {
                             refusals.refuse(Refusal::Ahead, &r.author, Some(&r.key));
                             None
                         }
+                        // Not judged yet: a node still learning its network cannot tell who
+                        // may write (the record comes again once it can), so it is no refusal
+                        // to count or log.
+                        Applied::Refused if members.with(|_| ()).is_none() => None,
                         Applied::Refused => {
                             let why = if members.admits(&r) {
                                 Refusal::SeqReused

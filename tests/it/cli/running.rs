@@ -650,8 +650,12 @@ pub(super) fn completions_for_bash_zsh_and_fish() {
         let out = dfs().args(["completions", shell]).output().unwrap();
         assert!(out.status.success(), "{shell}: {}", stderr(&out));
         let script = stdout(&out);
-        for word in ["dfs", "node", "put", "completions"] {
+        for word in ["dfs", "node", "put", "completions", "replicas", "verbose"] {
             assert!(script.contains(word), "{shell} script lacks {word}");
+        }
+        // The test hooks of `dfs node` are hidden, from completions too.
+        for hidden in ["announce-interval-ms", "sync-interval-ms", "repair-interval-ms"] {
+            assert!(!script.contains(hidden), "{shell} script offers {hidden}");
         }
         if shell == "bash" {
             let dir = tempfile::tempdir().unwrap();
@@ -815,6 +819,16 @@ pub(super) fn verbose_and_quiet_flags_set_the_log_level() {
     assert!(!verbose.contains("TRACE"), "{verbose}");
     let overridden = run("-q", Some("info"));
     assert!(overridden.contains("API ready"), "{overridden}");
+
+    // A client command says with -v which node it uses and what it asks.
+    let node = TestNode::start("cli-verbose-client", None);
+    let plain = node.run(&["ls"]);
+    assert!(stderr(&plain).is_empty(), "{}", stderr(&plain));
+    let verbose = node.run(&["-v", "ls"]);
+    assert!(verbose.status.success());
+    let err = stderr(&verbose);
+    assert!(err.contains("using a node") && err.contains(&node.url()), "{err}");
+    assert!(err.contains("GET") && err.contains("/v1/files"), "{err}");
 }
 
 /// The TCP port of a node's first address.

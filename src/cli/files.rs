@@ -7,6 +7,7 @@ use futures::StreamExt;
 
 use crate::api::client::ApiClient;
 use crate::api::json::FileStat;
+use crate::record::printable;
 
 use super::transfer::{progress, save, stdin_stream, to_stdout};
 use super::{output, Error, Result};
@@ -134,18 +135,17 @@ pub(super) enum Dest {
 }
 
 impl Dest {
-    /// `-o PATH`; `-o -` is standard output, as for `put -`. A path that is a directory, or
-    /// whose directory does not exist, is a usage error before anything is downloaded.
-    pub(super) fn of(output: Option<PathBuf>) -> Result<Dest> {
+    /// `-o PATH`; `-o -` is standard output, as for `put -`. A directory gets the key's last
+    /// segment as the file name (`-o .` as `cp` and `curl -O` users expect); a path whose
+    /// directory does not exist is a usage error before anything is downloaded.
+    pub(super) fn of(output: Option<PathBuf>, key: &str) -> Result<Dest> {
         Ok(match output {
             None => Dest::Stdout { asked: false },
             Some(p) if p == std::path::Path::new("-") => Dest::Stdout { asked: true },
             Some(p) if p.is_dir() => {
-                return Err(Error::Usage(format!(
-                    "{} is a directory: give a file name (-o {}/NAME), or -r to write every key under a prefix into it",
-                    p.display(),
-                    p.display()
-                )))
+                // A checked key's last segment is a file name: never empty, `.` or `..`.
+                let name = key.rsplit('/').next().unwrap_or(key);
+                Dest::File(p.join(name))
             }
             Some(p) => {
                 let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
@@ -259,10 +259,23 @@ pub(super) async fn rm(api: &ApiClient, key: &str, json: bool) -> Result<()> {
 /// `dfs ls [PREFIX] [--json] [--all]`: the keys the node knows (without tombstones unless
 /// `all`), only those starting with `prefix` if given.
 pub(super) async fn ls(api: &ApiClient, prefix: Option<&str>, json: bool, all: bool) -> Result<()> {
+    let mut deleted = 0usize;
     let mut listing = output::Listing::new(json);
-    api.list_each(prefix, |f| (!all && f.deleted) || listing.push(f))
-        .await?;
-    listing.finish()
+    api.list_each(prefix, |f| {
+        if !all && f.deleted {
+            deleted += 1;
+            return true;
+        }
+        listing.push(f)
+    })
+    .await?;
+    let under = prefix.map_or(String::new(), |p| format!(" under {}", printable(p)));
+    let empty = match deleted {
+        0 if prefix.is_some() => format!("no files{under}"),
+        0 => "no files yet: `dfs put FILE` stores one".to_string(),
+        n => format!("no files{under} ({n} deleted: `dfs ls --all` lists them)"),
+    };
+    listing.when_empty(empty).finish()
 }
 
 /// `dfs stat KEY [--json]`: one key's metadata.

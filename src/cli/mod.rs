@@ -254,7 +254,7 @@ async fn run_command(command: Command) -> Result<()> {
             target,
         } => {
             checked(&key)?;
-            let dest = files::Dest::of(output)?;
+            let dest = files::Dest::of(output, &key)?;
             match version {
                 Some(v) => history::get_version(&target.connect()?, &key, &v, dest, json).await,
                 None => files::get(&target.connect()?, &key, dest, json).await,

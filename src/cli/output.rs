@@ -84,6 +84,8 @@ pub(super) struct Listing {
     now: u64,
     out: std::io::BufWriter<std::io::Stdout>,
     error: Option<std::io::Error>,
+    /// What the text says when there is nothing to list (instead of a lone header).
+    empty: String,
 }
 
 impl Listing {
@@ -96,7 +98,14 @@ impl Listing {
             now: crate::record::wall_ms(),
             out: std::io::BufWriter::new(std::io::stdout()),
             error: None,
+            empty: "no files".into(),
         }
+    }
+
+    /// Sets what the text says when there is nothing to list.
+    pub(super) fn when_empty(mut self, text: String) -> Listing {
+        self.empty = text;
+        self
     }
 
     /// Prints (or holds) one entry; false once stdout fails (a closed pipe).
@@ -169,6 +178,8 @@ impl Listing {
             if self.json {
                 let close: &[u8] = if self.count == 0 { b"[]\n" } else { b"\n]\n" };
                 self.out.write_all(close)?;
+            } else if self.width.is_none() && self.head.is_empty() {
+                writeln!(self.out, "{}", self.empty)?;
             } else if self.width.is_none() {
                 self.start_table()?;
             }

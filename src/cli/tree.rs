@@ -92,6 +92,7 @@ pub(super) async fn get(api: &ApiClient, prefix: &str, dir: &Path, json: bool) -
     if files.is_empty() {
         return Err(Error::Failed(format!("no keys under {list_prefix:?}")));
     }
+    let existed = dir.exists();
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::Failed(format!("cannot create {}: {e}", dir.display())))?;
     let bar = count_bar(files.len() as u64, "get");
@@ -135,12 +136,31 @@ pub(super) async fn get(api: &ApiClient, prefix: &str, dir: &Path, json: bool) -
         bar.inc(1);
     }
     bar.finish_and_clear();
+    if !existed {
+        // Directories made for files that were never written are not left behind (a partial
+        // file kept for a resume keeps its own).
+        remove_empty_dirs(dir);
+    }
     if json {
         output::json(&fetched)?;
+    } else if fetched.is_empty() {
+        println!("wrote no file under {}", dir.display());
     } else {
         println!("wrote {} file(s) under {}", fetched.len(), dir.display());
     }
     summary(fetched.len(), failed)
+}
+
+/// Removes `dir` and the directories under it that hold no file (nothing else is touched).
+fn remove_empty_dirs(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_dirs(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 /// Exit 1 when any file failed, after the others were done.
@@ -249,6 +269,22 @@ mod tests {
         ] {
             assert!(safe_relative(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn directories_left_empty_are_removed_and_files_kept() {
+        let base = tempfile::tempdir().unwrap();
+        let out = base.path().join("out");
+        std::fs::create_dir_all(out.join("a/b/c")).unwrap();
+        std::fs::create_dir_all(out.join("d")).unwrap();
+        remove_empty_dirs(&out);
+        assert!(!out.exists(), "nothing was written: no directory left");
+        std::fs::create_dir_all(out.join("a/b")).unwrap();
+        std::fs::create_dir_all(out.join("e")).unwrap();
+        std::fs::write(out.join("a/b/partial"), b"kept").unwrap();
+        remove_empty_dirs(&out);
+        assert!(out.join("a/b/partial").exists());
+        assert!(!out.join("e").exists());
     }
 
     #[test]

@@ -287,6 +287,23 @@ pub(super) fn keys_outside_the_grammar_are_refused_and_never_printed_raw() {
     assert!(!stdout(&listed).contains("EVIL"), "{}", stdout(&listed));
 }
 
+/// An empty `ls` says so (and how to fill it, or that deleted files are hidden) instead of
+/// printing a lone header; `--json` stays an empty list.
+#[test]
+pub(super) fn an_empty_listing_says_so() {
+    let node = TestNode::start("cli-empty-ls", None);
+    let out = node.run(&["ls"]);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out).trim(), "no files yet: `dfs put FILE` stores one");
+    assert_eq!(node.json(&["ls", "--json"]), serde_json::json!([]));
+    put_bytes(&node, "gone", b"x");
+    assert!(node.run(&["rm", "gone"]).status.success());
+    let text = stdout(&node.run(&["ls"]));
+    assert!(text.contains("1 deleted") && text.contains("--all"), "{text}");
+    let text = stdout(&node.run(&["ls", "photos/"]));
+    assert_eq!(text.trim(), "no files under photos/");
+}
+
 #[test]
 pub(super) fn client_disconnecting_mid_put_leaves_no_record() {
     let node = TestNode::start("cli-disconnect", None);
@@ -417,6 +434,13 @@ pub(super) async fn local_put_is_read_by_the_node_itself() {
     let out = node.run(&["get", "via-cli", "-o", back.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(std::fs::read(&back).unwrap() == content);
+    // Into a directory: the key's last segment is the file's name, as with `cp`.
+    put_bytes(&node, "docs/notes.txt", b"in a dir");
+    let dir = work.path().join("out");
+    std::fs::create_dir(&dir).unwrap();
+    let out = node.run(&["get", "docs/notes.txt", "-o", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(dir.join("notes.txt")).unwrap(), b"in a dir");
 }
 
 /// Stores `content` under `key` on `node` through the CLI (from stdin), returning its Stat.

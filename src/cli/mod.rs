@@ -135,10 +135,10 @@ fn quiet_on_closed_pipe() {
 }
 
 /// The log filter when `RUST_LOG` is not set: `info` for a node (`warn` for the other
-/// commands), `-v` adds debug logs of dfs itself, `-vv` its trace logs, `-q` keeps warnings
-/// only (errors only for the other commands).
+/// commands, the demo included: it tells its own story on stdout), `-v` adds debug logs of dfs
+/// itself, `-vv` its trace logs, `-q` keeps warnings only (errors only for the other commands).
 fn log_filter(cli: &Cli) -> String {
-    let node = matches!(cli.command, Command::Node(_) | Command::Demo { .. });
+    let node = matches!(cli.command, Command::Node(_));
     let base = match (node, cli.quiet) {
         (true, false) => "info",
         (true, true) | (false, false) => "warn",

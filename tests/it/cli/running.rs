@@ -184,6 +184,8 @@ pub(super) fn demo_runs_three_nodes() {
     let text = stdout(&out);
     assert!(text.contains("matches the original"), "{text}");
     assert!(text.contains("delete reached node  3"), "{text}");
+    // The demo's story is not interleaved with the nodes' info lines.
+    assert!(!stderr(&out).contains("INFO"), "{}", stderr(&out));
     assert!(t.elapsed() < Duration::from_secs(60));
 }
 

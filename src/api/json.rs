@@ -179,6 +179,13 @@ impl Id {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invite {
     pub ticket: String,
+    /// The identity the ticket carries: the member it added, by which it can be revoked
+    /// (`dfs deny PEER_ID`) before or after it is used.
+    #[serde(default)]
+    pub peer_id: String,
+    /// The role it grants: `writer` or `admin`.
+    #[serde(default)]
+    pub role: Option<Role>,
 }
 
 /// The body of `POST /v1/invite` (optional).

@@ -126,5 +126,7 @@ pub(super) async fn invite(
     let ticket = api.client.invite(req.admin).await?;
     Ok(Json(Invite {
         ticket: ticket.encode(),
+        peer_id: ticket.peer_id().to_base58(),
+        role: Some(ticket.grant.role),
     }))
 }

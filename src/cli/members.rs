@@ -13,6 +13,15 @@ pub(super) async fn invite(api: &ApiClient, admin: bool, json: bool) -> Result<(
         return output::json(&invite);
     }
     println!("{}", invite.ticket);
+    // On stderr: `T=$(dfs invite)` still captures the ticket alone.
+    let role = match invite.role {
+        Some(Role::Admin) => "admin",
+        _ => "writer",
+    };
+    eprintln!(
+        "invited {} as {role}: the ticket is for one machine; `dfs deny {}` revokes it, used or not",
+        invite.peer_id, invite.peer_id
+    );
     Ok(())
 }
 

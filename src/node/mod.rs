@@ -169,6 +169,13 @@ impl Node {
                 repair_after: config.repair_after,
                 cache_size: config.cache_size,
                 settings_file: Some(crate::datadir::DataDir::new(&config.data_dir).settings_file()),
+                known: net::address_book::AddressBook::load(Some(
+                    crate::datadir::DataDir::new(&config.data_dir).peers_file(),
+                ))
+                .entries()
+                .iter()
+                .map(|e| e.peer)
+                .collect(),
             },
         );
         if let Some(settings) = settings {

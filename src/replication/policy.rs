@@ -4,7 +4,9 @@
 //!
 //! A member is up while connected, and for `repair_after` after it was last connected or
 //! announced itself: a node that goes away keeps its place for that grace period (a restart or
-//! a short partition moves nothing); past it, its files are placed elsewhere and repaired.
+//! a short partition moves nothing); past it, its files are placed elsewhere and repaired. A
+//! member this node has never seen, in this run or an earlier one (its address book), is not
+//! up: an invitation never used places nothing on a machine that never came online.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -57,9 +59,11 @@ pub struct Policy {
     settings_file: Option<std::path::PathBuf>,
     members: Members,
     state: Arc<Mutex<State>>,
-    /// When the policy was made (the node started): every member counts as seen then, so a
-    /// restart, before its connections are back, places nothing differently.
+    /// When the policy was made (the node started): every member seen in an earlier run
+    /// counts as seen then, so a restart, before its connections are back, places nothing
+    /// differently.
     started: Instant,
+    known: Arc<std::collections::HashSet<PeerId>>,
 }
 
 /// How a policy is set up (from the node's configuration).
@@ -73,6 +77,9 @@ pub struct PolicyConfig {
     pub cache_size: u64,
     /// Where the network's settings are kept once learnt (`<data dir>/settings`).
     pub settings_file: Option<std::path::PathBuf>,
+    /// The peers this node saw in earlier runs (its address book): they count as seen at
+    /// start, so a restart places nothing differently before its connections are back.
+    pub known: Vec<PeerId>,
 }
 
 impl Policy {
@@ -86,6 +93,7 @@ impl Policy {
             members,
             state: Arc::default(),
             started: Instant::now(),
+            known: Arc::new(config.known.iter().copied().collect()),
         }
     }
 
@@ -177,7 +185,8 @@ impl Policy {
 
     /// The nodes that may hold content now: this node if it is a member, and every member that
     /// is connected or was seen within `repair_after` (counting the node's start as a sighting
-    /// of every member), with their capacities.
+    /// of every member seen in an earlier run), with their capacities. A member never seen is
+    /// not a candidate.
     pub fn candidates(&self) -> Arc<Vec<Candidate>> {
         let now = Instant::now();
         let mut s = self.state();
@@ -200,7 +209,8 @@ impl Policy {
             }
             let (connected, last, capacity) = match s.seen.get(&peer) {
                 Some(seen) => (seen.connected, seen.last, seen.capacity),
-                None => (false, self.started, None),
+                None if self.known.contains(&peer) => (false, self.started, None),
+                None => continue,
             };
             let expires = last + self.repair_after;
             if connected || now < expires {
@@ -314,6 +324,7 @@ mod tests {
                 repair_after: Duration::from_millis(50),
                 cache_size: cache,
                 settings_file: None,
+                known: Vec::new(),
             },
         )
     }
@@ -338,7 +349,10 @@ mod tests {
             .to_peer_id();
         let other = libp2p::identity::Keypair::generate_ed25519();
         let mut membership = Membership::new(owner_id);
-        for subject in [me, other.public().to_peer_id()] {
+        let ghost = libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        for subject in [me, other.public().to_peer_id(), ghost] {
             let mut g = crate::trust::Grant {
                 network: membership.network().to_string(),
                 subject: subject.to_bytes(),
@@ -361,10 +375,14 @@ mod tests {
                 repair_after: Duration::from_millis(200),
                 cache_size: 0,
                 settings_file: None,
+                known: vec![owner_id, other.public().to_peer_id()],
             },
         );
-        // Never seen, but the node just started: the owner and the other writer count.
-        assert_eq!(p.candidates().len(), 3);
+        // Not seen yet, but the node just started: the owner and the other writer, seen in an
+        // earlier run, count; a member never seen (an invitation never used) does not.
+        let up: Vec<PeerId> = p.candidates().iter().map(|c| c.peer).collect();
+        assert_eq!(up.len(), 3);
+        assert!(!up.contains(&ghost));
         // The other writer connects and stays; the owner is never seen again.
         p.seen(other.public().to_peer_id(), Some(true), None);
         std::thread::sleep(Duration::from_millis(1300));
@@ -376,6 +394,9 @@ mod tests {
         assert_eq!(p.candidates().len(), 2);
         std::thread::sleep(Duration::from_millis(1300));
         assert_eq!(p.candidates().len(), 1);
+        // The ghost counts once it announces itself.
+        p.seen(ghost, None, Some(1 << 30));
+        assert!(p.candidates().iter().any(|c| c.peer == ghost));
     }
 
     #[test]

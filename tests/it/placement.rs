@@ -275,3 +275,29 @@ async fn the_replication_factor_is_set_once() {
         .expect("same factor starts");
     node.shutdown().await;
 }
+
+/// An invitation never used places nothing on the machine that never came online: with
+/// `--replicas 1`, every file of a network whose other member was invited but never started is
+/// placed on the owner (which holds it), not on the invitee.
+#[tokio::test]
+async fn an_invitation_never_used_places_nothing_on_its_machine() {
+    let owner = node_with(
+        tweak(Some(Replicas::Count(1)), Duration::from_secs(600)),
+        None,
+        vec![],
+    )
+    .await;
+    let ticket = owner.client.invite(false).await.unwrap();
+    let ghost = ticket.peer_id();
+    assert!(owner
+        .client
+        .members()
+        .iter()
+        .any(|m| m.peer_id == ghost.to_string()));
+    for i in 0..16u64 {
+        let key = format!("g/{i}");
+        common::put(&owner.client, &key, data(1000, i)).await;
+        let placed = owner.client.holders(&key).await.unwrap().placed;
+        assert_eq!(placed, Some(vec![owner.client.peer_id()]), "{key}");
+    }
+}

@@ -485,13 +485,27 @@ pub(super) fn reader_writes_only_after_allow_and_stops_after_deny() {
         false
     );
 
-    let ticket = owner.json(&["invite", "--json"])["ticket"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let invite = owner.json(&["invite", "--json"]);
+    let ticket = invite["ticket"].as_str().unwrap().to_string();
     assert!(ticket.starts_with("dfs1"), "{ticket}");
-    let text = stdout(&owner.run(&["invite"]));
+    // The invitation names the member it adds, so it can be revoked before it is used.
+    let invited = invite["peer_id"].as_str().unwrap().to_string();
+    assert_eq!(invite["role"], "writer");
+    let members = owner.json(&["members", "--json"]);
+    assert!(
+        members
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["peer_id"] == invited.as_str()),
+        "{members}"
+    );
+    let out = owner.run(&["deny", &invited]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = owner.run(&["invite"]);
+    let text = stdout(&out);
     assert!(text.trim().starts_with("dfs1") && text.trim().lines().count() == 1);
+    assert!(stderr(&out).contains("dfs deny 12D3KooW"), "{}", stderr(&out));
     // A bad ticket is refused at start with one line.
     let out = dfs()
         .args(["node", "--join", "dfs1notaticket", "--data-dir"])

@@ -361,11 +361,18 @@ impl Store {
                 inline,
                 ..
             } => {
+                let cid = content_id(*size, hashes);
+                let heads = t.heads(key)?;
+                // The same bytes again: the current version already is this content (held
+                // whole, no conflict to resolve), so nothing is written and history stays.
+                if let [current] = &heads[..] {
+                    if current.cid == Some(cid) && t.content(&cid)?.is_some_and(|c| c.complete) {
+                        return Ok((Done::Record(current.clone()), false));
+                    }
+                }
                 for (hash, bytes) in inline {
                     t.put_inline(hash, bytes)?;
                 }
-                let cid = content_id(*size, hashes);
-                let heads = t.heads(key)?;
                 let record = signed(inner, t, key, Some(cid), *size, &heads)?;
                 t.add_content(&cid, *size, hashes, true)?;
                 install(inner, t, &record, heads, changes, freed)?;

@@ -166,6 +166,27 @@ fn bad_keys_are_rejected() {
         .all(|p| !p.to_string_lossy().contains("passwd")));
 }
 
+/// Putting the bytes a key already holds changes nothing: the current version comes back and
+/// history does not grow. Other bytes, or the same bytes after a change, are a new version.
+#[test]
+fn an_identical_reput_is_a_no_op() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let big = crate::common::data(3 * (1 << 20) + 5, 9);
+    for (key, bytes) in [("small", b"same".to_vec()), ("big", big)] {
+        let first = s.put(key, &bytes[..]).unwrap();
+        let again = s.put(key, &bytes[..]).unwrap();
+        assert_eq!(again, first, "{key}");
+        assert_eq!(s.log(key).unwrap().len(), 1, "{key}");
+        let other = s.put(key, &b"other"[..]).unwrap();
+        assert!(other.saw(&first));
+        let back = s.put(key, &bytes[..]).unwrap();
+        assert!(back.saw(&other) && back.version() != first.version(), "{key}");
+        assert_eq!(s.log(key).unwrap().len(), 3, "{key}");
+        assert_eq!(read_all(&s, key), bytes);
+    }
+}
+
 #[test]
 fn overwrite_delete_and_reput() {
     let d = tempfile::tempdir().unwrap();

@@ -547,22 +547,57 @@ async fn the_page_lists_uploads_and_deletes_in_headless_chromium() {
         .script("return window.pwned === undefined && !document.querySelector('#files img')")
         .await;
     assert_eq!(safe, true, "a key is shown as text");
-    // This node reports no holders yet: the column degrades to a dash.
+    // The replication column counts each file's holders (this node at least), as
+    // `stat ?holders=1` reports them.
     browser
         .wait_for(
-            "the replication column to settle",
-            "return state.holdersSupported !== null",
+            "the replication column of from-cli.txt",
+            "const c = document.querySelector('#files tr[data-key=\"from-cli.txt\"] td.holders'); \
+             return !!c && Number(c.dataset.holders) >= 1",
         )
         .await;
-    let holders = browser
+    // A failed action stays on the page until dismissed, whatever the polls say meanwhile.
+    browser
+        .script("download('no/such/file', document.createElement('button')); return true")
+        .await;
+    browser
+        .wait_for(
+            "the failed download's notice",
+            "return !document.getElementById('notice').hidden",
+        )
+        .await;
+    let polls = browser.script("return state.polls").await;
+    browser
+        .wait_for(
+            "two more polls",
+            &format!("return state.polls >= {} + 2", polls),
+        )
+        .await;
+    let notice = browser
         .script(
-            "const f = state.files.find(f => !f.deleted); \
-             return [state.holdersSupported, f.holders !== undefined]",
+            "return [document.getElementById('notice').hidden, \
+               document.getElementById('notice-text').textContent.includes('no/such/file'), \
+               document.getElementById('status').textContent]",
         )
         .await;
-    if holders[1] == false {
-        assert_eq!(holders[0], false, "no holders in stats: {holders}");
-    }
+    assert_eq!(notice, json!([false, true, "connected"]));
+    browser.click("#notice-dismiss").await;
+    let hidden = browser
+        .script("return document.getElementById('notice').hidden")
+        .await;
+    assert_eq!(hidden, true);
+    // A reader's page offers no Delete (rendered as for a reader, by hand).
+    let reader = browser
+        .script(
+            "const id = state.id; state.id = Object.assign({}, id, {role: 'reader'}); \
+             renderFiles(); \
+             const buttons = [...document.querySelectorAll('#files button.delete')]; \
+             const all = buttons.length > 0 && buttons.every(b => b.disabled); \
+             state.id = id; renderFiles(); \
+             return [all, [...document.querySelectorAll('#files button.delete')].every(b => !b.disabled)]",
+        )
+        .await;
+    assert_eq!(reader, json!([true, true]));
     // A transfer and a file with holders render (the renderers, fed by hand).
     let rendered = browser
         .script(

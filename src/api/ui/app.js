@@ -125,10 +125,22 @@ function el(tag, attrs = {}, text) {
   return e;
 }
 
+/** The connection's state in the header (replaced by each poll). */
 function setStatus(kind, text) {
   const s = $('status');
   s.dataset.state = kind;
   s.textContent = text;
+}
+
+/** An action's failure: shown until the user dismisses it (a poll does not replace it). */
+function showError(text) {
+  $('notice-text').textContent = text;
+  $('notice').hidden = false;
+}
+
+/** Whether this node may write (and delete): a writer or an admin. */
+function canWrite() {
+  return !!state.id && (state.id.role === 'writer' || state.id.role === 'admin');
 }
 
 // ---- rendering ------------------------------------------------------------------------------
@@ -147,16 +159,16 @@ function renderNode() {
     return li;
   }));
   document.title = 'dfs · ' + shortId(id.peer_id);
-  const canWrite = id.role === 'writer' || id.role === 'admin';
-  $('upload-button').disabled = !canWrite || state.uploading;
+  const writes = canWrite();
+  $('upload-button').disabled = !writes || state.uploading;
   $('upload-file').disabled = !canWrite;
   $('upload-key').disabled = !canWrite;
-  if (!canWrite && !state.uploading) {
+  if (!writes && !state.uploading) {
     $('upload-status').textContent = 'this node may not write (a reader): ask an admin for `dfs allow`';
   } else if ($('upload-status').dataset.reader === '1') {
     $('upload-status').textContent = '';
   }
-  $('upload-status').dataset.reader = canWrite ? '0' : '1';
+  $('upload-status').dataset.reader = writes ? '0' : '1';
 }
 
 /** The replication cell of a file: how many and which peers hold it, when the node says. */
@@ -206,6 +218,10 @@ function renderFiles() {
       const dl = el('button', { type: 'button', class: 'download', title: 'Download ' + f.key }, 'Download');
       dl.addEventListener('click', () => download(f.key, dl));
       const rm = el('button', { type: 'button', class: 'danger delete', title: 'Delete ' + f.key + ' everywhere' }, 'Delete');
+      if (!canWrite()) {
+        rm.disabled = true;
+        rm.title = 'this node may not delete (a reader): ask an admin for `dfs allow`';
+      }
       rm.addEventListener('click', () => remove(f.key, rm));
       actions.append(dl, ' ', rm);
     }
@@ -311,7 +327,7 @@ async function refreshHolders() {
     while (queue.length && state.holdersSupported !== false) {
       const f = queue.shift();
       try {
-        const stat = await apiJson('/v1/stat/' + encodeKey(f.key));
+        const stat = await apiJson('/v1/stat/' + encodeKey(f.key) + '?holders=1');
         if (stat.holders === undefined) { state.holdersSupported = false; return; }
         state.holdersSupported = true;
         seen.set(f.key, stat.holders);
@@ -402,7 +418,7 @@ async function download(key, button) {
     a.remove();
     setTimeout(() => URL.revokeObjectURL(url), 60000);
   } catch (e) {
-    setStatus('error', 'download of ' + key + ' failed: ' + e.message);
+    showError('download of ' + key + ' failed: ' + e.message);
   } finally {
     button.disabled = false;
     button.textContent = old;
@@ -428,7 +444,7 @@ async function remove(key, button) {
   try {
     await api('/v1/files/' + encodeKey(key), { method: 'DELETE' });
   } catch (e) {
-    setStatus('error', 'delete of ' + key + ' failed: ' + e.message);
+    showError('delete of ' + key + ' failed: ' + e.message);
   }
   refresh();
 }
@@ -437,6 +453,7 @@ async function remove(key, button) {
 
 function start() {
   $('upload').addEventListener('submit', upload);
+  $('notice-dismiss').addEventListener('click', () => { $('notice').hidden = true; });
   $('files-show-deleted').addEventListener('change', renderFiles);
   $('login-form').addEventListener('submit', (event) => {
     event.preventDefault();

@@ -57,6 +57,10 @@ impl EventLoop {
                     Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
                         tracing::debug!(key = %record.key, "no peers to publish to; sync will carry it")
                     }
+                    // Published already (an identical re-put hands back the current record).
+                    Err(gossipsub::PublishError::Duplicate) => {
+                        tracing::debug!(key = %record.key, "record published already")
+                    }
                     Err(e) => {
                         if let Some(suppressed) = self.logs.check("not-published") {
                             tracing::warn!(key = %record.key, error = %e, suppressed, "record not published; sync will carry it")

@@ -112,18 +112,18 @@ export class DfsNode {
   async members () { return JSON.parse(await this.cli('members', '--json')) }
   async role (peerId) { return (await this.members()).find(m => m.peer_id === peerId)?.role ?? null }
   /** `dfs ls --all --json` (tombstones included). */
-  async ls () { return JSON.parse((await this.cli('ls', '--all', '--json')).replace(/"version"\s*:\s*(\d+)/g, '"version":"$1"')) }
+  async ls () { return JSON.parse(await this.cli('ls', '--all', '--json')) }
 
   cli (...args) { return dfsCli([...args, '--data-dir', this.dir]) }
   cliBytes (...args) { return dfsCli([...args, '--data-dir', this.dir], { encoding: 'buffer' }) }
   /**
-   * `dfs stat KEY --json`, with `version` (a u64 HLC, beyond 2^53) as an exact BigInt, in the
-   * stat and in each of its `conflicts` (the versions concurrent with the current one).
+   * `dfs stat KEY --json`, with `clock` (a u64 HLC, beyond 2^53, a decimal string in the JSON)
+   * as a BigInt, in the stat and in each of its `conflicts` (the versions concurrent with the
+   * current one).
    */
   async stat (key) {
-    const text = await this.cli('stat', key, '--json')
-    const stat = JSON.parse(text.replace(/"version"\s*:\s*(\d+)/g, '"version":"$1"'))
-    for (const s of [stat, ...(stat.conflicts ?? [])]) if (s.version != null) s.version = BigInt(s.version)
+    const stat = JSON.parse(await this.cli('stat', key, '--json'))
+    for (const s of [stat, ...(stat.conflicts ?? [])]) if (s.clock != null) s.clock = BigInt(s.clock)
     return stat
   }
   async peers () { return JSON.parse(await this.cli('peers', '--json')) }

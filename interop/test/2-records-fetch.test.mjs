@@ -93,8 +93,9 @@ test('a dfs put reaches the js subscriber as a signed, decodable record', async 
   assert.ok(ms >= before - 1000 && ms <= Date.now() + 1000, `time ${ms} is an HLC of now`)
   // The CLI shows the same record.
   assert.equal(stat.content_id, hex(record.cid))
-  assert.equal(stat.version, record.time)
-  assert.equal(stat.version_id, hex(record.versionId), 'dfs stat names the version id = BLAKE3(signed bytes)')
+  assert.equal(stat.clock, record.time)
+  assert.equal(stat.time, ms, 'dfs stat dates the version by its clock\'s milliseconds')
+  assert.equal(stat.version, hex(record.versionId), 'dfs stat names the version id = BLAKE3(signed bytes)')
   assert.equal(stat.author, dfs.peerId)
   assert.deepEqual(stat.conflicts, [], 'no concurrent version')
   received = { record, msg }
@@ -239,6 +240,6 @@ test('an overwrite and a delete by the node: seq 2 and 3, each replacing the pre
   assert.equal(tomb.authorId.toString(), dfs.peerId)
   const stat = await dfs.stat(key)
   assert.equal(stat.deleted, true)
-  assert.equal(stat.version_id, hex(tomb.versionId))
+  assert.equal(stat.version, hex(tomb.versionId))
   assert.deepEqual(stat.conflicts, [], 'nothing concurrent: each write saw the one before')
 })

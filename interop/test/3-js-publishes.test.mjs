@@ -96,7 +96,7 @@ async function publishAndReplicate (content, record) {
   for (const node of [a, b]) {
     const stat = await waitFor(async () => {
       const s = await node.stat(key)
-      return s.local && s.version === record.time ? s : null
+      return s.local && s.clock === record.time ? s : null
     }, { timeout: 60_000, interval: 250, what: `${node.name}: stat ${key} local: true at seq ${record.seq}` })
     // `dfs stat` also names the nodes that hold the file (`holders`), this one at least.
     const { holders, ...fields } = stat
@@ -105,8 +105,9 @@ async function publishAndReplicate (content, record) {
       key,
       size: content.length,
       content_id: hex(record.cid),
-      version: record.time,
-      version_id: hex(versionId(record)),
+      version: hex(versionId(record)),
+      time: Number(record.time >> 16n),
+      clock: record.time,
       author: js.peerId.toString(),
       local: true,
       deleted: false,
@@ -166,7 +167,7 @@ test('one number, one record: a second record under seq 2 by a writer counts as 
     // PROTOCOL.md, "Trust", rule 6: while its author may write, both records under one number
     // count (every node ends with the same set); the author is flagged.
     await waitFor(async () => (await node.ls()).some(s => s.key === reused.key), { timeout: 30_000, interval: 250, what: `${node.name}: the record reusing seq 2 is stored as a version` })
-    assert.equal((await node.stat(key)).version, state.records.get(key).time, `${node.name}: seq 2's first record is still the current one of its key`)
+    assert.equal((await node.stat(key)).clock, state.records.get(key).time, `${node.name}: seq 2's first record is still the current one of its key`)
     const me = (await node.members()).find(m => m.peer_id === signer.peerId.toString())
     assert.equal(me?.equivocated, true, `${node.name}: the author is flagged: ${JSON.stringify(me)}`)
   }
@@ -215,8 +216,8 @@ test('validation: a writer\'s records that break a rule are refused; 2 minutes a
   for (const node of [a, b]) {
     for (const [what, r] of [['the reordered record', good], ['the record 2 minutes ahead', ahead], ['the record with 64 seen entries', wide]]) {
       const st = await waitFor(async () => { const s = await node.stat(r.key); return s.local ? s : null }, { timeout: 30_000, interval: 250, what: `${node.name}: ${what} stored` })
-      assert.equal(st.version, r.time, `${node.name}: ${what}: its own clock, ahead or not`)
-      assert.equal(st.version_id, hex(versionId(r)))
+      assert.equal(st.clock, r.time, `${node.name}: ${what}: its own clock, ahead or not`)
+      assert.equal(st.version, hex(versionId(r)))
     }
     const keys = (await node.ls()).map(s => s.key)
     for (const [what, r] of bad) assert.ok(!keys.includes(r.key), `${node.name}: ${what} is not stored`)

@@ -180,7 +180,7 @@ test('a revoked writer: its seq 1 stays, its later records (back-dated) are refu
   w.state.records.set(r1.key, r1)
   await w.js.services.pubsub.publish(topic, encodeRecord(r1))
   for (const node of [owner, reader]) {
-    await waitFor(async () => { const st = await node.stat(r1.key); return st.local && st.version === r1.time },
+    await waitFor(async () => { const st = await node.stat(r1.key); return st.local && st.clock === r1.time },
       { timeout: 30_000, interval: 250, what: `${node.name}: seq 1 stored` })
   }
 
@@ -225,7 +225,7 @@ test('a revoked writer: its seq 1 stays, its later records (back-dated) are refu
     assert.equal(node.exited, false, `${node.name} still runs`)
     assert.ok(!(await keysOf(node)).includes(r2.key), `${node.name}: the back-dated seq 2 is not stored`)
     const st = await node.stat(r1.key)
-    assert.equal(st.version, r1.time, `${node.name}: the kept record is still seq 1's: ${show(st)}`)
+    assert.equal(st.clock, r1.time, `${node.name}: the kept record is still seq 1's: ${show(st)}`)
     assert.equal(st.content_id, hex(contentIdOf(kept)))
     assert.equal(st.author, w.id)
     assert.equal(st.local, true)

@@ -72,8 +72,9 @@ const statOf = (r) => ({
   key: r.key,
   size: Number(r.size),
   content_id: r.cid == null ? null : hex(r.cid),
-  version: r.time,
-  version_id: hex(versionId(r)),
+  version: hex(versionId(r)),
+  time: Number(r.time >> 16n),
+  clock: r.time,
   author: bytesEqual(r.author, signer.author) ? jsId : a.peerId,
   deleted: r.cid == null
 })
@@ -87,12 +88,12 @@ async function heads (node, current, conflicts) {
   const want = [hex(versionId(current)), ...conflicts.map(r => hex(versionId(r)))]
   return waitFor(async () => {
     const s = await node.stat(current.key)
-    return s.version_id === want[0] && s.conflicts.map(c => c.version_id).join() === want.slice(1).join() && (current.cid == null || s.local) ? s : null
+    return s.version === want[0] && s.conflicts.map(c => c.version).join() === want.slice(1).join() && (current.cid == null || s.local) ? s : null
   }, { timeout: 30_000, interval: 250, what: `${node.name}: ${current.key} current ${want[0].slice(0, 12)}, conflicts [${want.slice(1).map(v => v.slice(0, 12))}]` })
 }
 
 function checkStat (node, s, current, conflicts) {
-  const fields = ['key', 'size', 'content_id', 'version', 'version_id', 'author', 'deleted']
+  const fields = ['key', 'size', 'content_id', 'version', 'time', 'clock', 'author', 'deleted']
   assert.deepEqual(pick(s, fields), statOf(current), `${node.name}: the current version: ${show(s)}`)
   assert.deepEqual(s.conflicts.map(c => pick(c, fields)), conflicts.map(r => statOf(r)), `${node.name}: the conflicts: ${show(s.conflicts)}`)
   for (const c of s.conflicts) assert.deepEqual(c.conflicts, [], 'a conflict has no conflicts of its own')
@@ -120,7 +121,7 @@ test('concurrent writes by js and dfs (neither saw the other) are both kept, the
   const key = 'versions/concurrent.bin'
   const rA = await dfsPut(key, new Uint8Array(randomBytes(3000)))
   assert.deepEqual(rA.seen, [], 'dfs\'s first write of the key saw nothing')
-  await waitFor(async () => (await b.stat(key)).version_id === hex(rA.versionId), { what: 'b: dfs\'s write' })
+  await waitFor(async () => (await b.stat(key)).version === hex(rA.versionId), { what: 'b: dfs\'s write' })
   // js writes the key without having seen dfs's version: seq 1 of js for this key, seen empty.
   hlc.observe(rA.time) // (its clock is later: a clock is not causality)
   const rJ = signRecord(signer, { key, cid: contentIdOf(files[0]), size: files[0].length, time: hlc.now() })
@@ -211,7 +212,7 @@ test('clock bound: a js record 1 hour ahead is refused (logged), one 2 minutes a
   for (const node of [a, b]) {
     const s = await waitFor(async () => { const st = await node.stat(near.key); return st.local ? st : null },
       { timeout: 30_000, interval: 250, what: `${node.name}: the record 2 minutes ahead stored` })
-    assert.equal(s.version, near.time)
+    assert.equal(s.clock, near.time)
     assert.ok(!(await node.ls()).some(x => x.key === far.key), `${node.name}: the record 1 hour ahead is not stored`)
   }
   const line = await waitFor(() => a.logLines().find(l => l.includes(AHEAD)), { timeout: 10_000, what: `a log line "${AHEAD}"` })

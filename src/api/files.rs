@@ -406,8 +406,8 @@ pub(super) async fn file_response(
     if download.record.cid.is_some() {
         res = res.header(header::ETAG, etag);
     }
-    res = res.header(VERSION_HEADER, download.record.time);
-    res = res.header(VERSION_ID_HEADER, download.record.version().to_hex());
+    res = res.header(VERSION_HEADER, download.record.version().to_hex());
+    res = res.header(TIME_HEADER, crate::clock::physical_ms(download.record.time));
     if status == StatusCode::PARTIAL_CONTENT {
         res = res.header(
             header::CONTENT_RANGE,

@@ -16,13 +16,14 @@ pub struct FileStat {
     pub size: u64,
     /// Hex BLAKE3 content id; `null` for a tombstone.
     pub content_id: Option<String>,
-    /// The record's clock (a hybrid logical clock value: milliseconds since the epoch times
-    /// 65,536, plus a counter).
-    pub version: u64,
-    /// The version's id (hex BLAKE3 of what its author signed): what `dfs get --version`,
-    /// `dfs restore` and `dfs log` name. Absent from older nodes' answers.
-    #[serde(default)]
-    pub version_id: String,
+    /// The version: its id, hex BLAKE3 of what its author signed (what `dfs get --version`,
+    /// `dfs restore` and `dfs log` take, whole or as a unique prefix of 8+ hex digits).
+    pub version: String,
+    /// When it was written, by its writer's clock: milliseconds since the Unix epoch.
+    pub time: u64,
+    /// The record's clock as a decimal string (a hybrid logical clock value: milliseconds
+    /// since the epoch times 65,536, plus a counter; above 2^53, so not a JSON number).
+    pub clock: String,
     /// Peer id (base58) of the node that wrote this version.
     pub author: String,
     /// True when the whole content is verified and stored on this node.
@@ -68,8 +69,9 @@ impl FileStat {
             key: r.key.clone(),
             size: r.size,
             content_id: r.cid.map(|c| c.to_hex()),
-            version: r.time,
-            version_id: r.version().to_hex(),
+            version: r.version().to_hex(),
+            time: crate::clock::physical_ms(r.time),
+            clock: r.time.to_string(),
             author: author_of(r),
             local,
             deleted: r.is_tombstone(),
@@ -90,11 +92,12 @@ fn author_of(r: &Record) -> String {
 /// An element of `GET /v1/log/{key}` and `dfs log --json`: one version of a key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
-    pub version_id: String,
-    /// The version's clock (see [`FileStat::version`]).
-    pub version: u64,
+    /// The version's id (see [`FileStat::version`]).
+    pub version: String,
     /// When it was written, by its writer's clock: milliseconds since the Unix epoch.
-    pub time_ms: u64,
+    pub time: u64,
+    /// The version's clock (see [`FileStat::clock`]).
+    pub clock: String,
     pub author: String,
     pub size: u64,
     pub content_id: Option<String>,
@@ -110,9 +113,9 @@ impl From<&crate::store::LogEntry> for LogEntry {
     fn from(e: &crate::store::LogEntry) -> LogEntry {
         let r = &e.record;
         LogEntry {
-            version_id: r.version().to_hex(),
-            version: r.time,
-            time_ms: crate::clock::physical_ms(r.time),
+            version: r.version().to_hex(),
+            time: crate::clock::physical_ms(r.time),
+            clock: r.time.to_string(),
             author: author_of(r),
             size: r.size,
             content_id: r.cid.map(|c| c.to_hex()),

@@ -47,10 +47,11 @@ use json::{
 /// The names of the API's files in the data dir (the URL while a node runs, and the token); the
 /// layout lives in [`crate::datadir`].
 pub use crate::datadir::{API_FILE, TOKEN_FILE};
-/// The header of a file's answer that carries the version (the `version` of its Stat).
+/// The header of a file's answer that carries its version (the `version` of its Stat: the
+/// version id, hex).
 pub const VERSION_HEADER: &str = "x-dfs-version";
-/// The header of a file answer that carries the version's id (hex).
-pub const VERSION_ID_HEADER: &str = "x-dfs-version-id";
+/// The header of a file's answer that carries its version's time (the `time` of its Stat).
+pub const TIME_HEADER: &str = "x-dfs-time";
 /// Default address of the API.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:5001";
 /// Requests served at once (a download counts until its body is sent); more get 503.

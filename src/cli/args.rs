@@ -112,7 +112,7 @@ terminal unless -o - is given.")]
         /// (keys that would land outside DIR, such as ones with `..`, are refused).
         #[arg(short, long, requires = "output")]
         recursive: bool,
-        /// Print JSON: {"key", "path", "size", "content_id", "version", "resumed_from"}
+        /// Print JSON: {"key", "path", "size", "content_id", "version", "time", "resumed_from"}
         /// (with -r, a list of them). Needs -o FILE.
         #[arg(long)]
         json: bool,
@@ -127,7 +127,7 @@ terminal unless -o - is given.")]
     #[command(after_help = "\
 Examples:
   dfs log report.pdf
-  dfs log report.pdf --json   [{\"version_id\", \"version\", \"time_ms\", \"author\", \"size\",
+  dfs log report.pdf --json   [{\"version\", \"time\", \"clock\", \"author\", \"size\",
                                \"content_id\", \"deleted\", \"state\", \"local\"}, ...]
 
 State: current, conflict (written concurrently with the current version; kept until a write
@@ -196,7 +196,8 @@ Examples:
   dfs stat report.pdf
   dfs stat report.pdf --json
 
-JSON: {\"key\", \"size\", \"content_id\" (hex, null when deleted), \"version\", \"author\",
+JSON: {\"key\", \"size\", \"content_id\" (hex, null when deleted), \"version\" (its id, hex),
+       \"time\" (ms since the epoch), \"clock\" (decimal string), \"author\",
        \"local\", \"deleted\", \"damaged\" (chunks found damaged here, not yet replaced),
        \"holders\" (peer ids of the nodes that hold the whole file: this one, connected peers)}")]
     Stat {

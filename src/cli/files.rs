@@ -224,7 +224,7 @@ async fn explain_missing<T>(api: &ApiClient, key: &str, result: Result<T>) -> Re
                 return Err(Error::Failed(format!(
                     "{key} was deleted (by {} at {}); `dfs log {key}` lists its versions and `dfs restore {key} VERSION` brings one back",
                     stat.author,
-                    output::rfc3339(crate::record::physical_ms(stat.version)),
+                    output::rfc3339(stat.time),
                 )));
             }
         }

@@ -39,13 +39,7 @@ pub(super) async fn restore(api: &ApiClient, key: &str, version: &str, json: boo
     if json {
         return output::json(&stat);
     }
-    println!(
-        "restored {} ({} bytes, content id {}) as version {}",
-        stat.key,
-        stat.size,
-        stat.content_id.as_deref().unwrap_or("-"),
-        &stat.version_id[..stat.version_id.len().min(16)]
-    );
+    output::restored(&stat);
     Ok(())
 }
 
@@ -68,8 +62,8 @@ pub(super) async fn get_version(
             .map(|v| v.trim_matches('"').to_string())
     };
     let content_id = header("etag").unwrap_or_default();
-    let clock: Option<u64> = header(crate::api::VERSION_HEADER).and_then(|v| v.parse().ok());
-    let version_id = header(crate::api::VERSION_ID_HEADER).unwrap_or_else(|| version.to_string());
+    let time: Option<u64> = header(crate::api::TIME_HEADER).and_then(|v| v.parse().ok());
+    let version_id = header(crate::api::VERSION_HEADER).unwrap_or_else(|| version.to_string());
     let body = res.bytes_stream();
     match dest {
         Dest::Stdout { .. } if json => Err(Error::Usage(
@@ -112,8 +106,8 @@ pub(super) async fn get_version(
                     "path": path.display().to_string(),
                     "size": size,
                     "content_id": content_id,
-                    "version": clock,
-                    "version_id": version_id,
+                    "version": version_id,
+                    "time": time,
                     "resumed_from": 0,
                 }))?;
             }

@@ -1,5 +1,6 @@
 //! What the commands print on stdout: the human text of each answer, or its JSON with `--json`.
-//! Text shows sizes in binary units (`1.5 MiB`) and versions as the time they carry.
+//! Text shows sizes in binary units (`1.5 MiB`), versions by the first 16 hex digits of their id
+//! (what `--version` and `restore` take back) with the time they were written.
 
 use crate::api::json::{FileStat, Id, LogEntry, Peer};
 use crate::record::printable;
@@ -15,23 +16,41 @@ pub(super) fn json(value: &impl serde::Serialize) -> Result<()> {
 
 /// The answer to `put`.
 pub(super) fn stored(stat: &FileStat) {
-    println!(
-        "stored {} ({}, content id {}, version {})",
+    println!("stored {}", written(stat));
+}
+
+/// The answer to `restore`: as `put`'s.
+pub(super) fn restored(stat: &FileStat) {
+    println!("restored {}", written(stat));
+}
+
+/// A version just written: `KEY (3 B, content id 1a2b…, version 9f8e7d6c5b4a3928 at TIME)`.
+fn written(stat: &FileStat) -> String {
+    format!(
+        "{} ({}, content id {}, version {} at {})",
         printable(&stat.key),
         size(stat.size),
         stat.content_id
             .as_deref()
             .map_or("-", |c| &c[..c.len().min(12)]),
-        version(stat.version)
-    );
+        short(&stat.version),
+        rfc3339(stat.time)
+    )
+}
+
+/// A version id as the CLI shows it: its first 16 hex digits (any unique prefix of 8 or more
+/// is accepted back).
+pub(super) fn short(version: &str) -> &str {
+    &version[..version.len().min(16)]
 }
 
 /// The answer to `rm`.
 pub(super) fn deleted(tombstone: &FileStat) {
     println!(
-        "deleted {} (version {})",
+        "deleted {} (version {} at {})",
         printable(&tombstone.key),
-        version(tombstone.version)
+        short(&tombstone.version),
+        rfc3339(tombstone.time)
     );
 }
 
@@ -65,7 +84,7 @@ fn table_row(f: &FileStat, width: usize, now: u64) -> String {
         "{:<width$}  {:>10}  {:<12}  {}{conflicts}",
         printable(&f.key),
         size(f.size),
-        ago(crate::record::physical_ms(f.version), now),
+        ago(f.time, now),
         f.state()
     )
 }
@@ -202,8 +221,8 @@ pub(super) fn log(entries: &[LogEntry]) {
     for e in entries {
         println!(
             "{:<16}  {:<24}  {:<9}  {:>12}  {:<8}  {}",
-            &e.version_id[..e.version_id.len().min(16)],
-            rfc3339(e.time_ms),
+            short(&e.version),
+            rfc3339(e.time),
             e.state,
             size(e.size),
             if e.deleted { "delete" } else { "write" },
@@ -220,19 +239,16 @@ pub(super) fn stat(stat: &FileStat) {
         "content id: {}",
         stat.content_id.as_deref().unwrap_or("- (deleted)")
     );
+    println!("version:    {}", stat.version);
     println!(
-        "version:    {} ({})",
-        version(stat.version),
-        ago(
-            crate::record::physical_ms(stat.version),
-            crate::record::wall_ms()
-        )
+        "time:       {} ({})",
+        rfc3339(stat.time),
+        ago(stat.time, crate::record::wall_ms())
     );
-    println!("version id: {}", stat.version_id);
     println!("author:     {}", stat.author);
     println!("state:      {}", stat.state());
     for c in &stat.conflicts {
-        let short = &c.version_id[..c.version_id.len().min(16)];
+        let short = short(&c.version);
         // A concurrent write reads by its id; a concurrent delete has nothing to read.
         let (what, how) = if c.deleted {
             (
@@ -248,7 +264,7 @@ pub(super) fn stat(stat: &FileStat) {
         println!(
             "conflict:   {short} ({what} by {} at {}): {how}",
             c.author,
-            rfc3339(c.version >> 16),
+            rfc3339(c.time),
         );
     }
     if !stat.conflicts.is_empty() {
@@ -336,18 +352,6 @@ pub(super) fn size(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
-/// A version (hybrid logical clock value) in a compact form: the UTC time it carries, to the
-/// millisecond, and `+n` when its counter is not 0 (several versions in one millisecond).
-pub(super) fn version(v: u64) -> String {
-    let counter = v & 0xffff;
-    let time = rfc3339(crate::record::physical_ms(v));
-    if counter == 0 {
-        time
-    } else {
-        format!("{time}+{counter}")
-    }
-}
-
 /// Milliseconds since the Unix epoch as RFC 3339 UTC: `2026-11-25T18:40:01.123Z`.
 pub(super) fn rfc3339(ms: u64) -> String {
     let secs = ms / 1000;
@@ -415,9 +419,9 @@ mod tests {
     }
 
     #[test]
-    fn versions_show_their_time_and_counter() {
-        let ms = 951_782_400_123u64;
-        assert_eq!(version(ms << 16), "2000-02-29T00:00:00.123Z");
-        assert_eq!(version((ms << 16) | 2), "2000-02-29T00:00:00.123Z+2");
+    fn versions_show_sixteen_hex_digits_of_their_id() {
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(short(&"ab".repeat(32)), "abababababababab");
+        assert_eq!(short("abc"), "abc");
     }
 }

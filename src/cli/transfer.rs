@@ -127,8 +127,10 @@ pub(super) struct Fetched {
     pub path: String,
     pub size: u64,
     pub content_id: String,
-    /// The version's clock value (as in a Stat); `null` from a node that does not send it.
-    pub version: Option<u64>,
+    /// The version's id (as in a Stat); `null` from a node that does not send it.
+    pub version: Option<String>,
+    /// The version's time (as in a Stat).
+    pub time: Option<u64>,
     /// Bytes kept from an interrupted earlier run (0 when the download started afresh).
     pub resumed_from: u64,
 }
@@ -171,7 +173,8 @@ pub(super) async fn save(api: &ApiClient, key: &str, path: &Path, show: bool) ->
         };
         let etag = header("etag")
             .ok_or_else(|| Error::Failed(format!("the node sent {key} without an ETag")))?;
-        let version = header(crate::api::VERSION_HEADER).and_then(|v| v.parse().ok());
+        let version = header(crate::api::VERSION_HEADER);
+        let time = header(crate::api::TIME_HEADER).and_then(|v| v.parse().ok());
         let size = from + res.content_length().unwrap_or(0);
         if from == 0 {
             if resume.is_some() {
@@ -291,6 +294,7 @@ pub(super) async fn save(api: &ApiClient, key: &str, path: &Path, show: bool) ->
             size,
             content_id,
             version,
+            time,
             resumed_from: from,
         });
     }

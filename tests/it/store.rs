@@ -181,7 +181,10 @@ fn an_identical_reput_is_a_no_op() {
         let other = s.put(key, &b"other"[..]).unwrap();
         assert!(other.saw(&first));
         let back = s.put(key, &bytes[..]).unwrap();
-        assert!(back.saw(&other) && back.version() != first.version(), "{key}");
+        assert!(
+            back.saw(&other) && back.version() != first.version(),
+            "{key}"
+        );
         assert_eq!(s.log(key).unwrap().len(), 3, "{key}");
         assert_eq!(read_all(&s, key), bytes);
     }

@@ -73,7 +73,12 @@ pub(super) fn three_nodes_put_get_ls_stat_peers_id_and_rm() {
         assert_eq!(stat["key"], "big.bin");
         assert_eq!(stat["size"], content.len() as u64);
         assert_eq!(stat["content_id"].as_str().unwrap().len(), 64);
-        assert!(stat["version"].as_u64().unwrap() > 0);
+        // One name a concept: `version` is the hex id, `time` its date, `clock` a string; no
+        // JSON number above 2^53.
+        assert_eq!(stat["version"].as_str().unwrap().len(), 64);
+        assert!(stat["time"].as_u64().unwrap() < 1 << 53);
+        assert!(stat["clock"].as_str().unwrap().parse::<u64>().unwrap() > 1 << 53);
+        assert!(stat.get("version_id").is_none());
         assert_eq!(stat["author"], ids[0]);
         assert_eq!(stat["deleted"], false);
         // `stat` also names the holders (this node at least), `ls` does not.
@@ -294,12 +299,18 @@ pub(super) fn an_empty_listing_says_so() {
     let node = TestNode::start("cli-empty-ls", None);
     let out = node.run(&["ls"]);
     assert!(out.status.success());
-    assert_eq!(stdout(&out).trim(), "no files yet: `dfs put FILE` stores one");
+    assert_eq!(
+        stdout(&out).trim(),
+        "no files yet: `dfs put FILE` stores one"
+    );
     assert_eq!(node.json(&["ls", "--json"]), serde_json::json!([]));
     put_bytes(&node, "gone", b"x");
     assert!(node.run(&["rm", "gone"]).status.success());
     let text = stdout(&node.run(&["ls"]));
-    assert!(text.contains("1 deleted") && text.contains("--all"), "{text}");
+    assert!(
+        text.contains("1 deleted") && text.contains("--all"),
+        "{text}"
+    );
     let text = stdout(&node.run(&["ls", "photos/"]));
     assert_eq!(text.trim(), "no files under photos/");
 }
@@ -519,7 +530,11 @@ pub(super) async fn conditional_requests_follow_rfc_9110() {
     assert_eq!(res.status(), 206);
     assert_eq!(
         res.headers()["x-dfs-version"],
-        new["version"].to_string().as_str()
+        new["version"].as_str().unwrap()
+    );
+    assert_eq!(
+        res.headers()["x-dfs-time"],
+        new["time"].to_string().as_str()
     );
 }
 
@@ -565,7 +580,7 @@ pub(super) fn interrupted_get_keeps_its_partial_file_and_the_rerun_continues() {
             assert!(!head.contains("range:"), "{head}");
             write!(
                 s,
-                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\netag: {etag}\r\nx-dfs-version: 7\r\n\r\n",
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\netag: {etag}\r\nx-dfs-version: 7a7a7a7a\r\nx-dfs-time: 7\r\n\r\n",
                 content.len()
             )
             .unwrap();
@@ -580,7 +595,7 @@ pub(super) fn interrupted_get_keeps_its_partial_file_and_the_rerun_continues() {
             assert!(head.contains(&format!("if-range: {etag}")), "{head}");
             write!(
                 s,
-                "HTTP/1.1 206 Partial Content\r\ncontent-length: {}\r\ncontent-range: bytes {half}-{}/{}\r\netag: {etag}\r\nx-dfs-version: 7\r\n\r\n",
+                "HTTP/1.1 206 Partial Content\r\ncontent-length: {}\r\ncontent-range: bytes {half}-{}/{}\r\netag: {etag}\r\nx-dfs-version: 7a7a7a7a\r\nx-dfs-time: 7\r\n\r\n",
                 content.len() - half,
                 content.len() - 1,
                 content.len()
@@ -639,7 +654,8 @@ pub(super) fn interrupted_get_keeps_its_partial_file_and_the_rerun_continues() {
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["resumed_from"], half as u64);
     assert_eq!(summary["size"], content.len() as u64);
-    assert_eq!(summary["version"], 7);
+    assert_eq!(summary["version"], "7a7a7a7a");
+    assert_eq!(summary["time"], 7);
     assert_eq!(server.join().unwrap(), (content.len() - half) as u64);
     assert!(std::fs::read(&dest).unwrap() == content);
     assert!(!partial.exists());
@@ -854,7 +870,7 @@ pub(super) fn log_get_version_and_restore_undo_an_overwrite_and_an_rm() {
     let text = stdout(&a.run(&["log", "notes.txt"]));
     assert!(text.contains("delete") && text.contains("write"), "{text}");
     // The first draft reads by a prefix of its version id.
-    let id = first["version_id"].as_str().unwrap();
+    let id = first["version"].as_str().unwrap();
     let old = a.run(&["get", "notes.txt", "--version", &id[..12], "-o", "-"]);
     assert!(old.status.success(), "{}", stderr(&old));
     assert_eq!(old.stdout, b"first draft\n");
@@ -867,6 +883,42 @@ pub(super) fn log_get_version_and_restore_undo_an_overwrite_and_an_rm() {
         let out = b.run(&["get", "notes.txt", "-o", "-"]);
         (out.status.success() && out.stdout == b"first draft\n").then_some(())
     });
+    // What `put` prints as the version is what `--version` and `restore` take back, and
+    // `restore` answers in `put`'s words.
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("third");
+    std::fs::write(&file, b"third\n").unwrap();
+    let out = a.run(&["put", file.to_str().unwrap(), "--key", "notes.txt"]);
+    let text = stdout(&out);
+    let printed = text
+        .split("version ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no version in {text:?}"));
+    let old = a.run(&["get", "notes.txt", "--version", printed, "-o", "-"]);
+    assert_eq!(old.stdout, b"third\n", "{}", stderr(&old));
+    let out = a.run(&["restore", "notes.txt", &id[..12]]);
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("restored notes.txt (12 B, content id ") && text.contains(" at "),
+        "{text}"
+    );
+    // The same bytes again: no new version.
+    let again = a.run(&["put", file.to_str().unwrap(), "--key", "notes.txt"]);
+    assert!(again.status.success());
+    let before = a
+        .json(&["log", "notes.txt", "--json"])
+        .as_array()
+        .unwrap()
+        .len();
+    let same = a.run(&["put", file.to_str().unwrap(), "--key", "notes.txt"]);
+    assert!(same.status.success());
+    let after = a
+        .json(&["log", "notes.txt", "--json"])
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, after, "an identical re-put writes no version");
     let peers = a.json(&["peers", "--json"]);
     eventually("b's clock offset measured", DEADLINE, || {
         let peers = a.json(&["peers", "--json"]);

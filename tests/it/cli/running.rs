@@ -505,7 +505,11 @@ pub(super) fn reader_writes_only_after_allow_and_stops_after_deny() {
     let out = owner.run(&["invite"]);
     let text = stdout(&out);
     assert!(text.trim().starts_with("dfs1") && text.trim().lines().count() == 1);
-    assert!(stderr(&out).contains("dfs deny 12D3KooW"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("dfs deny 12D3KooW"),
+        "{}",
+        stderr(&out)
+    );
     // A bad ticket is refused at start with one line.
     let out = dfs()
         .args(["node", "--join", "dfs1notaticket", "--data-dir"])
@@ -670,7 +674,11 @@ pub(super) fn completions_for_bash_zsh_and_fish() {
             assert!(script.contains(word), "{shell} script lacks {word}");
         }
         // The test hooks of `dfs node` are hidden, from completions too.
-        for hidden in ["announce-interval-ms", "sync-interval-ms", "repair-interval-ms"] {
+        for hidden in [
+            "announce-interval-ms",
+            "sync-interval-ms",
+            "repair-interval-ms",
+        ] {
             assert!(!script.contains(hidden), "{shell} script offers {hidden}");
         }
         if shell == "bash" {
@@ -843,7 +851,10 @@ pub(super) fn verbose_and_quiet_flags_set_the_log_level() {
     let verbose = node.run(&["-v", "ls"]);
     assert!(verbose.status.success());
     let err = stderr(&verbose);
-    assert!(err.contains("using a node") && err.contains(&node.url()), "{err}");
+    assert!(
+        err.contains("using a node") && err.contains(&node.url()),
+        "{err}"
+    );
     assert!(err.contains("GET") && err.contains("/v1/files"), "{err}");
 }
 

@@ -102,7 +102,7 @@ interrupted get (Ctrl-C, a lost connection) keeps them: the same command again c
 it stopped, or starts over if the file changed meanwhile. Binary content is not written to a
 terminal unless -o - is given.")]
     Get {
-        /// The key (any UTF-8 name, at most 1 KiB; never a path on disk); with -r, a prefix.
+        /// The key: a name like photos/2024/cat.jpg (UTF-8, at most 1 KiB; no control characters, no empty, . or .. segment); with -r, a prefix.
         key: String,
         /// Write to this file (resumable, renamed into place once verified); `-` is standard
         /// output. With -r, the directory to write into.
@@ -133,7 +133,7 @@ Examples:
 State: current, conflict (written concurrently with the current version; kept until a write
 that saw both), replaced (kept in history for --keep-days, within --keep-bytes).")]
     Log {
-        /// The key (any UTF-8 name, at most 1 KiB; never a path on disk).
+        /// The key: a name like photos/2024/cat.jpg (UTF-8, at most 1 KiB; no control characters, no empty, . or .. segment).
         key: String,
         /// Print JSON.
         #[arg(long)]
@@ -161,7 +161,7 @@ Examples:
     /// Delete a key everywhere (a tombstone that spreads to every node).
     #[command(after_help = "Example:\n  dfs rm report.pdf")]
     Rm {
-        /// The key (any UTF-8 name, at most 1 KiB; never a path on disk).
+        /// The key: a name like photos/2024/cat.jpg (UTF-8, at most 1 KiB; no control characters, no empty, . or .. segment).
         key: String,
         /// Print JSON: the stat object of the tombstone.
         #[arg(long)]
@@ -201,7 +201,7 @@ JSON: {\"key\", \"size\", \"content_id\" (hex, null when deleted), \"version\" (
        \"local\", \"deleted\", \"damaged\" (chunks found damaged here, not yet replaced),
        \"holders\" (peer ids of the nodes that hold the whole file: this one, connected peers)}")]
     Stat {
-        /// The key (any UTF-8 name, at most 1 KiB; never a path on disk).
+        /// The key: a name like photos/2024/cat.jpg (UTF-8, at most 1 KiB; no control characters, no empty, . or .. segment).
         key: String,
         /// Print JSON.
         #[arg(long)]

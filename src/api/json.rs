@@ -164,6 +164,10 @@ pub struct Id {
     /// `GET /v1/files` lists, counted without reading them.
     #[serde(default)]
     pub records: u64,
+    /// Why this node refuses its own writes whatever its role (its identity runs on another
+    /// machine too); absent when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writes_refused: Option<String>,
 }
 
 impl Id {
@@ -174,6 +178,7 @@ impl Id {
             network,
             role,
             records: 0,
+            writes_refused: None,
         }
     }
 }

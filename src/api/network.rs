@@ -56,6 +56,7 @@ pub(super) async fn id(State(api): State<Api>) -> Result<Json<Id>> {
         .or_else(|| network.as_ref().map(|_| json::Role::Reader));
     let mut id = Id::new(&info, network, role);
     id.records = api.client.store().record_count();
+    id.writes_refused = api.client.writes_refused();
     Ok(Json(id))
 }
 

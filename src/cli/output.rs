@@ -328,10 +328,19 @@ pub(super) fn id(id: &Id) {
         "network: {}",
         id.network.as_deref().unwrap_or("(not known yet)")
     );
-    println!(
-        "role:    {}",
-        id.role.map_or("reader (no grant)", |r| r.as_str())
-    );
+    // The network's id is its owner's peer id.
+    let role = match id.role {
+        _ if id.network.as_deref() == Some(id.peer_id.as_str()) => "owner",
+        Some(r) => r.as_str(),
+        None => "reader (no grant)",
+    };
+    match &id.writes_refused {
+        Some(why) => println!(
+            "role:    {role}, but writes are refused: {}",
+            printable(why)
+        ),
+        None => println!("role:    {role}"),
+    }
     for a in &id.addrs {
         println!("  {a}");
     }

@@ -72,6 +72,17 @@ impl Client {
 
     /// Refuses writes from a node without write access, or whose clock is too far from its
     /// peers', with what to do about it.
+    /// Why this node refuses every local write whatever its role, if it does: another node
+    /// signs with its identity.
+    pub fn writes_refused(&self) -> Option<String> {
+        self.store.identity_in_use().then(|| {
+            "another node signs with this node's identity (one ticket used on two machines, or a \
+             data dir restored from a backup): stop one of them, move its data dir away and join \
+             it with a new ticket"
+                .to_string()
+        })
+    }
+
     pub(super) fn may_write(&self) -> Result<(), Error> {
         self.store.time().check_local().map_err(StoreError::from)?;
         if self.role().is_some_and(|r| r >= Role::Writer) {

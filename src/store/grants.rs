@@ -112,6 +112,12 @@ impl Store {
         flagged.iter().cloned().collect()
     }
 
+    /// True once another node was seen signing with this node's key (a ticket used on two
+    /// machines, a data dir restored from a backup): local writes are refused from then on.
+    pub fn identity_in_use(&self) -> bool {
+        self.inner.twin.load(Ordering::Relaxed)
+    }
+
     /// Refuses local writes once another node was seen signing with this node's key.
     pub(super) fn no_twin(&self) -> Result<(), StoreError> {
         if self.inner.twin.load(Ordering::Relaxed) {

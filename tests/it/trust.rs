@@ -558,6 +558,15 @@ async fn a_ticket_used_twice_is_detected_and_the_twins_stop_writing() {
         .await,
         "one of the twins notices and refuses writes"
     );
+    // And says so when asked who it is (`dfs id`), not just when it writes.
+    let told = [&first, &second]
+        .iter()
+        .filter_map(|n| n.client.writes_refused())
+        .collect::<Vec<_>>();
+    assert!(
+        told.iter().any(|why| why.contains("two machines")),
+        "{told:?}"
+    );
 }
 
 /// Each record that arrives by gossip has its signature checked once, by the merge (the

@@ -151,7 +151,8 @@ function renderNode() {
   $('node-peer-id').textContent = id.peer_id;
   $('node-network').textContent = id.network || '(not known yet)';
   const owner = id.network && id.network === id.peer_id ? ' (owner of the network)' : '';
-  $('node-role').textContent = (id.role || 'reader (no grant)') + owner;
+  $('node-role').textContent = (id.role || 'reader (no grant)') + owner +
+    (id.writes_refused ? ' — writes refused: ' + id.writes_refused : '');
   const addrs = $('node-addrs');
   addrs.replaceChildren(...(id.addrs || []).map((a) => {
     const li = el('li');

@@ -428,6 +428,9 @@ pub(super) fn reader_writes_only_after_allow_and_stops_after_deny() {
         owner.peer_id(),
         "the network id is the owner's peer id"
     );
+    // The text calls the owner what `dfs members` calls it.
+    let text = stdout(&owner.run(&["id"]));
+    assert!(text.contains("role:    owner"), "{text}");
     let rid = reader.peer_id();
     eventually("the reader learns the network", DEADLINE, || {
         (reader.json(&["id", "--json"])["network"] == network.as_str()).then_some(())

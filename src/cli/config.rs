@@ -82,18 +82,26 @@ fn in_file(path: &Path, e: clap::Error) -> u8 {
 }
 
 /// Writes [`ADDRESSES_FILE`]: the listen addresses (none: the default) and API address this
-/// run uses, for the next start of the same data dir.
+/// run uses, for the next start of the same data dir. Not those `config.toml` sets (the file
+/// stays the one place they are kept), nor an API address off loopback (a start without
+/// `--api-allow-remote` would refuse it).
 pub(super) fn remember(
     data_dir: &DataDir,
     listen: &[libp2p::Multiaddr],
-    api: &str,
+    api: std::net::SocketAddr,
 ) -> std::io::Result<()> {
+    let configured: toml::Table = std::fs::read_to_string(data_dir.path().join(CONFIG_FILE))
+        .ok()
+        .and_then(|text| toml::from_str(&text).ok())
+        .unwrap_or_default();
     let mut table = toml::Table::new();
-    if !listen.is_empty() {
+    if !listen.is_empty() && !configured.contains_key("listen") {
         let addrs = listen.iter().map(|a| toml::Value::String(a.to_string()));
         table.insert("listen".into(), toml::Value::Array(addrs.collect()));
     }
-    table.insert("api".into(), toml::Value::String(api.to_string()));
+    if api.ip().is_loopback() && !configured.contains_key("api") {
+        table.insert("api".into(), toml::Value::String(api.to_string()));
+    }
     let text = format!(
         "# Written by `dfs node`: the addresses of its last run, used when no flag, DFS_* variable\n\
          # or config.toml sets them. Remove this file to start from the defaults.\n{}",
@@ -260,6 +268,29 @@ mod tests {
     fn the_command_line_wins_over_the_file() {
         let got = args(r#"api = "127.0.0.1:5009""#, &["--api", "127.0.0.1:1"]).unwrap();
         assert!(got.is_empty(), "{got:?}");
+    }
+
+    #[test]
+    fn remembered_addresses_leave_out_config_toml_and_remote_apis() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        let listen: Vec<libp2p::Multiaddr> = vec!["/ip4/127.0.0.1/tcp/4101".parse().unwrap()];
+        let read = || std::fs::read_to_string(dir.path().join(ADDRESSES_FILE)).unwrap();
+        remember(&data, &listen, "127.0.0.1:5101".parse().unwrap()).unwrap();
+        assert!(read().contains("/tcp/4101") && read().contains("127.0.0.1:5101"));
+        remember(&data, &listen, "0.0.0.0:5101".parse().unwrap()).unwrap();
+        assert!(!read().contains("5101\""), "{}", read());
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "listen = [\"/ip4/0.0.0.0/tcp/1\"]\n",
+        )
+        .unwrap();
+        remember(&data, &listen, "127.0.0.1:5101".parse().unwrap()).unwrap();
+        assert!(
+            !read().contains("4101") && read().contains("127.0.0.1:5101"),
+            "{}",
+            read()
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Runs a node until SIGINT or SIGTERM (or its failure), then stops it gracefully.
 pub(super) async fn run(args: NodeArgs) -> Result<()> {
     let api_addr = resolve(&args.api).await?;
+    let asked_api = api_addr;
     if !api_addr.ip().is_loopback() {
         if !args.api_allow_remote {
             return Err(Error::Usage(format!(
@@ -120,7 +121,7 @@ pub(super) async fn run(args: NodeArgs) -> Result<()> {
     if result.is_ok() {
         tracing::info!(%url, "API ready");
         // Both addresses worked: the next start of this data dir uses them again.
-        if let Err(e) = super::config::remember(&data_dir, &listen, &args.api) {
+        if let Err(e) = super::config::remember(&data_dir, &listen, asked_api) {
             tracing::warn!(cause = %e, "cannot remember this run's addresses for the next start");
         }
         tokio::select! {

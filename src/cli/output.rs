@@ -41,7 +41,8 @@ fn written(stat: &FileStat) -> String {
 /// A version id as the CLI shows it: its first 16 hex digits (any unique prefix of 8 or more
 /// is accepted back).
 pub(super) fn short(version: &str) -> &str {
-    &version[..version.len().min(16)]
+    // From a node: not trusted to be ASCII.
+    version.get(..16).unwrap_or(version)
 }
 
 /// The answer to `rm`.
@@ -316,7 +317,7 @@ pub(super) fn peers(peers: &[Peer]) {
             printable(p.agent.as_deref().unwrap_or("-"))
         );
         for a in &p.addrs {
-            println!("  {a}");
+            println!("  {}", printable(a));
         }
     }
 }
@@ -342,7 +343,7 @@ pub(super) fn id(id: &Id) {
         None => println!("role:    {role}"),
     }
     for a in &id.addrs {
-        println!("  {a}");
+        println!("  {}", printable(a));
     }
 }
 

@@ -35,7 +35,7 @@ pub(super) fn progress(len: Option<u64>, show: bool, what: &str) -> ProgressBar 
                 .expect("valid template"),
         ),
     };
-    bar.set_message(what.to_string());
+    bar.set_message(crate::record::printable(what).into_owned());
     bar
 }
 

@@ -55,7 +55,7 @@ pub(super) async fn put(
             format!("{prefix}/{rel_key}")
         };
         let path = root.join(rel);
-        bar.set_message(key.clone());
+        bar.set_message(printable(&key).into_owned());
         match put_one(api, &path.to_string_lossy(), Some(key.clone()), false).await {
             Ok(stat) => {
                 if !json {
@@ -114,7 +114,7 @@ pub(super) async fn get(api: &ApiClient, prefix: &str, dir: &Path, json: bool) -
             }
         };
         let path = dir.join(rel);
-        bar.set_message(f.key.clone());
+        bar.set_message(printable(&f.key).into_owned());
         let result = match path.parent() {
             Some(parent) => std::fs::create_dir_all(parent)
                 .map_err(|e| Error::Failed(format!("cannot create {}: {e}", parent.display()))),

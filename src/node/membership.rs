@@ -60,7 +60,7 @@ pub(crate) fn remember(dir: &Path, network: &str) -> Result<(), Error> {
 /// True when the data dir's identity owns the network it remembers (or it remembers none) and
 /// nothing was ever written or granted in it: no record, no grant. Such a data dir is the trace
 /// of a first start without `--join` (a forgotten flag, a start that then failed), and may still
-/// join another network: nobody else can know of its network.
+/// join another network: its network has no file and no member but its owner.
 fn owns_an_empty_network(
     dir: &Path,
     identity: &Keypair,
@@ -74,19 +74,19 @@ fn owns_an_empty_network(
     Ok(store.record_count() == 0 && store.grants()?.is_empty())
 }
 
-/// Leaves the empty network of [`owns_an_empty_network`]: its identity is kept aside as
-/// `identity.key.<peer id>` (never deleted), its network, settings and empty store removed.
+/// Leaves the empty network of [`owns_an_empty_network`]: its network and settings files are
+/// removed (first: a failure later leaves no network without its owner's identity), its store
+/// (no record, but maybe chunks of an interrupted put) and identity kept aside as
+/// `store.<peer id>` and `identity.key.<peer id>`; nothing is deleted that held data.
 fn abandon(dir: &Path, identity: &Keypair) -> Result<(), Error> {
     let layout = DataDir::new(dir);
     let peer = identity.public().to_peer_id();
-    let kept = dir.join(format!("identity.key.{peer}"));
     let cannot = |what: &Path, e: std::io::Error| {
         start_error(format!(
             "cannot leave the empty network of this data dir: {}: {e}",
             what.display()
         ))
     };
-    std::fs::rename(layout.identity_key(), &kept).map_err(|e| cannot(&kept, e))?;
     for file in [layout.network_file(), layout.settings_file()] {
         match std::fs::remove_file(&file) {
             Ok(()) => {}
@@ -96,8 +96,11 @@ fn abandon(dir: &Path, identity: &Keypair) -> Result<(), Error> {
     }
     let store = layout.store();
     if store.exists() {
-        std::fs::remove_dir_all(&store).map_err(|e| cannot(&store, e))?;
+        let aside = dir.join(format!("store.{peer}"));
+        std::fs::rename(&store, &aside).map_err(|e| cannot(&aside, e))?;
     }
+    let kept = dir.join(format!("identity.key.{peer}"));
+    std::fs::rename(layout.identity_key(), &kept).map_err(|e| cannot(&kept, e))?;
     tracing::info!(
         old_identity = %peer,
         kept = %kept.display(),
@@ -177,7 +180,8 @@ pub(crate) fn decide(
 }
 
 /// The network's settings at start: those the data dir keeps; else a ticket's; else, for the
-/// network's owner, new ones with `requested` (default `all`), kept in the data dir. A node
+/// network's owner, new ones with `requested` (default `all`), kept in the data dir (by the
+/// caller with [`keep_settings`] when this start creates the network: once the node runs). A node
 /// that knows none learns them from its peers (`Replication::adopt_settings`). `requested`
 /// different from the network's is refused: the factor is set when the network is created.
 pub(crate) fn settings(
@@ -215,9 +219,9 @@ pub(crate) fn settings(
                 )),
                 None => None,
             };
-            if let Some(s) = &made {
-                datadir::atomic_write(&path, &s.encode(), false)
-                    .map_err(|e| start_error(format!("cannot write {}: {e}", path.display())))?;
+            let creating = owner && remembered(dir)?.is_none();
+            if let Some(s) = made.as_ref().filter(|_| !creating) {
+                keep_settings(dir, s)?;
             }
             made
         }
@@ -231,6 +235,13 @@ pub(crate) fn settings(
         }
     }
     Ok(settings)
+}
+
+/// Keeps the network's settings in the data dir.
+pub(crate) fn keep_settings(dir: &Path, settings: &Settings) -> Result<(), Error> {
+    let path = DataDir::new(dir).settings_file();
+    datadir::atomic_write(&path, &settings.encode(), false)
+        .map_err(|e| start_error(format!("cannot write {}: {e}", path.display())))
 }
 
 /// Loads the stored grants into the membership. Grants may be stored in any order (an

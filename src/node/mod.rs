@@ -199,7 +199,12 @@ impl Node {
                 .network
                 .as_deref()
                 .expect("a created network has an id");
-            if let Err(e) = membership::remember(&config.data_dir, id) {
+            // The network exists from here on: its settings, then its id, in the data dir.
+            let kept = match replication.policy().settings() {
+                Some(s) => membership::keep_settings(&config.data_dir, &s),
+                None => Ok(()),
+            };
+            if let Err(e) = kept.and_then(|()| membership::remember(&config.data_dir, id)) {
                 tasks.shutdown().await;
                 return Err(e);
             }

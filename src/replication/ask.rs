@@ -103,7 +103,7 @@ impl Replication {
                     %peer,
                     "ignoring a record by a peer without write access in a lookup answer"
                 ),
-                Verdict::Known | Verdict::Valid => {}
+                Verdict::Known | Verdict::Valid | Verdict::BadKey => {}
             }
         }
         let key = key.to_string();

@@ -25,6 +25,11 @@ impl Replication {
                 // ed25519 check): a replay of strangers' records costs no signature.
                 let mut candidates = Vec::with_capacity(records.len());
                 for (i, r) in records.into_iter().enumerate() {
+                    if crate::record::validate_key(&r.key).is_err() {
+                        refusals.refuse(Refusal::Invalid, &r.author, None);
+                        verdicts[i] = Verdict::BadKey;
+                        continue;
+                    }
                     if members.with(|m| m.admits(&r)).unwrap_or(true) {
                         candidates.push((i, r));
                     } else {
@@ -132,7 +137,7 @@ impl Replication {
                 let verdict = match verdict {
                     Verdict::Valid | Verdict::Known => net::Verdict::Accept,
                     Verdict::Stranger => net::Verdict::Ignore,
-                    Verdict::Invalid => net::Verdict::Reject,
+                    Verdict::Invalid | Verdict::BadKey => net::Verdict::Reject,
                 };
                 if self.network.judge(message, verdict).await.is_err() {
                     return;
@@ -233,6 +238,9 @@ pub(crate) enum Verdict {
     Known,
     /// It does not verify, which an honest peer never sends.
     Invalid,
+    /// Its key breaks the grammar: refused as invalid, but not held against the peer (an
+    /// honest node of an earlier version may still hold and send such a record).
+    BadKey,
     /// It verifies and went to the store.
     Valid,
 }

@@ -210,7 +210,13 @@ impl Inner {
         }
     }
 
+    /// Whether `record` counts: valid by itself (a record stored by an earlier version under a
+    /// key the grammar now refuses does not, and is dropped at start), and admitted by the
+    /// membership.
     fn admits(&self, record: &Record) -> bool {
+        if record.validate().is_err() {
+            return false;
+        }
         match &*self.admission.read().expect("admission lock") {
             Some(admit) => admit(record),
             None => true,

@@ -162,8 +162,8 @@ function renderNode() {
   document.title = 'dfs · ' + shortId(id.peer_id);
   const writes = canWrite();
   $('upload-button').disabled = !writes || state.uploading;
-  $('upload-file').disabled = !canWrite;
-  $('upload-key').disabled = !canWrite;
+  $('upload-file').disabled = !writes;
+  $('upload-key').disabled = !writes;
   if (!writes && !state.uploading) {
     $('upload-status').textContent = 'this node may not write (a reader): ask an admin for `dfs allow`';
   } else if ($('upload-status').dataset.reader === '1') {

@@ -341,6 +341,8 @@ pub(super) fn a_mistaken_first_start_does_not_claim_the_data_dir() {
             assert_ne!(id["peer_id"], old.as_str());
             let kept = dir.path().join(format!("data/identity.key.{old}"));
             assert!(kept.exists(), "the old identity is kept aside");
+            let aside = dir.path().join(format!("data/store.{old}"));
+            assert!(aside.is_dir(), "the old store is kept aside, not deleted");
         }
     }
     // A data dir whose own network holds a file keeps it.

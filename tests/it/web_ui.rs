@@ -656,6 +656,87 @@ async fn the_page_lists_uploads_and_deletes_in_headless_chromium() {
         .await;
     assert_eq!(len, bytes.len());
 
+    // History and restore: a second version, then the first made current again from the page.
+    common::put(&a.client, "versions.txt", b"first".to_vec()).await;
+    common::put(&a.client, "versions.txt", b"second".to_vec()).await;
+    browser
+        .wait_for(
+            "versions.txt listed",
+            &format!("return {}", has_row("versions.txt", Some("local"))),
+        )
+        .await;
+    browser
+        .click("#files tr[data-key=\"versions.txt\"] button.history")
+        .await;
+    browser
+        .wait_for(
+            "its history",
+            "return document.querySelectorAll('#history tbody tr').length === 2",
+        )
+        .await;
+    browser
+        .click("#history tbody tr[data-state=\"replaced\"] button.restore")
+        .await;
+    let restored = eventually(DEADLINE, || async {
+        common::get(&a.client, "versions.txt").await.as_deref() == Some(&b"first"[..])
+    })
+    .await;
+    assert!(restored, "the first version restored from the page");
+    browser
+        .wait_for(
+            "the restore in the history",
+            "return document.querySelectorAll('#history tbody tr').length === 3",
+        )
+        .await;
+    // Peers with their clock offsets; the members; an admin invites from the page.
+    browser
+        .wait_for(
+            "b's clock offset",
+            &format!(
+                "const c = document.querySelector('#peers tr[data-peer-id=\"{peer_b}\"] td.clock'); \
+                 return !!c && c.textContent.length > 0"
+            ),
+        )
+        .await;
+    browser
+        .wait_for(
+            "the owner among the members",
+            &format!(
+                "return !!document.querySelector('#members tr[data-peer-id=\"{}\"]')",
+                a.client.peer_id()
+            ),
+        )
+        .await;
+    browser.click("#invite-button").await;
+    browser
+        .wait_for(
+            "a ticket",
+            "return document.getElementById('invite-ticket').value.startsWith('dfs1')",
+        )
+        .await;
+    let invited = browser
+        .script("return document.getElementById('invite-peer').textContent")
+        .await;
+    let invited = invited.as_str().unwrap().to_string();
+    assert!(invited.starts_with("12D3KooW"), "{invited}");
+    browser
+        .wait_for(
+            "the invited member listed",
+            &format!("return !!document.querySelector('#members tr[data-peer-id=\"{invited}\"]')"),
+        )
+        .await;
+    // A transfer's rate and time left (fed by hand, as above).
+    let rate = browser
+        .script(
+            "state.transfers = [{key: 'big', content_id: 'ab', size: 4194304, bytes_done: 1048576, \
+               chunks_done: 1, chunks_total: 4, phase: 'fetching'}]; \
+             state.rates = new Map([['ab', {bytes: 1048576, at: 0, rate: 1048576}]]); \
+             renderTransfers(); \
+             return document.querySelector('#transfers tr[data-key=\"big\"] td.rate').textContent",
+        )
+        .await;
+    assert_eq!(rate, "1.0 MiB/s, 3 s left");
+
     // Delete: one click arms the button, the second deletes everywhere.
     let row = "#files tr[data-key=\"from-cli.txt\"] button.delete";
     browser.click(row).await;

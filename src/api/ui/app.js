@@ -18,6 +18,9 @@ const state = {
   files: [],
   transfers: [],
   peers: [],
+  members: [],
+  /** content id -> {bytes, at, rate}: each transfer's progress at the last poll. */
+  rates: new Map(),
   /** Whether the node's stats carry `holders`: null until known. */
   holdersSupported: null,
   /** key -> holders (as the stat gave them), for nodes whose stats carry them. */
@@ -88,8 +91,8 @@ async function api(path, options = {}) {
   return res;
 }
 
-async function apiJson(path) {
-  return (await api(path)).json();
+async function apiJson(path, options) {
+  return (await api(path, options)).json();
 }
 
 // ---- formatting -----------------------------------------------------------------------------
@@ -212,6 +215,11 @@ function renderFiles() {
     if (t && !f.local && t.size > 0) {
       st.append(' ', el('span', { class: 'note' }, Math.floor((100 * t.bytes_done) / t.size) + '%'));
     }
+    const conflicts = (f.conflicts || []).length;
+    if (conflicts > 0) {
+      st.append(' ', el('span', { class: 'note conflicts', title: 'written concurrently: History shows them; a new upload or a restore resolves them' },
+        conflicts + (conflicts === 1 ? ' conflict' : ' conflicts')));
+    }
     tr.append(st);
     tr.append(holdersCell(f));
     const actions = el('td', { class: 'actions' });
@@ -226,6 +234,9 @@ function renderFiles() {
       rm.addEventListener('click', () => remove(f.key, rm));
       actions.append(dl, ' ', rm);
     }
+    const log = el('button', { type: 'button', class: 'history', title: 'Versions of ' + f.key }, 'History');
+    log.addEventListener('click', () => showHistory(f.key));
+    actions.append(' ', log);
     tr.append(actions);
     return tr;
   });
@@ -249,6 +260,7 @@ function renderTransfers() {
       humanSize(t.bytes_done) + ' of ' + humanSize(t.size) +
       ' (' + t.chunks_done + '/' + t.chunks_total + ' chunks)'));
     tr.append(p);
+    tr.append(el('td', { class: 'rate' }, rateText(t)));
     return tr;
   });
   tbody.replaceChildren(...rows);
@@ -268,6 +280,7 @@ function renderPeers() {
     id.append(el('code', {}, p.peer_id));
     tr.append(id);
     tr.append(el('td', {}, p.agent || '—'));
+    tr.append(el('td', { class: 'clock' }, clockText(p.clock_offset_ms)));
     const addrs = el('td');
     (p.addrs || []).forEach((a, i) => {
       if (i) addrs.append(el('br'));
@@ -281,14 +294,135 @@ function renderPeers() {
   $('peers-empty').hidden = rows.length > 0;
 }
 
+/** A peer's clock offset from this node: `+3 ms`, flagged when over half a second. */
+function clockText(ms) {
+  if (ms === null || ms === undefined) return 'not measured';
+  const text = (ms > 0 ? '+' : '') + ms + ' ms';
+  return Math.abs(ms) > 500 ? text + ' (off!)' : text;
+}
+
+/** A transfer's rate and time left, from the bytes done at the previous polls. */
+function rateText(t) {
+  const seen = state.rates.get(t.content_id);
+  if (!seen || !(seen.rate > 0)) return '—';
+  const left = Math.max(t.size - t.bytes_done, 0) / seen.rate;
+  return humanSize(Math.round(seen.rate)) + '/s, ' + (left < 1 ? '<1' : Math.round(left)) + ' s left';
+}
+
+/** Updates each transfer's rate (bytes per second, smoothed) from its progress since the last poll. */
+function updateRates(transfers, now) {
+  const next = new Map();
+  for (const t of transfers) {
+    const before = state.rates.get(t.content_id);
+    let rate = before ? before.rate : 0;
+    if (before && now > before.at && t.bytes_done >= before.bytes) {
+      const r = ((t.bytes_done - before.bytes) * 1000) / (now - before.at);
+      rate = rate > 0 ? 0.5 * rate + 0.5 * r : r;
+    }
+    next.set(t.content_id, { bytes: t.bytes_done, at: now, rate });
+  }
+  state.rates = next;
+}
+
+function renderMembers() {
+  const tbody = document.querySelector('#members tbody');
+  const rows = state.members.map((m) => {
+    const tr = el('tr', { 'data-peer-id': m.peer_id });
+    const id = el('td');
+    id.append(el('code', {}, m.peer_id));
+    tr.append(id);
+    let role = m.owner ? 'owner' : m.role;
+    if (!m.owner && m.role === 'reader' && m.cutoff !== undefined) role = 'revoked (records up to #' + m.cutoff + ' stay)';
+    if (m.equivocated) role += ', signed two records under one number';
+    if (m.failed_proofs) role += ', failed ' + m.failed_proofs + ' proofs of possession';
+    tr.append(el('td', {}, role));
+    return tr;
+  });
+  tbody.replaceChildren(...rows);
+  $('members-count').textContent = '(' + rows.length + ')';
+  const admin = !!state.id && state.id.role === 'admin';
+  $('invite-button').disabled = !admin;
+  $('invite-button').title = admin ? 'A ticket for one new machine' : 'only an admin invites';
+}
+
+/** Makes a ticket for one new machine (admins). */
+async function invite() {
+  $('invite-button').disabled = true;
+  try {
+    const res = await apiJson('/v1/invite', { method: 'POST' });
+    $('invite-ticket').value = res.ticket;
+    $('invite-peer').textContent = res.peer_id || '';
+    $('invite').hidden = false;
+    $('invite-status').textContent = '';
+  } catch (e) {
+    showError('invite failed: ' + e.message);
+  } finally {
+    renderMembers();
+  }
+}
+
+/** Shows every version of `key` this node knows, with Restore for the earlier writes. */
+async function showHistory(key) {
+  try {
+    const entries = await apiJson('/v1/log/' + encodeKey(key));
+    $('history-key').textContent = key;
+    const rows = entries.map((e) => {
+      const tr = el('tr', { 'data-version': e.version, 'data-state': e.state });
+      const v = el('td');
+      v.append(el('code', { title: e.version }, e.version.slice(0, 16)));
+      tr.append(v);
+      tr.append(el('td', {}, new Date(e.time).toISOString()));
+      tr.append(el('td', {}, e.state));
+      tr.append(el('td', { class: 'num' }, e.deleted ? '' : humanSize(e.size)));
+      tr.append(el('td', {}, e.deleted ? 'delete' : 'write'));
+      const a = el('td');
+      a.append(el('code', {}, e.author.slice(0, 16) + '…'));
+      tr.append(a);
+      const act = el('td');
+      if (!e.deleted && e.state !== 'current') {
+        const b = el('button', { type: 'button', class: 'restore', title: 'Make this version current again (a new write that spreads)' }, 'Restore');
+        if (!canWrite()) b.disabled = true;
+        b.addEventListener('click', () => restore(key, e.version, b));
+        act.append(b);
+      }
+      tr.append(act);
+      return tr;
+    });
+    document.querySelector('#history tbody').replaceChildren(...rows);
+    $('history').hidden = false;
+  } catch (e) {
+    showError('history of ' + key + ' failed: ' + e.message);
+  }
+}
+
+async function restore(key, version, button) {
+  button.disabled = true;
+  try {
+    await apiJson('/v1/restore/' + encodeKey(key), {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ version }),
+    });
+    await showHistory(key);
+  } catch (e) {
+    showError('restore of ' + key + ' failed: ' + e.message);
+    button.disabled = false;
+  }
+  refresh();
+}
+
 // ---- polling --------------------------------------------------------------------------------
 
 async function refresh() {
   try {
-    const [id, files, peers, transfers] = await Promise.all([
+    const [id, files, peers, members, transfers] = await Promise.all([
       apiJson('/v1/id'),
       apiJson('/v1/files'),
       apiJson('/v1/peers'),
+      apiJson('/v1/members').catch((e) => {
+        if (e instanceof ApiError && e.status === 401) throw e;
+        return [];
+      }),
       state.transfersSupported
         ? apiJson('/v1/transfers').catch((e) => {
           if (e.status === 404 || e.status === 405) { state.transfersSupported = false; return []; }
@@ -299,6 +433,8 @@ async function refresh() {
     state.id = id;
     state.files = files;
     state.peers = peers;
+    state.members = members;
+    updateRates(transfers, Date.now());
     state.transfers = transfers;
     state.polls += 1;
     if (files.some((f) => f.holders !== undefined)) state.holdersSupported = true;
@@ -309,6 +445,7 @@ async function refresh() {
     renderFiles();
     renderTransfers();
     renderPeers();
+    renderMembers();
     setStatus('ok', 'connected');
     $('updated').textContent = 'updated ' + new Date().toLocaleTimeString();
   } catch (e) {
@@ -455,6 +592,8 @@ async function remove(key, button) {
 function start() {
   $('upload').addEventListener('submit', upload);
   $('notice-dismiss').addEventListener('click', () => { $('notice').hidden = true; });
+  $('history-close').addEventListener('click', () => { $('history').hidden = true; });
+  $('invite-button').addEventListener('click', invite);
   $('files-show-deleted').addEventListener('change', renderFiles);
   $('login-form').addEventListener('submit', (event) => {
     event.preventDefault();

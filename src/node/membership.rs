@@ -191,6 +191,7 @@ pub(crate) fn settings(
     join: Option<&Ticket>,
     requested: Option<crate::placement::Replicas>,
     now_ms: u64,
+    creating: bool,
 ) -> Result<Option<Settings>, Error> {
     let Some(network) = network else {
         return Ok(None);
@@ -219,7 +220,6 @@ pub(crate) fn settings(
                 )),
                 None => None,
             };
-            let creating = owner && remembered(dir)?.is_none();
             if let Some(s) = made.as_ref().filter(|_| !creating) {
                 keep_settings(dir, s)?;
             }

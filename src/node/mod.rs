@@ -128,6 +128,7 @@ impl Node {
             config.join.as_ref(),
             config.replicas,
             config.wall.now_ms(),
+            decided.created,
         )?;
         let peer_id = keypair.public().to_peer_id();
         let tasks = Tasks::new();

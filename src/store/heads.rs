@@ -172,7 +172,8 @@ pub(super) fn merge_one(
     changes: &mut Vec<HeadsChange>,
     freed: &mut Vec<Hash>,
 ) -> Result<Applied, StoreError> {
-    if record.validate().is_err() || !inner.admits(record) {
+    // (Admission includes the record's own validity.)
+    if !inner.admits(record) {
         return Ok(Applied::Refused);
     }
     if physical_ms(record.time) > inner.time.accept_limit_ms() {

@@ -62,6 +62,15 @@ fn eventually<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Opti
     }
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Pseudo-random bytes (xorshift), so tests need no RNG.
 fn data(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;

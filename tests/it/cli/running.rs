@@ -266,11 +266,7 @@ pub(super) fn data_dir_has_the_documented_layout() {
 /// start and take the first one's incoming connections. It must refuse: "address in use".
 #[test]
 pub(super) fn two_nodes_cannot_listen_on_the_same_port() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let first_dir = tempfile::tempdir().unwrap();
     let listen = format!("/ip4/127.0.0.1/tcp/{port}");
     let mut first = dfs()
@@ -700,18 +696,11 @@ pub(super) fn completions_for_bash_zsh_and_fish() {
 /// command line over both. An unknown key is refused, naming the key and the file.
 #[test]
 pub(super) fn config_toml_is_overridden_by_env_and_flags() {
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
     let started = |env: &[(&str, &str)], args: &[&str]| {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
-        let port = free();
+        let port = free_port();
         std::fs::write(
             data.join("config.toml"),
             format!(
@@ -728,7 +717,7 @@ pub(super) fn config_toml_is_overridden_by_env_and_flags() {
         "from the file"
     );
     drop(node);
-    let env_port = free();
+    let env_port = free_port();
     let env_api = format!("127.0.0.1:{env_port}");
     let (node, _) = started(&[("DFS_API", &env_api)], &[]);
     assert_eq!(
@@ -737,7 +726,7 @@ pub(super) fn config_toml_is_overridden_by_env_and_flags() {
         "DFS_API wins over the file"
     );
     drop(node);
-    let flag_port = free();
+    let flag_port = free_port();
     let flag_api = format!("127.0.0.1:{flag_port}");
     let (node, _) = started(&[("DFS_API", &env_api)], &["--api", &flag_api]);
     assert_eq!(
@@ -767,14 +756,7 @@ pub(super) fn config_toml_is_overridden_by_env_and_flags() {
 /// (kept in `<data dir>/addresses.toml`), instead of failing on the defaults; a flag still wins.
 #[test]
 pub(super) fn a_restart_with_only_the_data_dir_listens_where_the_last_run_did() {
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (p2p, api) = (free(), free());
+    let (p2p, api) = (free_port(), free_port());
     let listen = format!("/ip4/127.0.0.1/tcp/{p2p}");
     let api_addr = format!("127.0.0.1:{api}");
     let node = TestNode::custom(
@@ -795,7 +777,7 @@ pub(super) fn a_restart_with_only_the_data_dir_listens_where_the_last_run_did() 
     assert_eq!(node.addr(), format!("{listen}/p2p/{id}"));
     let dir = node.kill();
 
-    let other = free();
+    let other = free_port();
     let node = TestNode::custom(dir, &["--api", &format!("127.0.0.1:{other}")], &[]);
     assert_eq!(
         node.url(),
